@@ -1,0 +1,190 @@
+"""Typed values that flow between the eight steps of a promotion.
+
+Each step's output extends the previous step's (class inheritance), so the dependency graph
+of the job *is* the step order and every op sees, with types, all that came before it.
+None of these models holds a secret: they carry secret *references* only, which is what makes
+them safe to put in Dagster's event log and in evidence.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, Field
+
+CONTRACT_VERSION = "v1"
+
+
+# -- the artifact contract (v1): a backup's output is exactly a restore's input -------------------
+class SourceEnv(BaseModel):
+    environment_id: str
+    kind: str
+    db: str
+
+
+class DbDump(BaseModel):
+    path: str
+    format: Literal["custom"] = "custom"
+    sha256: str
+    size_bytes: int
+    pg_dump_version: str
+
+
+class FilestoreArchive(BaseModel):
+    path: str
+    format: Literal["tar+zstd"] = "tar+zstd"
+    sha256: str
+    size_bytes: int
+    file_count: int
+
+
+class Manifest(BaseModel):
+    odoo_version: str
+    addons_hash: str
+    modules_installed: dict[str, str]
+    module_licenses: dict[str, str] = Field(default_factory=dict)
+    db_major_version: int
+    git_commit_sha: str | None
+    neutralized: bool
+    attachment_count: int = 0
+
+
+class Artifact(BaseModel):
+    contract_version: str = CONTRACT_VERSION
+    artifact_id: str
+    created_at: datetime
+    source_env: SourceEnv
+    db_dump: DbDump
+    filestore: FilestoreArchive
+    manifest: Manifest
+
+
+# -- records read from the ops database ------------------------------------------------------------
+class EnvironmentRecord(BaseModel):
+    environment_id: str
+    project_id: str
+    kind: str
+    git_commit_sha: str | None
+    db_dsn_ref: str
+    db_name_prefix: str
+    filestore_root: str
+    odoo_url: str | None = None
+    router_name: str | None = None
+    smoke_login: str | None = None
+    smoke_password_ref: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Self:
+        return cls.model_validate({k: row.get(k) for k in cls.model_fields})
+
+
+class DeploymentRecord(BaseModel):
+    deployment_id: str
+    environment_id: str
+    db_name: str
+    data_dir: str
+    http_port: int | None
+    websocket_port: int | None
+    pid: int | None
+    state: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Self:
+        return cls.model_validate({k: row.get(k) for k in cls.model_fields})
+
+
+class PromotionInputs(BaseModel):
+    """The seed's six inputs plus the caller and the stability window, after validation."""
+
+    project_id: str
+    staging_env_id: str
+    prod_env_id: str
+    user_id: str
+    rollback_window_hours: int = 24
+    skip_smoke_tests: bool = False
+    auto_rollback_on_failure: bool = True
+    stability_window_seconds: int = 300
+
+
+# -- step outputs ----------------------------------------------------------------------------------
+class RunStarted(BaseModel):
+    """Step 1: the ops run exists, the environment is locked, inputs.json and run_id.txt written."""
+
+    run_id: str
+    inputs: PromotionInputs
+    evidence_dir: str
+    started_at: datetime
+    staging: EnvironmentRecord
+    prod: EnvironmentRecord
+    blue: DeploymentRecord
+
+
+class StagingSnapshotTaken(RunStarted):
+    """Step 2: the green artifact (staging snapshot), verified and registered."""
+
+    green_artifact: Artifact
+
+
+class BlueBackedUp(StagingSnapshotTaken):
+    """Step 3: the blue artifact (production backup, the rollback target), verified and registered."""
+
+    blue_artifact: Artifact
+
+
+class GreenRestored(BlueBackedUp):
+    """Step 4: green runs next to blue, on its own database and filestore."""
+
+    green: DeploymentRecord
+    restore_checks: dict[str, Any]
+
+
+class SmokeResult(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+    duration_ms: int
+
+
+class GreenSmokeTested(GreenRestored):
+    """Step 5: the five smoke tests passed on green (or were skipped, which the evidence says)."""
+
+    smoke_skipped: bool
+    smoke_results: list[SmokeResult]
+
+
+class CutOver(GreenSmokeTested):
+    """Step 6: the public entry point serves green."""
+
+    cutover_timestamp: datetime
+    routing_before: dict[str, Any]
+    routing_after: dict[str, Any]
+
+
+class StabilityMetrics(BaseModel):
+    window_seconds: int
+    samples: int
+    requests: int
+    http_errors: int
+    http_error_rate: float
+    db_connection_errors: int
+    process_crashes: int
+    passed: bool
+    reason: str | None = None
+
+
+class StabilityWatched(CutOver):
+    """Step 7: green held steady for the stability window."""
+
+    stability: StabilityMetrics
+
+
+class PromotionOutcome(BaseModel):
+    """The seed's outputs object."""
+
+    run_id: str
+    status: Literal["success", "failed", "rolled_back"]
+    evidence_dir: str
+    blue_backup_id: str | None
+    green_artifact_id: str | None
+    cutover_timestamp: str | None

@@ -1,0 +1,187 @@
+"""The seven preconditions of a promotion, each a named check with one clear message.
+
+``scripts/odoo_preflight_promote.sh`` and ``promote preflight`` run all seven and print a line
+each; the job runs them in order and stops at the first that fails. Check 5 takes the
+environment's advisory lock, and a passing preflight inside the job keeps holding it: the check
+and the exclusion are one act, so no second promotion can slip in between them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from promote_pipeline import guardrails
+from promote_pipeline.models import DeploymentRecord, EnvironmentRecord, PromotionInputs
+from resources.artifact_store import LocalArtifactStore
+from resources.odoo_host import LocalOdooHost
+from resources.ops_db import EnvironmentLock, OpsDatabase
+
+CHECKS = (
+    "project_exists",
+    "staging_successful",
+    "same_commit_sha",
+    "promote_permission",
+    "no_concurrent_operations",
+    "production_accessible",
+    "sufficient_disk_space",
+)
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    message: str
+
+
+@dataclass
+class Preflight:
+    """Runs the checks; keeps what later steps need (records, the lock, sizes)."""
+
+    ops_db: OpsDatabase
+    host: LocalOdooHost
+    store: LocalArtifactStore
+    inputs: PromotionInputs
+    min_free_space_factor: float = 3.0
+    staging: EnvironmentRecord | None = None
+    prod: EnvironmentRecord | None = None
+    blue: DeploymentRecord | None = None
+    lock: EnvironmentLock | None = None
+    results: list[CheckResult] = field(default_factory=list)
+
+    def run(self, stop_on_failure: bool) -> list[CheckResult]:
+        steps: dict[str, Callable[[], str]] = {
+            "project_exists": self.project_exists,
+            "staging_successful": self.staging_successful,
+            "same_commit_sha": self.same_commit_sha,
+            "promote_permission": self.promote_permission,
+            "no_concurrent_operations": self.no_concurrent_operations,
+            "production_accessible": self.production_accessible,
+            "sufficient_disk_space": self.sufficient_disk_space,
+        }
+        for name in CHECKS:
+            try:
+                result = CheckResult(name, True, steps[name]())
+            except PreconditionFailed as exc:
+                result = CheckResult(name, False, str(exc))
+            except psycopg.Error as exc:
+                result = CheckResult(name, False, f"database error: {str(exc).strip()[:200]}")
+            self.results.append(result)
+            if not result.passed and stop_on_failure:
+                break
+        return self.results
+
+    @property
+    def passed(self) -> bool:
+        return len(self.results) == len(CHECKS) and all(r.passed for r in self.results)
+
+    def release(self) -> None:
+        if self.lock:
+            self.lock.release()
+            self.lock = None
+
+    # -- the seven checks --------------------------------------------------------------------------
+    def project_exists(self) -> str:
+        row = self.ops_db.fetch_one("SELECT 1 FROM ops.projects WHERE project_id = %s", (self.inputs.project_id,))
+        if not row:
+            raise PreconditionFailed(f"ops.projects has no row for project_id {self.inputs.project_id!r}")
+        self.staging = self._environment(self.inputs.staging_env_id, "staging_env_id")
+        self.prod = self._environment(self.inputs.prod_env_id, "prod_env_id")
+        return f"project {self.inputs.project_id} exists"
+
+    def _environment(self, env_id: str, field_name: str) -> EnvironmentRecord:
+        row = self.ops_db.environment(env_id)
+        if row is None or row["project_id"] != self.inputs.project_id:
+            raise PreconditionFailed(f"{field_name} {env_id!r} is not an environment of project {self.inputs.project_id}")
+        return EnvironmentRecord.from_row(row)
+
+    def staging_successful(self) -> str:
+        assert self.staging
+        if not guardrails.current().prod_requires_staging_success:
+            return "guardrail prod_requires_staging_success is off: not checked"
+        row = self.ops_db.fetch_one(
+            "SELECT run_id, status, operation_type FROM ops.runs WHERE environment_id = %s"
+            " AND operation_type IN ('deploy', 'restore') ORDER BY created_at DESC, run_id DESC LIMIT 1",
+            (self.staging.environment_id,),
+        )
+        if not row:
+            raise PreconditionFailed(f"staging {self.staging.environment_id} has no deploy or restore run")
+        if row["status"] != "success":
+            raise PreconditionFailed(
+                f"latest {row['operation_type']} on staging ({row['run_id']}) has status {row['status']!r},"
+                " not 'success'")
+        return f"latest {row['operation_type']} on staging ({row['run_id']}) succeeded"
+
+    def same_commit_sha(self) -> str:
+        assert self.staging and self.prod
+        s, p = self.staging.git_commit_sha, self.prod.git_commit_sha
+        if not s or not p:
+            raise PreconditionFailed(f"commit SHA unknown (staging {s!r}, production {p!r})")
+        if s != p:
+            raise PreconditionFailed(f"staging targets {s[:12]} but production targets {p[:12]}")
+        return f"both target {s[:12]}"
+
+    def promote_permission(self) -> str:
+        if not self.ops_db.has_permission(self.inputs.user_id, self.inputs.project_id, "promote"):
+            raise PreconditionFailed(
+                f"user {self.inputs.user_id!r} lacks 'promote' on project {self.inputs.project_id}")
+        return f"user {self.inputs.user_id} may promote"
+
+    def no_concurrent_operations(self) -> str:
+        assert self.prod
+        env_id = self.prod.environment_id
+        lock = self.ops_db.try_lock_environment(env_id)
+        running = self.ops_db.fetch_one(
+            "SELECT run_id, dagster_run_id FROM ops.runs WHERE environment_id = %s AND status = 'running'"
+            " ORDER BY created_at DESC LIMIT 1", (env_id,))
+        if lock is None:
+            holder = running["run_id"] if running else "another session"
+            raise PreconditionFailed(f"production {env_id} is busy: run {holder} holds it")
+        if running:
+            lock.release()
+            raise PreconditionFailed(
+                f"run {running['run_id']} is still marked running on {env_id} but holds no lock (it died):"
+                f" roll it back first")
+        self.lock = lock
+        return f"no operation running on {env_id}; lock taken"
+
+    def production_accessible(self) -> str:
+        assert self.prod
+        row = self.ops_db.active_deployment(self.prod.environment_id)
+        if not row:
+            raise PreconditionFailed(f"production {self.prod.environment_id} has no active deployment")
+        self.blue = DeploymentRecord.from_row(row)
+        try:
+            with self.host.connect(self.prod.db_dsn_ref, self.blue.db_name) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise PreconditionFailed(f"cannot connect to production database {self.blue.db_name}:"
+                                     f" {str(exc).strip()[:200]}") from None
+        fs = self.host.filestore_dir(self.blue.data_dir, self.blue.db_name)
+        if not fs.is_dir() or not os.access(fs, os.R_OK | os.W_OK | os.X_OK):
+            raise PreconditionFailed(f"production filestore {fs} is missing or not writable")
+        return f"database {self.blue.db_name} and filestore reachable"
+
+    def sufficient_disk_space(self) -> str:
+        assert self.prod and self.blue
+        db_bytes = self.host.database_size(self.prod.db_dsn_ref, self.blue.db_name)
+        _, fs_bytes = self.host.filestore_stats(self.blue.data_dir, self.blue.db_name)
+        need = int(self.min_free_space_factor * (db_bytes + fs_bytes))
+        Path(self.store.root).mkdir(parents=True, exist_ok=True)
+        for label, path in (("artifact store", self.store.root), ("production data dir", self.blue.data_dir)):
+            free = shutil.disk_usage(path).free
+            if free < need:
+                raise PreconditionFailed(
+                    f"{label} {path} has {free // 2**20} MiB free; {self.min_free_space_factor:g}x production size"
+                    f" needs {need // 2**20} MiB")
+        return f"{self.min_free_space_factor:g}x production size ({need // 2**20} MiB) available"
+
+
+class PreconditionFailed(RuntimeError):
+    pass

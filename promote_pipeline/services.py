@@ -1,0 +1,25 @@
+"""The four resources a promotion step talks to, bundled so that helpers take one argument."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from promote_pipeline.models import DeploymentRecord
+from resources.artifact_store import LocalArtifactStore
+from resources.odoo_host import LocalOdooHost
+from resources.ops_db import OpsDatabase
+from resources.router import RouterResource, Upstream
+
+
+@dataclass
+class Services:
+    ops_db: OpsDatabase
+    host: LocalOdooHost
+    store: LocalArtifactStore
+    router: RouterResource
+
+
+def upstream(deployment: DeploymentRecord, colour: str) -> Upstream:
+    assert deployment.http_port is not None
+    return Upstream(name=deployment.deployment_id, colour=colour, http_port=deployment.http_port,
+                    websocket_port=deployment.websocket_port or deployment.http_port)

@@ -1,0 +1,60 @@
+"""Resolving secret references.
+
+The ops database and every configuration file store only *references* to secrets (the name of
+an environment variable). The value is looked up at the moment of use: first in the process
+environment, then in the JSON secrets file named by ``PROMOTE_SECRETS_FILE`` (a mode-0600 file,
+which is how the sandbox hands its generated credentials to the CLI and to Dagster's daemon).
+Values are never copied into models, evidence or logs; callers keep them in local variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class SecretNotFound(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its argument; say it plainly instead
+        return str(self.args[0])
+
+
+def secrets_file() -> Path | None:
+    name = os.environ.get("PROMOTE_SECRETS_FILE")
+    return Path(name) if name else None
+
+
+def _file_values() -> dict[str, str]:
+    path = secrets_file()
+    if path is None or not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def resolve(ref: str) -> str:
+    """The value behind ``ref``; raises SecretNotFound naming the reference (never a value)."""
+    if ref in os.environ:
+        return os.environ[ref]
+    values = _file_values()
+    if ref in values:
+        return values[ref]
+    raise SecretNotFound(f"secret reference {ref!r} is not set (environment or PROMOTE_SECRETS_FILE)")
+
+
+def known_values() -> list[str]:
+    """Every secret value this process can resolve through the secrets file, for redaction."""
+    return [v for v in _file_values().values() if v]
+
+
+def write_secrets_file(path: Path, values: dict[str, str]) -> None:
+    """Write (or merge into) a secrets file created with mode 0600 from the start."""
+    current: dict[str, str] = {}
+    if path.exists():
+        current = json.loads(path.read_text())
+    current.update(values)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(current, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
