@@ -49,17 +49,24 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_promotion(raw: dict[str, Any], quiet: bool = False) -> tuple[int, PromotionOutcome | None, str | None]:
-    """Execute the job in process; return (exit code, outcome, rejection or failure message)."""
-    from dagster import DagsterInstance
+def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None,
+                  resource_overrides: dict[str, Any] | None = None) -> tuple[int, PromotionOutcome | None, str | None]:
+    """Execute the job in process; return (exit code, outcome, rejection or failure message).
 
-    from promote_pipeline.definitions import build_definitions
+    ``resource_overrides`` replaces resources by key (drills use it to inject a fault into a real resource).
+    """
+    from dagster import DagsterInstance, Definitions
+
+    from promote_pipeline.definitions import build_resources
+    from promote_pipeline.jobs import promote_staging_to_prod
     from resources.ops_db import OpsDatabase
 
     cfg = settings.load()
-    defs = build_definitions(cfg)
+    defs = Definitions(jobs=[promote_staging_to_prod],
+                       resources={**build_resources(cfg), **(resource_overrides or {})})
     job = defs.get_job_def("promote_staging_to_prod")
-    instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    if instance is None:
+        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     listener = None if quiet else (lambda line: print(line, flush=True))
     if listener:
         progress.subscribe(listener)
@@ -81,6 +88,7 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False) -> tuple[int, Promot
     message = None
     if first is not None and first.step_failure_data.error is not None:
         message = first.step_failure_data.error.message.strip().splitlines()[-1]
+        message = message.split(": ", 1)[1] if message.startswith("promote_pipeline.") else message
         if first.step_key == "create_ops_run" and "PromotionRejected" in first.step_failure_data.error.cls_name:
             return EXIT_REJECTED, None, message
     row = OpsDatabase(dsn_ref=cfg.ops_dsn_ref, database=cfg.ops_database).fetch_one(

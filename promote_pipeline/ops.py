@@ -110,7 +110,6 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db:
         if check is not None:
             message = redact_text(f"{check[0]}: {check[1]}")
             ops_db.record_rejection(check[0], message, redact(_printable(raw)))
-            progress.say(f"rejected: {message}")
             raise PromotionRejected(description=f"promotion rejected: {message}", metadata={"check": check[0]},
                                     allow_retries=False)
         assert preflight.staging and preflight.prod and preflight.blue and preflight.lock

@@ -45,7 +45,9 @@ def load() -> Settings:
         settings.evidence_root = os.environ["PROMOTE_EVIDENCE_ROOT"]
     if os.environ.get("PROMOTE_OPS_DATABASE"):
         settings.ops_database = os.environ["PROMOTE_OPS_DATABASE"]
-    if settings.secrets_file and "PROMOTE_SECRETS_FILE" not in os.environ:
+    if os.environ.get("PROMOTE_MIN_FREE_SPACE_FACTOR"):
+        settings.min_free_space_factor = float(os.environ["PROMOTE_MIN_FREE_SPACE_FACTOR"])
+    if settings.secrets_file:  # the settings file names its own secrets: it wins
         os.environ["PROMOTE_SECRETS_FILE"] = settings.secrets_file
     if settings.ops_dsn_ref == "PROMOTE_OPS_DSN" and "PROMOTE_OPS_DSN" not in os.environ:
         # The machine's local PostgreSQL, as PGHOST/PGPORT describe it.

@@ -1,0 +1,118 @@
+"""Shared fixtures: isolated sandboxes (real PostgreSQL, router and odoo_standin processes).
+
+Each router gets one sandbox for the whole session, with its own ops database and database
+names, built in a temporary folder; tests promote through it in any order, because every test
+reads the current state (which deployment is blue) instead of assuming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promote_pipeline import sandbox as sandbox_mod
+from promote_pipeline.cli import run_promotion
+from promote_pipeline.models import PromotionOutcome
+from promote_pipeline.sandbox import Sandbox
+
+_boxes: dict[str, Sandbox] = {}
+
+
+@pytest.fixture(scope="session")
+def sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Sandbox]]:
+    evidence_root = tmp_path_factory.mktemp("evidence")
+
+    def get(router: str) -> Sandbox:
+        if router not in _boxes:
+            tag = secrets.token_hex(3)
+            box = Sandbox(root=tmp_path_factory.mktemp(f"sandbox-{router}"), router_kind=router,
+                          ops_database=f"promote_ops_test_{tag}", db_prefix=f"pt_{tag}", pbkdf2_rounds=1000,
+                          partners=30, attachments=8)
+            box.up()
+            _boxes[router] = box
+        box = _boxes[router]
+        box.activate()
+        os.environ["PROMOTE_EVIDENCE_ROOT"] = str(evidence_root)
+        return box
+
+    yield get
+    for box in _boxes.values():
+        box.down()
+    _boxes.clear()
+
+
+@pytest.fixture(params=["haproxy", "nginx"])
+def box(request: pytest.FixtureRequest, sandbox_factory: Callable[[str], Sandbox]) -> Sandbox:
+    return sandbox_factory(request.param)
+
+
+@pytest.fixture
+def haproxy_box(sandbox_factory: Callable[[str], Sandbox]) -> Sandbox:
+    return sandbox_factory("haproxy")
+
+
+def demo_inputs(**overrides: Any) -> dict[str, Any]:
+    return {"project_id": sandbox_mod.PROJECT, "staging_env_id": sandbox_mod.STAGING,
+            "prod_env_id": sandbox_mod.PROD, "user_id": sandbox_mod.USER, "stability_window_seconds": 1,
+            **overrides}
+
+
+def promote(**overrides: Any) -> tuple[int, PromotionOutcome | None, str | None]:
+    resource_overrides = overrides.pop("resource_overrides", None)
+    return run_promotion(demo_inputs(**overrides), quiet=True, resource_overrides=resource_overrides)
+
+
+def write_fault(box: Sandbox, **faults: Any) -> None:
+    """Fault switches for deployments started from now on (blue, already running, is spared)."""
+    path = box.root / "faults" / f"{sandbox_mod.PROD}.json"
+    path.write_text(json.dumps({"not_before": time.time(), **faults}))
+
+
+def clear_faults(box: Sandbox) -> None:
+    (box.root / "faults" / f"{sandbox_mod.PROD}.json").unlink(missing_ok=True)
+
+
+def after_cutover(box: Sandbox, action: Callable[[], None], timeout: float = 60) -> threading.Thread:
+    """Run ``action`` once the running promotion has cut over (read from the ops database)."""
+    ops_db = box.resources()["ops_db"]
+
+    def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = ops_db.fetch_one("SELECT 1 FROM ops.runs WHERE status = 'running' AND operation_type = 'promote'"
+                                   " AND metadata ? 'cutover_timestamp'")
+            if row:
+                action()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    return thread
+
+
+class Helpers:
+    """The helpers above, handed to tests as one fixture (test modules cannot import conftest)."""
+
+    promote = staticmethod(promote)
+    demo_inputs = staticmethod(demo_inputs)
+    write_fault = staticmethod(write_fault)
+    clear_faults = staticmethod(clear_faults)
+    after_cutover = staticmethod(after_cutover)
+
+    @staticmethod
+    def evidence(outcome: PromotionOutcome) -> Path:
+        return Path(outcome.evidence_dir)
+
+
+@pytest.fixture
+def h() -> type[Helpers]:
+    return Helpers

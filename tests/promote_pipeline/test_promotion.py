@@ -1,0 +1,163 @@
+"""End-to-end promotions through real routers, PostgreSQL and odoo_standin processes.
+
+Every rollback path ends with the run ``rolled_back``, traffic on the blue that was live before,
+green stopped, and all eleven evidence files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from promote_pipeline import evidence as evidence_mod
+from promote_pipeline.sandbox import PROD, Sandbox
+from resources.haproxy_router import HAProxyRouter
+from resources.nginx_router import NginxRouter
+
+pytestmark = pytest.mark.slow
+
+
+def _live(box: Sandbox) -> dict[str, Any]:
+    return box.status()["serving"]
+
+
+def _served_by_router(box: Sandbox) -> str:
+    """Which database answers through the public entry point, asked over HTTP like a user would."""
+    url = box.status()["router_url"]
+    resp = httpx.post(f"{url}/web/webclient/version_info",
+                      json={"jsonrpc": "2.0", "method": "call", "params": {}, "id": 1}, timeout=5)
+    assert resp.status_code == 200
+    return str(box.status()["serving"]["database"])
+
+
+def _assert_evidence_complete(folder: Any) -> None:
+    missing = [n for n in evidence_mod.required_files() if not (folder / n).exists()]
+    assert missing == []
+
+
+def _assert_rolled_back(box: Sandbox, h: Any, code: int, outcome: Any, blue_before: dict[str, Any],
+                        step: str) -> dict[str, Any]:
+    assert code == 1
+    assert outcome is not None and outcome.status == "rolled_back"
+    folder = h.evidence(outcome)
+    _assert_evidence_complete(folder)
+    rollback = json.loads((folder / "rollback.json").read_text())
+    final = json.loads((folder / "final_status.json").read_text())
+    assert rollback["triggered"] is True and rollback["failed_step"] == step
+    assert final["status"] == "rolled_back" and final["failed_step"] == step
+    live = _live(box)
+    assert live["deployment"] == blue_before["deployment"]
+    _served_by_router(box)
+    ops_db = box.resources()["ops_db"]
+    greens = ops_db.fetch_all("SELECT * FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,))
+    host = box.resources()["odoo_host"]
+    assert greens and all(not host.is_alive(g["pid"]) for g in greens)
+    assert ops_db.run(outcome.run_id)["status"] == "rolled_back"
+    return rollback
+
+
+def test_happy_path_then_again(box: Sandbox, h: Any) -> None:
+    blue_before = _live(box)
+    code, outcome, message = h.promote(stability_window_seconds=2)
+    assert code == 0, message
+    assert outcome is not None and outcome.status == "success"
+    folder = h.evidence(outcome)
+    _assert_evidence_complete(folder)
+    live = _live(box)
+    assert live["deployment"] != blue_before["deployment"] and live["colour"] == "green"
+    assert live["database"] == _served_by_router(box)
+    ops_db = box.resources()["ops_db"]
+    assert ops_db.fetch_one("SELECT 1 FROM ops.artifacts WHERE artifact_id = %s AND role = 'blue'",
+                            (outcome.blue_backup_id,))
+    task = ops_db.fetch_one("SELECT execute_at - created_at AS delay, metadata FROM ops.scheduled_tasks"
+                            " WHERE run_id = %s AND task_type = 'delete_backup'", (outcome.run_id,))
+    assert task and task["metadata"]["artifact_id"] == outcome.blue_backup_id
+    assert abs(task["delay"].total_seconds() - 24 * 3600) < 60
+    smoke = json.loads((folder / "smoke_tests.json").read_text())
+    assert [r["name"] for r in smoke["results"]] == ["health_check", "database_connectivity", "module_integrity",
+                                                     "filestore_accessibility", "user_authentication"]
+    assert all(r["passed"] for r in smoke["results"])
+    assert json.loads((folder / "rollback.json").read_text())["triggered"] is False
+    # The green of the first run is the blue of the second.
+    code2, outcome2, message2 = h.promote(stability_window_seconds=1)
+    assert code2 == 0, message2
+    assert json.loads((h.evidence(outcome2) / "cutover.json").read_text())["routing_before"]["active"]["name"] \
+        == live["deployment"]
+
+
+def test_smoke_failure_rolls_back(box: Sandbox, h: Any) -> None:
+    blue_before = _live(box)
+    h.write_fault(box, refuse_login=True)
+    try:
+        code, outcome, _ = h.promote()
+    finally:
+        h.clear_faults(box)
+    rollback = _assert_rolled_back(box, h, code, outcome, blue_before, "smoke_test_green")
+    assert rollback["router_switched_back"] is False and rollback["green_database_kept"] is False
+    smoke = json.loads((h.evidence(outcome) / "smoke_tests.json").read_text())
+    assert {r["name"]: r["passed"] for r in smoke["results"]}["user_authentication"] is False
+    green_db = box.resources()["ops_db"].fetch_one(
+        "SELECT db_name, state FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,))
+    assert green_db["state"] == "deleted"
+    assert not box.resources()["odoo_host"].database_exists("PROMOTE_SANDBOX_PG_DSN", green_db["db_name"])
+
+
+@pytest.mark.parametrize("fault,step_reason", [
+    ({"error_rate": 0.5}, "error rate"),
+    ({"crash_after_seconds": 0}, "crash"),
+])
+def test_stability_failure_rolls_back_and_keeps_green(box: Sandbox, h: Any, fault: dict[str, Any],
+                                                      step_reason: str) -> None:
+    blue_before = _live(box)
+    fault_path = box.root / "faults" / f"{PROD}.json"
+    not_before = time.time()
+    watcher = h.after_cutover(box, lambda: fault_path.write_text(json.dumps({"not_before": not_before, **fault})))
+    try:
+        code, outcome, _ = h.promote(stability_window_seconds=8)
+    finally:
+        watcher.join(timeout=5)
+        h.clear_faults(box)
+    rollback = _assert_rolled_back(box, h, code, outcome, blue_before, "monitor_stability")
+    assert rollback["router_switched_back"] is True
+    assert rollback["detection_to_blue_ms"] < 1000
+    assert rollback["green_database_kept"] is True
+    metrics = json.loads((h.evidence(outcome) / "stability_metrics.json").read_text())
+    assert metrics["passed"] is False and step_reason in metrics["reason"]
+    green = box.resources()["ops_db"].fetch_one(
+        "SELECT db_name, state FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,))
+    assert green["state"] == "retired"
+    assert box.resources()["odoo_host"].database_exists("PROMOTE_SANDBOX_PG_DSN", green["db_name"])
+
+
+def test_router_refusing_the_switch_rolls_back(box: Sandbox, h: Any) -> None:
+    blue_before = _live(box)
+    cfg = box.settings()
+    router_cls = HAProxyRouter if cfg.router_kind == "haproxy" else NginxRouter
+    refusing = router_cls(work_dir=cfg.router_dir, drill_refuse_switch=True)
+    code, outcome, _ = h.promote(resource_overrides={"router": refusing})
+    rollback = _assert_rolled_back(box, h, code, outcome, blue_before, "cutover")
+    assert rollback["green_database_kept"] is False
+    assert json.loads((h.evidence(outcome) / "cutover.json").read_text())["reached"] is False
+
+
+def test_no_auto_rollback_leaves_state_and_says_so(haproxy_box: Sandbox, h: Any) -> None:
+    box = haproxy_box
+    h.write_fault(box, refuse_login=True)
+    try:
+        code, outcome, _ = h.promote(auto_rollback_on_failure=False)
+    finally:
+        h.clear_faults(box)
+    assert code == 1 and outcome is not None and outcome.status == "failed"
+    rollback = json.loads((h.evidence(outcome) / "rollback.json").read_text())
+    assert rollback["triggered"] is False and rollback["live_routing"]["active"]["colour"] in ("blue", "green")
+    # Clean up the green this run left standing, as an operator would.
+    res = box.resources()
+    for g in res["ops_db"].fetch_all("SELECT * FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,)):
+        res["odoo_host"].stop_odoo(g["pid"])
+        res["ops_db"].execute("UPDATE ops.deployments SET state = 'retired' WHERE deployment_id = %s",
+                              (g["deployment_id"],))
+    res["router"].set_preview(PROD, res["router"].state(PROD).active)
