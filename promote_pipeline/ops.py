@@ -105,6 +105,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db:
             failed = [r for r in preflight.results if not r.passed]
             if failed:
                 check = (failed[0].name, failed[0].message)
+                preflight.release()  # a later check failed after check 5 took the lock
         except inputs.InputRejected as exc:
             check = (exc.check, exc.message)
         if check is not None:

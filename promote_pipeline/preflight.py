@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from promote_pipeline import guardrails
+from promote_pipeline import guardrails, inputs
 from promote_pipeline.models import DeploymentRecord, EnvironmentRecord, PromotionInputs
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
@@ -75,6 +75,8 @@ class Preflight:
             self.results.append(result)
             if not result.passed and stop_on_failure:
                 break
+            if name == "project_exists" and result.passed:
+                self._load_environments()  # input rules that need the records: raises InputRejected
         return self.results
 
     @property
@@ -91,18 +93,17 @@ class Preflight:
         row = self.ops_db.fetch_one("SELECT 1 FROM ops.projects WHERE project_id = %s", (self.inputs.project_id,))
         if not row:
             raise PreconditionFailed(f"ops.projects has no row for project_id {self.inputs.project_id!r}")
-        self.staging = self._environment(self.inputs.staging_env_id, "staging_env_id")
-        self.prod = self._environment(self.inputs.prod_env_id, "prod_env_id")
         return f"project {self.inputs.project_id} exists"
 
-    def _environment(self, env_id: str, field_name: str) -> EnvironmentRecord:
-        row = self.ops_db.environment(env_id)
-        if row is None or row["project_id"] != self.inputs.project_id:
-            raise PreconditionFailed(f"{field_name} {env_id!r} is not an environment of project {self.inputs.project_id}")
-        return EnvironmentRecord.from_row(row)
+    def _load_environments(self) -> None:
+        staging = self.ops_db.environment(self.inputs.staging_env_id)
+        prod = self.ops_db.environment(self.inputs.prod_env_id)
+        inputs.validate_against_ops(self.inputs, staging, prod)
+        assert staging is not None and prod is not None
+        self.staging, self.prod = EnvironmentRecord.from_row(staging), EnvironmentRecord.from_row(prod)
 
     def staging_successful(self) -> str:
-        assert self.staging
+        assert self.staging and self.prod
         if not guardrails.current().prod_requires_staging_success:
             return "guardrail prod_requires_staging_success is off: not checked"
         row = self.ops_db.fetch_one(
