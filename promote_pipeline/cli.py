@@ -89,7 +89,7 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
     if first is not None and first.step_failure_data.error is not None:
         message = first.step_failure_data.error.message.strip().splitlines()[-1]
         message = message.split(": ", 1)[1] if message.startswith("promote_pipeline.") else message
-        if first.step_key == "create_ops_run" and "PromotionRejected" in first.step_failure_data.error.cls_name:
+        if first.step_key == "create_ops_run" and "PromotionRejected" in (first.step_failure_data.error.cls_name or ""):
             return EXIT_REJECTED, None, message
     row = OpsDatabase(dsn_ref=cfg.ops_dsn_ref, database=cfg.ops_database).fetch_one(
         "SELECT * FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'", (result.run_id,))

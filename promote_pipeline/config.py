@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from dagster import Config
 from pydantic import Field
 
-from dagster import Config
 from promote_pipeline import guardrails
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import Definitions, mem_io_manager
+
 from promote_pipeline import settings
 from promote_pipeline.jobs import promote_staging_to_prod
 from resources.artifact_store import LocalArtifactStore
@@ -13,7 +16,7 @@ from resources.ops_db import OpsDatabase
 from resources.router import RouterResource
 
 
-def build_resources(config: settings.Settings | None = None) -> dict[str, object]:
+def build_resources(config: settings.Settings | None = None) -> dict[str, Any]:
     config = config or settings.load()
     router: RouterResource
     if config.router_kind == "nginx":

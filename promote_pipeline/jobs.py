@@ -8,6 +8,7 @@ the other resources in ``definitions.py``).
 
 
 from dagster import graph, in_process_executor
+
 from promote_pipeline.models import PromotionOutcome
 from promote_pipeline.ops import (
     backup_production,

@@ -48,7 +48,8 @@ def config_parameter(conn: psycopg.Connection[Any], key: str) -> str | None:
 
 
 def attachment_count(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT count(*) FROM ir_attachment WHERE type = 'binary' AND store_fname IS NOT NULL").fetchone()
+    row = conn.execute(
+        "SELECT count(*) FROM ir_attachment WHERE type = 'binary' AND store_fname IS NOT NULL").fetchone()
     return int(row[0]) if row else 0
 
 

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from dagster import Failure, MetadataValue, OpExecutionContext, op
 from psycopg.types.json import Jsonb
 
-from dagster import Failure, MetadataValue, OpExecutionContext, op
 from promote_pipeline import guardrails, inputs, progress, settings
 from promote_pipeline.backup import back_up
 from promote_pipeline.config import PromotionConfig

@@ -26,8 +26,8 @@ from psycopg import sql
 
 from promote_pipeline import settings as settings_mod
 from promote_pipeline.definitions import build_resources
-from promote_pipeline.services import upstream
 from promote_pipeline.models import DeploymentRecord
+from promote_pipeline.services import upstream
 from resources import secrets
 from resources.odoo_host import LocalOdooHost, free_port
 from resources.ops_db import OpsDatabase

@@ -57,7 +57,8 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
     stab = _json(evidence, "stability_metrics.json")
     if stab.get("reached", True) and "requests" in stab:
         lines += ["", "## Stability", "",
-                  f"{stab['requests']} requests over {stab['window_seconds']} s: error rate {stab['http_error_rate']:.2%},"
+                  f"{stab['requests']} requests over {stab['window_seconds']} s:"
+                  f" error rate {stab['http_error_rate']:.2%},"
                   f" database errors {stab['db_connection_errors']}, crashes {stab['process_crashes']}"
                   f" — {'pass' if stab['passed'] else 'FAIL: ' + str(stab.get('reason'))}"]
     rb = _json(evidence, "rollback.json")

@@ -16,9 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from secrets import token_hex
 
-from pydantic import Field
-
 from dagster import ConfigurableResource
+from pydantic import Field
 
 CHUNK = 1 << 20
 

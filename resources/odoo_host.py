@@ -28,10 +28,10 @@ from typing import IO, Any
 
 import httpx
 import psycopg
+from dagster import ConfigurableResource
 from psycopg import sql
 from pydantic import Field
 
-from dagster import ConfigurableResource
 from resources import secrets
 
 CHUNK = 1 << 20

@@ -21,12 +21,12 @@ from importlib import resources as importlib_resources
 from typing import Any
 
 import psycopg
+from dagster import ConfigurableResource
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import Field
 
-from dagster import ConfigurableResource
 from resources import secrets
 
 _MIGRATION_LOCK = 7_142_001

@@ -10,9 +10,8 @@ configuration so that a restart of the router keeps the routing.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-
 from dagster import ConfigurableResource
+from pydantic import BaseModel, Field
 
 
 class RouterError(RuntimeError):

@@ -1,0 +1,41 @@
+# The two front-door commands are `make demo` and `make test`; each installs what it needs.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: demo test deps system-deps lint typecheck unit sandbox-down clean
+
+deps: system-deps $(STAMP)
+
+system-deps:
+	@bash scripts/install_system_deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: deps
+	@$(BIN)/promote sandbox up
+	@$(BIN)/promote run --project proj_demo --staging env_demo_staging --prod env_demo_prod \
+		--user demo_admin --stability-seconds 10
+	@$(BIN)/promote sandbox status
+	@echo "Evidence: $$(ls -dt docs/evidence/*/promote/* | head -1)"
+
+lint: deps
+	$(BIN)/ruff check .
+
+typecheck: deps
+	$(BIN)/mypy promote_pipeline resources odoo_standin
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+sandbox-down: deps
+	$(BIN)/promote sandbox down
+
+clean: sandbox-down
+	rm -rf $(VENV)

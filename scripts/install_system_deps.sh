@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the system tools a promotion drives, from Debian's packages, only where missing:
+# HAProxy and nginx (the routers), zstd (filestore archives), the PostgreSQL client tools
+# (pg_dump, pg_restore, psql). The distribution's own haproxy/nginx services are stopped again
+# after installation: the project runs private instances on loopback ports.
+set -euo pipefail
+
+need=()
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing from Debian's packages: ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+for service in haproxy nginx; do
+  $SUDO service "$service" stop >/dev/null 2>&1 || true
+done
