@@ -45,8 +45,8 @@ ADMIN_REF = "PROMOTE_SANDBOX_ODOO_ADMIN_PASSWORD"
 class Sandbox:
     root: Path
     router_kind: str = "haproxy"
-    ops_database: str = "promote_ops"
-    db_prefix: str = "promote_sbx"
+    ops_database: str | None = None  # None: a fresh name per sandbox, so two checkouts never share one
+    db_prefix: str | None = None
     pbkdf2_rounds: int = 600_000
     partners: int = 200
     attachments: int = 40
@@ -63,8 +63,11 @@ class Sandbox:
     def settings(self) -> settings_mod.Settings:
         if self.settings_file.exists():
             return settings_mod.Settings.model_validate_json(self.settings_file.read_text())
+        tag = pysecrets.token_hex(3)
+        self.ops_database = self.ops_database or f"promote_ops_sbx_{tag}"
+        self.db_prefix = self.db_prefix or f"sbx_{tag}"
         return settings_mod.Settings(
-            ops_database=self.ops_database, ops_dsn_ref=DSN_REF,
+            ops_database=self.ops_database, ops_dsn_ref=DSN_REF, db_prefix=self.db_prefix,
             evidence_root=str(settings_mod.PROJECT_DIR / "docs" / "evidence"),
             artifact_root=str(self.root / "artifacts"), run_dir=str(self.root / "run"),
             router_kind=self.router_kind, router_dir=str(self.root / "router"),
@@ -121,7 +124,7 @@ class Sandbox:
                     "INSERT INTO ops.environments (environment_id, project_id, kind, git_commit_sha, db_dsn_ref,"
                     " db_name_prefix, filestore_root, router_name, smoke_login, smoke_password_ref)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'admin', %s)",
-                    (env_id, PROJECT, kind, commit, DSN_REF, f"{self.db_prefix}_{kind}",
+                    (env_id, PROJECT, kind, commit, DSN_REF, f"{self.settings().db_prefix}_{kind}",
                      str(self.root / "data" / kind), self.router_kind, ADMIN_REF))
             conn.execute("INSERT INTO ops.permissions (user_id, project_id, permission) VALUES (%s, %s, 'promote')",
                          (USER, PROJECT))

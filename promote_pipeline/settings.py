@@ -20,6 +20,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 class Settings(BaseModel):
     ops_database: str = Field(default="promote_ops", description="Database of the ops schema.")
     ops_dsn_ref: str = Field(default="PROMOTE_OPS_DSN", description="Secret reference of the ops server DSN.")
+    db_prefix: str = Field(default="odoo", description="Prefix of the databases the sandbox creates.")
     evidence_root: str = Field(default=str(PROJECT_DIR / "docs" / "evidence"))
     artifact_root: str = Field(default=str(PROJECT_DIR / ".sandbox" / "artifacts"))
     run_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "run"))
