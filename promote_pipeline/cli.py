@@ -49,49 +49,79 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None,
-                  resource_overrides: dict[str, Any] | None = None) -> tuple[int, PromotionOutcome | None, str | None]:
-    """Execute the job in process; return (exit code, outcome, rejection or failure message).
-
-    ``resource_overrides`` replaces resources by key (drills use it to inject a fault into a real resource).
-    """
+def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], quiet: bool, instance: Any,
+             resource_overrides: dict[str, Any] | None) -> Any:
+    """Execute one of the code location's jobs in this process."""
     from dagster import DagsterInstance, Definitions
 
-    from promote_pipeline.definitions import build_resources
-    from promote_pipeline.jobs import promote_staging_to_prod
-    from resources.ops_db import OpsDatabase
+    from promote_pipeline.definitions import build_definitions, build_resources
 
     cfg = settings.load()
-    defs = Definitions(jobs=[promote_staging_to_prod],
-                       resources={**build_resources(cfg), **(resource_overrides or {})})
-    job = defs.get_job_def("promote_staging_to_prod")
+    defs = build_definitions(cfg)
+    if resource_overrides:
+        from promote_pipeline import jobs
+
+        defs = Definitions(jobs=[jobs.promote_staging_to_prod, jobs.rollback_promotion, jobs.cleanup_due_tasks],
+                           resources={**build_resources(cfg), **resource_overrides})
+    job = defs.get_job_def(job_name)
     if instance is None:
         instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     listener = None if quiet else (lambda line: print(line, flush=True))
     if listener:
         progress.subscribe(listener)
     try:
-        result = job.execute_in_process(
-            run_config={"ops": {"create_ops_run": {"config": raw}},
-                        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            instance=instance, raise_on_error=False,
-            tags={"promote/project": str(raw.get("project_id")), "promote/prod_env": str(raw.get("prod_env_id")),
-                  "promote/user": str(raw.get("user_id"))},
-        )
+        return job.execute_in_process(
+            run_config={**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            instance=instance, raise_on_error=False, tags=tags)
     finally:
         if listener:
             progress.unsubscribe(listener)
+
+
+def _failure_message(result: Any) -> tuple[str | None, str | None, str | None]:
+    """(step key, exception class name, message) of the first failed step of an in-process result."""
+    events = result.get_step_failure_events()
+    if not events or events[0].step_failure_data.error is None:
+        return None, None, None
+    error = events[0].step_failure_data.error
+    message: str = error.message.strip().splitlines()[-1]
+    message = message.split(": ", 1)[1] if message.startswith(("promote_pipeline.", "dagster.")) else message
+    return events[0].step_key, error.cls_name, message
+
+
+def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None,
+                  resource_overrides: dict[str, Any] | None = None) -> tuple[int, PromotionOutcome | None, str | None]:
+    """Execute the job in process; return (exit code, outcome, rejection or failure message).
+
+    Inputs are checked first with the same rules the job applies, so that input Dagster's config
+    types would refuse (a window that is not an integer) is also refused here with one message
+    naming the field and a rejection record. ``resource_overrides`` replaces resources by key
+    (drills use it to inject a fault into a real resource).
+    """
+    from promote_pipeline import inputs as input_rules
+    from promote_pipeline.launch import run_tags
+    from resources.ops_db import OpsDatabase
+
+    cfg = settings.load()
+    ops_db = OpsDatabase(dsn_ref=cfg.ops_dsn_ref, database=cfg.ops_database)
+    try:
+        input_rules.validate(raw)
+    except input_rules.InputRejected as exc:
+        from promote_pipeline.ops import printable_inputs
+        from promote_pipeline.redaction import redact, redact_text
+
+        rejection = redact_text(f"{exc.check}: {exc.message}")
+        ops_db.upgrade()
+        ops_db.record_rejection(exc.check, rejection, redact(printable_inputs(raw)))
+        return EXIT_REJECTED, None, f"promotion rejected: {rejection}"
+    result = _execute("promote_staging_to_prod", {"ops": {"create_ops_run": {"config": raw}}}, run_tags(raw),
+                      quiet, instance, resource_overrides)
     if result.success:
-        outcome = result.output_for_node("finalize")
-        return EXIT_OK, outcome, None
-    first = result.get_step_failure_events()[0] if result.get_step_failure_events() else None
-    message = None
-    if first is not None and first.step_failure_data.error is not None:
-        message = first.step_failure_data.error.message.strip().splitlines()[-1]
-        message = message.split(": ", 1)[1] if message.startswith("promote_pipeline.") else message
-        if first.step_key == "create_ops_run" and "PromotionRejected" in (first.step_failure_data.error.cls_name or ""):
-            return EXIT_REJECTED, None, message
-    row = OpsDatabase(dsn_ref=cfg.ops_dsn_ref, database=cfg.ops_database).fetch_one(
+        return EXIT_OK, result.output_for_node("finalize"), None
+    step, cls_name, message = _failure_message(result)
+    if step == "create_ops_run" and "PromotionRejected" in (cls_name or ""):
+        return EXIT_REJECTED, None, message
+    row = ops_db.fetch_one(
         "SELECT * FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'", (result.run_id,))
     if row is None:
         return EXIT_FAILED, None, message
@@ -101,6 +131,17 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
                                green_artifact_id=meta.get("green_artifact_id"),
                                cutover_timestamp=meta.get("cutover_timestamp"))
     return EXIT_FAILED, outcome, message
+
+
+def run_rollback(run_id: str, reason: str, requested_by: str, quiet: bool = False,
+                 instance: Any = None) -> tuple[int, dict[str, Any] | None, str | None]:
+    """Execute rollback_promotion in process for one promotion; (exit code, result, refusal message)."""
+    config = {"run_id": run_id, "reason": reason, "requested_by": requested_by, "manual": True}
+    result = _execute("rollback_promotion", {"ops": {"roll_back_promotion": {"config": config}}},
+                      {"promote/rollback_of": run_id}, quiet, instance, None)
+    if result.success:
+        return EXIT_OK, result.output_for_node("roll_back_promotion"), None
+    return EXIT_FAILED, None, _failure_message(result)[2]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -199,6 +240,71 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if all(ok for _, ok, _ in checks) else EXIT_FAILED
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    code, result, message = run_rollback(args.run_id, args.reason, args.user)
+    if result is None:
+        print(f"rollback refused: {message}", file=sys.stderr)
+        return code
+    if result.get("action") == "verified":
+        print(f"nothing to do: run {args.run_id} had already {result['already'].replace('_', ' ')};"
+              f" safe state {'verified' if result['safe'] else 'NOT verified: ' + json.dumps(result['checks'])}")
+        return EXIT_OK if result["safe"] else EXIT_FAILED
+    print(f"run {args.run_id}: {result['action'].replace('_', ' ')}"
+          + (f"; traffic on blue {result['detection_to_blue_ms']} ms after the request"
+             if "detection_to_blue_ms" in result else ""))
+    return EXIT_OK
+
+
+def _services() -> Any:
+    from promote_pipeline.definitions import build_resources
+    from promote_pipeline.services import Services
+
+    res = build_resources()
+    res["ops_db"].upgrade()
+    return Services(ops_db=res["ops_db"], host=res["odoo_host"], store=res["artifact_store"], router=res["router"])
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from promote_pipeline import cleanup
+
+    records = cleanup.run_due_tasks(_services(), settings.load().evidence_root)
+    for r in records:
+        print(f"task {r['task_id']} {r['task_type']}: {r['status']}"
+              + (f" ({r['error']})" if r.get("error") else f" ({'; '.join(r.get('done', []))})"))
+    print(f"{len(records)} due task(s) executed")
+    return EXIT_FAILED if any(r["status"] in ("failed", "retry") for r in records) else EXIT_OK
+
+
+def cmd_window(args: argparse.Namespace) -> int:
+    from promote_pipeline import cleanup
+
+    try:
+        info = cleanup.set_window(_services(), args.run_id, args.hours)
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(f"run {info['run_id']}: blue will be deleted at {info['execute_at']}")
+    return EXIT_OK
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from promote_pipeline.drills import Drill, DrillError
+    from promote_pipeline.sandbox import Sandbox
+
+    box = Sandbox(root=Path(args.dir))
+    if not box.settings_file.exists():
+        print("no sandbox: run `promote sandbox up` first", file=sys.stderr)
+        return EXIT_REJECTED
+    try:
+        report = Drill(box, args.fault, stability_seconds=args.stability_seconds).run()
+    except DrillError as exc:
+        print(f"drill error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(report, indent=2, default=str) if args.json else
+          f"drill {args.fault}: {'SAFE' if report['safe'] else 'NOT SAFE'} {report['checks']}")
+    return EXIT_OK if report["safe"] else EXIT_FAILED
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from promote_pipeline.definitions import build_resources
 
@@ -242,6 +348,29 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="ops database")
     db.add_argument("action", choices=["upgrade"])
     db.set_defaults(func=cmd_db)
+
+    rb = sub.add_parser("rollback", help="roll back a promotion (traffic to blue), or verify one that rolled back")
+    rb.add_argument("run_id")
+    rb.add_argument("--reason", default="requested by hand")
+    rb.add_argument("--user", default=os.environ.get("PROMOTE_USER") or getpass.getuser())
+    rb.set_defaults(func=cmd_rollback)
+
+    cl = sub.add_parser("cleanup", help="execute due scheduled tasks (blue deletion after the rollback window)")
+    cl.set_defaults(func=cmd_cleanup)
+
+    win = sub.add_parser("window", help="extend or shorten a promotion's rollback window")
+    win.add_argument("run_id")
+    win.add_argument("--hours", type=int, required=True)
+    win.set_defaults(func=cmd_window)
+
+    from promote_pipeline.drills import FAULTS
+
+    dr = sub.add_parser("drill", help="a sandbox promotion with one fault injected; exit 0 only if it ends safe")
+    dr.add_argument("fault", choices=FAULTS)
+    dr.add_argument("--stability-seconds", type=int, default=8)
+    dr.add_argument("--json", action="store_true")
+    dr.add_argument("--dir", default=str(settings.PROJECT_DIR / ".sandbox"))
+    dr.set_defaults(func=cmd_drill)
 
     box = sub.add_parser("sandbox", help="the local playground (.sandbox/)")
     box.add_argument("action", choices=["up", "status", "down"])

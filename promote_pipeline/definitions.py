@@ -7,7 +7,9 @@ from typing import Any
 from dagster import Definitions, mem_io_manager
 
 from promote_pipeline import settings
-from promote_pipeline.jobs import promote_staging_to_prod
+from promote_pipeline.jobs import cleanup_due_tasks, promote_staging_to_prod, rollback_promotion
+from promote_pipeline.schedules import cleanup_schedule
+from promote_pipeline.sensors import detect_dead_promotions, rollback_cancelled_promotions, rollback_failed_promotions
 from resources.artifact_store import LocalArtifactStore
 from resources.haproxy_router import HAProxyRouter
 from resources.nginx_router import NginxRouter
@@ -35,7 +37,12 @@ def build_resources(config: settings.Settings | None = None) -> dict[str, Any]:
 
 
 def build_definitions(config: settings.Settings | None = None) -> Definitions:
-    return Definitions(jobs=[promote_staging_to_prod], resources=build_resources(config))
+    return Definitions(
+        jobs=[promote_staging_to_prod, rollback_promotion, cleanup_due_tasks],
+        sensors=[rollback_failed_promotions, rollback_cancelled_promotions, detect_dead_promotions],
+        schedules=[cleanup_schedule],
+        resources=build_resources(config),
+    )
 
 
 defs = build_definitions()

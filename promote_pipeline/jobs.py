@@ -1,4 +1,4 @@
-"""The promotion job: eight ops in a line, in process.
+"""The jobs: the promotion (eight ops in a line, in process), its rollback and the deferred clean-up.
 
 The in-process executor because the job is strictly linear (nothing to parallelise) and a
 process per step costs over a second each; ``mem_io_manager`` because step outputs are small
@@ -7,7 +7,7 @@ the other resources in ``definitions.py``).
 """
 
 
-from dagster import graph, in_process_executor
+from dagster import graph, in_process_executor, job
 
 from promote_pipeline.models import PromotionOutcome
 from promote_pipeline.ops import (
@@ -20,6 +20,7 @@ from promote_pipeline.ops import (
     smoke_test_green,
     snapshot_staging,
 )
+from promote_pipeline.safety_ops import roll_back_promotion, run_cleanup_tasks
 
 
 @graph
@@ -38,3 +39,17 @@ promote_staging_to_prod = promotion.to_job(
 )
 
 
+
+
+@job(description="Roll back a promotion by switching traffic to blue, complete a promotion whose worker died, or"
+                 " verify one that rolled itself back. Launched by the sensors, from the UI, or `promote rollback`.",
+     executor_def=in_process_executor, tags={"kind": "rollback"})
+def rollback_promotion() -> None:
+    roll_back_promotion()
+
+
+@job(description="Execute due scheduled tasks: delete blue (process, database, filestore, artifact) after the"
+                 " rollback window; retry failures with backoff.",
+     executor_def=in_process_executor, tags={"kind": "cleanup"})
+def cleanup_due_tasks() -> None:
+    run_cleanup_tasks()

@@ -7,6 +7,7 @@ stability, rollback). From the green restore on, any failure an op detects goes 
 """
 
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,7 +111,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db:
             check = (exc.check, exc.message)
         if check is not None:
             message = redact_text(f"{check[0]}: {check[1]}")
-            ops_db.record_rejection(check[0], message, redact(_printable(raw)))
+            ops_db.record_rejection(check[0], message, redact(printable_inputs(raw)))
             raise PromotionRejected(description=f"promotion rejected: {message}", metadata={"check": check[0]},
                                     allow_retries=False)
         assert preflight.staging and preflight.prod and preflight.blue and preflight.lock
@@ -121,6 +122,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db:
             "auto_rollback_on_failure": promotion.auto_rollback_on_failure,
             "stability_window_seconds": promotion.stability_window_seconds,
             "blue_deployment_id": preflight.blue.deployment_id,
+            "worker_pid": os.getpid(),
         }, context.run_id)
         _LOCKS[run_id] = preflight.lock
         started = datetime.now(UTC)
@@ -138,7 +140,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db:
                           staging=preflight.staging, prod=preflight.prod, blue=preflight.blue)
 
 
-def _printable(raw: dict[str, Any]) -> dict[str, Any]:
+def printable_inputs(raw: dict[str, Any]) -> dict[str, Any]:
     """Inputs as they can be stored in a rejection record (NUL bytes cannot go into jsonb)."""
     return {k: (v.replace("\x00", "\\x00")[:200] if isinstance(v, str) else v) for k, v in raw.items()}
 

@@ -159,7 +159,7 @@ class Preflight:
             raise PreconditionFailed(f"production {self.prod.environment_id} has no active deployment")
         self.blue = DeploymentRecord.from_row(row)
         try:
-            with self.host.connect(self.prod.db_dsn_ref, self.blue.db_name) as conn:
+            with self.host.connect(self.prod.db_dsn_ref, self.blue.db_name, retry=False) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             raise PreconditionFailed(f"cannot connect to production database {self.blue.db_name}:"

@@ -105,18 +105,19 @@ def _reactivate_blue(svc: Services, blue: DeploymentRecord) -> None:
 
 def handle_failure(svc: Services, run: RunStarted, step: str, error: BaseException, detected_monotonic: float,
                    green_artifact_id: str | None = None, blue_backup_id: str | None = None,
-                   cutover_timestamp: str | None = None) -> PromotionOutcome:
-    """Everything an op does after it detected a failure; returns the run's outcome."""
+                   cutover_timestamp: str | None = None, force_rollback: bool = False) -> PromotionOutcome:
+    """Everything done after a failure was detected (by an op, or by the safety net for a run that died);
+    returns the run's outcome. ``force_rollback`` rolls back whatever the step and the inputs say."""
     reason = redact_text(f"{type(error).__name__}: {error}")
     evidence = Evidence(run.evidence_dir)
     svc.ops_db.add_event(run.run_id, step, "error", reason)
     rollback: dict[str, Any]
     status: str
-    if step not in ROLLBACK_STEPS:
+    if step not in ROLLBACK_STEPS and not force_rollback:
         status = "failed"
         rollback = {"triggered": False, "reason": f"failure at {step}, before green existed: nothing to roll back",
                     "blue_untouched": True}
-    elif run.inputs.auto_rollback_on_failure:
+    elif run.inputs.auto_rollback_on_failure or force_rollback:
         try:
             rollback = roll_back(svc, run, reason, detected_monotonic)
             status = "rolled_back"

@@ -253,3 +253,23 @@ def stop_private_postgres(root: Path) -> None:
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
         as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run([*as_user, bins[-1], "-D", str(data), "-m", "fast", "stop"], check=False)
+
+
+def restart_postgres(root: Path) -> float:
+    """Restart the PostgreSQL the sandbox uses (its private cluster, or the machine's); return seconds taken."""
+    start = time.monotonic()
+    data = root / "pgdata"
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if (data / "postmaster.pid").exists():
+        pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "restart"], check=True,
+                       stdout=subprocess.DEVNULL)
+    else:
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "-m", "fast", version, "main", "restart"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if _answers():
+            break
+        time.sleep(0.1)
+    return time.monotonic() - start

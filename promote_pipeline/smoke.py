@@ -55,7 +55,7 @@ class SmokeSuite:
         return "HTTP 200, status pass"
 
     def database_connectivity(self) -> str:
-        with self.host.connect(self.env.db_dsn_ref, self.green.db_name) as conn:
+        with self.host.connect(self.env.db_dsn_ref, self.green.db_name, retry=False) as conn:
             row = conn.execute("SELECT 1").fetchone()
         if not row or row[0] != 1:
             raise SmokeFailure(f"SELECT 1 on {self.green.db_name} returned {row!r}")

@@ -48,7 +48,7 @@ def watch(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, 
             if tick - last_db_check >= 1.0:
                 last_db_check = tick
                 try:
-                    with host.connect(env.db_dsn_ref, green.db_name) as conn:
+                    with host.connect(env.db_dsn_ref, green.db_name, retry=False) as conn:
                         conn.execute("SELECT 1")
                 except psycopg.Error:
                     m.db_connection_errors += 1

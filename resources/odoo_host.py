@@ -33,6 +33,7 @@ from psycopg import sql
 from pydantic import Field
 
 from resources import secrets
+from resources.ops_db import connect_retrying
 
 CHUNK = 1 << 20
 
@@ -89,9 +90,13 @@ class LocalOdooHost(ConfigurableResource):
         return args, env, {k: str(v) for k, v in params.items() if v is not None}
 
     @contextmanager
-    def connect(self, dsn_ref: str, db: str, autocommit: bool = False) -> Iterator[psycopg.Connection[Any]]:
+    def connect(self, dsn_ref: str, db: str, autocommit: bool = False,
+                retry: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """A connection to ``db``. ``retry=False`` for checks that must see a refusal at once (smoke, stability)."""
         conninfo = psycopg.conninfo.make_conninfo(secrets.resolve(dsn_ref), dbname=db, connect_timeout=5)
-        with psycopg.connect(conninfo, autocommit=autocommit) as conn:
+        conn = connect_retrying(conninfo, autocommit=autocommit) if retry else \
+            psycopg.connect(conninfo, autocommit=autocommit)
+        with conn:
             yield conn
 
     def database_exists(self, dsn_ref: str, db: str) -> bool:

@@ -14,6 +14,7 @@ process dies, which makes it both race-free and a liveness signal.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,25 @@ from resources import secrets
 
 _MIGRATION_LOCK = 7_142_001
 _PROMOTION_LOCK_CLASS = 7_142
+
+
+RECONNECT_SECONDS = 20.0
+
+
+def connect_retrying(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Connect, retrying while the server is restarting or briefly unreachable.
+
+    A rollback must still reach the ops database right after a PostgreSQL restart (the restart
+    that made the step fail), so connection refusals are retried for up to RECONNECT_SECONDS.
+    """
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    while True:
+        try:
+            return psycopg.connect(conninfo, **kwargs)
+        except psycopg.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 @dataclass
@@ -62,7 +82,7 @@ class OpsDatabase(ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        with psycopg.connect(self._conninfo(self.database), row_factory=dict_row) as conn:
+        with connect_retrying(self._conninfo(self.database), row_factory=dict_row) as conn:
             yield conn
 
     def ensure_database(self) -> None:
@@ -163,7 +183,7 @@ class OpsDatabase(ConfigurableResource):
     # -- exclusion -----------------------------------------------------------------------------
     def try_lock_environment(self, environment_id: str) -> EnvironmentLock | None:
         """Take the promotion lock on an environment, or None when another session holds it."""
-        conn = psycopg.connect(self._conninfo(self.database), autocommit=True)
+        conn = connect_retrying(self._conninfo(self.database), autocommit=True)
         row = conn.execute(
             "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_PROMOTION_LOCK_CLASS, environment_id)
         ).fetchone()
