@@ -84,7 +84,7 @@ def _failure_message(result: Any) -> tuple[str | None, str | None, str | None]:
     if not events or events[0].step_failure_data.error is None:
         return None, None, None
     error = events[0].step_failure_data.error
-    message: str = error.message.strip().splitlines()[-1]
+    message: str = " ".join(error.message.split())
     message = message.split(": ", 1)[1] if message.startswith(("promote_pipeline.", "dagster.")) else message
     return events[0].step_key, error.cls_name, message
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
-from dagster import Definitions, mem_io_manager
+from dagster import BetaWarning, Definitions, mem_io_manager
 
 from promote_pipeline import settings
 from promote_pipeline.jobs import cleanup_due_tasks, promote_staging_to_prod, rollback_promotion
@@ -16,6 +17,9 @@ from resources.nginx_router import NginxRouter
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import OpsDatabase
 from resources.router import RouterResource
+
+# Dagster 1.13 itself passes `owners=None` when it copies a sensor, and warns about its own call.
+warnings.filterwarnings("ignore", category=BetaWarning, message=".*owners.*")
 
 
 def build_resources(config: settings.Settings | None = None) -> dict[str, Any]:

@@ -131,7 +131,6 @@ class Drill:
         self.facts["corrupted"] = str(path)
 
     def _restart_postgres(self) -> None:
-        time.sleep(0.2)  # into the restore
         took = sbx.restart_postgres(self.box.root)
         self.facts["postgres_restart_seconds"] = round(took, 2)
 

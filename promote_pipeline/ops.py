@@ -73,6 +73,9 @@ def guarded(svc: Services, run: RunStarted, number: int, step: str, **ids: Any) 
             yield
         except Exception as exc:
             detected = time.monotonic()
+            lock = _LOCKS.get(run.run_id)
+            if lock is not None and not lock.ensure():
+                progress.say(f"run {run.run_id}: lost the environment lock; the safety net owns the rollback")
             outcome = handle_failure(svc, run, step, exc, detected, **ids)
             _release(run.run_id)
             failure = Failure(

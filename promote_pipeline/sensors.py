@@ -12,6 +12,8 @@ Three sensors, on by default, watching only the promotion job:
 Each request carries a ``run_key``, so a run is rolled back once however often a sensor ticks.
 """
 
+import json
+import time
 from typing import Any
 
 from dagster import (
@@ -31,6 +33,7 @@ from promote_pipeline.jobs import promote_staging_to_prod, rollback_promotion
 from resources.ops_db import OpsDatabase
 
 SENSOR_INTERVAL_SECONDS = 5
+DEAD_GRACE_SECONDS = 8
 
 
 def _rollback_request(run_key: str, reason: str, requested_by: str, **target: str) -> RunRequest:
@@ -82,9 +85,16 @@ def dead_runs(ops_db: OpsDatabase) -> list[dict[str, Any]]:
     description="Find promotions whose worker died (running, lock released), mark them failed, roll them back.",
 )
 def detect_dead_promotions(context: SensorEvaluationContext, ops_db: OpsDatabase) -> Any:
-    dead = dead_runs(ops_db)
+    # A run seen without its lock is declared dead only if it is still so DEAD_GRACE_SECONDS later: a worker
+    # that lost its session in a PostgreSQL restart takes its lock back within seconds.
+    first_seen: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
+    now = time.time()
+    suspects = {row["run_id"]: row for row in dead_runs(ops_db)}
+    first_seen = {run_id: first_seen.get(run_id, now) for run_id in suspects}
+    context.update_cursor(json.dumps(first_seen))
+    dead = [row for run_id, row in suspects.items() if now - first_seen[run_id] >= DEAD_GRACE_SECONDS]
     if not dead:
-        return SkipReason("no dead promotion")
+        return SkipReason(f"no dead promotion ({len(suspects)} suspect(s) in their grace period)")
     requests = []
     for row in dead:
         dagster_run = context.instance.get_run_by_id(row["dagster_run_id"]) if row["dagster_run_id"] else None

@@ -59,6 +59,20 @@ class EnvironmentLock:
 
     environment_id: str
     conn: psycopg.Connection[Any] | None
+    conninfo: str = ""
+
+    def ensure(self) -> bool:
+        """Hold the lock again if its session was lost (a PostgreSQL restart); False if someone else took it."""
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                pass
+        self.conn = connect_retrying(self.conninfo, autocommit=True)
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                (_PROMOTION_LOCK_CLASS, self.environment_id)).fetchone()
+        return bool(row and row[0])
 
     def release(self) -> None:
         if self.conn is not None and not self.conn.closed:
@@ -190,7 +204,7 @@ class OpsDatabase(ConfigurableResource):
         if not row or not row[0]:
             conn.close()
             return None
-        return EnvironmentLock(environment_id, conn)
+        return EnvironmentLock(environment_id, conn, self._conninfo(self.database))
 
     def lock_holder_pid(self, environment_id: str) -> int | None:
         """Backend pid of the session holding an environment's promotion lock, if any."""
