@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -21,6 +23,8 @@ from promote_pipeline.models import DeploymentRecord, EnvironmentRecord, Promoti
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import EnvironmentLock, OpsDatabase
+
+HOLDER_WAIT_SECONDS = 5.0
 
 CHECKS = (
     "project_exists",
@@ -138,12 +142,16 @@ class Preflight:
         assert self.prod
         env_id = self.prod.environment_id
         lock = self.ops_db.try_lock_environment(env_id)
-        running = self.ops_db.fetch_one(
-            "SELECT run_id, dagster_run_id FROM ops.runs WHERE environment_id = %s AND status = 'running'"
-            " ORDER BY created_at DESC LIMIT 1", (env_id,))
+        running = self._running_run(env_id)
         if lock is None:
-            holder = running["run_id"] if running else "another session"
-            raise PreconditionFailed(f"production {env_id} is busy: run {holder} holds it")
+            # The holder may be a promotion between its own check 5 and its ops.runs row: give it a moment
+            # so the refusal can name it.
+            deadline = time.monotonic() + HOLDER_WAIT_SECONDS
+            while running is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                running = self._running_run(env_id)
+            holder = f"run {running['run_id']}" if running else "another session (not a promotion run)"
+            raise PreconditionFailed(f"production {env_id} is busy: {holder} holds it")
         if running:
             lock.release()
             raise PreconditionFailed(
@@ -151,6 +159,11 @@ class Preflight:
                 f" roll it back first")
         self.lock = lock
         return f"no operation running on {env_id}; lock taken"
+
+    def _running_run(self, env_id: str) -> dict[str, Any] | None:
+        return self.ops_db.fetch_one(
+            "SELECT run_id FROM ops.runs WHERE environment_id = %s AND status = 'running'"
+            " AND operation_type = 'promote' ORDER BY created_at DESC LIMIT 1", (env_id,))
 
     def production_accessible(self) -> str:
         assert self.prod

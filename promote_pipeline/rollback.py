@@ -132,6 +132,8 @@ def handle_failure(svc: Services, run: RunStarted, step: str, error: BaseExcepti
                     "live_routing": svc.router.state(run.prod.environment_id).model_dump(mode="json"),
                     "green_deployments": [g.model_dump() for g in green_deployments(svc, run.run_id)]}
     rollback["failed_step"] = step
+    if not evidence.exists("run_id.txt"):  # a run that died inside step 1 had not written it yet
+        evidence.write_text("run_id.txt", run.run_id + "\n")
     evidence.write_json("rollback.json", rollback)
     evidence.fill_not_reached(f"not reached: the run failed at {step}")
     outcome = PromotionOutcome(run_id=run.run_id, status=status,  # type: ignore[arg-type]

@@ -109,6 +109,12 @@ class Helpers:
     after_cutover = staticmethod(after_cutover)
 
     @staticmethod
+    def evidence_files() -> list[str]:
+        from promote_pipeline.evidence import required_files
+
+        return required_files()
+
+    @staticmethod
     def evidence(outcome: PromotionOutcome) -> Path:
         return Path(outcome.evidence_dir)
 
