@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: demo test deps system-deps lint typecheck unit sandbox-down clean
+.PHONY: demo test deps system-deps lint typecheck unit sandbox-down clean ui ui-down
 
 deps: system-deps $(STAMP)
 
@@ -36,6 +36,13 @@ test: lint typecheck
 
 sandbox-down: deps
 	$(BIN)/promote sandbox down
+
+# The Dagster UI (webserver + daemon) on the instance of dagster.yaml, at http://127.0.0.1:3000.
+ui: deps
+	@bash scripts/ui.sh up
+
+ui-down:
+	@bash scripts/ui.sh down
 
 clean: sandbox-down
 	rm -rf $(VENV)

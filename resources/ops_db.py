@@ -35,6 +35,7 @@ _PROMOTION_LOCK_CLASS = 7_142
 
 
 RECONNECT_SECONDS = 20.0
+_PERMANENT_CONNECT_ERRORS = ("does not exist", "authentication failed", "no pg_hba.conf entry", "permission denied")
 
 
 def connect_retrying(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -47,8 +48,9 @@ def connect_retrying(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
     while True:
         try:
             return psycopg.connect(conninfo, **kwargs)
-        except psycopg.OperationalError:
-            if time.monotonic() >= deadline:
+        except psycopg.OperationalError as exc:
+            # Only a server that is away is worth waiting for; a wrong name or credentials will not heal.
+            if time.monotonic() >= deadline or any(s in str(exc) for s in _PERMANENT_CONNECT_ERRORS):
                 raise
             time.sleep(0.2)
 
