@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from dagster import (
     DagsterEvent,
     DagsterEventType,
@@ -17,6 +16,7 @@ from dagster import (
 )
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
+
 from promote_pipeline import sensors
 from promote_pipeline.jobs import promote_staging_to_prod
 
