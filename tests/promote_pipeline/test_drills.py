@@ -1,0 +1,60 @@
+"""Every drill ends in the safe state; the worker-kill drill goes through a real webserver and daemon."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from promote_pipeline.drills import Drill
+from promote_pipeline.sandbox import Sandbox
+from promote_pipeline.settings import PROJECT_DIR, default_server_dsn
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("fault", ["smoke-fail", "stability-5xx", "green-crash", "router-fail", "corrupt-artifact",
+                                   "db-restart", "disk-full"])
+def test_drill_ends_safe(haproxy_box: Sandbox, fault: str) -> None:
+    report = Drill(haproxy_box, fault, stability_seconds=4, say=lambda _: None).run()
+    assert report["safe"], report
+    if fault != "disk-full":
+        assert report["status"] == "rolled_back", report
+        assert report["detection_to_blue_ms"] < 1000
+
+
+@pytest.fixture
+def daemon(haproxy_box: Sandbox, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """scripts/ui.sh on a temporary instance, serving the test sandbox's code location."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    database = f"dagster_test_{secrets.token_hex(4)}"
+    env = {**os.environ, "UI_DAGSTER_HOME": str(tmp_path / "dagster_home"), "DAGSTER_PORT": port,
+           "DAGSTER_PG_DB": database, "PROMOTE_SETTINGS": str(haproxy_box.settings_file), "UI_READY_TIMEOUT": "90"}
+    ui = [str(PROJECT_DIR / "scripts" / "ui.sh")]
+    up = subprocess.run(["bash", *ui, "up"], env=env, capture_output=True, text=True, timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield env
+    finally:
+        subprocess.run(["bash", *ui, "down"], env=env, capture_output=True, timeout=90)
+        with psycopg.connect(default_server_dsn() + " dbname=postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def test_worker_kill_is_recovered_by_the_daemon_within_a_minute(haproxy_box: Sandbox, daemon: dict[str, str],
+                                                                monkeypatch: Any) -> None:
+    monkeypatch.setenv("DAGSTER_PORT", daemon["DAGSTER_PORT"])
+    report = Drill(haproxy_box, "worker-kill", stability_seconds=60, say=print).run()
+    print(f"worker-kill: traffic on blue {report['kill_to_blue_seconds']} s after SIGKILL")
+    assert report["safe"], report
+    assert report["kill_to_blue_seconds"] is not None and report["kill_to_blue_seconds"] < 60
