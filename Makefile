@@ -46,3 +46,9 @@ ui-down:
 
 clean: sandbox-down
 	rm -rf $(VENV)
+
+# Promotion vs hand-run pg_dump/pg_restore/tar and Odoo's database manager, on the `small` dataset
+# (bench/promote_vs_raw --size 1g for the figures in bench/RESULTS.md).
+.PHONY: bench
+bench: deps
+	bench/promote_vs_raw --size small

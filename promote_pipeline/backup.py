@@ -1,32 +1,38 @@
 """backup-odoo-environment: one deployment's database and filestore as a verified v1 artifact.
 
-The database dump and the filestore archive run at the same time (each is a pipeline of
-external tools; this process only hashes the bytes as they pass), then the manifest is read
-from the database, the contract written, the artifact verified and registered. Both the green
-artifact (staging snapshot) and the blue one (production backup) are made here, so they share
-one contract by construction.
+The database dump (``pg_dump -Fd``, parallel, fast compression, each file hashed while pg_dump
+writes it) and the filestore (into the store's content-addressed objects: only content the store
+does not hold yet is copied, hashed on the way) run at the same time; meanwhile the manifest is
+read from the database. Then the contract is written, checked (sizes and the dump's table of
+contents: the bytes were hashed as they were written, and are hashed again before any restore)
+and registered. Both the green artifact (staging snapshot) and the blue one (production backup)
+are made here, so they share one contract by construction.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from promote_pipeline import odoo_db
 from promote_pipeline.models import (
     Artifact,
     DbDump,
     DeploymentRecord,
+    DumpFile,
     EnvironmentRecord,
     FilestoreArchive,
     Manifest,
     SourceEnv,
 )
-from resources.artifact_store import LocalArtifactStore
+from resources.artifact_store import LocalArtifactStore, dump_digest
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import OpsDatabase
+
+T = TypeVar("T")
 
 
 def read_manifest(host: LocalOdooHost, env: EnvironmentRecord, db: str) -> Manifest:
@@ -50,33 +56,46 @@ def back_up(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase,
             deployment: DeploymentRecord, role: str, run_id: str) -> tuple[Artifact, dict[str, Any]]:
     """Snapshot ``deployment`` of ``env``; returns the registered artifact and timing/verification facts."""
     artifact_id = store.new_artifact_id(env.environment_id, role)
-    folder = store.allocate(artifact_id)
+    store.allocate(artifact_id)
+    dump_dir = store.dump_dir(artifact_id)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        db_job = pool.submit(host.dump_database, env.db_dsn_ref, deployment.db_name, folder / "db.dump")
-        fs_job = pool.submit(host.archive_filestore, deployment.data_dir, deployment.db_name,
-                             folder / "filestore.tar.zst")
-        db_sha, db_size = db_job.result()
-        fs_sha, fs_size, fs_count = fs_job.result()
+        db_job = pool.submit(_timed, host.dump_database, env.db_dsn_ref, deployment.db_name, dump_dir)
+        fs_job = pool.submit(_timed, store.ingest_filestore, artifact_id,
+                             host.filestore_dir(deployment.data_dir, deployment.db_name))
+        manifest = read_manifest(host, env, deployment.db_name)
+        (files, db_seconds), (fs, fs_seconds) = db_job.result(), fs_job.result()
     dumped = time.monotonic()
+    digest, size = dump_digest(files)
     artifact = Artifact(
         artifact_id=artifact_id,
         created_at=datetime.now(UTC),
         source_env=SourceEnv(environment_id=env.environment_id, kind=env.kind, db=deployment.db_name),
-        db_dump=DbDump(path=str(folder / "db.dump"), sha256=db_sha, size_bytes=db_size,
-                       pg_dump_version=host.pg_dump_version()),
-        filestore=FilestoreArchive(path=str(folder / "filestore.tar.zst"), sha256=fs_sha, size_bytes=fs_size,
-                                   file_count=fs_count),
-        manifest=read_manifest(host, env, deployment.db_name),
+        db_dump=DbDump(path=str(dump_dir), sha256=digest, size_bytes=size, pg_dump_version=host.pg_dump_version(),
+                       compression=host.dump_compression,
+                       files=[DumpFile(name=n, sha256=h, size_bytes=z) for n, h, z in files]),
+        filestore=FilestoreArchive(path=str(store.index_path(artifact_id)), sha256=fs["index_sha256"],
+                                   size_bytes=fs["size_bytes"], file_count=fs["file_count"],
+                                   index_bytes=fs["index_bytes"], store=fs["store"], new_objects=fs["new_objects"],
+                                   new_bytes=fs["new_bytes"]),
+        manifest=manifest,
     )
     store.write_contract(artifact_id, artifact.model_dump_json(indent=2))
-    verification = verify(store, artifact)
+    verification = verify(store, artifact, full=False)
     ops_db.register_artifact(artifact_id, env.environment_id, role, run_id, artifact.model_dump(mode="json"))
-    facts = {"dump_seconds": round(dumped - started, 3), "total_seconds": round(time.monotonic() - started, 3),
-             "verification": verification}
+    facts = {"dump_seconds": round(dumped - started, 3), "db_dump_seconds": round(db_seconds, 3),
+             "filestore_seconds": round(fs_seconds, 3), "total_seconds": round(time.monotonic() - started, 3),
+             "filestore_new_objects": fs["new_objects"], "filestore_new_bytes": fs["new_bytes"],
+             "filestore_renamed_by_content": fs["renamed_by_content"], "verification": verification}
     return artifact, facts
 
 
-def verify(store: LocalArtifactStore, artifact: Artifact) -> dict[str, Any]:
-    return store.verify(artifact.artifact_id, artifact.db_dump.sha256, artifact.db_dump.size_bytes,
-                        artifact.filestore.sha256, artifact.filestore.size_bytes)
+def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+    start = time.monotonic()
+    return fn(*args), time.monotonic() - start
+
+
+def verify(store: LocalArtifactStore, artifact: Artifact, full: bool = True) -> dict[str, Any]:
+    """``full`` (before a restore): every dump file and the index hashed again, every object present."""
+    return store.verify(artifact.artifact_id, artifact.db_dump.model_dump(), artifact.filestore.model_dump(),
+                        full=full)

@@ -65,9 +65,12 @@ def execute(svc: Services, task: dict[str, Any]) -> list[str]:
         done.append(_remove_deployment(svc, meta.get("deployment_id")))
         artifact_id = meta.get("artifact_id")
         if artifact_id:
-            svc.store.delete(artifact_id)
+            # Filestore content is shared by content (SHA-1) between artifacts: the store removes only the
+            # objects that no other artifact's index still names (garbage collection under its lock).
+            gc = svc.store.delete(artifact_id)
             svc.ops_db.execute("UPDATE ops.artifacts SET deleted_at = now() WHERE artifact_id = %s", (artifact_id,))
-            done.append(f"artifact {artifact_id} deleted")
+            done.append(f"artifact {artifact_id} deleted; {gc['removed_objects']} filestore objects no other artifact"
+                        f" references removed, {gc['live_objects']} still referenced kept")
     elif task["task_type"] == "delete_deployment":
         done.append(_remove_deployment(svc, meta.get("deployment_id")))
     else:

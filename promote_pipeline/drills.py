@@ -78,7 +78,7 @@ class Drill:
                 "user_id": sbx.USER, "stability_window_seconds": self.stability_seconds}
 
     def run(self) -> dict[str, Any]:
-        from promote_pipeline.cli import run_promotion
+        from promote_pipeline.runner import run_promotion
 
         self.box.activate()
         before = self.box.status()["serving"]
@@ -123,6 +123,8 @@ class Drill:
     # -- fault actions -------------------------------------------------------------------------------
     def _corrupt(self, row: dict[str, Any]) -> None:
         path = Path(row["contract"]["db_dump"]["path"])
+        if path.is_dir():  # a directory-format dump: flip a byte of its largest file (a table's data)
+            path = max((f for f in path.iterdir() if f.is_file()), key=lambda f: (f.stat().st_size, f.name))
         with path.open("r+b") as fh:
             fh.seek(max(0, path.stat().st_size // 2))
             byte = fh.read(1)

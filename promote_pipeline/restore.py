@@ -9,14 +9,16 @@ rollback job) finds every piece by reading the ops database.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from promote_pipeline import odoo_db
 from promote_pipeline.backup import verify
 from promote_pipeline.models import Artifact, DeploymentRecord, EnvironmentRecord
 from resources.artifact_store import LocalArtifactStore
-from resources.odoo_host import LocalOdooHost, free_port
+from resources.odoo_host import HostError, LocalOdooHost, free_port
 from resources.ops_db import OpsDatabase
 
 
@@ -60,20 +62,43 @@ def post_restore_checks(host: LocalOdooHost, env: EnvironmentRecord, green: Depl
     return checks
 
 
+def restore_data(host: LocalOdooHost, store: LocalArtifactStore, env: EnvironmentRecord, green: DeploymentRecord,
+                 artifact: Artifact) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The artifact verified in full (every dump file hashed again, the index hashed, every object present),
+    then the database (``pg_restore -j``) and the filestore (hard links to the store's objects) restored
+    at the same time. Returns the verification and the timings."""
+    t0 = time.monotonic()
+    verification = verify(store, artifact, full=True)
+    t1 = time.monotonic()
+    dest = host.filestore_dir(green.data_dir, green.db_name)
+    if dest.exists() and any(dest.iterdir()):
+        raise HostError(f"restore refused: filestore {dest} already exists")
+
+    def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+        start = time.monotonic()
+        return fn(*args), time.monotonic() - start
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        db_job = pool.submit(timed, host.restore_database, env.db_dsn_ref, green.db_name,
+                             Path(artifact.db_dump.path))
+        fs_job = pool.submit(timed, store.materialize_filestore, artifact.artifact_id, dest)
+        (_, db_seconds), (fs_facts, fs_seconds) = db_job.result(), fs_job.result()
+    return verification, {"verify_seconds": round(t1 - t0, 3), "db_restore_seconds": round(db_seconds, 3),
+                          "filestore_restore_seconds": round(fs_seconds, 3), "filestore_restore": fs_facts}
+
+
 def restore_green(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase, env: EnvironmentRecord,
-                  artifact: Artifact, run_id: str) -> tuple[DeploymentRecord, dict[str, Any]]:
+                  artifact: Artifact, run_id: str,
+                  before_start: Callable[[DeploymentRecord], dict[str, Any]] | None = None,
+                  ) -> tuple[DeploymentRecord, dict[str, Any]]:
+    """Restore, check, run ``before_start`` on the restored database (carry-over and fencing must happen
+    before green's Odoo can run a cron), then start green's Odoo."""
     green = plan_green(ops_db, env, run_id, artifact.artifact_id, host)
     started = time.monotonic()
-    verification = verify(store, artifact)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        db_job = pool.submit(host.restore_database, env.db_dsn_ref, green.db_name,
-                             store.folder(artifact.artifact_id) / "db.dump")
-        fs_job = pool.submit(host.extract_filestore, store.folder(artifact.artifact_id) / "filestore.tar.zst",
-                             green.data_dir, green.db_name)
-        db_job.result()
-        fs_job.result()
+    verification, timings = restore_data(host, store, env, green, artifact)
     restored = time.monotonic()
     checks = post_restore_checks(host, env, green, artifact)
+    prepared = before_start(green) if before_start else {}
     assert green.http_port is not None and green.websocket_port is not None
     pid = host.start_odoo(env.db_dsn_ref, env.environment_id, green.deployment_id, green.db_name, green.data_dir,
                           green.http_port, green.websocket_port)
@@ -82,7 +107,8 @@ def restore_green(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDat
                    (pid, green.deployment_id))
     host.wait_healthy(f"http://127.0.0.1:{green.http_port}", pid)
     facts = {
-        "verification": verification, "checks": checks, "restore_seconds": round(restored - started, 3),
+        "verification": verification, "checks": checks, **prepared, **timings,
+        "restore_seconds": round(restored - started, 3),
         "ready_seconds": round(time.monotonic() - started, 3),
     }
     return green, facts

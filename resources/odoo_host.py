@@ -1,13 +1,15 @@
 """The Odoo host: databases, filestores and Odoo server processes of one machine.
 
-Everything a backup or a restore does to an Odoo environment goes through here: pg_dump and
-pg_restore against the environment's PostgreSQL, tar+zstd over its filestore
-(``<data_dir>/filestore/<db>/``), and Odoo processes started from a command template. The
-template is what makes the same code run ``odoo-bin`` in production and ``odoo_standin`` in the
-sandbox. Passwords travel to child processes through their environment (``PGPASSWORD``), never
-through argv, so they never show in ``ps``. Dumps and archives stream through this process so
-checksums are computed while the bytes pass, with a fixed-size buffer: memory stays flat
-whatever the size of the database.
+Everything a backup or a restore does to an Odoo database goes through here: a parallel
+``pg_dump -Fd`` and ``pg_restore -j`` against the environment's PostgreSQL, the filestore's place
+(``<data_dir>/filestore/<db>/``; its content goes to and comes from the artifact store's
+content-addressed objects), and Odoo processes started from a command template. The template is
+what makes the same code run ``odoo-bin`` in production and ``odoo_standin`` in the sandbox.
+Passwords travel to child processes through their environment (``PGPASSWORD``), never through
+argv, so they never show in ``ps``. A dump is hashed while pg_dump writes it: a thread follows
+each file of the dump directory as it grows and hashes the new bytes from the page cache, with
+one fixed-size buffer, so no file is read a second time and memory stays flat whatever the size
+of the database.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import psycopg
@@ -42,15 +46,108 @@ class HostError(RuntimeError):
     """A host operation failed; the message names the operation and the tool's own words."""
 
 
-def _stream(src: IO[bytes], dest: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with dest.open("wb") as out:
-        while chunk := src.read(CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+@dataclass
+class _Followed:
+    """One file another process is writing, hashed up to ``offset``."""
+
+    fd: int
+    digest: Any = field(default_factory=hashlib.sha256)
+    offset: int = 0
+    mtime_ns: int = -1
+
+    def catch_up(self, buf: memoryview) -> bool:
+        """Hash the bytes written since the last call; True if there were any."""
+        st = os.fstat(self.fd)
+        if st.st_size < self.offset:  # truncated under us: start again
+            self.digest, self.offset = hashlib.sha256(), 0
+        if st.st_size == self.offset:
+            return False
+        while self.offset < st.st_size:
+            n = os.preadv(self.fd, [buf[:min(len(buf), st.st_size - self.offset)]], self.offset)
+            if n <= 0:
+                break
+            self.digest.update(buf[:n])
+            self.offset += n
+        self.mtime_ns = st.st_mtime_ns
+        return True
+
+
+class DirectoryHasher:
+    """Follows the files of a folder while another process writes them, hashing each new byte once.
+
+    ``pg_dump -Fd`` writes every file front to back and never rewrites one; the bytes are read
+    from the page cache moments after they were written, so the checksums are ready when pg_dump
+    exits and no file of the dump is read again. ``finish`` guards the assumption: a file whose
+    size or mtime moved after its last bytes were hashed is hashed again from the start (and
+    counted in ``rehashed``).
+    """
+
+    POLL_SECONDS = 0.02
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rehashed = 0
+        self._files: dict[str, _Followed] = {}
+        self._buf = memoryview(bytearray(CHUNK))
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._follow, name=f"hash {folder.name}", daemon=True)
+
+    def start(self) -> DirectoryHasher:
+        self._thread.start()
+        return self
+
+    def _follow(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._scan():
+                    self._stop.wait(self.POLL_SECONDS)
+        except BaseException as exc:  # noqa: BLE001 - handed to finish()
+            self._error = exc
+
+    def _scan(self) -> bool:
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return False
+        progressed = False
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            followed = self._files.get(entry.name)
+            if followed is None:
+                followed = self._files[entry.name] = _Followed(os.open(entry.path, os.O_RDONLY))
+            progressed = followed.catch_up(self._buf) or progressed
+        return progressed
+
+    def finish(self) -> list[tuple[str, str, int]]:
+        """Call once the writer has exited: ``(name, sha256, size)`` of every file, sorted by name."""
+        self._stop.set()
+        self._thread.join()
+        try:
+            if self._error is not None:
+                raise HostError(f"hashing {self.folder} failed: {self._error}")
+            while self._scan():
+                pass
+            out = []
+            for name, followed in sorted(self._files.items()):
+                st = os.fstat(followed.fd)
+                if st.st_size != followed.offset or st.st_mtime_ns != followed.mtime_ns:
+                    self.rehashed += 1
+                    followed.digest, followed.offset = hashlib.sha256(), 0
+                    followed.catch_up(self._buf)
+                out.append((name, followed.digest.hexdigest(), followed.offset))
+            return out
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join()
+        for followed in self._files.values():
+            os.close(followed.fd)
+        self._files.clear()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -68,9 +165,9 @@ class LocalOdooHost(ConfigurableResource):
     )
     run_dir: str = Field(description="Folder for Odoo process logs.")
     pg_bin_dir: str = Field(default="", description="Folder of pg_dump/pg_restore; empty means PATH.")
+    dump_jobs: int = Field(default=2, description="Parallel jobs for pg_dump -Fd (one per core is right).")
     restore_jobs: int = Field(default=2, description="Parallel jobs for pg_restore.")
     dump_compression: int = Field(default=1, description="pg_dump -Z level (low: the dump is on the critical path).")
-    zstd_level: int = Field(default=1, description="zstd level for filestore archives.")
     startup_timeout_seconds: float = Field(default=30.0, description="How long a new Odoo may take to answer.")
 
     # -- PostgreSQL ----------------------------------------------------------------------------
@@ -116,24 +213,29 @@ class LocalOdooHost(ConfigurableResource):
         out = subprocess.run([self._tool("pg_dump"), "--version"], capture_output=True, text=True, check=True)
         return out.stdout.strip().rsplit(" ", 1)[-1].split()[0] if out.stdout else "unknown"
 
-    def dump_database(self, dsn_ref: str, db: str, dest: Path) -> tuple[str, int]:
-        """pg_dump -Fc into ``dest``, hashing while the bytes stream; returns (sha256, size)."""
+    def dump_database(self, dsn_ref: str, db: str, dest: Path) -> list[tuple[str, str, int]]:
+        """``pg_dump -Fd -j<dump_jobs> -Z<dump_compression>`` into the new folder ``dest``, every file hashed
+        while it is written; returns ``(name, sha256, size)`` per file."""
         args, env, _ = self._pg(dsn_ref)
-        cmd = [self._tool("pg_dump"), *args, "-Fc", f"-Z{self.dump_compression}", "--no-owner", "-d", db]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        assert proc.stdout is not None and proc.stderr is not None
-        digest, size = _stream(proc.stdout, dest)
-        err = proc.stderr.read().decode(errors="replace")
-        if proc.wait() != 0:
-            raise HostError(f"pg_dump of database {db} failed: {err.strip()[:400]}")
-        return digest, size
+        cmd = [self._tool("pg_dump"), *args, "-Fd", f"-j{self.dump_jobs}", f"-Z{self.dump_compression}",
+               "--no-owner", "-f", str(dest), "-d", db]
+        hasher = DirectoryHasher(dest).start()
+        try:
+            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        except BaseException:
+            hasher.close()
+            raise
+        if proc.returncode != 0:
+            hasher.close()
+            raise HostError(f"pg_dump of database {db} failed: {proc.stderr.decode(errors='replace').strip()[:400]}")
+        return hasher.finish()
 
     def create_database(self, dsn_ref: str, db: str) -> None:
         with self.connect(dsn_ref, "postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
 
     def restore_database(self, dsn_ref: str, db: str, dump: Path) -> None:
-        """Restore a custom-format dump into a new database ``db`` (refused if it exists)."""
+        """Restore a dump (directory or custom format) into a new database ``db`` (refused if it exists)."""
         if self.database_exists(dsn_ref, db):
             raise HostError(f"restore refused: database {db} already exists")
         self.create_database(dsn_ref, db)
@@ -169,33 +271,6 @@ class LocalOdooHost(ConfigurableResource):
                 count += 1
                 size += os.lstat(os.path.join(root, name)).st_size
         return count, size
-
-    def archive_filestore(self, data_dir: str, db: str, dest: Path) -> tuple[str, int, int]:
-        """tar | zstd of the filestore into ``dest``; returns (sha256, size, file_count)."""
-        src = self.filestore_dir(data_dir, db)
-        src.mkdir(parents=True, exist_ok=True)
-        tar = subprocess.Popen(["tar", "-C", str(src), "-cf", "-", "."], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-        zstd = subprocess.Popen(["zstd", f"-{self.zstd_level}", "-T2", "-q", "-c"], stdin=tar.stdout,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert tar.stdout is not None and zstd.stdout is not None
-        tar.stdout.close()
-        digest, size = _stream(zstd.stdout, dest)
-        if zstd.wait() != 0 or tar.wait() != 0:
-            err = (tar.stderr.read() if tar.stderr else b"") + (zstd.stderr.read() if zstd.stderr else b"")
-            raise HostError(f"archiving filestore {src} failed: {err.decode(errors='replace').strip()[:400]}")
-        count, _ = self.filestore_stats(data_dir, db)
-        return digest, size, count
-
-    def extract_filestore(self, archive: Path, data_dir: str, db: str) -> None:
-        dest = self.filestore_dir(data_dir, db)
-        if dest.exists() and any(dest.iterdir()):
-            raise HostError(f"restore refused: filestore {dest} already exists")
-        dest.mkdir(parents=True, exist_ok=True)
-        cmd = f"zstd -d -q -c {shlex.quote(str(archive))} | tar -C {shlex.quote(str(dest))} -xf -"
-        proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise HostError(f"extracting filestore into {dest} failed: {proc.stderr.strip()[:400]}")
 
     def remove_filestore(self, data_dir: str, db: str) -> None:
         shutil.rmtree(self.filestore_dir(data_dir, db), ignore_errors=True)

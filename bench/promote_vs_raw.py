@@ -1,0 +1,347 @@
+"""Promotion vs hand-run pipelines, on the same data, in the same run: medians and ratios.
+
+Three pipelines, alternated (a b c a b c ...) so that a shared, noisy machine weighs on all alike:
+
+(a) raw: the best hand-run pipeline -- ``pg_dump -Fd -j2 -Z1`` of staging and of production, each
+    with a ``tar | zstd -1`` archive of its filestore made at the same time; then ``pg_restore -j2``
+    of staging's dump into a new database while staging's archive is extracted;
+(b) odoo: Odoo's database manager -- per environment, a zip of a plain ``pg_dump`` and a copy of
+    the filestore (Odoo copies it next to the dump, then zips the folder); then unzip, ``psql -f``
+    into a new database and the filestore moved into place;
+(c) promote: ``promote run --stability-seconds 0`` with smoke tests, with an EMPTY artifact store
+    (every artifact deleted and garbage-collected first: the first promotion ever, nothing to
+    reuse), its peak RSS sampled from /proc. Right after it, (c2) the same promotion again, the
+    store now warm (what every later promotion sees); reported, not used in the ratios.
+
+Before every timed run, untimed: the databases about to be read are vacuumed, PostgreSQL
+checkpoints and dirty pages are written out, so that no run pays for the writes of the one before
+(a freshly restored database is otherwise vacuumed, and its hint bits written, by whoever reads it
+first). Then the filestore alone: a backup of staging's filestore into an empty store, and a second one of
+the same, unchanged filestore (repeated, medians). All times are wall-clock seconds.
+
+    bench/promote_vs_raw --size small|1g|4g [--repeats 3] [--modes a,b,c]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import dataset  # noqa: E402
+from promote_pipeline import cleanup  # noqa: E402
+from promote_pipeline import sandbox as sbx  # noqa: E402
+from promote_pipeline.services import Services  # noqa: E402
+from resources import secrets  # noqa: E402
+from resources.artifact_store import LocalArtifactStore  # noqa: E402
+
+PROMOTE = REPO / ".venv" / "bin" / "promote"
+
+
+def sh(script: str, env: dict[str, str]) -> float:
+    """Run a bash script (``set -euo pipefail``); return its wall time."""
+    start = time.monotonic()
+    proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], env=env, capture_output=True, text=True)
+    took = time.monotonic() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"script failed ({proc.returncode}): {proc.stderr.strip()[-800:]}\n{script}")
+    return took
+
+
+class Bench:
+    def __init__(self, size: dataset.Size, work: Path) -> None:
+        self.size = size
+        self.work = work
+        self.box = dataset.sandbox(size)
+        self.res = self.box.resources()
+        self.ops_db = self.res["ops_db"]
+        self.host = self.res["odoo_host"]
+        self.store: LocalArtifactStore = self.res["artifact_store"]
+        self.svc = Services(ops_db=self.ops_db, host=self.host, store=self.store, router=self.res["router"])
+        self.evidence = dataset.evidence_root(size)
+        dsn = secrets.resolve(sbx.DSN_REF)
+        params = dict(part.split("=", 1) for part in dsn.split())
+        self.env = {**os.environ, "PGHOST": params.get("host", "127.0.0.1"), "PGPORT": params.get("port", "5432"),
+                    "PGUSER": params.get("user", "postgres")}
+        if params.get("password"):
+            self.env["PGPASSWORD"] = params["password"]
+        self.scratch_db = f"bench_{size.name}_scratch"
+
+    # -- the data every pipeline works on ------------------------------------------------------------
+    def sources(self) -> dict[str, tuple[str, Path]]:
+        out = {}
+        for key, env_id in (("staging", sbx.STAGING), ("prod", sbx.PROD)):
+            row = self.ops_db.active_deployment(env_id)
+            out[key] = (row["db_name"], self.host.filestore_dir(row["data_dir"], row["db_name"]))
+        return out
+
+    def settle(self) -> None:
+        """Untimed, before every timed run, so that no run pays for the one before it: the databases about to be
+        read vacuumed (a freshly restored table is otherwise vacuumed, and its hint bits written, by whoever
+        comes next: autovacuum, or the first pg_dump to read it), a checkpoint, and dirty pages written out."""
+        for db, _fs in self.sources().values():
+            with self.host.connect(sbx.DSN_REF, db, autocommit=True) as conn:
+                conn.execute("VACUUM (ANALYZE)")
+        with self.host.connect(sbx.DSN_REF, "postgres", autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+        os.sync()
+
+    def _reset_scratch(self) -> None:
+        self.host.drop_database(sbx.DSN_REF, self.scratch_db)
+        shutil.rmtree(self.work / "scratch", ignore_errors=True)
+        (self.work / "scratch").mkdir(parents=True)
+
+    # -- (a) the best hand-run pipeline --------------------------------------------------------------
+    def run_raw(self) -> dict[str, Any]:
+        self._reset_scratch()
+        w = self.work / "scratch"
+        src = self.sources()
+        phases = {}
+        for key in ("staging", "prod"):
+            db, fs = src[key]
+            phases[f"backup_{key}"] = sh(
+                f"pg_dump -Fd -j2 -Z1 --no-owner -f {w}/{key}.dir -d {db} & p1=$!\n"
+                f"tar -C {fs} -cf - . | zstd -1 -T2 -q -o {w}/{key}.tar.zst & p2=$!\n"
+                "wait $p1; wait $p2\n", self.env)
+        phases["restore"] = sh(
+            f"createdb {self.scratch_db}\n"
+            f"pg_restore -j2 --no-owner --exit-on-error -d {self.scratch_db} {w}/staging.dir & p1=$!\n"
+            f"mkdir -p {w}/restored_fs && zstd -d -q -c {w}/staging.tar.zst | tar -C {w}/restored_fs -xf - & p2=$!\n"
+            "wait $p1; wait $p2\n", self.env)
+        self._reset_scratch()
+        return {"seconds": sum(phases.values()), "phases": phases}
+
+    # -- (b) Odoo's database manager -----------------------------------------------------------------
+    def run_odoo(self) -> dict[str, Any]:
+        self._reset_scratch()
+        w = self.work / "scratch"
+        src = self.sources()
+        phases = {}
+        for key in ("staging", "prod"):
+            db, fs = src[key]
+            phases[f"backup_{key}"] = sh(
+                f"mkdir {w}/{key}\n"
+                f"cp -a {fs} {w}/{key}/filestore\n"
+                f"pg_dump --no-owner -f {w}/{key}/dump.sql -d {db}\n"
+                f"cd {w}/{key} && zip -q -r {w}/{key}.zip dump.sql filestore && cd / && rm -rf {w}/{key}\n",
+                self.env)
+        phases["restore"] = sh(
+            f"mkdir {w}/unzipped && unzip -q {w}/staging.zip -d {w}/unzipped\n"
+            f"createdb {self.scratch_db}\n"
+            f"psql -q -X -o /dev/null -d {self.scratch_db} -f {w}/unzipped/dump.sql\n"
+            f"mv {w}/unzipped/filestore {w}/restored_fs\n", self.env)
+        self._reset_scratch()
+        return {"seconds": sum(phases.values()), "phases": phases}
+
+    # -- (c) the promotion -----------------------------------------------------------------------------
+    def empty_store(self) -> None:
+        """Delete every artifact (and so, by garbage collection, every object): the store a first promotion sees."""
+        root = Path(self.store.root)
+        if root.is_dir():
+            for entry in root.iterdir():
+                if not entry.name.startswith("."):
+                    self.store.delete(entry.name)
+        self.store.collect_garbage()
+
+    def clean_up_retired(self) -> None:
+        """What the cleanup schedule does after the rollback window, done now: old deployments dropped."""
+        self.ops_db.execute("UPDATE ops.scheduled_tasks SET execute_at = now() WHERE status = 'pending'")
+        cleanup.run_due_tasks(self.svc, str(self.evidence))
+
+    def run_promote(self) -> dict[str, Any]:
+        env = {**os.environ, "PROMOTE_SETTINGS": str(self.box.settings_file),
+               "PROMOTE_EVIDENCE_ROOT": str(self.evidence)}
+        env.pop("PROMOTE_SECRETS_FILE", None)
+        cmd = [str(PROMOTE), "run", "--project", sbx.PROJECT, "--staging", sbx.STAGING, "--prod", sbx.PROD,
+               "--user", sbx.USER, "--stability-seconds", "0", "--json"]
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        peak_kib = 0
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kib = max(peak_kib, int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        took = time.monotonic() - start
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"promote run failed ({proc.returncode}): {err.strip()[-1500:]}\n{out[-1500:]}")
+        outcome = json.loads(out.strip().splitlines()[-1])
+        return {"seconds": took, "peak_rss_mib": round(peak_kib / 1024, 1), **self._breakdown(outcome, took)}
+
+    @staticmethod
+    def _breakdown(outcome: dict[str, Any], wall: float) -> dict[str, Any]:
+        """Tool time (database and filestore work, green's start, smoke tests) from the evidence; the rest is
+        the job's own overhead (interpreter, imports, Dagster, ops records, evidence, router)."""
+        ev = Path(outcome["evidence_dir"])
+        snap = json.loads((ev / "staging_snapshot.json").read_text())
+        blue = json.loads((ev / "blue_backup.json").read_text())
+        restore = json.loads((ev / "green_restore.json").read_text())
+        smoke = json.loads((ev / "smoke_tests.json").read_text())
+        smoke_s = sum(r.get("duration_ms", 0) for r in smoke.get("results", [])) / 1000
+        phases = {
+            "snapshot_staging": snap["total_seconds"], "backup_production": blue["total_seconds"],
+            "verify": restore.get("verify_seconds", 0.0),
+            "restore": restore["restore_seconds"] - restore.get("verify_seconds", 0.0),
+            "green_start": round(restore["ready_seconds"] - restore["restore_seconds"], 3),
+            "smoke_tests": round(smoke_s, 3),
+        }
+        tool = sum(phases.values())
+        return {"phases": phases, "tool_seconds": round(tool, 3), "overhead_seconds": round(wall - tool, 3),
+                "new_objects": {"green": snap.get("filestore_new_objects"), "blue": blue.get("filestore_new_objects")}}
+
+    def run_trivial_job(self) -> dict[str, Any]:
+        """Dagster's floor: eight trivial ops in process, interpreter start included (as for ``promote run``)."""
+        start = time.monotonic()
+        subprocess.run([sys.executable, str(BENCH_DIR / "trivial_job.py")], check=True, capture_output=True)
+        return {"seconds": time.monotonic() - start}
+
+    # -- the filestore alone: first and second backup -------------------------------------------------
+    def filestore_backups(self, repeats: int) -> dict[str, Any]:
+        _, fs = self.sources()["staging"]
+        first, second = [], []
+        for _ in range(repeats):
+            root = Path(tempfile.mkdtemp(prefix="fsbench-", dir=self.work))
+            store = LocalArtifactStore(root=str(root))
+            try:
+                for times in (first, second):
+                    aid = store.new_artifact_id("bench", "blue")
+                    store.allocate(aid)
+                    start = time.monotonic()
+                    store.ingest_filestore(aid, fs)
+                    times.append(time.monotonic() - start)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+        return {"first": statistics.median(first), "second": statistics.median(second),
+                "ratio": statistics.median(second) / statistics.median(first), "runs": [first, second]}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))) / 2**20
+    pg = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {pg}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(dataset.SIZES), default="small")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of a b c (default 3)")
+    parser.add_argument("--modes", default="a,b,c", help="which pipelines to run (default a,b,c)")
+    parser.add_argument("--no-warm", action="store_true", help="skip c2, the promotion on a warm store")
+    args = parser.parse_args(argv)
+    size = dataset.SIZES[args.size]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    os.environ["PROMOTE_EVIDENCE_ROOT"] = str(dataset.evidence_root(size))
+
+    built = dataset.build(size)
+    print(f"dataset {size.name}: database {built['db_bytes'] / 2**20:.0f} MiB, filestore {built['filestore_files']}"
+          f" files / {built['filestore_bytes'] / 2**20:.0f} MiB (built or checked in {built['seconds']} s)", flush=True)
+    bench = Bench(size, dataset.WORK / size.name)
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("a", "b", "c", "c2", "j")}
+    for rep in range(1, args.repeats + 1):
+        for mode in modes:
+            if mode == "c":
+                bench.clean_up_retired()
+                bench.empty_store()
+            bench.settle()
+            if mode == "a":
+                result = bench.run_raw()
+            elif mode == "b":
+                result = bench.run_odoo()
+            else:
+                result = bench.run_promote()
+            runs[mode].append(result)
+            print(f"round {rep} {mode}: {result['seconds']:.2f} s "
+                  + json.dumps({k: v for k, v in result.items() if k != "seconds"}), flush=True)
+            if mode == "c" and not args.no_warm:
+                bench.clean_up_retired()
+                bench.settle()
+                warm = bench.run_promote()
+                runs["c2"].append(warm)
+                print(f"round {rep} c2 (warm store): {warm['seconds']:.2f} s " + json.dumps(
+                    {k: v for k, v in warm.items() if k != "seconds"}), flush=True)
+            if mode == "c":
+                bench.settle()
+                runs["j"].append(bench.run_trivial_job())
+                print(f"round {rep} j (Dagster floor: eight trivial ops): {runs['j'][-1]['seconds']:.2f} s", flush=True)
+    bench.clean_up_retired()
+    bench.settle()
+    fs = bench.filestore_backups(args.repeats)
+    print(f"filestore backup: first {fs['first']:.3f} s, second (unchanged) {fs['second']:.3f} s,"
+          f" ratio {fs['ratio']:.3f}", flush=True)
+
+    med = {m: statistics.median(r["seconds"] for r in rs) for m, rs in runs.items() if rs}
+    report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+                              "size": size.name, "dataset": built, "repeats": args.repeats, "medians": med,
+                              "filestore_backup": fs, "runs": runs}
+    if "c" in med:
+        report["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs["c"] + runs["c2"])
+        report["overhead_seconds"] = statistics.median(r["overhead_seconds"] for r in runs["c"])
+        report["tool_seconds"] = statistics.median(r["tool_seconds"] for r in runs["c"])
+        report["overhead_above_floor_seconds"] = report["overhead_seconds"] - med["j"]
+        for m in ("a", "b"):
+            if m in med:
+                report[f"c/{m}"] = med["c"] / med[m]
+                if "c2" in med:
+                    report[f"c2/{m}"] = med["c2"] / med[m]
+    out = bench.work / f"results-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(markdown(report))
+    print(f"(raw results: {out})")
+    return 0
+
+
+def markdown(r: dict[str, Any]) -> str:
+    names = {"a": "(a) raw: 2x pg_dump -Fd -j2 -Z1 + tar \\| zstd -1, pg_restore -j2 + extraction",
+             "b": "(b) Odoo database manager: 2x zip(pg_dump plain + filestore), unzip + psql",
+             "c": "(c) promote run --stability-seconds 0 (smoke tests on), empty artifact store",
+             "c2": "(c2) the same promotion again, warm artifact store",
+             "j": "(j) Dagster's floor: a job of eight trivial ops, in process"}
+    lines = [f"Size `{r['size']}`: database {r['dataset']['db_bytes'] / 2**20:.0f} MiB, filestore"
+             f" {r['dataset']['filestore_files']} files / {r['dataset']['filestore_bytes'] / 2**20:.0f} MiB;"
+             f" {r['repeats']} rounds, alternated. {r['date']}, {r['machine']}.", "",
+             "| pipeline | median s | runs (s) |", "|---|---:|---|"]
+    for m, rs in r["runs"].items():
+        if rs:
+            each = ", ".join(f"{x['seconds']:.2f}" for x in rs)
+            lines.append(f"| {names[m]} | {r['medians'][m]:.2f} | {each} |")
+    lines += ["", "| ratio / figure | value |", "|---|---:|"]
+    for key in ("c/a", "c/b", "c2/a", "c2/b"):
+        if key in r:
+            lines.append(f"| {key} | {r[key]:.3f} |")
+    fs = r["filestore_backup"]
+    lines.append(f"| filestore backup, second (unchanged) / first | {fs['ratio']:.3f}"
+                 f" ({fs['second']:.3f} s / {fs['first']:.3f} s) |")
+    if "peak_rss_mib" in r:
+        lines.append(f"| peak RSS of the promotion process | {r['peak_rss_mib']:.0f} MiB |")
+        lines.append(f"| promotion (c): tool time / job overhead (median) | {r['tool_seconds']:.2f} s /"
+                     f" {r['overhead_seconds']:.2f} s |")
+        lines.append("| job overhead above Dagster's floor (c overhead - j) |"
+                     f" {r['overhead_above_floor_seconds']:.2f} s |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The artifact store: content-addressed filestore, hard-link restore, verification, deletion with GC.
+
+Real files, a real pg_dump/pg_restore against the machine's PostgreSQL; nothing mocked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from promote_pipeline import settings
+from resources.artifact_store import ArtifactError, LocalArtifactStore, dump_digest
+from resources.odoo_host import DirectoryHasher, LocalOdooHost
+
+DSN_REF = "PROMOTE_TEST_STORE_DSN"
+
+
+def odoo_file(root: Path, content: bytes, name: str | None = None) -> str:
+    """Write ``content`` where Odoo would (``<sha1[:2]>/<sha1>``), or under ``name``; return its relative path."""
+    sha1 = name or hashlib.sha1(content).hexdigest()
+    (root / sha1[:2]).mkdir(parents=True, exist_ok=True)
+    (root / sha1[:2] / sha1).write_bytes(content)
+    return f"{sha1[:2]}/{sha1}"
+
+
+def contract(store: LocalArtifactStore, artifact_id: str, facts: dict[str, object]) -> dict[str, object]:
+    return {"path": str(store.index_path(artifact_id)), "sha256": facts["index_sha256"],
+            "size_bytes": facts["size_bytes"], "file_count": facts["file_count"], "index_bytes": facts["index_bytes"]}
+
+
+def backup(store: LocalArtifactStore, src: Path) -> tuple[str, dict[str, object]]:
+    artifact_id = store.new_artifact_id("env_t", "blue")
+    store.allocate(artifact_id)
+    store.write_contract(artifact_id, "{}")
+    return artifact_id, store.ingest_filestore(artifact_id, src)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalArtifactStore:
+    return LocalArtifactStore(root=str(tmp_path / "artifacts"))
+
+
+def test_second_backup_of_an_unchanged_filestore_copies_nothing(store: LocalArtifactStore, tmp_path: Path) -> None:
+    src = tmp_path / "fs"
+    for i in range(30):
+        odoo_file(src, os.urandom(1000 + i))
+    first_id, first = backup(store, src)
+    assert first["file_count"] == 30 and first["new_objects"] == 30
+    second_id, second = backup(store, src)
+    assert second["new_objects"] == 0 and second["new_bytes"] == 0
+    assert store.index_path(first_id).read_bytes() == store.index_path(second_id).read_bytes()
+    for sha1, size, rel in store.iter_index(first_id):
+        obj = store.object_path(sha1)
+        assert obj.stat().st_size == size and rel.endswith(sha1)
+        assert obj.stat().st_mode & 0o777 == 0o444  # objects are read-only: a hard-linked copy cannot be edited
+
+
+def test_a_file_whose_name_is_not_its_content_is_stored_by_content(store: LocalArtifactStore, tmp_path: Path) -> None:
+    src = tmp_path / "fs"
+    liar = odoo_file(src, b"actual content", name="ab" + "0" * 38)
+    (src / "checklist").mkdir()
+    (src / "checklist" / "notes.txt").write_bytes(b"not content-addressed")
+    artifact_id, facts = backup(store, src)
+    assert facts["renamed_by_content"] == 2
+    lines = {rel: sha1 for sha1, _size, rel in store.iter_index(artifact_id)}
+    assert lines[liar] == hashlib.sha1(b"actual content").hexdigest()
+    dest = tmp_path / "restored"
+    store.materialize_filestore(artifact_id, dest)
+    assert (dest / liar).read_bytes() == b"actual content"
+    assert (dest / "checklist" / "notes.txt").read_bytes() == b"not content-addressed"
+
+
+def test_restore_hard_links_the_objects(store: LocalArtifactStore, tmp_path: Path) -> None:
+    src = tmp_path / "fs"
+    rels = [odoo_file(src, os.urandom(5000)) for _ in range(10)]
+    artifact_id, facts = backup(store, src)
+    dest = tmp_path / "green"
+    result = store.materialize_filestore(artifact_id, dest)
+    assert result == {"linked": 10, "copied": 0, "bytes": facts["size_bytes"]}
+    for rel in rels:
+        assert (dest / rel).read_bytes() == (src / rel).read_bytes()
+        assert (dest / rel).stat().st_ino == store.object_path(rel.rsplit("/", 1)[1]).stat().st_ino
+    store.verify_filestore(artifact_id, contract(store, artifact_id, facts), full=True, deep=True)
+
+
+def test_delete_keeps_objects_another_artifact_references(store: LocalArtifactStore, tmp_path: Path) -> None:
+    only_a, shared, only_b = b"only in a", b"in both", b"only in b"
+    fs_a, fs_b = tmp_path / "a", tmp_path / "b"
+    for content in (only_a, shared):
+        odoo_file(fs_a, content)
+    for content in (shared, only_b):
+        odoo_file(fs_b, content)
+    a_id, _ = backup(store, fs_a)
+    b_id, b_facts = backup(store, fs_b)
+    assert b_facts["new_objects"] == 1  # the shared file was already there
+
+    def present(content: bytes) -> bool:
+        return store.object_path(hashlib.sha1(content).hexdigest()).exists()
+
+    dest = tmp_path / "green_from_a"
+    store.materialize_filestore(a_id, dest)
+    gc = store.delete(a_id)
+    assert gc["removed_objects"] == 1
+    assert not present(only_a) and present(shared) and present(only_b)
+    assert not store.folder(a_id).exists()
+    store.verify_filestore(b_id, contract(store, b_id, b_facts), full=True, deep=True)
+    # a filestore restored from the deleted artifact keeps its files (its links are its own)
+    assert sorted(p.read_bytes() for p in dest.rglob("*") if p.is_file()) == sorted([only_a, shared])
+    store.delete(b_id)
+    assert not present(shared) and not present(only_b)
+    assert not any(p.is_file() for p in store.objects.rglob("*"))
+
+
+def test_garbage_collection_waits_for_a_backup_in_progress(store: LocalArtifactStore, tmp_path: Path) -> None:
+    src = tmp_path / "fs"
+    odoo_file(src, b"x" * 100)
+    a_id, _ = backup(store, src)
+    deleted = threading.Event()
+    with store._objects_lock(exclusive=False):  # what an ingest or a restore holds
+        worker = threading.Thread(target=lambda: (store.delete(a_id), deleted.set()))
+        worker.start()
+        time.sleep(0.3)
+        assert not deleted.is_set()
+    worker.join(timeout=10)
+    assert deleted.is_set()
+
+
+def test_an_index_that_escapes_the_filestore_is_refused(store: LocalArtifactStore, tmp_path: Path) -> None:
+    src = tmp_path / "fs"
+    odoo_file(src, b"payload")
+    artifact_id, _ = backup(store, src)
+    index = store.index_path(artifact_id)
+    sha1, size, _rel = next(store.iter_index(artifact_id))
+    index.write_text(f"{sha1} {size} ../../escaped\n")
+    with pytest.raises(ArtifactError, match="outside the filestore"):
+        store.materialize_filestore(artifact_id, tmp_path / "dest")
+
+
+# -- the database dump ------------------------------------------------------------------------------
+@pytest.fixture
+def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv(DSN_REF, settings.default_server_dsn())
+    name = f"store_test_{secrets.token_hex(4)}"
+    admin = psycopg.conninfo.make_conninfo(settings.default_server_dsn(), dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(psycopg.conninfo.make_conninfo(settings.default_server_dsn(), dbname=name)) as conn:
+        conn.execute("CREATE TABLE big (id int PRIMARY KEY, payload text)")
+        conn.execute("INSERT INTO big SELECT n, md5(n::text) FROM generate_series(1, 50000) n")
+        conn.execute("CREATE TABLE small (id int)")
+        conn.execute("INSERT INTO small VALUES (1), (2)")
+    yield name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for db in (name, f"{name}_r"):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+
+
+def test_dump_is_hashed_while_written_verified_and_restorable(store: LocalArtifactStore, database: str,
+                                                              tmp_path: Path) -> None:
+    host = LocalOdooHost(command_template="true", run_dir=str(tmp_path / "run"))
+    artifact_id = store.new_artifact_id("env_t", "green")
+    store.allocate(artifact_id)
+    store.write_contract(artifact_id, "{}")
+    files = host.dump_database(DSN_REF, database, store.dump_dir(artifact_id))
+    assert {name for name, _, _ in files} == {p.name for p in store.dump_dir(artifact_id).iterdir()}
+    for name, sha, size in files:  # the streamed checksums are the files' checksums
+        data = (store.dump_dir(artifact_id) / name).read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (sha, size)
+    digest, total = dump_digest(files)
+    db_dump = {"path": str(store.dump_dir(artifact_id)), "sha256": digest, "size_bytes": total,
+               "files": [{"name": n, "sha256": s, "size_bytes": z} for n, s, z in files]}
+    result = store.verify_dump(artifact_id, db_dump, full=True)
+    assert result["ok"] and result["toc_entries"]
+
+    host.restore_database(DSN_REF, f"{database}_r", store.dump_dir(artifact_id))
+    with host.connect(DSN_REF, f"{database}_r") as conn:
+        assert conn.execute("SELECT count(*) FROM big").fetchone() == (50000,)
+
+    largest = max(store.dump_dir(artifact_id).iterdir(), key=lambda p: p.stat().st_size)
+    with largest.open("r+b") as fh:  # what the corrupt-artifact drill does
+        fh.seek(largest.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ArtifactError, match=f"checksum mismatch in {largest.name}"):
+        store.verify_dump(artifact_id, db_dump, full=True)
+
+
+def test_directory_hasher_follows_a_growing_file_and_catches_a_rewrite(tmp_path: Path) -> None:
+    folder = tmp_path / "dump"
+    hasher = DirectoryHasher(folder).start()
+    folder.mkdir()
+    chunks = [os.urandom(300_000) for _ in range(8)]
+    with (folder / "data.dat").open("wb") as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+            fh.flush()
+            time.sleep(0.03)
+    (folder / "toc.dat").write_bytes(b"toc")
+    time.sleep(0.1)
+    with (folder / "toc.dat").open("r+b") as fh:  # rewritten in place, same size: must be hashed again
+        time.sleep(0.01)
+        fh.write(b"TOC")
+    result = dict((name, (sha, size)) for name, sha, size in hasher.finish())
+    assert result["data.dat"] == (hashlib.sha256(b"".join(chunks)).hexdigest(), 8 * 300_000)
+    assert result["toc.dat"] == (hashlib.sha256(b"TOC").hexdigest(), 3)
