@@ -1,14 +1,27 @@
-"""The Dagster code location: jobs and the resources they run with, built from settings."""
+"""The Dagster code location: jobs and the resources they run with, built from settings.
+
+Besides the safety net's sensors and the clean-up schedule, the planned promotions of
+``promotion_schedules.yaml`` become schedules here (``planned``), each checked as the definitions
+load: a bad entry makes loading fail with a message naming it.
+
+In a sandbox (settings written by ``promote sandbox up``) the promotion job carries the sandbox's
+inputs as its default run config, so the launchpad opens with a config a person can launch or edit,
+and a launch without config promotes the sandbox. Anywhere else the job has no default config: the
+four ids are required, and the launchpad's "Scaffold missing config" fills in the other fields'
+defaults.
+"""
 
 from __future__ import annotations
 
 import warnings
 from typing import Any
 
-from dagster import BetaWarning, Definitions, mem_io_manager
+from dagster import BetaWarning, Definitions, JobDefinition, mem_io_manager
 
-from promote_pipeline import settings
-from promote_pipeline.jobs import cleanup_due_tasks, promote_staging_to_prod, rollback_promotion
+from promote_pipeline import planned, settings
+from promote_pipeline.config import PromotionConfig
+from promote_pipeline.jobs import cleanup_due_tasks, promote_staging_to_prod, promotion, rollback_promotion
+from promote_pipeline.launch import run_config
 from promote_pipeline.schedules import cleanup_schedule
 from promote_pipeline.sensors import detect_dead_promotions, rollback_cancelled_promotions, rollback_failed_promotions
 from resources.artifact_store import LocalArtifactStore
@@ -40,11 +53,46 @@ def build_resources(config: settings.Settings | None = None) -> dict[str, Any]:
     }
 
 
+# What `promote sandbox up` seeds (promote_pipeline.sandbox: PROJECT, STAGING, PROD, USER, DSN_REF; it cannot be
+# imported here, it imports this module; tests/e2e/test_launch_surfaces.py keeps the two equal).
+SANDBOX_DSN_REF = "PROMOTE_SANDBOX_PG_DSN"
+SANDBOX_IDS = {"project_id": "proj_demo", "staging_env_id": "env_demo_staging", "prod_env_id": "env_demo_prod",
+               "user_id": "demo_admin"}
+# Every field of the launchpad's form, so a person sees all there is to edit: the ids, the seed's defaults, and the
+# stability window of `make demo`.
+SANDBOX_INPUTS: dict[str, Any] = {
+    **SANDBOX_IDS,
+    **{name: f.default for name, f in PromotionConfig.model_fields.items() if not f.is_required()},
+    "stability_window_seconds": 10,
+}
+
+
+def is_sandbox(config: settings.Settings) -> bool:
+    return config.ops_dsn_ref == SANDBOX_DSN_REF
+
+
+def promotion_job(config: settings.Settings) -> JobDefinition:
+    """The promotion job as this code location serves it: in a sandbox, with the sandbox's inputs as default config
+    (the stability window 10 s, as `make demo`); elsewhere as defined in jobs.py, with no default."""
+    if not is_sandbox(config):
+        return promote_staging_to_prod
+    return promotion.to_job(
+        name=promote_staging_to_prod.name,
+        description=f"{promote_staging_to_prod.description} In this sandbox the launchpad opens with the sandbox's"
+                    " inputs (a 10 s stability window): launch them as they are or edit them.",
+        executor_def=promote_staging_to_prod.executor_def,
+        tags=promote_staging_to_prod.tags,
+        config=run_config(SANDBOX_INPUTS),
+    )
+
+
 def build_definitions(config: settings.Settings | None = None) -> Definitions:
+    config = config or settings.load()
+    job = promotion_job(config)
     return Definitions(
-        jobs=[promote_staging_to_prod, rollback_promotion, cleanup_due_tasks],
+        jobs=[job, rollback_promotion, cleanup_due_tasks],
         sensors=[rollback_failed_promotions, rollback_cancelled_promotions, detect_dead_promotions],
-        schedules=[cleanup_schedule],
+        schedules=[cleanup_schedule, *planned.load_schedules(job, taken={cleanup_schedule.name})],
         resources=build_resources(config),
     )
 

@@ -1,4 +1,8 @@
-"""Schedules: the deferred clean-up, every minute, running by default."""
+"""Schedules: the deferred clean-up, every minute, running by default.
+
+The planned promotions of ``promotion_schedules.yaml`` are schedules too, built and checked by
+``planned`` when the definitions load, and stopped by default.
+"""
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system tools a promotion drives, from Debian's packages, only where missing:
 # HAProxy and nginx (the routers), zstd (filestore archives), the PostgreSQL client tools
-# (pg_dump, pg_restore, psql). The distribution's own haproxy/nginx services are stopped again
-# after installation: the project runs private instances on loopback ports.
+# (pg_dump, pg_restore, psql) and Chromium (the headless browser of the UI's end-to-end test,
+# tests/e2e/). The distribution's own haproxy/nginx services are stopped again after
+# installation: the project runs private instances on loopback ports.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,7 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 SUDO=""
