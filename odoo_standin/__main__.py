@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--replace", action="store_true", help="drop an existing database and filestore first")
     init.set_defaults(func=_init)
 
+    neutral = commands.add_parser("neutralize", help="what odoo-bin neutralize does to a copy of production")
+    neutral.add_argument("--db", required=True)
+    neutral.add_argument("--dsn", default=_default_dsn())
+    neutral.add_argument("--base-url", help="new web.base.url (e.g. the staging URL)")
+    neutral.set_defaults(func=_neutralize)
+
     serve = commands.add_parser("serve", help="serve one database over HTTP like an Odoo server")
     serve.add_argument("--db", required=True, help="database to serve (the only one this process knows)")
     serve.add_argument("--data-dir", required=True, type=Path, help="Odoo data_dir holding filestore/<db>/")
@@ -105,6 +111,20 @@ def _init(args: argparse.Namespace) -> int:
         print(f"odoo_standin init: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(summary), flush=True)
+    return 0
+
+
+def _neutralize(args: argparse.Namespace) -> int:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from odoo_standin.neutralize import neutralize
+
+    try:
+        neutralize(make_conninfo(args.dsn, dbname=args.db), args.base_url)
+    except psycopg.Error as exc:
+        print(f"odoo_standin neutralize: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

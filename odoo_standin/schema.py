@@ -108,6 +108,25 @@ TABLES: dict[str, str] = {
         smtp_pass varchar,
         active boolean DEFAULT true
     """,
+    # Incoming mail servers (module mail, formerly fetchmail); fetching itself runs from an ir_cron.
+    "fetchmail_server": """
+        id serial PRIMARY KEY,
+        name varchar NOT NULL,
+        server varchar,
+        port integer,
+        server_type varchar DEFAULT 'imap',
+        "user" varchar,
+        password varchar,
+        state varchar DEFAULT 'draft',
+        active boolean DEFAULT true
+    """,
+    # Payment providers (module payment, a dependency of sale): state is disabled | enabled | test.
+    "payment_provider": """
+        id serial PRIMARY KEY,
+        name jsonb NOT NULL,
+        code varchar NOT NULL,
+        state varchar NOT NULL DEFAULT 'disabled' CHECK (state IN ('disabled', 'enabled', 'test'))
+    """,
 }
 """Column definitions per table; every table also gets ``create_date``/``write_date``."""
 

@@ -205,8 +205,18 @@ def _seed_rows(conn: psycopg.Connection, opts: SeedOptions) -> list[XmlId]:
                         "VALUES (%s, %s, %s, %s, %s)", (cid, cron_name, number, unit, nextcall))
             xmlids.append((module, xml_name, "ir.cron", cid))
 
-        cur.execute("INSERT INTO ir_mail_server (id, name, smtp_host, smtp_port) "
-                    "VALUES (1, 'localhost', 'localhost', 25)")
+        cur.execute("INSERT INTO ir_mail_server (id, name, smtp_host, smtp_port, smtp_user, smtp_pass) "
+                    "VALUES (1, 'localhost', 'localhost', 25, 'mailer', %s)", (secrets.token_urlsafe(12),))
+        if "mail" in modules:
+            cur.execute("INSERT INTO fetchmail_server (id, name, server, port, \"user\", password, state) "
+                        "VALUES (1, 'Catchall', 'imap.localhost', 993, 'catchall', %s, 'done')",
+                        (secrets.token_urlsafe(12),))
+        if "sale" in modules:
+            for pid, (code, state) in enumerate((("stripe", "enabled"), ("wire_transfer", "enabled"),
+                                                 ("demo", "disabled")), start=1):
+                cur.execute("INSERT INTO payment_provider (id, name, code, state) VALUES (%s, %s, %s, %s)",
+                            (pid, Jsonb({"en_US": code.replace("_", " ").title()}), code, state))
+                xmlids.append(("payment", f"payment_provider_{code}", "payment.provider", pid))
     return xmlids
 
 

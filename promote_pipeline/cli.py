@@ -3,6 +3,10 @@
 ``promote run`` executes the Dagster job in this process against the instance of
 ``DAGSTER_HOME`` (an ephemeral one when unset) and prints a line per step. Exit codes: 0 success,
 1 failed or rolled back, 2 rejected by input validation or a precondition.
+
+``promote launch`` (the same flags) submits the promotion to a running webserver through GraphQL
+and follows it there; ``promote status RUN_ID`` reads a launched run back. Both add 3: the
+webserver could not take or report the run; ``status`` adds 4: not finished yet.
 """
 
 from __future__ import annotations
@@ -18,9 +22,7 @@ from typing import Any
 import httpx
 
 from promote_pipeline import progress, settings
-from promote_pipeline.models import PromotionOutcome
-
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+from promote_pipeline.runner import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, run_promotion, run_rollback
 
 
 def _sandbox(args: argparse.Namespace) -> Any:
@@ -49,106 +51,17 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], quiet: bool, instance: Any,
-             resource_overrides: dict[str, Any] | None) -> Any:
-    """Execute one of the code location's jobs in this process."""
-    from dagster import DagsterInstance, Definitions
-
-    from promote_pipeline.definitions import build_definitions, build_resources
-
-    cfg = settings.load()
-    defs = build_definitions(cfg)
-    if resource_overrides:
-        from promote_pipeline import jobs
-
-        defs = Definitions(jobs=[jobs.promote_staging_to_prod, jobs.rollback_promotion, jobs.cleanup_due_tasks],
-                           resources={**build_resources(cfg), **resource_overrides})
-    job = defs.get_job_def(job_name)
-    if instance is None:
-        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    listener = None if quiet else (lambda line: print(line, flush=True))
-    if listener:
-        progress.subscribe(listener)
-    try:
-        return job.execute_in_process(
-            run_config={**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            instance=instance, raise_on_error=False, tags=tags)
-    finally:
-        if listener:
-            progress.unsubscribe(listener)
-
-
-def _failure_message(result: Any) -> tuple[str | None, str | None, str | None]:
-    """(step key, exception class name, message) of the first failed step of an in-process result."""
-    events = result.get_step_failure_events()
-    if not events or events[0].step_failure_data.error is None:
-        return None, None, None
-    error = events[0].step_failure_data.error
-    message: str = " ".join(error.message.split())
-    message = message.split(": ", 1)[1] if message.startswith(("promote_pipeline.", "dagster.")) else message
-    return events[0].step_key, error.cls_name, message
-
-
-def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None,
-                  resource_overrides: dict[str, Any] | None = None) -> tuple[int, PromotionOutcome | None, str | None]:
-    """Execute the job in process; return (exit code, outcome, rejection or failure message).
-
-    Inputs are checked first with the same rules the job applies, so that input Dagster's config
-    types would refuse (a window that is not an integer) is also refused here with one message
-    naming the field and a rejection record. ``resource_overrides`` replaces resources by key
-    (drills use it to inject a fault into a real resource).
-    """
-    from promote_pipeline import inputs as input_rules
-    from promote_pipeline.launch import run_tags
-    from resources.ops_db import OpsDatabase
-
-    cfg = settings.load()
-    ops_db = OpsDatabase(dsn_ref=cfg.ops_dsn_ref, database=cfg.ops_database)
-    try:
-        input_rules.validate(raw)
-    except input_rules.InputRejected as exc:
-        from promote_pipeline.ops import printable_inputs
-        from promote_pipeline.redaction import redact, redact_text
-
-        rejection = redact_text(f"{exc.check}: {exc.message}")
-        ops_db.upgrade()
-        ops_db.record_rejection(exc.check, rejection, redact(printable_inputs(raw)))
-        return EXIT_REJECTED, None, f"promotion rejected: {rejection}"
-    result = _execute("promote_staging_to_prod", {"ops": {"create_ops_run": {"config": raw}}}, run_tags(raw),
-                      quiet, instance, resource_overrides)
-    if result.success:
-        return EXIT_OK, result.output_for_node("finalize"), None
-    step, cls_name, message = _failure_message(result)
-    if step == "create_ops_run" and "PromotionRejected" in (cls_name or ""):
-        return EXIT_REJECTED, None, message
-    row = ops_db.fetch_one(
-        "SELECT * FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'", (result.run_id,))
-    if row is None:
-        return EXIT_FAILED, None, message
-    meta = row["metadata"] or {}
-    outcome = PromotionOutcome(run_id=row["run_id"], status=row["status"] if row["status"] != "running" else "failed",
-                               evidence_dir=row["evidence_dir"] or "", blue_backup_id=meta.get("blue_backup_id"),
-                               green_artifact_id=meta.get("green_artifact_id"),
-                               cutover_timestamp=meta.get("cutover_timestamp"))
-    return EXIT_FAILED, outcome, message
-
-
-def run_rollback(run_id: str, reason: str, requested_by: str, quiet: bool = False,
-                 instance: Any = None) -> tuple[int, dict[str, Any] | None, str | None]:
-    """Execute rollback_promotion in process for one promotion; (exit code, result, refusal message)."""
-    config = {"run_id": run_id, "reason": reason, "requested_by": requested_by, "manual": True}
-    result = _execute("rollback_promotion", {"ops": {"roll_back_promotion": {"config": config}}},
-                      {"promote/rollback_of": run_id}, quiet, instance, None)
-    if result.success:
-        return EXIT_OK, result.output_for_node("roll_back_promotion"), None
-    return EXIT_FAILED, None, _failure_message(result)[2]
-
-
-def cmd_run(args: argparse.Namespace) -> int:
+def promotion_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The promotion's inputs from the flags of `promote run` (and `promote launch`, which has the same flags)."""
     raw = {"project_id": args.project, "staging_env_id": args.staging, "prod_env_id": args.prod,
            "user_id": args.user, "rollback_window_hours": args.rollback_window_hours,
            "skip_smoke_tests": args.skip_smoke_tests, "auto_rollback_on_failure": not args.no_auto_rollback,
-           "stability_window_seconds": args.stability_seconds}
+           "stability_window_seconds": args.stability_seconds, "carry_over_settings": not args.no_carry_over}
+    return raw
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    raw = promotion_inputs(args)
     code, outcome, message = run_promotion(raw)
     if code == EXIT_REJECTED:
         print(f"rejected: {message}", file=sys.stderr)
@@ -255,6 +168,102 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+EXIT_UNAVAILABLE, EXIT_RUNNING = 3, 4
+
+
+def _outcome_line(report: Any) -> str:
+    out = report.outputs_object()
+    if out["run_id"]:
+        return (f"{report.status}: run {out['run_id']}; evidence in {out['evidence_dir']}"
+                f" (Dagster run {report.dagster_run_id})")
+    return f"{report.status}: Dagster run {report.dagster_run_id}" + (f": {report.error}" if report.error else "")
+
+
+def _exit_code(report: Any) -> int:
+    if report.rejected:
+        return EXIT_REJECTED
+    if not report.finished:
+        return EXIT_RUNNING
+    return EXIT_OK if report.status == "success" else EXIT_FAILED
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    """Submit through GraphQL, follow the run's progress lines, print how it ended (as `promote run` does)."""
+    from promote_pipeline import inputs as input_rules
+    from promote_pipeline import launch
+    from promote_pipeline.redaction import redact_text
+
+    raw = promotion_inputs(args)
+    try:  # the input rules, here first: a refused input never becomes a run (the job applies them again)
+        input_rules.validate(raw)
+    except input_rules.InputRejected as exc:
+        message = redact_text(f"{exc.check}: {exc.message}")
+        print(f"rejected: {message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"status": "rejected", "error": message}))
+        return EXIT_REJECTED
+    url = launch.base_url(args.url)
+    try:
+        run_id = launch.submit(raw, url, source="cli")
+    except launch.LaunchError as exc:
+        print(f"launch failed: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"status": "not launched", "error": str(exc)}))
+        return EXIT_REJECTED if exc.kind == "invalid_config" else EXIT_UNAVAILABLE
+    if args.no_wait:
+        print(f"submitted: Dagster run {run_id} on {url}/runs/{run_id}")
+        if args.json:
+            print(json.dumps({"dagster_run_id": run_id, "status": "submitted"}))
+        return EXIT_OK
+    printer = progress.Printer()
+    printer.note(f"submitted: Dagster run {run_id} ({url}/runs/{run_id})")
+    try:
+        report = launch.follow(run_id, url, on_line=printer)
+    except launch.LaunchError as exc:
+        printer.close()
+        print(f"lost the run: {exc}; `promote status {run_id}` asks again", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        printer.close()
+        print(f"stopped following Dagster run {run_id}; it goes on: `promote status {run_id}`", file=sys.stderr)
+        return 130
+    printer.close()
+    if report.rejected:
+        print(f"rejected: {report.error}", file=sys.stderr)
+    else:
+        print(_outcome_line(report))
+    if args.json:
+        print(json.dumps(report.outputs_object()))
+    return _exit_code(report)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from promote_pipeline import launch
+
+    try:
+        report = launch.report(args.run_id, args.url)
+    except launch.LaunchError as exc:
+        print(f"status unavailable: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    out = report.outputs_object()
+    if args.json:
+        print(json.dumps({**out, "dagster_status": report.dagster_status, "seconds": report.seconds}))
+        return _exit_code(report)
+    tags = report.tags
+    took = f" in {report.seconds:.1f}s" if report.seconds is not None else ""
+    print(f"Dagster run {report.dagster_run_id}: {report.dagster_status}{took}")
+    if "promote/prod_env" in tags:
+        print(f"  promotion of {tags.get('promote/staging_env')} to {tags.get('promote/prod_env')}"
+              f" (project {tags.get('promote/project')}, by {tags.get('promote/user')})")
+    print(f"  status: {report.status}")
+    for key in launch.OUTPUT_KEYS:
+        if key != "status" and out[key]:
+            print(f"  {key}: {out[key]}")
+    if report.error:
+        print(f"  {'rejected' if report.rejected else 'failed at ' + str(report.failed_step)}: {report.error}")
+    return _exit_code(report)
+
+
 def _services() -> Any:
     from promote_pipeline.definitions import build_resources
     from promote_pipeline.services import Services
@@ -262,6 +271,20 @@ def _services() -> Any:
     res = build_resources()
     res["ops_db"].upgrade()
     return Services(ops_db=res["ops_db"], host=res["odoo_host"], store=res["artifact_store"], router=res["router"])
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from promote_pipeline.odoo_steps import export_green_writes
+
+    try:
+        info = export_green_writes(_services(), args.run_id, Path(args.out) if args.out else None)
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    for table, rows in info["rows"].items():
+        print(f"{table}: {rows} row(s)")
+    print(f"written on green {info['database']} after cutover, exported to {info['folder']}")
+    return EXIT_OK
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
@@ -327,8 +350,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-smoke-tests", action="store_true")
     run.add_argument("--no-auto-rollback", action="store_true")
     run.add_argument("--stability-seconds", type=int, default=300)
+    run.add_argument("--no-carry-over", action="store_true",
+                     help="do not copy production's live settings onto green (the summary says so loudly)")
     run.add_argument("--json", action="store_true", help="print the outputs object as the last line")
     run.set_defaults(func=cmd_run)
+
+    # The same flags as `run` (copied from it, so the two never drift apart), plus where and whether to wait.
+    lau = sub.add_parser("launch", parents=[run], add_help=False, conflict_handler="resolve",
+                         help="submit a promotion to a running Dagster webserver (GraphQL) and follow it to its end")
+    lau.add_argument("--url", default=None, help="the webserver (default http://127.0.0.1:$DAGSTER_PORT, port 3000)")
+    lau.add_argument("--no-wait", action="store_true", help="print the Dagster run id and return at once")
+    lau.set_defaults(func=cmd_launch)
+
+    st = sub.add_parser("status", help="a launched promotion's status and outputs (from the webserver)")
+    st.add_argument("run_id", help="the Dagster run id `promote launch` printed")
+    st.add_argument("--url", default=None, help="the webserver (default http://127.0.0.1:$DAGSTER_PORT, port 3000)")
+    st.add_argument("--json", action="store_true", help="print the outputs object as JSON")
+    st.set_defaults(func=cmd_status)
 
     pre = sub.add_parser("preflight", help="the seven preconditions, one line each")
     pre.add_argument("project")
@@ -354,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--reason", default="requested by hand")
     rb.add_argument("--user", default=os.environ.get("PROMOTE_USER") or getpass.getuser())
     rb.set_defaults(func=cmd_rollback)
+
+    rec = sub.add_parser("recover", help="export as CSV what was written on a rolled-back green since cutover")
+    rec.add_argument("run_id")
+    rec.add_argument("--out", help="folder (default: <evidence_dir>/recovered)")
+    rec.set_defaults(func=cmd_recover)
 
     cl = sub.add_parser("cleanup", help="execute due scheduled tasks (blue deletion after the rollback window)")
     cl.set_defaults(func=cmd_cleanup)

@@ -25,6 +25,12 @@ class PromotionConfig(Config):
         default=guardrails.current().rollback_default,
         description="Switch traffic back to blue automatically when a step from restore on fails."
     )
+    carry_over_settings: bool = Field(
+        default=True,
+        description="Copy production's live settings (mail servers, crons, payment providers, web.base.url and the"
+        " database's identity) from blue onto green, and drop the neutralization flag. Off only for a target whose"
+        " settings come with the artifact.",
+    )
     stability_window_seconds: int = Field(
         default=300, description="How long green is watched after cutover (0 to 3600 seconds)."
     )

@@ -78,6 +78,7 @@ def validate(raw: dict[str, Any]) -> PromotionInputs:
         auto_rollback_on_failure=_boolean(
             "auto_rollback_on_failure", raw.get("auto_rollback_on_failure", guardrails.current().rollback_default)
         ),
+        carry_over_settings=_boolean("carry_over_settings", raw.get("carry_over_settings", True)),
         stability_window_seconds=_integer(
             "stability_window_seconds", raw.get("stability_window_seconds", 300), 0, MAX_STABILITY_SECONDS
         ),

@@ -23,20 +23,48 @@ class SourceEnv(BaseModel):
     db: str
 
 
+class DumpFile(BaseModel):
+    """One file of a directory-format dump, hashed while pg_dump wrote it."""
+
+    name: str
+    sha256: str
+    size_bytes: int
+
+
 class DbDump(BaseModel):
+    """``pg_dump -Fd`` (parallel, fast compression): ``path`` is the dump's directory.
+
+    ``sha256`` digests the sorted ``"<sha256>  <size>  <name>"`` lines of ``files``, so one value stands
+    for the whole directory while each file keeps its own checksum (a mismatch names the file).
+    """
+
     path: str
-    format: Literal["custom"] = "custom"
+    format: Literal["directory"] = "directory"
     sha256: str
     size_bytes: int
     pg_dump_version: str
+    compression: int = 1
+    files: list[DumpFile] = Field(default_factory=list)
 
 
 class FilestoreArchive(BaseModel):
+    """The filestore as a content-addressed index: ``path`` is ``filestore.index``, one line per file
+    (``<sha1> <size> <relative path>``), and the bytes live once in the store's object folder ``store``
+    (``<store>/<sha1[:2]>/<sha1>``), shared by every artifact that holds the same content.
+
+    ``sha256``/``index_bytes`` are the index file's; ``size_bytes``/``file_count`` the filestore's content.
+    ``new_objects``/``new_bytes`` say what this backup had to add to the store.
+    """
+
     path: str
-    format: Literal["tar+zstd"] = "tar+zstd"
+    format: Literal["cas-sha1"] = "cas-sha1"
     sha256: str
     size_bytes: int
     file_count: int
+    index_bytes: int = 0
+    store: str = ""
+    new_objects: int = 0
+    new_bytes: int = 0
 
 
 class Manifest(BaseModel):
@@ -104,6 +132,7 @@ class PromotionInputs(BaseModel):
     rollback_window_hours: int = 24
     skip_smoke_tests: bool = False
     auto_rollback_on_failure: bool = True
+    carry_over_settings: bool = True
     stability_window_seconds: int = 300
 
 

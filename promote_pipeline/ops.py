@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from dagster import Failure, MetadataValue, OpExecutionContext, op
+from dagster import Failure, OpExecutionContext, op
 from psycopg.types.json import Jsonb
 
-from promote_pipeline import guardrails, inputs, progress, settings
+from promote_pipeline import guardrails, inputs, odoo_steps, progress, run_view, settings
 from promote_pipeline.backup import back_up
 from promote_pipeline.config import PromotionConfig
 from promote_pipeline.evidence import Evidence, evidence_dir_for
@@ -124,6 +124,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db:
             "skip_smoke_tests": promotion.skip_smoke_tests,
             "auto_rollback_on_failure": promotion.auto_rollback_on_failure,
             "stability_window_seconds": promotion.stability_window_seconds,
+            "carry_over_settings": promotion.carry_over_settings,
             "blue_deployment_id": preflight.blue.deployment_id,
             "worker_pid": os.getpid(),
         }, context.run_id)
@@ -137,8 +138,8 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db:
         evidence.write_text("run_id.txt", run_id + "\n")
         ops_db.execute("UPDATE ops.runs SET evidence_dir = %s WHERE run_id = %s", (str(folder), run_id))
         ops_db.add_event(run_id, "create_ops_run", "info", "preconditions passed; production locked")
-        context.add_output_metadata({"run_id": run_id, "evidence_dir": MetadataValue.path(str(folder)),
-                                     "blue_deployment": preflight.blue.deployment_id})
+        context.add_output_metadata(run_view.run_started(context, run_id, folder, preflight.blue.deployment_id,
+                                                         promotion, preflight.results))
         return RunStarted(run_id=run_id, inputs=promotion, evidence_dir=str(folder), started_at=started,
                           staging=preflight.staging, prod=preflight.prod, blue=preflight.blue)
 
@@ -163,15 +164,12 @@ def snapshot_staging(context: OpExecutionContext, run: RunStarted, ops_db: OpsDa
         enterprise = guardrails.enterprise_modules(artifact.manifest.module_licenses, rails)
         Evidence(run.evidence_dir).write_json("staging_snapshot.json", {
             "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts,
-            "enterprise_modules": enterprise})
+            "enterprise_modules": enterprise, **odoo_steps.snapshot_report(svc, run, artifact)})
         ops_db.merge_run_metadata(run.run_id, {"green_artifact_id": artifact.artifact_id})
         if enterprise and rails.forbid_enterprise_modules:
             raise StepFailed(f"forbid_enterprise_modules: the green artifact contains Enterprise modules"
                              f" {', '.join(enterprise)} (license {', '.join(rails.enterprise_licenses)})")
-        context.add_output_metadata({"green_artifact_id": artifact.artifact_id,
-                                     "db_dump_bytes": artifact.db_dump.size_bytes,
-                                     "filestore_bytes": artifact.filestore.size_bytes,
-                                     "seconds": facts["total_seconds"]})
+        context.add_output_metadata(run_view.artifact_taken("green", artifact, facts, run.evidence_dir, enterprise))
     return StagingSnapshotTaken(**dict(run), green_artifact=artifact)
 
 
@@ -185,9 +183,7 @@ def backup_production(context: OpExecutionContext, snap: StagingSnapshotTaken, o
         Evidence(snap.evidence_dir).write_json("blue_backup.json", {
             "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts})
         ops_db.merge_run_metadata(snap.run_id, {"blue_backup_id": artifact.artifact_id})
-        context.add_output_metadata({"blue_backup_id": artifact.artifact_id,
-                                     "db_dump_bytes": artifact.db_dump.size_bytes,
-                                     "seconds": facts["total_seconds"]})
+        context.add_output_metadata(run_view.artifact_taken("blue", artifact, facts, snap.evidence_dir))
     return BlueBackedUp(**dict(snap), blue_artifact=artifact)
 
 
@@ -206,7 +202,8 @@ def restore_green(context: OpExecutionContext, backed: BlueBackedUp, ops_db: Ops
         with guarded(svc, backed, 4, "restore_green", **ids):
             try:
                 green, facts = restore_artifact(odoo_host, artifact_store, ops_db, backed.prod,
-                                                backed.green_artifact, backed.run_id)
+                                                backed.green_artifact, backed.run_id,
+                                                before_start=lambda g: odoo_steps.prepare_green(svc, backed, g))
             except Exception as exc:
                 evidence.write_json("green_restore.json", {"restore_run_id": restore_run_id, "status": "failed",
                                                            "error": f"{type(exc).__name__}: {exc}"})
@@ -218,8 +215,7 @@ def restore_green(context: OpExecutionContext, backed: BlueBackedUp, ops_db: Ops
             evidence.read_json("green_restore.json").get("status") == "success" else "failed"
         ops_db.execute("UPDATE ops.runs SET status = %s, completed_at = now() WHERE run_id = %s",
                        (status, restore_run_id))
-    context.add_output_metadata({"green_deployment": green.deployment_id, "green_database": green.db_name,
-                                 "restore_seconds": facts["restore_seconds"]})
+    context.add_output_metadata(run_view.green_restored(green, facts, backed.evidence_dir))
     return GreenRestored(**dict(backed), green=green, restore_checks=facts)
 
 
@@ -247,7 +243,7 @@ def smoke_test_green(context: OpExecutionContext, restored: GreenRestored, ops_d
             if not passed:
                 failed = [f"{r.name} ({r.detail})" for r in results if not r.passed]
                 raise StepFailed(f"smoke tests failed: {'; '.join(failed)}")
-    context.add_output_metadata({r.name: ("pass" if r.passed else "FAIL") + f": {r.detail}" for r in results})
+    context.add_output_metadata(run_view.smoke_tested(results, restored.inputs.skip_smoke_tests, restored.evidence_dir))
     return GreenSmokeTested(**dict(restored), smoke_skipped=restored.inputs.skip_smoke_tests, smoke_results=results)
 
 
@@ -260,7 +256,8 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested, ops_db: OpsDa
     with guarded(svc, tested, 6, "cutover", **ids):
         before = router.state(env_id)
         start = time.monotonic()
-        after = router.switch_active(env_id, upstream(tested.green, "green"))
+        after, fencing = odoo_steps.cutover_fenced(
+            svc, tested, tested.green, lambda: router.switch_active(env_id, upstream(tested.green, "green")))
         switch_ms = int((time.monotonic() - start) * 1000)
         timestamp = datetime.now(UTC)
         with ops_db.connect() as conn:
@@ -271,11 +268,9 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested, ops_db: OpsDa
             conn.execute("UPDATE ops.runs SET metadata = metadata || %s WHERE run_id = %s",
                          (Jsonb({"cutover_timestamp": timestamp.isoformat()}), tested.run_id))
         Evidence(tested.evidence_dir).write_json("cutover.json", {
-            "cutover_timestamp": timestamp.isoformat(), "router": router.kind, "switch_ms": switch_ms,
+            "cutover_timestamp": timestamp.isoformat(), "router": router.kind, "switch_ms": switch_ms, **fencing,
             "routing_before": before.model_dump(mode="json"), "routing_after": after.model_dump(mode="json")})
-    context.add_output_metadata({"cutover_timestamp": timestamp.isoformat(), "switch_ms": switch_ms,
-                                 "active_before": before.active.name if before.active else "none",
-                                 "active_after": tested.green.deployment_id})
+    context.add_output_metadata(run_view.cut_over(before, after, switch_ms, timestamp, tested.evidence_dir))
     return CutOver(**dict(tested), cutover_timestamp=timestamp, routing_before=before.model_dump(mode="json"),
                    routing_after=after.model_dump(mode="json"))
 
@@ -301,7 +296,7 @@ def monitor_stability(context: OpExecutionContext, cut: CutOver, ops_db: OpsData
         Evidence(cut.evidence_dir).write_json("stability_metrics.json", {**metrics.model_dump(), "target": url})
         if not metrics.passed:
             raise StepFailed(f"stability: {metrics.reason}")
-    context.add_output_metadata(metrics.model_dump())
+    context.add_output_metadata(run_view.stability_watched(metrics, url, cut.evidence_dir))
     return StabilityWatched(**dict(cut), stability=metrics)
 
 
@@ -334,6 +329,5 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched, ops_db: Ops
                                "db_name": watched.blue.db_name}), watched.run_id))
         ops_db.add_event(watched.run_id, "finalize", "info", f"promotion succeeded; blue deletion in {hours} h")
     _release(watched.run_id)
-    context.add_output_metadata({"summary": MetadataValue.md(summary),
-                                 "evidence_dir": MetadataValue.path(watched.evidence_dir)})
+    context.add_output_metadata(run_view.finalized(summary, outcome, evidence.paths()))
     return outcome

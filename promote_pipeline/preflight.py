@@ -1,4 +1,5 @@
-"""The seven preconditions of a promotion, each a named check with one clear message.
+"""The seven preconditions of a promotion (and three of Odoo compatibility), each a named check with one
+clear message.
 
 ``scripts/odoo_preflight_promote.sh`` and ``promote preflight`` run all seven and print a line
 each; the job runs them in order and stops at the first that fails. Check 5 takes the
@@ -18,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from promote_pipeline import guardrails, inputs
+from promote_pipeline import guardrails, inputs, odoo_db
 from promote_pipeline.models import DeploymentRecord, EnvironmentRecord, PromotionInputs
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
@@ -34,6 +35,10 @@ CHECKS = (
     "no_concurrent_operations",
     "production_accessible",
     "sufficient_disk_space",
+    # Odoo compatibility, beyond the seed's seven:
+    "same_odoo_version",
+    "postgres_compatible",
+    "no_pending_modules",
 )
 
 
@@ -68,6 +73,9 @@ class Preflight:
             "no_concurrent_operations": self.no_concurrent_operations,
             "production_accessible": self.production_accessible,
             "sufficient_disk_space": self.sufficient_disk_space,
+            "same_odoo_version": self.same_odoo_version,
+            "postgres_compatible": self.postgres_compatible,
+            "no_pending_modules": self.no_pending_modules,
         }
         for name in CHECKS:
             try:
@@ -195,6 +203,44 @@ class Preflight:
                     f"{label} {path} has {free // 2**20} MiB free; {self.min_free_space_factor:g}x production size"
                     f" needs {need // 2**20} MiB")
         return f"{self.min_free_space_factor:g}x production size ({need // 2**20} MiB) available"
+
+
+    # -- Odoo compatibility --------------------------------------------------------------------------
+    def _staging_db(self) -> str:
+        assert self.staging
+        row = self.ops_db.active_deployment(self.staging.environment_id)
+        if not row:
+            raise PreconditionFailed(f"staging {self.staging.environment_id} has no active deployment")
+        return str(row["db_name"])
+
+    def same_odoo_version(self) -> str:
+        assert self.staging and self.prod and self.blue
+        with self.host.connect(self.staging.db_dsn_ref, self._staging_db(), retry=False) as conn:
+            staging_series = odoo_db.odoo_series(odoo_db.installed_modules(conn)[0])
+        with self.host.connect(self.prod.db_dsn_ref, self.blue.db_name, retry=False) as conn:
+            prod_series = odoo_db.odoo_series(odoo_db.installed_modules(conn)[0])
+        if staging_series.split(".")[0] != prod_series.split(".")[0]:
+            raise PreconditionFailed(f"staging runs Odoo {staging_series} but production runs Odoo {prod_series}:"
+                                     " a major upgrade is not a promotion")
+        return f"both run Odoo {prod_series}"
+
+    def postgres_compatible(self) -> str:
+        assert self.staging and self.prod
+        source = self.host.server_major_version(self.staging.db_dsn_ref)
+        target = self.host.server_major_version(self.prod.db_dsn_ref)
+        if target < source:
+            raise PreconditionFailed(f"production's PostgreSQL {target} is older than staging's {source}:"
+                                     " its dump may not restore")
+        return f"PostgreSQL {source} -> {target}"
+
+    def no_pending_modules(self) -> str:
+        assert self.staging
+        with self.host.connect(self.staging.db_dsn_ref, self._staging_db(), retry=False) as conn:
+            pending = odoo_db.pending_modules(conn)
+        if pending:
+            listed = ", ".join(f"{name} ({state})" for name, state in sorted(pending.items()))
+            raise PreconditionFailed(f"staging has modules waiting for an install, upgrade or removal: {listed}")
+        return "no module in to install, to upgrade or to remove"
 
 
 class PreconditionFailed(RuntimeError):

@@ -62,6 +62,7 @@ def load_run(svc: Services, run_id: str) -> tuple[dict[str, Any], RunStarted]:
                              rollback_window_hours=meta.get("rollback_window_hours", 24),
                              skip_smoke_tests=meta.get("skip_smoke_tests", False),
                              auto_rollback_on_failure=meta.get("auto_rollback_on_failure", True),
+                             carry_over_settings=meta.get("carry_over_settings", True),
                              stability_window_seconds=meta.get("stability_window_seconds", 300))
     run = RunStarted(run_id=run_id, inputs=inputs, evidence_dir=row["evidence_dir"] or "",
                      started_at=row["created_at"], staging=EnvironmentRecord.from_row(staging),

@@ -63,9 +63,14 @@ def redact_text(text: str) -> str:
     return text
 
 
+def is_secret_key(key: str) -> bool:
+    """A field or column named like a secret (and not a reference to one)."""
+    return bool(_SECRET_KEY.search(key)) and not _REFERENCE_KEY.search(key)
+
+
 def redact(value: Any, key: str | None = None) -> Any:
     """A redacted deep copy of a JSON-like value."""
-    if key is not None and _SECRET_KEY.search(key) and not _REFERENCE_KEY.search(key):
+    if key is not None and is_secret_key(key):
         return REDACTED if value not in (None, "", False) else value
     if isinstance(value, dict):
         return {k: redact(v, str(k)) for k, v in value.items()}

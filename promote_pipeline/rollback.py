@@ -16,6 +16,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from promote_pipeline import odoo_steps
 from promote_pipeline.evidence import Evidence
 from promote_pipeline.models import DeploymentRecord, PromotionOutcome, RunStarted
 from promote_pipeline.redaction import redact_text
@@ -48,10 +49,15 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
         svc.router.set_preview(env_id, blue)
     except RouterError as exc:
         notes.append(f"preview entry point not reset: {exc}")
+    greens = green_deployments(svc, run.run_id)
+    try:
+        fencing = odoo_steps.unfence_on_rollback(svc, run, greens)
+    except Exception as exc:  # traffic is already on blue; report, do not undo that
+        fencing = {"error": redact_text(f"{type(exc).__name__}: {exc}")}
+        notes.append(f"crons and mail servers not reset: {fencing['error']}")
     served = before.active is not None and before.active.name != blue.name
     run_meta = svc.ops_db.run(run.run_id) or {}
     served = served or bool((run_meta.get("metadata") or {}).get("cutover_timestamp"))
-    greens = green_deployments(svc, run.run_id)
     kept = False
     for green in greens:
         svc.host.stop_odoo(green.pid)
@@ -78,6 +84,9 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
         "green_database_kept": kept,
         "green_kept_until": (datetime.now(UTC) + timedelta(hours=run.inputs.rollback_window_hours)).isoformat()
         if kept else None,
+        "fence": fencing,
+        "writes_on_green": fencing.get("writes_on_green", {}),
+        "writes_on_green_total": fencing.get("writes_on_green_total", 0),
         "notes": notes,
     }
 

@@ -50,6 +50,7 @@ class Sandbox:
     pbkdf2_rounds: int = 600_000
     partners: int = 200
     attachments: int = 40
+    attachment_size: int = 2048  # bytes per attachment file (the benchmark sizes filestores with it)
 
     # -- layout --------------------------------------------------------------------------------
     @property
@@ -105,8 +106,9 @@ class Sandbox:
         router: RouterResource = res["router"]
         ops_db.upgrade()
         commit = self._seed_ops(ops_db)
-        for env_id, kind, partners in ((STAGING, "staging", self.partners + 25), (PROD, "production", self.partners)):
-            self._ensure_deployment(ops_db, host, env_id, kind, partners)
+        self._ensure_deployment(ops_db, host, PROD, start=False)  # staging is copied from it: no sessions yet
+        self._ensure_deployment(ops_db, host, STAGING)
+        self._ensure_deployment(ops_db, host, PROD)
         router.start()
         blue = DeploymentRecord.from_row(ops_db.active_deployment(PROD) or {})
         router.register_environment(PROD, upstream(blue, "blue"))
@@ -134,8 +136,8 @@ class Sandbox:
                 (PROJECT, STAGING, USER, json.dumps({"git_commit_sha": commit, "note": "sandbox seed"})))
         return commit
 
-    def _ensure_deployment(self, ops_db: OpsDatabase, host: LocalOdooHost, env_id: str, kind: str,
-                           partners: int) -> None:
+    def _ensure_deployment(self, ops_db: OpsDatabase, host: LocalOdooHost, env_id: str, start: bool = True) -> None:
+        """Production from ``odoo_standin init``; staging as Odoo.sh makes it: a neutralized copy of production."""
         env = ops_db.environment(env_id)
         assert env is not None
         row = ops_db.active_deployment(env_id)
@@ -144,11 +146,15 @@ class Sandbox:
             data_dir = env["filestore_root"]
             child_env = {**os.environ, "STANDIN_DSN": secrets.resolve(DSN_REF),
                          "STANDIN_ADMIN_PASSWORD": secrets.resolve(ADMIN_REF)}
-            subprocess.run(
-                [sys.executable, "-m", "odoo_standin", "init", "--db", db, "--data-dir", data_dir, "--replace",
-                 "--partners", str(partners), "--attachments", str(self.attachments),
-                 "--pbkdf2-rounds", str(self.pbkdf2_rounds)],
-                check=True, env=child_env, stdout=subprocess.DEVNULL)
+            if env["kind"] == "production":
+                subprocess.run(
+                    [sys.executable, "-m", "odoo_standin", "init", "--db", db, "--data-dir", data_dir, "--replace",
+                     "--partners", str(self.partners), "--attachments", str(self.attachments),
+                     "--attachment-size", str(self.attachment_size),
+                     "--pbkdf2-rounds", str(self.pbkdf2_rounds)],
+                    check=True, env=child_env, stdout=subprocess.DEVNULL)
+            else:
+                self._copy_production(ops_db, host, db, data_dir, child_env)
             port = free_port()
             ops_db.execute(
                 "INSERT INTO ops.deployments (deployment_id, environment_id, db_name, data_dir, http_port,"
@@ -157,12 +163,37 @@ class Sandbox:
             row = ops_db.active_deployment(env_id)
             assert row is not None
         dep = DeploymentRecord.from_row(row)
-        if not host.is_alive(dep.pid):
+        if start and not host.is_alive(dep.pid):
             assert dep.http_port is not None
             pid = host.start_odoo(DSN_REF, env_id, dep.deployment_id, dep.db_name, dep.data_dir, dep.http_port,
                                   dep.websocket_port or dep.http_port)
             ops_db.execute("UPDATE ops.deployments SET pid = %s WHERE deployment_id = %s", (pid, dep.deployment_id))
             host.wait_healthy(f"http://127.0.0.1:{dep.http_port}", pid)
+
+    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, db: str, data_dir: str,
+                         child_env: dict[str, str]) -> None:
+        """Staging = production's data, then staging's own work (new contacts), then neutralized."""
+        prod = ops_db.active_deployment(PROD)
+        assert prod is not None
+        host.drop_database(DSN_REF, db)
+        with host.connect(DSN_REF, "postgres", autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                         (prod["db_name"],))
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(db),
+                                                                          sql.Identifier(prod["db_name"])))
+        host.remove_filestore(data_dir, db)
+        shutil.copytree(host.filestore_dir(prod["data_dir"], prod["db_name"]), host.filestore_dir(data_dir, db))
+        ops_db.execute(
+            "INSERT INTO ops.runs (run_id, project_id, environment_id, operation_type, status, created_by, metadata,"
+            " completed_at) VALUES (ops.gen_run_id(), %s, %s, 'restore', 'success', %s, %s, now())",
+            (PROJECT, STAGING, USER, json.dumps({"source_environment_id": PROD, "source_db": prod["db_name"],
+                                                 "note": "staging made from a copy of production"})))
+        with host.connect(DSN_REF, db) as conn:
+            conn.execute("INSERT INTO res_partner (name, email, company_id)"
+                         " SELECT 'Staging contact ' || n, 'staging' || n || '@example.com', 1"
+                         " FROM generate_series(1, 25) AS n")
+        subprocess.run([sys.executable, "-m", "odoo_standin", "neutralize", "--db", db,
+                        "--base-url", "http://staging.localhost"], check=True, env=child_env)
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

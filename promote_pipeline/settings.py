@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from promote_pipeline.live_settings import DEFAULT_PARAMETERS
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -32,6 +34,9 @@ class Settings(BaseModel):
     )
     secrets_file: str | None = Field(default=None, description="JSON file of secret values (mode 0600).")
     min_free_space_factor: float = Field(default=3.0, description="Free space needed, as a multiple of prod size.")
+    carry_over_parameters: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PARAMETERS),
+        description="ir_config_parameter keys copied from blue onto green (see live_settings.DEFAULT_PARAMETERS).")
 
 
 def settings_path() -> Path:

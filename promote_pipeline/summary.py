@@ -34,9 +34,9 @@ def _json(evidence: Evidence, name: str) -> dict[str, Any]:
 
 def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, completed: datetime,
            inputs: dict[str, Any], failed_step: str | None, reason: str | None) -> str:
-    icon = {"success": "✅", "failed": "❌", "rolled_back": "↩️"}[outcome.status]
+    word = {"success": "SUCCESS", "failed": "FAILED", "rolled_back": "ROLLED BACK"}[outcome.status]
     lines = [
-        f"# Promotion {outcome.run_id}: {icon} {outcome.status}",
+        f"# Promotion {outcome.run_id}: {word}",
         "",
         f"- Project **{inputs.get('project_id')}**: `{inputs.get('staging_env_id')}` → `{inputs.get('prod_env_id')}`"
         f" by `{inputs.get('user_id')}`",
@@ -47,6 +47,29 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
     ]
     if failed_step:
         lines.append(f"- Failed at **{failed_step}**: {reason}")
+    snap = _json(evidence, "staging_snapshot.json")
+    diff = snap.get("module_diff")
+    if diff:
+        lines += ["", "## Modules (green vs blue)", "",
+                  f"Added: {', '.join(diff['added']) or 'none'}; removed: {', '.join(diff['removed']) or 'none'};"
+                  f" version changed: {', '.join(diff['version_changed']) or 'none'}."]
+    drift = snap.get("production_drift")
+    if drift:
+        lines += ["", "## Production drift", "",
+                  f"{drift['total']} row(s) written on blue since staging was copied ({drift['staging_copied_at']}):"
+                  f" green will not contain them. {drift['rows_written_on_blue_since'] or ''}"
+                  if drift.get("known") else f"Unknown: {drift.get('reason')}."]
+    restore = _json(evidence, "green_restore.json")
+    carry = restore.get("carry_over")
+    if carry:
+        lines += ["", "## Production's live settings", ""]
+        if carry.get("enabled"):
+            lines.append(f"Carried over from blue onto green: {len(carry['changes'])} change(s)"
+                         " (config parameters, mail servers, payment providers); crons and outgoing mail fenced"
+                         " until cutover.")
+        else:
+            lines.append("**⚠️ CARRY-OVER WAS TURNED OFF for this promotion: green runs with the staging artifact's"
+                         " own settings (a neutralized staging stays neutralized: no crons, no outgoing mail).**")
     smoke = _json(evidence, "smoke_tests.json")
     if smoke.get("results"):
         lines += ["", "## Smoke tests", "", "| test | result | detail |", "|---|---|---|"]
@@ -68,5 +91,8 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
                   f" detection. Green `{rb.get('green_deployment')}`: "
                   + ("database kept until the rollback window ends." if rb.get("green_database_kept")
                      else "removed (it never served traffic).")]
+        if rb.get("writes_on_green_total"):
+            lines.append(f"\n**{rb['writes_on_green_total']} row(s) were written on green while it served**"
+                         f" ({rb['writes_on_green']}); `promote recover {outcome.run_id}` exports them as CSV.")
     lines += ["", "## Evidence", ""] + [f"- `{name}`" for name in evidence.paths()]
     return "\n".join(lines) + "\n"

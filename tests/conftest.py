@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from promote_pipeline import sandbox as sandbox_mod
-from promote_pipeline.cli import run_promotion
 from promote_pipeline.models import PromotionOutcome
+from promote_pipeline.runner import run_promotion
 from promote_pipeline.sandbox import Sandbox
 
 _boxes: dict[str, Sandbox] = {}

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from promote_pipeline.cli import run_rollback
 from promote_pipeline.definitions import build_resources
+from promote_pipeline.runner import run_rollback
 from promote_pipeline.sandbox import PROD, Sandbox
 from promote_pipeline.sensors import dead_runs
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from promote_pipeline.cli import run_rollback
+from promote_pipeline.runner import run_rollback
 from promote_pipeline.sandbox import Sandbox
 
 pytestmark = pytest.mark.slow
