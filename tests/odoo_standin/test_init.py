@@ -24,6 +24,9 @@ EXPECTED_COLUMNS = {
     "ir_config_parameter": ["id", "key", "value", *AUDIT],
     "ir_cron": ["id", "cron_name", "active", "interval_number", "interval_type", "nextcall", *AUDIT],
     "ir_mail_server": ["id", "name", "smtp_host", "smtp_port", "smtp_user", "smtp_pass", "active", *AUDIT],
+    "fetchmail_server": ["id", "name", "server", "port", "server_type", "user", "password", "state", "active",
+                         *AUDIT],
+    "payment_provider": ["id", "name", "code", "state", *AUDIT],
 }
 
 
