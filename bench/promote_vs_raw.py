@@ -19,7 +19,7 @@ checkpoints and dirty pages are written out, so that no run pays for the writes 
 first). Then the filestore alone: a backup of staging's filestore into an empty store, and a second one of
 the same, unchanged filestore (repeated, medians). All times are wall-clock seconds.
 
-    bench/promote_vs_raw --size small|1g|4g [--repeats 3] [--modes a,b,c]
+    bench/promote_vs_raw --size small|1g|4g [--repeats 3] [--modes a,b,c] [--no-warm] [--keep]
 """
 
 from __future__ import annotations
@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of a b c (default 3)")
     parser.add_argument("--modes", default="a,b,c", help="which pipelines to run (default a,b,c)")
     parser.add_argument("--no-warm", action="store_true", help="skip c2, the promotion on a warm store")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the dataset (its databases, processes and folder) for another run")
     args = parser.parse_args(argv)
     size = dataset.SIZES[args.size]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -309,7 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     out = bench.work / f"results-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
     print(markdown(report))
-    print(f"(raw results: {out})")
+    if args.keep:
+        print(f"(raw results: {out})")
+    else:
+        saved = dataset.WORK / f"results-{size.name}-{out.name.removeprefix('results-')}"
+        saved.write_text(out.read_text())
+        dataset.down(size)
+        print(f"(dataset {size.name} removed; --keep keeps it)")
+        print(f"(raw results: {saved})")
     return 0
 
 

@@ -86,7 +86,9 @@ def back_up(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase,
     facts = {"dump_seconds": round(dumped - started, 3), "db_dump_seconds": round(db_seconds, 3),
              "filestore_seconds": round(fs_seconds, 3), "total_seconds": round(time.monotonic() - started, 3),
              "filestore_new_objects": fs["new_objects"], "filestore_new_bytes": fs["new_bytes"],
-             "filestore_renamed_by_content": fs["renamed_by_content"], "verification": verification}
+             "filestore_renamed_by_content": fs["renamed_by_content"],
+             "filestore_changed_while_copied": fs["changed_while_copied"], "filestore_vanished": fs["vanished"],
+             "verification": verification}
     return artifact, facts
 
 

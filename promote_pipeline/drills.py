@@ -40,8 +40,8 @@ def fingerprint(box: Sandbox, db: str) -> dict[str, str]:
 
 
 def _watch(box: Sandbox, query: str, action: Callable[[dict[str, Any]], None],
-           timeout: float = 120) -> threading.Thread:
-    """Run ``action(row)`` as soon as ``query`` returns a row (polled every 20 ms)."""
+           timeout: float = 120, interval: float = 0.02) -> threading.Thread:
+    """Run ``action(row)`` as soon as ``query`` returns a row (polled every ``interval`` seconds)."""
     ops_db = box.resources()["ops_db"]
 
     def loop() -> None:
@@ -51,7 +51,7 @@ def _watch(box: Sandbox, query: str, action: Callable[[dict[str, Any]], None],
             if row:
                 action(row)
                 return
-            time.sleep(0.02)
+            time.sleep(interval)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -103,9 +103,12 @@ class Drill:
                                  " ON r.run_id = a.created_by_run WHERE r.status = 'running' AND a.role = 'green'",
                                  self._corrupt)
             elif self.fault == "db-restart":
-                watcher = _watch(self.box, "SELECT d.deployment_id FROM ops.deployments d JOIN ops.runs r"
-                                 " ON r.run_id = d.created_by_run WHERE r.status = 'running'",
-                                 lambda _r: self._restart_postgres())
+                # Only once pg_restore is connected to green's database: a restart before it would be ridden
+                # out by the reconnecting steps, and the drill would not test a failed restore.
+                watcher = _watch(self.box, "SELECT a.pid FROM ops.deployments d JOIN ops.runs r"
+                                 " ON r.run_id = d.created_by_run JOIN pg_stat_activity a ON a.datname = d.db_name"
+                                 " WHERE r.status = 'running' AND a.application_name = 'pg_restore'",
+                                 lambda _r: self._restart_postgres(), interval=0.005)
             elif self.fault == "disk-full":
                 os.environ["PROMOTE_MIN_FREE_SPACE_FACTOR"] = "1e9"
             if self.fault == "worker-kill":
@@ -133,6 +136,10 @@ class Drill:
         self.facts["corrupted"] = str(path)
 
     def _restart_postgres(self) -> None:
+        # A fast shutdown's first act is to terminate every session; do that at once for pg_restore's, so the
+        # restore cannot finish in the ~0.2 s the restart command takes to get going, then restart.
+        self.box.resources()["ops_db"].execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pg_restore'")
         took = sbx.restart_postgres(self.box.root)
         self.facts["postgres_restart_seconds"] = round(took, 2)
 

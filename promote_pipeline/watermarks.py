@@ -33,11 +33,18 @@ def odoo_tables(conn: Conn) -> list[str]:
 
 
 def take(conn: Conn) -> dict[str, dict[str, Any]]:
+    """Per table: the highest id (read from the primary key's index) and the server's clock now.
+
+    The clock, not ``max(write_date)``: that would scan every table while the cutover waits (seconds
+    on a large database), and a write after this moment carries a later ``write_date`` anyway.
+    """
+    row = conn.execute("SELECT now() AT TIME ZONE 'UTC'").fetchone()
+    assert row is not None
+    stamp = row[0].isoformat()
     marks: dict[str, dict[str, Any]] = {}
     for table in odoo_tables(conn):
-        row = conn.execute(sql.SQL("SELECT max(id), max(write_date) FROM {}").format(sql.Identifier(table))).fetchone()
-        assert row is not None
-        marks[table] = {"max_id": row[0] or 0, "max_write_date": row[1].isoformat() if row[1] else None}
+        top = conn.execute(sql.SQL("SELECT max(id) FROM {}").format(sql.Identifier(table))).fetchone()
+        marks[table] = {"max_id": (top[0] if top else None) or 0, "max_write_date": stamp}
     return marks
 
 

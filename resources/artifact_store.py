@@ -212,7 +212,7 @@ class LocalArtifactStore(ConfigurableResource):
         index = self.index_path(artifact_id)
         tmp_index = index.with_name(INDEX + ".tmp")
         facts = {"file_count": 0, "size_bytes": 0, "new_objects": 0, "new_bytes": 0, "renamed_by_content": 0,
-                 "skipped_not_regular": 0}
+                 "skipped_not_regular": 0, "vanished": 0, "changed_while_copied": 0}
         digest = hashlib.sha256()
         index_bytes = 0
         objects = str(self.objects)
@@ -229,9 +229,14 @@ class LocalArtifactStore(ConfigurableResource):
                         except FileNotFoundError:
                             pass
                     if not sha1:
-                        sha1, got, new = self._copy_in(path, name, objects)
-                        if got != size:
-                            raise ArtifactError(f"filestore file {rel} changed size while it was copied")
+                        try:
+                            sha1, got, new = self._copy_in(path, name, objects)
+                        except FileNotFoundError:  # removed since the walk saw it (Odoo's file GC): not needed
+                            facts["vanished"] += 1
+                            continue
+                        if got != size:  # written to while the backup ran: what was copied is what is stored
+                            facts["changed_while_copied"] += 1
+                            size = got
                         if new:
                             facts["new_objects"] += 1
                             facts["new_bytes"] += size

@@ -12,6 +12,8 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v zip >/dev/null 2>&1 || need+=(zip)       # the benchmark's Odoo database-manager pipeline
+command -v unzip >/dev/null 2>&1 || need+=(unzip)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 SUDO=""
