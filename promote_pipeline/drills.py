@@ -91,7 +91,7 @@ class Drill:
             if self.fault == "smoke-fail":
                 self._fault(start, refuse_login=True)
             elif self.fault == "stability-5xx":
-                watcher = _watch(self.box, RUNNING_AFTER_CUTOVER, lambda _r: self._fault(start, error_rate=0.5))
+                watcher = _watch(self.box, RUNNING_AFTER_CUTOVER, lambda _r: self._write_on_green_then_fail(start))
             elif self.fault == "green-crash":
                 watcher = _watch(self.box, RUNNING_AFTER_CUTOVER, lambda _r: self._fault(start, crash_after_seconds=0))
             elif self.fault == "router-fail":
@@ -134,6 +134,17 @@ class Drill:
             fh.seek(-1, os.SEEK_CUR)
             fh.write(bytes([(byte[0] if byte else 0) ^ 0xFF]))
         self.facts["corrupted"] = str(path)
+
+    def _write_on_green_then_fail(self, start: float) -> None:
+        """Customers' writes on green while it serves (three new contacts, one edited), then the 5xx fault."""
+        green_db = self.box.status()["serving"]["database"]
+        with self.box.resources()["odoo_host"].connect(sbx.DSN_REF, green_db) as conn:
+            conn.execute("INSERT INTO res_partner (name, email, company_id) SELECT 'Drill order ' || n,"
+                         " 'drill' || n || '@example.com', 1 FROM generate_series(1, 3) AS n")
+            conn.execute("UPDATE res_partner SET name = name || ' (edited)', write_date = now() AT TIME ZONE 'UTC'"
+                         " WHERE id = (SELECT min(id) FROM res_partner)")
+        self.facts["written_on_green"] = {"res_partner": {"created": 3, "changed": 1}}
+        self._fault(start, error_rate=0.5)
 
     def _restart_postgres(self) -> None:
         # A fast shutdown's first act is to terminate every session; do that at once for pg_restore's, so the
@@ -204,4 +215,7 @@ class Drill:
             if outcome.evidence_dir and Evidence(outcome.evidence_dir).exists("rollback.json"):
                 rb = Evidence(outcome.evidence_dir).read_json("rollback.json")
                 self.facts["detection_to_blue_ms"] = rb.get("detection_to_blue_ms")
+                if "written_on_green" in self.facts:
+                    reported = rb.get("writes_on_green", {}).get("res_partner")
+                    checks["writes_on_green_reported"] = reported == self.facts["written_on_green"]["res_partner"]
         return {**self.facts, "checks": checks, "safe": all(checks.values())}
