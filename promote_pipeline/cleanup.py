@@ -24,6 +24,7 @@ from promote_pipeline.services import Services
 
 CLAIM_LEASE = "10 minutes"
 MAX_ATTEMPTS = 6
+LOCK_WAIT_SECONDS = 30.0
 
 
 class TaskSkipped(RuntimeError):
@@ -48,13 +49,21 @@ def _remove_deployment(svc: Services, deployment_id: str | None) -> str:
                                " USING (environment_id) WHERE deployment_id = %s", (deployment_id,))
     if row is None or row["state"] == "deleted":
         return f"deployment {deployment_id} already deleted"
-    if row["state"] == "active":
-        raise TaskSkipped(f"deployment {deployment_id} is active again (rolled back to): not deleted")
-    svc.host.stop_odoo(row["pid"])
-    svc.host.drop_database(row["db_dsn_ref"], row["db_name"])
-    svc.host.remove_filestore(row["data_dir"], row["db_name"])
-    svc.ops_db.execute("UPDATE ops.deployments SET state = 'deleted', pid = NULL, updated_at = now()"
-                       " WHERE deployment_id = %s", (deployment_id,))
+    # The environment's lock keeps a rollback (which may bring this deployment back) out while it is removed.
+    lock = svc.ops_db.wait_lock_environment(row["environment_id"], LOCK_WAIT_SECONDS)
+    if lock is None:
+        raise RuntimeError(f"environment {row['environment_id']} is busy (a promotion or rollback): retried later")
+    try:
+        state = svc.ops_db.fetch_one("SELECT state FROM ops.deployments WHERE deployment_id = %s", (deployment_id,))
+        if state and state["state"] == "active":
+            raise TaskSkipped(f"deployment {deployment_id} is active again (rolled back to): not deleted")
+        svc.host.stop_odoo(row["pid"])
+        svc.host.drop_database(row["db_dsn_ref"], row["db_name"])
+        svc.host.remove_filestore(row["data_dir"], row["db_name"])
+        svc.ops_db.execute("UPDATE ops.deployments SET state = 'deleted', pid = NULL, updated_at = now()"
+                           " WHERE deployment_id = %s", (deployment_id,))
+    finally:
+        lock.release()
     return f"deployment {deployment_id}: process stopped, database {row['db_name']} and filestore removed"
 
 

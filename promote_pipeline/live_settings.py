@@ -21,6 +21,8 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel, Field
 
+from promote_pipeline.redaction import is_secret_key, register_secret
+
 DEFAULT_PARAMETERS = (
     "web.base.url", "web.base.url.freeze", "report.url", "mail.catchall.domain", "mail.catchall.alias",
     "mail.bounce.alias", "mail.default.from", "database.uuid", "database.secret", "database.create_date",
@@ -72,12 +74,14 @@ def _copy_rows(blue: Conn, green: Conn, table: str, key: str, columns: list[str]
     blue_rows = {r[0]: r for r in blue.execute(f'SELECT "{key}", {cols} FROM {table}').fetchall()}  # noqa: S608
     green_rows = {r[0]: r for r in green.execute(f'SELECT "{key}", {cols} FROM {table}').fetchall()}  # noqa: S608
     for name, row in blue_rows.items():
+        for column, value in zip(columns, row[1:], strict=True):
+            if is_secret_key(column) and isinstance(value, str):
+                register_secret(value)  # redacted wherever it might show, an error message included
         before = green_rows.get(name)
         if before is not None and tuple(before[1:]) == tuple(row[1:]):
             continue
         if before is None:
-            green.execute(f'INSERT INTO {table} ("{key}", {cols}) VALUES ({", ".join(["%s"] * (len(columns) + 1))})',
-                          row)  # noqa: S608
+            _insert_whole_row(blue, green, table, key, name)
         else:
             sets = ", ".join(f'"{c}" = %s' for c in columns)
             green.execute(f'UPDATE {table} SET {sets} WHERE "{key}" = %s', (*row[1:], name))  # noqa: S608
@@ -85,6 +89,22 @@ def _copy_rows(blue: Conn, green: Conn, table: str, key: str, columns: list[str]
                         "before": dict(zip(columns, before[1:], strict=True)) if before else None,
                         "after": dict(zip(columns, row[1:], strict=True))})
     return changes
+
+
+def _insert_whole_row(blue: Conn, green: Conn, table: str, key: str, name: Any) -> None:
+    """Copy a row green lacks with every column both sides have (a real Odoo has NOT NULL columns this
+    module does not name), letting green's sequence give the id."""
+    shared = [r[0] for r in green.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s"
+        " AND column_name <> 'id' AND column_name IN (SELECT column_name FROM information_schema.columns"
+        "  WHERE table_schema = 'public' AND table_name = %s)", (table, table)).fetchall()]
+    blue_cols = {r[0] for r in blue.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s",
+        (table,)).fetchall()}
+    cols = [c for c in shared if c in blue_cols]
+    listed = ", ".join(f'"{c}"' for c in cols)
+    row = blue.execute(f'SELECT {listed} FROM {table} WHERE "{key}" = %s LIMIT 1', (name,)).fetchone()  # noqa: S608
+    green.execute(f'INSERT INTO {table} ({listed}) VALUES ({", ".join(["%s"] * len(cols))})', row)  # noqa: S608
 
 
 def carry_over(blue: Conn, green: Conn, parameters: list[str]) -> list[dict[str, Any]]:

@@ -57,6 +57,14 @@ class StepFailed(RuntimeError):
     pass
 
 
+def _holds(lock: EnvironmentLock) -> bool:
+    """True if this process holds the lock (taking it back if its session was lost); never raises."""
+    try:
+        return lock.ensure()
+    except Exception:
+        return False
+
+
 def _release(run_id: str) -> None:
     lock = _LOCKS.pop(run_id, None)
     if lock:
@@ -68,16 +76,24 @@ def guarded(svc: Services, run: RunStarted, number: int, step: str, **ids: Any) 
     """Run a step; on failure hand over to rollback.handle_failure, then fail the op (without the cause chain,
     which could carry unredacted text into Dagster's event log)."""
     failure: Failure | None = None
+    lock = _LOCKS.get(run.run_id)
+    if lock is not None and not _holds(lock):
+        # Our session was lost (a PostgreSQL restart) and another took the environment: the safety net
+        # owns this run now. Stop here rather than act on a green it may already have removed.
+        _LOCKS.pop(run.run_id, None)
+        raise Failure(description=f"{step}: run {run.run_id} lost its environment lock; not continuing",
+                      allow_retries=False)
     with progress.step(number, step):
         try:
             yield
         except Exception as exc:
             detected = time.monotonic()
-            lock = _LOCKS.get(run.run_id)
-            if lock is not None and not lock.ensure():
+            if lock is not None and not _holds(lock):
                 progress.say(f"run {run.run_id}: lost the environment lock; the safety net owns the rollback")
-            outcome = handle_failure(svc, run, step, exc, detected, **ids)
-            _release(run.run_id)
+            try:
+                outcome = handle_failure(svc, run, step, exc, detected, **ids)
+            finally:
+                _release(run.run_id)
             failure = Failure(
                 description=f"{step} failed: {redact_text(str(exc))}; the run is {outcome.status}",
                 metadata={"status": outcome.status, "evidence_dir": outcome.evidence_dir, "run_id": run.run_id},
@@ -320,8 +336,10 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched, ops_db: Ops
         if missing and guardrails.current().evidence_required:
             raise StepFailed(f"evidence_required: missing {', '.join(missing)}")
         with ops_db.connect() as conn:
-            conn.execute("UPDATE ops.runs SET status = 'success', completed_at = now(), evidence_dir = %s"
-                         " WHERE run_id = %s", (watched.evidence_dir, watched.run_id))
+            marked = conn.execute("UPDATE ops.runs SET status = 'success', completed_at = now(), evidence_dir = %s"
+                                  " WHERE run_id = %s AND status = 'running'", (watched.evidence_dir, watched.run_id))
+            if marked.rowcount != 1:
+                raise StepFailed(f"run {watched.run_id} is no longer running (the safety net took it over)")
             conn.execute(
                 "INSERT INTO ops.scheduled_tasks (task_type, execute_at, metadata, run_id)"
                 " VALUES ('delete_backup', now() + make_interval(hours => %s), %s, %s)",

@@ -65,6 +65,13 @@ class Preflight:
     results: list[CheckResult] = field(default_factory=list)
 
     def run(self, stop_on_failure: bool) -> list[CheckResult]:
+        try:
+            return self._run(stop_on_failure)
+        except BaseException:
+            self.release()  # never leave the environment locked by a check that blew up
+            raise
+
+    def _run(self, stop_on_failure: bool) -> list[CheckResult]:
         steps: dict[str, Callable[[], str]] = {
             "project_exists": self.project_exists,
             "staging_successful": self.staging_successful,

@@ -107,22 +107,30 @@ def _ensure_blue_running(svc: Services, run: RunStarted) -> None:
 def recover(svc: Services, run_id: str, reason: str, requested_by: str, manual: bool) -> dict[str, Any]:
     """Roll back, complete or verify one promotion run; returns what was done (for logs and evidence)."""
     row, run = load_run(svc, run_id)
-    evidence = Evidence(run.evidence_dir)
-    status = row["status"]
-    if status == "rolled_back":
-        verification = verify_safe_state(svc, run)
-        _record_verification(svc, run, evidence, verification, requested_by)
-        return {"action": "verified", "already": "rolled_back", **verification}
-    blue_row = svc.ops_db.fetch_one("SELECT state FROM ops.deployments WHERE deployment_id = %s",
-                                    (run.blue.deployment_id,))
-    if blue_row is None or blue_row["state"] == "deleted":
-        raise RecoveryRefused(f"run {run_id}: blue {run.blue.deployment_id} has been deleted (the rollback window"
-                              " ended); rolling back now would need a restore, not a traffic switch")
     lock = svc.ops_db.try_lock_environment(run.prod.environment_id)
-    if lock is None:
+    if lock is None and row["status"] != "rolled_back":
         raise RecoveryRefused(f"run {run_id}: production {run.prod.environment_id} is locked by a live session"
                               " (the promotion is still running, or another operation is)")
     try:
+        # Read again under the lock: two rollbacks launched for one run (two sensors) must not both act.
+        row, run = load_run(svc, run_id)
+        evidence = Evidence(run.evidence_dir)
+        status = row["status"]
+        if status == "rolled_back":
+            verification = verify_safe_state(svc, run)
+            _record_verification(svc, run, evidence, verification, requested_by)
+            return {"action": "verified", "already": "rolled_back", **verification}
+        blue_row = svc.ops_db.fetch_one("SELECT state FROM ops.deployments WHERE deployment_id = %s",
+                                        (run.blue.deployment_id,))
+        if blue_row is None or blue_row["state"] == "deleted":
+            raise RecoveryRefused(f"run {run_id}: blue {run.blue.deployment_id} has been deleted (the rollback"
+                                  " window ended); rolling back now would need a restore, not a traffic switch")
+        if status == "success":
+            active = svc.ops_db.active_deployment(run.prod.environment_id)
+            if active is None or active.get("created_by_run") != run_id:
+                raise RecoveryRefused(
+                    f"run {run_id}: production no longer serves its green (a later promotion replaced it);"
+                    " roll back the latest promotion instead")
         detected = time.monotonic()
         if status == "running":
             step = last_step(evidence)
@@ -153,7 +161,8 @@ def recover(svc: Services, run_id: str, reason: str, requested_by: str, manual: 
         return {"action": "rolled_back", "previous_status": status,
                 "detection_to_blue_ms": body["detection_to_blue_ms"]}
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _ids(row: dict[str, Any]) -> dict[str, Any]:

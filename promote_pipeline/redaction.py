@@ -23,6 +23,8 @@ _SECRET_KEY = re.compile(
 _REFERENCE_KEY = re.compile(r"_ref$|^ref$", re.IGNORECASE)
 
 _CONTENT_PATTERNS = [
+    # PostgreSQL's constraint errors quote the whole row, whatever secret it holds
+    (re.compile(r"(Failing row contains )\(.*\)", re.IGNORECASE), r"\1(" + REDACTED + ")"),
     # URL-style DSN: scheme://user:password@host
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)([^@\s]+)(@)", re.IGNORECASE), r"\1" + REDACTED + r"\3"),
     # key=value DSN or config: password=..., passwd: ...

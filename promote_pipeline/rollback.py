@@ -50,6 +50,7 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     except RouterError as exc:
         notes.append(f"preview entry point not reset: {exc}")
     greens = green_deployments(svc, run.run_id)
+    _reactivate_blue(svc, run.blue)  # the records say what the router does, before any clean-up can fail
     try:
         fencing = odoo_steps.unfence_on_rollback(svc, run, greens)
     except Exception as exc:  # traffic is already on blue; report, do not undo that
@@ -60,16 +61,18 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     served = served or bool((run_meta.get("metadata") or {}).get("cutover_timestamp"))
     kept = False
     for green in greens:
-        svc.host.stop_odoo(green.pid)
-        if served:
-            kept = True
-            _retire(svc, run, green)
-        else:
-            svc.host.drop_database(run.prod.db_dsn_ref, green.db_name)
-            svc.host.remove_filestore(green.data_dir, green.db_name)
-            svc.ops_db.execute("UPDATE ops.deployments SET state = 'deleted', pid = NULL, updated_at = now()"
-                               " WHERE deployment_id = %s", (green.deployment_id,))
-    _reactivate_blue(svc, run.blue)
+        try:
+            svc.host.stop_odoo(green.pid)
+            if served:
+                kept = True
+                _retire(svc, run, green)
+            else:
+                svc.host.drop_database(run.prod.db_dsn_ref, green.db_name)
+                svc.host.remove_filestore(green.data_dir, green.db_name)
+                svc.ops_db.execute("UPDATE ops.deployments SET state = 'deleted', pid = NULL, updated_at = now()"
+                                   " WHERE deployment_id = %s", (green.deployment_id,))
+        except Exception as exc:  # traffic is on blue already; a clean-up error is reported, not fatal
+            notes.append(f"clean-up of {green.deployment_id} incomplete: {redact_text(f'{type(exc).__name__}: {exc}')}")
     return {
         "triggered": True,
         "reason": reason,
@@ -112,20 +115,26 @@ def _reactivate_blue(svc: Services, blue: DeploymentRecord) -> None:
                      (blue.deployment_id,))
 
 
+PRE_GREEN_STEPS = ("create_ops_run", "snapshot_staging", "backup_production")
+
+
 def handle_failure(svc: Services, run: RunStarted, step: str, error: BaseException, detected_monotonic: float,
                    green_artifact_id: str | None = None, blue_backup_id: str | None = None,
                    cutover_timestamp: str | None = None, force_rollback: bool = False) -> PromotionOutcome:
     """Everything done after a failure was detected (by an op, or by the safety net for a run that died);
-    returns the run's outcome. ``force_rollback`` rolls back whatever the step and the inputs say."""
+    returns the run's outcome. ``force_rollback`` rolls back whatever the step and the inputs say.
+
+    Order matters: traffic first (the router needs no database), then the run's status (so that nothing
+    later can leave it ``running``), then the event and the evidence, each of which may fail on its own.
+    """
     reason = redact_text(f"{type(error).__name__}: {error}")
     evidence = Evidence(run.evidence_dir)
-    svc.ops_db.add_event(run.run_id, step, "error", reason)
     rollback: dict[str, Any]
     status: str
     if step not in ROLLBACK_STEPS and not force_rollback:
         status = "failed"
-        rollback = {"triggered": False, "reason": f"failure at {step}, before green existed: nothing to roll back",
-                    "blue_untouched": True}
+        rollback = {"triggered": False, "reason": f"failure at {step}: nothing rolled back",
+                    "blue_untouched": step in PRE_GREEN_STEPS}
     elif run.inputs.auto_rollback_on_failure or force_rollback:
         try:
             rollback = roll_back(svc, run, reason, detected_monotonic)
@@ -134,24 +143,32 @@ def handle_failure(svc: Services, run: RunStarted, step: str, error: BaseExcepti
             status = "failed"
             rollback = {"triggered": True, "completed": False,
                         "error": redact_text(f"{type(exc).__name__}: {exc}"), "reason": reason}
-            svc.ops_db.add_event(run.run_id, "rollback", "error", rollback["error"])
     else:
         status = "failed"
         rollback = {"triggered": False, "reason": "auto_rollback_on_failure=false: left as it stands",
                     "live_routing": svc.router.state(run.prod.environment_id).model_dump(mode="json"),
                     "green_deployments": [g.model_dump() for g in green_deployments(svc, run.run_id)]}
     rollback["failed_step"] = step
-    if not evidence.exists("run_id.txt"):  # a run that died inside step 1 had not written it yet
-        evidence.write_text("run_id.txt", run.run_id + "\n")
-    evidence.write_json("rollback.json", rollback)
-    evidence.fill_not_reached(f"not reached: the run failed at {step}")
-    outcome = PromotionOutcome(run_id=run.run_id, status=status,  # type: ignore[arg-type]
-                               evidence_dir=run.evidence_dir, blue_backup_id=blue_backup_id,
-                               green_artifact_id=green_artifact_id, cutover_timestamp=cutover_timestamp)
-    write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=step, reason=reason)
     svc.ops_db.execute(
         "UPDATE ops.runs SET status = %s, completed_at = now(), evidence_dir = %s,"
         " rolled_back_at = CASE WHEN %s = 'rolled_back' THEN now() END, metadata = metadata || %s WHERE run_id = %s",
         (status, run.evidence_dir, status, Jsonb({"failed_step": step, "failure_reason": reason}), run.run_id),
     )
+    try:
+        svc.ops_db.add_event(run.run_id, step, "error", reason)
+        if rollback.get("error"):
+            svc.ops_db.add_event(run.run_id, "rollback", "error", rollback["error"])
+    except Exception:  # noqa: S110 - the status above is what matters; the event is a courtesy
+        pass
+    outcome = PromotionOutcome(run_id=run.run_id, status=status,  # type: ignore[arg-type]
+                               evidence_dir=run.evidence_dir, blue_backup_id=blue_backup_id,
+                               green_artifact_id=green_artifact_id, cutover_timestamp=cutover_timestamp)
+    try:
+        if not evidence.exists("run_id.txt"):  # a run that died inside step 1 had not written it yet
+            evidence.write_text("run_id.txt", run.run_id + "\n")
+        evidence.write_json("rollback.json", rollback)
+        evidence.fill_not_reached(f"not reached: the run failed at {step}")
+        write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=step, reason=reason)
+    except OSError as exc:  # e.g. a full disk: the run is still marked, and says why its evidence is short
+        svc.ops_db.merge_run_metadata(run.run_id, {"evidence_error": redact_text(str(exc))})
     return outcome

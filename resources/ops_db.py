@@ -208,6 +208,18 @@ class OpsDatabase(ConfigurableResource):
             return None
         return EnvironmentLock(environment_id, conn, self._conninfo(self.database))
 
+    def wait_lock_environment(self, environment_id: str, timeout_seconds: float) -> EnvironmentLock | None:
+        """Take the promotion lock, waiting up to ``timeout_seconds`` for its holder; None if it did not come."""
+        conn = connect_retrying(self._conninfo(self.database), autocommit=True)
+        try:
+            conn.execute(f"SET lock_timeout = '{int(timeout_seconds * 1000)}ms'")
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_PROMOTION_LOCK_CLASS, environment_id))
+            conn.execute("SET lock_timeout = 0")
+        except psycopg.errors.LockNotAvailable:
+            conn.close()
+            return None
+        return EnvironmentLock(environment_id, conn, self._conninfo(self.database))
+
     def lock_holder_pid(self, environment_id: str) -> int | None:
         """Backend pid of the session holding an environment's promotion lock, if any."""
         row = self.fetch_one(
