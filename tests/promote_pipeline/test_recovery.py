@@ -102,3 +102,14 @@ def test_a_killed_worker_is_found_dead_and_its_run_completed(haproxy_box: Sandbo
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_rollback_of_a_promotion_a_later_one_replaced_is_refused(haproxy_box: Sandbox, h: Any) -> None:
+    code, first, message = h.promote()
+    assert code == 0, message
+    code, second, message = h.promote()
+    assert code == 0, message
+    live = haproxy_box.status()["serving"]["deployment"]
+    code, result, message = run_rollback(first.run_id, "wrong one", "ops-oncall", quiet=True)
+    assert code == 1 and result is None and message and "a later promotion replaced it" in message
+    assert haproxy_box.status()["serving"]["deployment"] == live
