@@ -270,7 +270,7 @@ def _services() -> Any:
 
     res = build_resources()
     res["ops_db"].upgrade()
-    return Services(ops_db=res["ops_db"], host=res["odoo_host"], store=res["artifact_store"], router=res["router"])
+    return Services.from_resources(res)
 
 
 def cmd_recover(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from promote_pipeline.models import DeploymentRecord
 from resources.artifact_store import LocalArtifactStore
@@ -17,6 +18,11 @@ class Services:
     host: LocalOdooHost
     store: LocalArtifactStore
     router: RouterResource
+
+    @classmethod
+    def from_resources(cls, res: dict[str, Any]) -> Services:
+        """From the resource dict of ``definitions.build_resources`` (keys as the ops name them)."""
+        return cls(ops_db=res["ops_db"], host=res["odoo_host"], store=res["artifact_store"], router=res["router"])
 
 
 def upstream(deployment: DeploymentRecord, colour: str) -> Upstream:

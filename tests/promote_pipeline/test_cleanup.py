@@ -19,8 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def _services(box: Sandbox) -> Services:
-    res = box.resources()
-    return Services(ops_db=res["ops_db"], host=res["odoo_host"], store=res["artifact_store"], router=res["router"])
+    return Services.from_resources(box.resources())
 
 
 def _retired_deployment(svc: Services, env_id: str, tag: str, state: str = "retired") -> str:
