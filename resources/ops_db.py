@@ -14,6 +14,8 @@ process dies, which makes it both race-free and a liveness signal.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +55,68 @@ def connect_retrying(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
             if time.monotonic() >= deadline or any(s in str(exc) for s in _PERMANENT_CONNECT_ERRORS):
                 raise
             time.sleep(0.2)
+
+
+class IdleConnections:
+    """Open ops-database connections kept for reuse within this process, a few per server and database.
+
+    A promotion asks the ops database about fifty short questions, and opening a connection starts a
+    PostgreSQL backend each time (about 5 ms here): reusing them saves a quarter of a second per run.
+    A connection is handed out only after a round trip proves it alive, so one that a PostgreSQL
+    restart or a forced ``DROP DATABASE`` cut is replaced by a new one (with ``connect_retrying``'s
+    patience) instead of failing the caller's first query. A forked child never touches its parent's
+    connections: it would share, and could close, their sockets.
+    """
+
+    def __init__(self, per_database: int = 4) -> None:
+        self.per_database = per_database
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._idle: dict[str, list[psycopg.Connection[dict[str, Any]]]] = {}
+        self._inherited: list[Any] = []  # a parent's connections, kept referenced so that they are never closed here
+
+    def _mine(self) -> None:
+        if self._pid != os.getpid():
+            self._inherited.append(self._idle)
+            self._idle, self._pid = {}, os.getpid()
+
+    def take(self, conninfo: str) -> psycopg.Connection[dict[str, Any]]:
+        while True:
+            with self._lock:
+                self._mine()
+                stack = self._idle.get(conninfo)
+                conn = stack.pop() if stack else None
+            if conn is None:
+                return connect_retrying(conninfo, row_factory=dict_row)
+            try:
+                conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                conn.close()
+
+    def give_back(self, conninfo: str, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        """Return a connection whose transaction has ended; close it if it is not reusable or not needed."""
+        from psycopg.pq import TransactionStatus
+
+        with self._lock:
+            self._mine()
+            stack = self._idle.setdefault(conninfo, [])
+            if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE or \
+                    len(stack) >= self.per_database:
+                conn.close()
+            else:
+                stack.append(conn)
+
+    def close_all(self) -> None:
+        with self._lock:
+            self._mine()
+            idle, self._idle = self._idle, {}
+        for stack in idle.values():
+            for conn in stack:
+                conn.close()
+
+
+_IDLE = IdleConnections()
 
 
 @dataclass
@@ -98,8 +162,25 @@ class OpsDatabase(ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        with connect_retrying(self._conninfo(self.database), row_factory=dict_row) as conn:
+        """One transaction on a connection to the ops database: committed if the block ends normally, rolled
+        back if it raises (as ``with psycopg.connect(...)`` does); the connection is then kept for reuse."""
+        conninfo = self._conninfo(self.database)
+        conn = _IDLE.take(conninfo)
+        try:
             yield conn
+        except BaseException:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                conn.close()
+            _IDLE.give_back(conninfo, conn)
+            raise
+        try:
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        _IDLE.give_back(conninfo, conn)
 
     def ensure_database(self) -> None:
         with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
