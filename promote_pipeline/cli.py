@@ -12,6 +12,7 @@ webserver could not take or report the run; ``status`` adds 4: not finished yet.
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import json
 import os
@@ -22,7 +23,8 @@ from typing import Any
 import httpx
 
 from promote_pipeline import progress, settings
-from promote_pipeline.runner import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, run_promotion, run_rollback
+from promote_pipeline.runner import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, end_of_start_up, run_promotion, run_rollback
+from resources import http_clients
 
 
 def _sandbox(args: argparse.Namespace) -> Any:
@@ -138,7 +140,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     served = state.active.name if state.active else None
     checks.append(("router serves the active deployment", served == dep["deployment_id"], f"router -> {served}"))
     try:
-        resp = httpx.get(f"{state.active_url}/web/health", params={"db_server_status": "1"}, timeout=5)
+        resp = http_clients.get(f"{state.active_url}/web/health", params={"db_server_status": "1"}, timeout=5)
         checks.append(("health through the router", resp.status_code == 200, f"HTTP {resp.status_code}"))
     except httpx.HTTPError as exc:
         checks.append(("health through the router", False, type(exc).__name__))
@@ -425,11 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    gc.disable()  # until the job is ready to run: see runner.end_of_start_up
     try:
+        args = build_parser().parse_args(argv)
+        if args.command not in ("run", "rollback"):  # the commands that execute a job turn it on themselves
+            end_of_start_up()
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":

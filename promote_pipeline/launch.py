@@ -24,11 +24,15 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
-from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+from resources import http_clients
+
+if TYPE_CHECKING:  # imported where used: `promote run` and the code location never load gql and requests
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 JOB = "promote_staging_to_prod"
 LOCATION = "promote_pipeline"
@@ -59,6 +63,8 @@ def base_url(url: str | None) -> str:
 
 def client(url: str | None = None) -> DagsterGraphQLClient:
     """A client for ``url`` (http[s]://host[:port][/prefix]), default 127.0.0.1 and DAGSTER_PORT (3000)."""
+    from dagster_graphql import DagsterGraphQLClient
+
     parts = urlsplit(base_url(url))
     https = parts.scheme == "https"
     return DagsterGraphQLClient(parts.hostname or "127.0.0.1", port_number=parts.port or (443 if https else 80),
@@ -83,6 +89,8 @@ def run_tags(inputs: dict[str, Any], source: str | None = None) -> dict[str, str
 def submit(inputs: dict[str, Any], url: str | None = None, source: str = "graphql",
            extra_tags: dict[str, str] | None = None) -> str:
     """Submit a promotion; return its Dagster run id. Raises LaunchError."""
+    from dagster_graphql import DagsterGraphQLClientError
+
     try:
         return client(url).submit_job_execution(
             JOB, run_config=run_config(inputs), tags={**run_tags(inputs, source), **(extra_tags or {})})
@@ -167,7 +175,8 @@ def graphql(url: str | None, query: str, variables: dict[str, Any] | None = None
     """POST one GraphQL query to the webserver; its ``data``. Raises LaunchError."""
     base = base_url(url)
     try:
-        response = httpx.post(f"{base}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+        with http_clients.client(timeout=60) as client:
+            response = client.post(f"{base}/graphql", json={"query": query, "variables": variables or {}})
     except httpx.HTTPError as exc:
         raise _unreachable(base, type(exc).__name__) from None
     try:

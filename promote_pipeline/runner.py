@@ -7,6 +7,7 @@ acts on: an exit code, the seed's outputs object, and one message.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -14,6 +15,20 @@ from promote_pipeline import progress, settings
 from promote_pipeline.models import PromotionOutcome
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+
+
+def end_of_start_up() -> None:
+    """Turn the cyclic garbage collector back on if the command line turned it off for start-up.
+
+    Start-up (importing Dagster, building the definitions, the instance and its storage) creates about
+    a million objects that live as long as the process; with the collector on, each full collection
+    walks them all again for nothing (0.3-0.5 s of a run). ``promote`` starts with collection off and,
+    here, once the job is ready, moves everything alive into the collector's permanent generation
+    (``gc.freeze``) and turns collection on for what the run itself allocates. A caller that never
+    turned it off (tests, the code server) is left as it is."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], quiet: bool, instance: Any,
@@ -33,6 +48,7 @@ def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], qu
     job = defs.get_job_def(job_name)
     if instance is None:
         instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    end_of_start_up()
     listener = None if quiet else progress.Printer()  # a live status line in a terminal, plain lines otherwise
     if listener:
         progress.subscribe(listener)

@@ -20,6 +20,7 @@ import httpx
 from promote_pipeline import odoo_db
 from promote_pipeline.models import Artifact, DeploymentRecord, EnvironmentRecord, SmokeResult
 from promote_pipeline.redaction import resolve_secret
+from resources import http_clients
 from resources.odoo_host import LocalOdooHost
 
 SMOKE_TESTS = ("health_check", "database_connectivity", "module_integrity", "filestore_accessibility",
@@ -46,7 +47,7 @@ class SmokeSuite:
     def __init__(self, host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, artifact: Artifact,
                  base_url: str, timeout: float = 10.0) -> None:
         self.host, self.env, self.green, self.artifact = host, env, green, artifact
-        self.client = httpx.Client(base_url=base_url, timeout=timeout)
+        self.client = http_clients.client(base_url=base_url, timeout=timeout)
 
     def health_check(self) -> str:
         resp = self.client.get("/web/health")

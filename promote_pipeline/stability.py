@@ -17,6 +17,7 @@ import httpx
 import psycopg
 
 from promote_pipeline.models import DeploymentRecord, EnvironmentRecord, StabilityMetrics
+from resources import http_clients
 from resources.odoo_host import LocalOdooHost
 
 SAMPLE_INTERVAL = 0.25
@@ -30,7 +31,7 @@ def watch(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, 
                          db_connection_errors=0, process_crashes=0, passed=True)
     start = time.monotonic()
     last_db_check = -1.0
-    with httpx.Client(base_url=public_url, timeout=2.0) as client:
+    with http_clients.client(base_url=public_url, timeout=2.0) as client:
         while True:
             tick = time.monotonic()
             m.samples += 1
