@@ -24,12 +24,26 @@ def secrets_file() -> Path | None:
     return Path(name) if name else None
 
 
+_parsed: dict[tuple[str, int, int, int], dict[str, str]] = {}
+
+
 def _file_values() -> dict[str, str]:
+    """The secrets file's values, parsed again only when the file changes: redaction asks for them hundreds
+    of times per run (every evidence file, event and message)."""
     path = secrets_file()
-    if path is None or not path.exists():
+    if path is None:
         return {}
-    data = json.loads(path.read_text())
-    return {str(k): str(v) for k, v in data.items()}
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {}
+    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+    values = _parsed.get(key)
+    if values is None:
+        values = {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
+        _parsed.clear()
+        _parsed[key] = values
+    return dict(values)
 
 
 def resolve(ref: str) -> str:
