@@ -107,12 +107,14 @@ def _retire(svc: Services, run: RunStarted, green: DeploymentRecord) -> None:
 
 
 def _reactivate_blue(svc: Services, blue: DeploymentRecord) -> None:
-    with svc.ops_db.connect() as conn:
+    def mark(conn: Any) -> None:  # idempotent: safe to do again if a PostgreSQL restart cut the connection
         conn.execute("UPDATE ops.deployments SET state = 'retired', updated_at = now()"
                      " WHERE environment_id = %s AND state = 'active' AND deployment_id <> %s",
                      (blue.environment_id, blue.deployment_id))
         conn.execute("UPDATE ops.deployments SET state = 'active', updated_at = now() WHERE deployment_id = %s",
                      (blue.deployment_id,))
+
+    svc.ops_db.transaction(mark)
 
 
 PRE_GREEN_STEPS = ("create_ops_run", "snapshot_staging", "backup_production")

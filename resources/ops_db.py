@@ -17,11 +17,11 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from dagster import ConfigurableResource
@@ -37,6 +37,10 @@ _PROMOTION_LOCK_CLASS = 7_142
 
 
 RECONNECT_SECONDS = 20.0
+# How a cut connection shows: no SQLSTATE (the socket closed under libpq), the server shutting down
+# (57P01-57P03), or a connection exception (class 08).
+_CONNECTION_LOST = (None, "57P01", "57P02", "57P03", "08000", "08003", "08006")
+T = TypeVar("T")
 _PERMANENT_CONNECT_ERRORS = ("does not exist", "authentication failed", "no pg_hba.conf entry", "permission denied")
 
 
@@ -213,18 +217,30 @@ class OpsDatabase(ConfigurableResource):
                 applied_now.append(version)
         return applied_now
 
+    def transaction(self, work: Callable[[psycopg.Connection[dict[str, Any]]], T]) -> T:
+        """``work(conn)`` in one transaction; done again once, on a new connection, if the server cut the
+        connection under it (a PostgreSQL restart terminates every session, and the failure path, which
+        runs right after a restart, must still get through). Only for work that is safe to repeat: a
+        transaction the server cut was rolled back, but in the rare case that it was cut after its commit,
+        an insert would be made twice."""
+        try:
+            with self.connect() as conn:
+                return work(conn)
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate not in _CONNECTION_LOST:
+                raise
+        with self.connect() as conn:
+            return work(conn)
+
     # -- reads ---------------------------------------------------------------------------------
     def fetch_one(self, query: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-        with self.connect() as conn:
-            return conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        return self.transaction(lambda conn: conn.execute(query, params).fetchone())  # type: ignore[arg-type]
 
     def fetch_all(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self.connect() as conn:
-            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return self.transaction(lambda conn: conn.execute(query, params).fetchall())  # type: ignore[arg-type]
 
     def execute(self, query: str, params: tuple[Any, ...] = ()) -> None:
-        with self.connect() as conn:
-            conn.execute(query, params)  # type: ignore[arg-type]
+        self.transaction(lambda conn: conn.execute(query, params))  # type: ignore[arg-type]
 
     def environment(self, environment_id: str) -> dict[str, Any] | None:
         return self.fetch_one("SELECT * FROM ops.environments WHERE environment_id = %s", (environment_id,))

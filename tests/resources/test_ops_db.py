@@ -85,3 +85,34 @@ def test_a_forked_child_opens_its_own_connection(ops_db: OpsDatabase) -> None:
     assert os.waitpid(child, 0)[1] == 0
     assert child_backend not in (0, parent)
     assert _backend(ops_db) == parent  # the parent's connection survived the child
+
+
+def test_a_transaction_cut_by_the_server_is_done_again_once(ops_db: OpsDatabase) -> None:
+    backends: list[int] = []
+
+    def work(conn: psycopg.Connection[dict[str, object]]) -> int:
+        row = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
+        assert row is not None
+        backends.append(int(str(row["pid"])))
+        if len(backends) == 1:
+            _terminate(backends[0])  # a restart's fast shutdown, in the middle of the transaction
+            conn.execute("SELECT 1")
+        conn.execute("INSERT INTO ops.projects (project_id, name) VALUES ('once', 'o')")
+        return backends[-1]
+
+    assert ops_db.transaction(work) == backends[1] != backends[0]
+    assert ops_db.fetch_all("SELECT project_id FROM ops.projects") == [{"project_id": "once"}]
+
+
+def test_other_operational_errors_are_not_repeated(ops_db: OpsDatabase) -> None:
+    calls: list[int] = []
+
+    def work(conn: psycopg.Connection[dict[str, object]]) -> None:
+        calls.append(1)
+        conn.execute("SET LOCAL statement_timeout = 1")
+        conn.execute("SELECT pg_sleep(1)")
+
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        ops_db.transaction(work)
+    assert calls == [1]
+    assert _backend(ops_db)  # and the connection it used is usable again
