@@ -29,7 +29,7 @@ lint: deps
 	$(BIN)/ruff check .
 
 typecheck: deps
-	$(BIN)/mypy promote_pipeline resources odoo_standin
+	$(BIN)/mypy promote_pipeline resources odoo_standin bench
 
 test: lint typecheck
 	$(BIN)/pytest -q

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -70,7 +71,7 @@ def evidence_root(size: Size) -> Path:
     return WORK / size.name / "evidence"
 
 
-def build(size: Size) -> dict[str, object]:
+def build(size: Size) -> dict[str, Any]:
     """Bring the size's sandbox up (a no-op when it is already built); return what it holds."""
     box = sandbox(size)
     started = time.monotonic()
