@@ -111,14 +111,6 @@ class IdleConnections:
             else:
                 stack.append(conn)
 
-    def close_all(self) -> None:
-        with self._lock:
-            self._mine()
-            idle, self._idle = self._idle, {}
-        for stack in idle.values():
-            for conn in stack:
-                conn.close()
-
 
 _IDLE = IdleConnections()
 
