@@ -89,7 +89,15 @@ class Artifact(BaseModel):
 
 
 # -- records read from the ops database ------------------------------------------------------------
-class EnvironmentRecord(BaseModel):
+class Record(BaseModel):
+    """A model read from a row of the ops schema: its fields, taken by name, other columns ignored."""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Self:
+        return cls.model_validate({k: row.get(k) for k in cls.model_fields})
+
+
+class EnvironmentRecord(Record):
     environment_id: str
     project_id: str
     kind: str
@@ -102,12 +110,8 @@ class EnvironmentRecord(BaseModel):
     smoke_login: str | None = None
     smoke_password_ref: str | None = None
 
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Self:
-        return cls.model_validate({k: row.get(k) for k in cls.model_fields})
 
-
-class DeploymentRecord(BaseModel):
+class DeploymentRecord(Record):
     deployment_id: str
     environment_id: str
     db_name: str
@@ -116,10 +120,6 @@ class DeploymentRecord(BaseModel):
     websocket_port: int | None
     pid: int | None
     state: str
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Self:
-        return cls.model_validate({k: row.get(k) for k in cls.model_fields})
 
 
 class PromotionInputs(BaseModel):
