@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,47 +107,41 @@ class Bench:
         shutil.rmtree(self.work / "scratch", ignore_errors=True)
         (self.work / "scratch").mkdir(parents=True)
 
-    # -- (a) the best hand-run pipeline --------------------------------------------------------------
-    def run_raw(self) -> dict[str, Any]:
+    def _pipeline(self, backup: Callable[[str, str, Path], str], restore: Callable[[Path], str]) -> dict[str, Any]:
+        """Back up staging and production with ``backup(db, filestore, scratch)``'s script for each, then
+        ``restore(scratch)``'s script, in a clean scratch folder and database; the phases' wall times."""
         self._reset_scratch()
         w = self.work / "scratch"
-        src = self.sources()
         phases = {}
-        for key in ("staging", "prod"):
-            db, fs = src[key]
-            phases[f"backup_{key}"] = sh(
-                f"pg_dump -Fd -j2 -Z1 --no-owner -f {w}/{key}.dir -d {db} & p1=$!\n"
-                f"tar -C {fs} -cf - . | zstd -1 -T2 -q -o {w}/{key}.tar.zst & p2=$!\n"
-                "wait $p1; wait $p2\n", self.env)
-        phases["restore"] = sh(
-            f"createdb {self.scratch_db}\n"
-            f"pg_restore -j2 --no-owner --exit-on-error -d {self.scratch_db} {w}/staging.dir & p1=$!\n"
-            f"mkdir -p {w}/restored_fs && zstd -d -q -c {w}/staging.tar.zst | tar -C {w}/restored_fs -xf - & p2=$!\n"
-            "wait $p1; wait $p2\n", self.env)
+        for key, (db, fs) in self.sources().items():
+            phases[f"backup_{key}"] = sh(backup(db, str(fs), w / key), self.env)
+        phases["restore"] = sh(restore(w), self.env)
         self._reset_scratch()
         return {"seconds": sum(phases.values()), "phases": phases}
 
+    # -- (a) the best hand-run pipeline --------------------------------------------------------------
+    def run_raw(self) -> dict[str, Any]:
+        return self._pipeline(
+            lambda db, fs, out: (f"pg_dump -Fd -j2 -Z1 --no-owner -f {out}.dir -d {db} & p1=$!\n"
+                                 f"tar -C {fs} -cf - . | zstd -1 -T2 -q -o {out}.tar.zst & p2=$!\n"
+                                 "wait $p1; wait $p2\n"),
+            lambda w: (f"createdb {self.scratch_db}\n"
+                       f"pg_restore -j2 --no-owner --exit-on-error -d {self.scratch_db} {w}/staging.dir & p1=$!\n"
+                       f"mkdir -p {w}/restored_fs && zstd -d -q -c {w}/staging.tar.zst"
+                       f" | tar -C {w}/restored_fs -xf - & p2=$!\n"
+                       "wait $p1; wait $p2\n"))
+
     # -- (b) Odoo's database manager -----------------------------------------------------------------
     def run_odoo(self) -> dict[str, Any]:
-        self._reset_scratch()
-        w = self.work / "scratch"
-        src = self.sources()
-        phases = {}
-        for key in ("staging", "prod"):
-            db, fs = src[key]
-            phases[f"backup_{key}"] = sh(
-                f"mkdir {w}/{key}\n"
-                f"cp -a {fs} {w}/{key}/filestore\n"
-                f"pg_dump --no-owner -f {w}/{key}/dump.sql -d {db}\n"
-                f"cd {w}/{key} && zip -q -r {w}/{key}.zip dump.sql filestore && cd / && rm -rf {w}/{key}\n",
-                self.env)
-        phases["restore"] = sh(
-            f"mkdir {w}/unzipped && unzip -q {w}/staging.zip -d {w}/unzipped\n"
-            f"createdb {self.scratch_db}\n"
-            f"psql -q -X -o /dev/null -d {self.scratch_db} -f {w}/unzipped/dump.sql\n"
-            f"mv {w}/unzipped/filestore {w}/restored_fs\n", self.env)
-        self._reset_scratch()
-        return {"seconds": sum(phases.values()), "phases": phases}
+        return self._pipeline(
+            lambda db, fs, out: (f"mkdir {out}\n"
+                                 f"cp -a {fs} {out}/filestore\n"
+                                 f"pg_dump --no-owner -f {out}/dump.sql -d {db}\n"
+                                 f"cd {out} && zip -q -r {out}.zip dump.sql filestore && cd / && rm -rf {out}\n"),
+            lambda w: (f"mkdir {w}/unzipped && unzip -q {w}/staging.zip -d {w}/unzipped\n"
+                       f"createdb {self.scratch_db}\n"
+                       f"psql -q -X -o /dev/null -d {self.scratch_db} -f {w}/unzipped/dump.sql\n"
+                       f"mv {w}/unzipped/filestore {w}/restored_fs\n"))
 
     # -- (c) the promotion -----------------------------------------------------------------------------
     def empty_store(self) -> None:
