@@ -1,6 +1,6 @@
 """Benchmark datasets: a promotion sandbox whose production is sized by target bytes.
 
-Built on ``odoo_standin init`` through :class:`promote_pipeline.sandbox.Sandbox` (which copies
+Built on ``odoo_standin init`` through :class:`promote_pipeline.cli.sandbox.Sandbox` (which copies
 production into staging, as Odoo.sh makes staging): the database is sized with contacts
 (``res_partner`` rows, loaded with COPY), the filestore with attachment files of random
 (incompressible, like the PDFs and images of a real filestore) bytes. Each size lives in
@@ -29,7 +29,7 @@ WORK = BENCH_DIR / ".work"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from promote_pipeline.sandbox import Sandbox  # noqa: E402
+from promote_pipeline.cli.sandbox import Sandbox  # noqa: E402
 
 # pg_database_size of an empty Odoo-shaped database, and what one contact adds (table and indexes),
 # measured on PostgreSQL 15 with odoo_standin's schema.

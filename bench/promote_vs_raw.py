@@ -45,9 +45,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import dataset  # noqa: E402
-from promote_pipeline import cleanup  # noqa: E402
-from promote_pipeline import sandbox as sbx  # noqa: E402
-from promote_pipeline.services import Services  # noqa: E402
+from promote_pipeline.cli import sandbox as sbx  # noqa: E402
+from promote_pipeline.promotion import cleanup  # noqa: E402
+from promote_pipeline.promotion.services import Services  # noqa: E402
 from resources import secrets  # noqa: E402
 from resources.artifact_store import LocalArtifactStore  # noqa: E402
 

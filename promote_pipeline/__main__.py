@@ -1,5 +1,5 @@
 import sys
 
-from promote_pipeline.cli import main
+from promote_pipeline.cli.main import main
 
 sys.exit(main())

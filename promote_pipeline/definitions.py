@@ -18,12 +18,17 @@ from typing import Any
 
 from dagster import BetaWarning, Definitions, JobDefinition, mem_io_manager
 
-from promote_pipeline import planned, settings
-from promote_pipeline.config import PromotionConfig
-from promote_pipeline.jobs import cleanup_due_tasks, promote_staging_to_prod, promotion, rollback_promotion
-from promote_pipeline.launch import run_config
-from promote_pipeline.schedules import cleanup_schedule
-from promote_pipeline.sensors import detect_dead_promotions, rollback_cancelled_promotions, rollback_failed_promotions
+from promote_pipeline.cli.launch import run_config
+from promote_pipeline.defs import planned
+from promote_pipeline.defs.config import PromotionConfig
+from promote_pipeline.defs.jobs import cleanup_due_tasks, promote_staging_to_prod, promotion, rollback_promotion
+from promote_pipeline.defs.schedules import cleanup_schedule
+from promote_pipeline.defs.sensors import (
+    detect_dead_promotions,
+    rollback_cancelled_promotions,
+    rollback_failed_promotions,
+)
+from promote_pipeline.promotion import settings
 from resources.artifact_store import LocalArtifactStore
 from resources.haproxy_router import HAProxyRouter
 from resources.nginx_router import NginxRouter
@@ -53,7 +58,7 @@ def build_resources(config: settings.Settings | None = None) -> dict[str, Any]:
     }
 
 
-# What `promote sandbox up` seeds (promote_pipeline.sandbox: PROJECT, STAGING, PROD, USER, DSN_REF; it cannot be
+# What `promote sandbox up` seeds (promote_pipeline.cli.sandbox: PROJECT, STAGING, PROD, USER, DSN_REF; it cannot be
 # imported here, it imports this module; tests/e2e/test_launch_surfaces.py keeps the two equal).
 SANDBOX_DSN_REF = "PROMOTE_SANDBOX_PG_DSN"
 SANDBOX_IDS = {"project_id": "proj_demo", "staging_env_id": "env_demo_staging", "prod_env_id": "env_demo_prod",

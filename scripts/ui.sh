@@ -116,7 +116,7 @@ ensure_database() {
     # No server: start the sandbox's private cluster, as `promote sandbox up` does.
     say "no PostgreSQL answers at $PG_HOST:$PG_PORT; starting the sandbox's private cluster"
     "$VENV_BIN/python" -c 'import sys; from pathlib import Path
-from promote_pipeline.sandbox import ensure_postgres
+from promote_pipeline.cli.sandbox import ensure_postgres
 ensure_postgres(Path(sys.argv[1]))' "$REPO/.sandbox" \
       || die "no PostgreSQL at $PG_HOST:$PG_PORT (set PGHOST/PGPORT, or run 'promote sandbox up')"
   fi

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from promote_pipeline import sandbox as sandbox_mod
-from promote_pipeline.models import PromotionOutcome
-from promote_pipeline.runner import run_promotion
-from promote_pipeline.sandbox import Sandbox
+from promote_pipeline.cli import sandbox as sandbox_mod
+from promote_pipeline.cli.runner import run_promotion
+from promote_pipeline.cli.sandbox import Sandbox
+from promote_pipeline.promotion.models import PromotionOutcome
 
 _boxes: dict[str, Sandbox] = {}
 
@@ -110,7 +110,7 @@ class Helpers:
 
     @staticmethod
     def evidence_files() -> list[str]:
-        from promote_pipeline.evidence import required_files
+        from promote_pipeline.promotion.evidence import required_files
 
         return required_files()
 

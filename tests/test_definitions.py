@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from promote_pipeline.config import PromotionConfig
 from promote_pipeline.definitions import defs
+from promote_pipeline.defs.config import PromotionConfig
 
 STEPS = ["create_ops_run", "snapshot_staging", "backup_production", "restore_green", "smoke_test_green",
          "cutover", "monitor_stability", "finalize"]

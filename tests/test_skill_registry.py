@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promote_pipeline import guardrails
-from promote_pipeline.evidence import Evidence
+from promote_pipeline.promotion import guardrails
+from promote_pipeline.promotion.evidence import Evidence
 
 REQUIRED = {"prod_requires_staging_success", "forbid_enterprise_modules", "rollback_default", "evidence_required"}
 
@@ -47,7 +47,7 @@ def test_evidence_files_come_from_the_registry(tmp_path: Path, monkeypatch: pyte
 
 
 def test_rollback_default_comes_from_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from promote_pipeline import inputs
+    from promote_pipeline.promotion import inputs
 
     off = _registry(tmp_path, rollback_default=False)
     monkeypatch.setattr(guardrails, "current", lambda: off)

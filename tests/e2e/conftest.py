@@ -24,8 +24,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from promote_pipeline.sandbox import Sandbox
-from promote_pipeline.settings import PROJECT_DIR, default_server_dsn
+from promote_pipeline.cli.sandbox import Sandbox
+from promote_pipeline.promotion.settings import PROJECT_DIR, default_server_dsn
 
 UI_SH = PROJECT_DIR / "scripts" / "ui.sh"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -17,8 +17,8 @@ from dagster import DagsterRunStatus, DefaultScheduleStatus, instance_for_test
 from dagster import build_schedule_context as schedule_context
 from dagster._config import validate_config
 
-from promote_pipeline import jobs, planned, progress
-from promote_pipeline import sandbox as sandbox_mod
+from promote_pipeline.cli import sandbox as sandbox_mod
+from promote_pipeline.cli.launch import run_config
 from promote_pipeline.definitions import (
     SANDBOX_DSN_REF,
     SANDBOX_IDS,
@@ -26,9 +26,10 @@ from promote_pipeline.definitions import (
     build_definitions,
     promotion_job,
 )
-from promote_pipeline.launch import run_config
-from promote_pipeline.planned import PlannedPromotionError
-from promote_pipeline.settings import Settings
+from promote_pipeline.defs import jobs, planned
+from promote_pipeline.defs.planned import PlannedPromotionError
+from promote_pipeline.promotion import progress
+from promote_pipeline.promotion.settings import Settings
 
 GOOD = {"name": "sunday", "cron": "0 2 * * 0", "timezone": "Europe/Brussels", "description": "Weekly",
         "inputs": {"project_id": sandbox_mod.PROJECT, "staging_env_id": sandbox_mod.STAGING,

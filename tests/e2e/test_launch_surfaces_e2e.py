@@ -20,10 +20,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from promote_pipeline import cli, launch
-from promote_pipeline.evidence import required_files
-from promote_pipeline.sandbox import ADMIN_REF, DSN_REF, PROD, PROJECT, STAGING, USER
-from promote_pipeline.settings import PROJECT_DIR
+from promote_pipeline.cli import launch
+from promote_pipeline.cli import main as cli
+from promote_pipeline.cli.sandbox import ADMIN_REF, DSN_REF, PROD, PROJECT, STAGING, USER
+from promote_pipeline.promotion.evidence import required_files
+from promote_pipeline.promotion.settings import PROJECT_DIR
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from promote_pipeline.sandbox import PROD, STAGING, Sandbox
+from promote_pipeline.cli.sandbox import PROD, STAGING, Sandbox
 
 pytestmark = pytest.mark.slow
 

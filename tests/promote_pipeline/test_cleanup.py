@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from psycopg.types.json import Jsonb
 
-from promote_pipeline import cleanup
-from promote_pipeline.sandbox import DSN_REF, PROD, Sandbox
-from promote_pipeline.services import Services
+from promote_pipeline.cli.sandbox import DSN_REF, PROD, Sandbox
+from promote_pipeline.promotion import cleanup
+from promote_pipeline.promotion.services import Services
 
 pytestmark = pytest.mark.slow
 

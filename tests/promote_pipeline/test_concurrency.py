@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from promote_pipeline.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
+from promote_pipeline.cli.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
 
 pytestmark = pytest.mark.slow
 

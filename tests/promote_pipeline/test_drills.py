@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from promote_pipeline.drills import Drill
-from promote_pipeline.sandbox import Sandbox
-from promote_pipeline.settings import PROJECT_DIR, default_server_dsn
+from promote_pipeline.cli.drills import Drill
+from promote_pipeline.cli.sandbox import Sandbox
+from promote_pipeline.promotion.settings import PROJECT_DIR, default_server_dsn
 
 pytestmark = pytest.mark.slow
 

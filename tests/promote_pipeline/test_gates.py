@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from promote_pipeline.sandbox import DSN_REF, PROD, STAGING, Sandbox
+from promote_pipeline.cli.sandbox import DSN_REF, PROD, STAGING, Sandbox
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from promote_pipeline.inputs import InputRejected, validate, validate_against_ops
+from promote_pipeline.promotion.inputs import InputRejected, validate, validate_against_ops
 
 GOOD = {"project_id": "proj_abc123", "staging_env_id": "env_staging_xyz", "prod_env_id": "env_prod_main",
         "user_id": "alice"}

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from promote_pipeline import live_settings
-from promote_pipeline.cli import main as promote_cli
-from promote_pipeline.sandbox import DSN_REF, PROD, STAGING, Sandbox
+from promote_pipeline.cli.main import main as promote_cli
+from promote_pipeline.cli.sandbox import DSN_REF, PROD, STAGING, Sandbox
+from promote_pipeline.odoo import carry_over as live_settings
 
 pytestmark = pytest.mark.slow
 

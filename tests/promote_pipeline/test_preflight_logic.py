@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from promote_pipeline.models import EnvironmentRecord, PromotionInputs
-from promote_pipeline.preflight import PreconditionFailed, Preflight
+from promote_pipeline.promotion.models import EnvironmentRecord, PromotionInputs
+from promote_pipeline.promotion.preflight import PreconditionFailed, Preflight
 
 
 class _Host:

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from promote_pipeline import evidence as evidence_mod
-from promote_pipeline.sandbox import PROD, Sandbox
+from promote_pipeline.cli.sandbox import PROD, Sandbox
+from promote_pipeline.promotion import evidence as evidence_mod
 from resources.haproxy_router import HAProxyRouter
 from resources.nginx_router import NginxRouter
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from promote_pipeline.cli.runner import run_rollback
+from promote_pipeline.cli.sandbox import PROD, Sandbox
 from promote_pipeline.definitions import build_resources
-from promote_pipeline.runner import run_rollback
-from promote_pipeline.sandbox import PROD, Sandbox
-from promote_pipeline.sensors import dead_runs
+from promote_pipeline.defs.sensors import dead_runs
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import pytest
 from dagster import DagsterInstance
 from dagster._serdes import serialize_value
 
-from promote_pipeline.runner import run_promotion
-from promote_pipeline.sandbox import ADMIN_REF, DSN_REF, Sandbox
+from promote_pipeline.cli.runner import run_promotion
+from promote_pipeline.cli.sandbox import ADMIN_REF, DSN_REF, Sandbox
 
 pytestmark = pytest.mark.slow
 

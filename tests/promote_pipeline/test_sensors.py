@@ -17,8 +17,8 @@ from dagster import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.utils import make_new_run_id
 
-from promote_pipeline import sensors
-from promote_pipeline.jobs import promote_staging_to_prod
+from promote_pipeline.defs import sensors
+from promote_pipeline.defs.jobs import promote_staging_to_prod
 
 
 def _run(instance: DagsterInstance, status_event: DagsterEventType) -> tuple[DagsterRun, DagsterEvent]:

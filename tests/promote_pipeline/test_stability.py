@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from promote_pipeline.models import StabilityMetrics
-from promote_pipeline.stability import _verdict
+from promote_pipeline.promotion.models import StabilityMetrics
+from promote_pipeline.promotion.stability import _verdict
 
 
 def _m(requests: int, errors: int = 0, db: int = 0, crashes: int = 0) -> StabilityMetrics:

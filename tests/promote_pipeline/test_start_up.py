@@ -7,13 +7,14 @@ import gc
 import subprocess
 import sys
 
-from promote_pipeline.runner import end_of_start_up
+from promote_pipeline.cli.runner import end_of_start_up
 
 
 def test_the_run_path_does_not_import_the_graphql_client() -> None:
     # Everything `promote run` imports before executing the job: the CLI, its parser (drills, sandbox, the
     # code location's definitions) and the runner. dagster_graphql (gql, requests) is only for `launch`.
-    code = ("import sys; from promote_pipeline import cli, definitions, runner; cli.build_parser(); "
+    code = ("import sys; from promote_pipeline import definitions; from promote_pipeline.cli import main, runner; "
+            "main.build_parser(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster_graphql', 'gql')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -39,7 +40,7 @@ def test_end_of_start_up_leaves_a_caller_that_kept_collection_on_alone() -> None
 
 def test_the_command_line_turns_collection_back_on_whatever_happens() -> None:
     # `--help` leaves through SystemExit while the parser is built, before any command runs.
-    code = ("import gc\nfrom promote_pipeline import cli\ntry:\n    cli.main(['cleanup', '--help'])\n"
+    code = ("import gc\nfrom promote_pipeline.cli.main import main\ntry:\n    main(['cleanup', '--help'])\n"
             "except SystemExit:\n    pass\nprint(gc.isenabled())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "True"

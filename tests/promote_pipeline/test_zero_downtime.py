@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from promote_pipeline.runner import run_rollback
-from promote_pipeline.sandbox import Sandbox
+from promote_pipeline.cli.runner import run_rollback
+from promote_pipeline.cli.sandbox import Sandbox
 
 pytestmark = pytest.mark.slow
 CLIENTS = 4

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from promote_pipeline import settings
+from promote_pipeline.promotion import settings
 from resources.artifact_store import ArtifactError, LocalArtifactStore, dump_digest
 from resources.odoo_host import DirectoryHasher, LocalOdooHost
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from promote_pipeline import settings
+from promote_pipeline.promotion import settings
 from resources.ops_db import OpsDatabase
 
 DSN_REF = "PROMOTE_TEST_OPS_DSN"

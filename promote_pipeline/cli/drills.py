@@ -1,0 +1,221 @@
+"""Drills: a promotion in the sandbox with one fault injected, judged by the state it leaves.
+
+A drill passes (exit 0) only when the system ends safe: the run ``rolled_back`` (or ``failed``
+or rejected with blue untouched), the router on the blue that was live before, blue's data
+unchanged (a fingerprint of its tables taken before and after), green stopped, and the
+evidence complete. Faults are injected into the real parts: fault switches of the Odoo
+stand-in, a real refusal of the router, a SIGKILL of the run worker, a PostgreSQL restart, a
+corrupted artifact byte, a disk-space precondition that cannot be met.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from promote_pipeline.cli import sandbox as sbx
+from promote_pipeline.cli.sandbox import Sandbox
+from promote_pipeline.promotion.evidence import Evidence
+
+FAULTS = ("smoke-fail", "stability-5xx", "green-crash", "router-fail", "worker-kill", "db-restart",
+          "corrupt-artifact", "disk-full")
+FINGERPRINT_TABLES = ("res_partner", "res_users", "ir_attachment", "ir_config_parameter", "ir_module_module")
+
+
+class DrillError(RuntimeError):
+    pass
+
+
+def fingerprint(box: Sandbox, db: str) -> dict[str, str]:
+    host = box.resources()["odoo_host"]
+    with host.connect(sbx.DSN_REF, db) as conn:
+        return {t: str(conn.execute(f"SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY x.id), ''))"  # noqa: S608
+                                    f" FROM {t} x").fetchone()[0]) for t in FINGERPRINT_TABLES}
+
+
+def _watch(box: Sandbox, query: str, action: Callable[[dict[str, Any]], None],
+           timeout: float = 120, interval: float = 0.02) -> threading.Thread:
+    """Run ``action(row)`` as soon as ``query`` returns a row (polled every ``interval`` seconds)."""
+    ops_db = box.resources()["ops_db"]
+
+    def loop() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = ops_db.fetch_one(query)
+            if row:
+                action(row)
+                return
+            time.sleep(interval)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+RUNNING_AFTER_CUTOVER = ("SELECT run_id, metadata FROM ops.runs WHERE status = 'running' AND operation_type = 'promote'"
+                         " AND metadata ? 'cutover_timestamp'")
+
+
+class Drill:
+    def __init__(self, box: Sandbox, fault: str, stability_seconds: int = 8, say: Callable[[str], None] = print):
+        if fault not in FAULTS:
+            raise DrillError(f"fault: must be one of {', '.join(FAULTS)} (got {fault!r})")
+        self.box, self.fault, self.stability_seconds, self.say = box, fault, stability_seconds, say
+        self.fault_file = box.root / "faults" / f"{sbx.PROD}.json"
+        self.facts: dict[str, Any] = {"fault": fault}
+
+    def _fault(self, not_before: float, **switches: Any) -> None:
+        self.fault_file.write_text(json.dumps({"not_before": not_before, **switches}))
+
+    def _inputs(self) -> dict[str, Any]:
+        return {"project_id": sbx.PROJECT, "staging_env_id": sbx.STAGING, "prod_env_id": sbx.PROD,
+                "user_id": sbx.USER, "stability_window_seconds": self.stability_seconds}
+
+    def run(self) -> dict[str, Any]:
+        from promote_pipeline.cli.runner import run_promotion
+
+        self.box.activate()
+        before = self.box.status()["serving"]
+        blue_print = fingerprint(self.box, before["database"])
+        self.say(f"drill {self.fault}: blue is {before['deployment']} ({before['database']})")
+        start = time.time()
+        overrides: dict[str, Any] = {}
+        watcher: threading.Thread | None = None
+        try:
+            if self.fault == "smoke-fail":
+                self._fault(start, refuse_login=True)
+            elif self.fault == "stability-5xx":
+                watcher = _watch(self.box, RUNNING_AFTER_CUTOVER, lambda _r: self._write_on_green_then_fail(start))
+            elif self.fault == "green-crash":
+                watcher = _watch(self.box, RUNNING_AFTER_CUTOVER, lambda _r: self._fault(start, crash_after_seconds=0))
+            elif self.fault == "router-fail":
+                cfg = self.box.settings()
+                router = self.box.resources()["router"]
+                overrides["router"] = type(router)(work_dir=cfg.router_dir, drill_refuse_switch=True)
+            elif self.fault == "corrupt-artifact":
+                watcher = _watch(self.box, "SELECT a.contract FROM ops.artifacts a JOIN ops.runs r"
+                                 " ON r.run_id = a.created_by_run WHERE r.status = 'running' AND a.role = 'green'",
+                                 self._corrupt)
+            elif self.fault == "db-restart":
+                # Only once pg_restore is connected to green's database: a restart before it would be ridden
+                # out by the reconnecting steps, and the drill would not test a failed restore.
+                watcher = _watch(self.box, "SELECT a.pid FROM ops.deployments d JOIN ops.runs r"
+                                 " ON r.run_id = d.created_by_run JOIN pg_stat_activity a ON a.datname = d.db_name"
+                                 " WHERE r.status = 'running' AND a.application_name = 'pg_restore'",
+                                 lambda _r: self._restart_postgres(), interval=0.005)
+            elif self.fault == "disk-full":
+                os.environ["PROMOTE_MIN_FREE_SPACE_FACTOR"] = "1e9"
+            if self.fault == "worker-kill":
+                code, outcome = self._worker_kill()
+            else:
+                code, outcome, message = run_promotion(self._inputs(), quiet=True, resource_overrides=overrides)
+                self.facts["message"] = message
+            if watcher:
+                watcher.join(timeout=10)
+        finally:
+            self.fault_file.unlink(missing_ok=True)
+            os.environ.pop("PROMOTE_MIN_FREE_SPACE_FACTOR", None)
+        return self._judge(code, outcome, before, blue_print)
+
+    # -- fault actions -------------------------------------------------------------------------------
+    def _corrupt(self, row: dict[str, Any]) -> None:
+        path = Path(row["contract"]["db_dump"]["path"])
+        if path.is_dir():  # a directory-format dump: flip a byte of its largest file (a table's data)
+            path = max((f for f in path.iterdir() if f.is_file()), key=lambda f: (f.stat().st_size, f.name))
+        with path.open("r+b") as fh:
+            fh.seek(max(0, path.stat().st_size // 2))
+            byte = fh.read(1)
+            fh.seek(-1, os.SEEK_CUR)
+            fh.write(bytes([(byte[0] if byte else 0) ^ 0xFF]))
+        self.facts["corrupted"] = str(path)
+
+    def _write_on_green_then_fail(self, start: float) -> None:
+        """Customers' writes on green while it serves (three new contacts, one edited), then the 5xx fault."""
+        green_db = self.box.status()["serving"]["database"]
+        with self.box.resources()["odoo_host"].connect(sbx.DSN_REF, green_db) as conn:
+            conn.execute("INSERT INTO res_partner (name, email, company_id) SELECT 'Drill order ' || n,"
+                         " 'drill' || n || '@example.com', 1 FROM generate_series(1, 3) AS n")
+            conn.execute("UPDATE res_partner SET name = name || ' (edited)', write_date = now() AT TIME ZONE 'UTC'"
+                         " WHERE id = (SELECT min(id) FROM res_partner)")
+        self.facts["written_on_green"] = {"res_partner": {"created": 3, "changed": 1}}
+        self._fault(start, error_rate=0.5)
+
+    def _restart_postgres(self) -> None:
+        # A fast shutdown's first act is to terminate every session; do that at once for pg_restore's, so the
+        # restore cannot finish in the ~0.2 s the restart command takes to get going, then restart.
+        self.box.resources()["ops_db"].execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pg_restore'")
+        took = sbx.restart_postgres(self.box.root)
+        self.facts["postgres_restart_seconds"] = round(took, 2)
+
+    def _worker_kill(self) -> tuple[int, Any]:
+        """Launch through the daemon-backed webserver, SIGKILL the run worker after cutover, time the recovery."""
+        from promote_pipeline.cli.launch import submit
+
+        router = self.box.resources()["router"]
+        blue = self.box.status()["serving"]["deployment"]
+        dagster_run_id = submit(self._inputs())
+        self.facts["dagster_run_id"] = dagster_run_id
+        ops_db = self.box.resources()["ops_db"]
+        deadline = time.monotonic() + 180
+        row = None
+        while time.monotonic() < deadline:
+            row = ops_db.fetch_one(RUNNING_AFTER_CUTOVER)
+            if row:
+                break
+            time.sleep(0.05)
+        if row is None:
+            raise DrillError("the promotion launched through the daemon never reached cutover")
+        pid = int(row["metadata"]["worker_pid"])
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        self.say(f"killed run worker {pid} after cutover of {row['run_id']}")
+        on_blue = None
+        while time.monotonic() < killed + 120:
+            state = router.state(sbx.PROD)
+            if on_blue is None and state.active and state.active.name == blue:
+                on_blue = time.monotonic() - killed
+            final = ops_db.run(row["run_id"])
+            if on_blue is not None and final and final["status"] != "running":
+                break
+            time.sleep(0.05)
+        self.facts["kill_to_blue_seconds"] = round(on_blue, 2) if on_blue is not None else None
+        final = ops_db.run(row["run_id"]) or {}
+        from promote_pipeline.promotion.models import PromotionOutcome
+
+        outcome = PromotionOutcome(run_id=row["run_id"], status=final.get("status", "failed")
+                                   if final.get("status") != "running" else "failed",
+                                   evidence_dir=final.get("evidence_dir") or "", blue_backup_id=None,
+                                   green_artifact_id=None, cutover_timestamp=None)
+        return 1, outcome
+
+    # -- verdict -------------------------------------------------------------------------------------
+    def _judge(self, code: int, outcome: Any, before: dict[str, Any], blue_print: dict[str, str]) -> dict[str, Any]:
+        after = self.box.status()["serving"]
+        checks: dict[str, bool] = {
+            "router_on_blue": after["deployment"] == before["deployment"],
+            "blue_data_unchanged": fingerprint(self.box, before["database"]) == blue_print,
+        }
+        if outcome is None:  # rejected before anything was created
+            checks["rejected"] = code == 2
+        else:
+            checks["status_safe"] = outcome.status in ("rolled_back", "failed")
+            checks["evidence_complete"] = bool(outcome.evidence_dir) and not Evidence(outcome.evidence_dir).missing()
+            host = self.box.resources()["odoo_host"]
+            greens = self.box.resources()["ops_db"].fetch_all(
+                "SELECT pid FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,))
+            checks["green_stopped"] = all(not host.is_alive(g["pid"]) for g in greens)
+            self.facts.update(run_id=outcome.run_id, status=outcome.status, evidence_dir=outcome.evidence_dir)
+            if outcome.evidence_dir and Evidence(outcome.evidence_dir).exists("rollback.json"):
+                rb = Evidence(outcome.evidence_dir).read_json("rollback.json")
+                self.facts["detection_to_blue_ms"] = rb.get("detection_to_blue_ms")
+                if "written_on_green" in self.facts:
+                    reported = rb.get("writes_on_green", {}).get("res_partner")
+                    checks["writes_on_green_reported"] = reported == self.facts["written_on_green"]["res_partner"]
+        return {**self.facts, "checks": checks, "safe": all(checks.values())}

@@ -1,0 +1,128 @@
+"""Running the code location's jobs in this process, for the CLI, drills and tests.
+
+``promote run`` and ``promote rollback`` execute the job right here (no webserver needed) against
+the instance of ``DAGSTER_HOME``, or an ephemeral one. The result is reduced to what a caller
+acts on: an exit code, the seed's outputs object, and one message.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any
+
+from promote_pipeline.promotion import progress, settings
+from promote_pipeline.promotion.models import PromotionOutcome
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+
+
+def end_of_start_up() -> None:
+    """Turn the cyclic garbage collector back on if the command line turned it off for start-up.
+
+    Start-up (importing Dagster, building the definitions, the instance and its storage) creates about
+    a million objects that live as long as the process; with the collector on, each full collection
+    walks them all again for nothing (0.3-0.5 s of a run). ``promote`` starts with collection off and,
+    here, once the job is ready, moves everything alive into the collector's permanent generation
+    (``gc.freeze``) and turns collection on for what the run itself allocates. A caller that never
+    turned it off (tests, the code server) is left as it is."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
+def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], quiet: bool, instance: Any,
+             resource_overrides: dict[str, Any] | None) -> Any:
+    """Execute one of the code location's jobs in this process."""
+    from dagster import DagsterInstance, Definitions
+
+    from promote_pipeline.definitions import build_definitions, build_resources
+
+    cfg = settings.load()
+    defs = build_definitions(cfg)
+    if resource_overrides:
+        from promote_pipeline.defs import jobs
+
+        defs = Definitions(jobs=[jobs.promote_staging_to_prod, jobs.rollback_promotion, jobs.cleanup_due_tasks],
+                           resources={**build_resources(cfg), **resource_overrides})
+    job = defs.get_job_def(job_name)
+    if instance is None:
+        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    end_of_start_up()
+    listener = None if quiet else progress.Printer()  # a live status line in a terminal, plain lines otherwise
+    if listener:
+        progress.subscribe(listener)
+    try:
+        return job.execute_in_process(
+            run_config={**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            instance=instance, raise_on_error=False, tags=tags)
+    finally:
+        if listener:
+            progress.unsubscribe(listener)
+            listener.close()
+
+
+def _failure_message(result: Any) -> tuple[str | None, str | None, str | None]:
+    """(step key, exception class name, message) of the first failed step of an in-process result."""
+    events = result.get_step_failure_events()
+    if not events or events[0].step_failure_data.error is None:
+        return None, None, None
+    error = events[0].step_failure_data.error
+    message: str = " ".join(error.message.split())
+    message = message.split(": ", 1)[1] if message.startswith(("promote_pipeline.", "dagster.")) else message
+    return events[0].step_key, error.cls_name, message
+
+
+def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None,
+                  resource_overrides: dict[str, Any] | None = None) -> tuple[int, PromotionOutcome | None, str | None]:
+    """Execute the job in process; return (exit code, outcome, rejection or failure message).
+
+    Inputs are checked first with the same rules the job applies, so that input Dagster's config
+    types would refuse (a window that is not an integer) is also refused here with one message
+    naming the field and a rejection record. ``resource_overrides`` replaces resources by key
+    (drills use it to inject a fault into a real resource).
+    """
+    from promote_pipeline.cli.launch import run_tags
+    from promote_pipeline.promotion import inputs as input_rules
+    from resources.ops_db import OpsDatabase
+
+    cfg = settings.load()
+    ops_db = OpsDatabase(dsn_ref=cfg.ops_dsn_ref, database=cfg.ops_database)
+    try:
+        input_rules.validate(raw)
+    except input_rules.InputRejected as exc:
+        from promote_pipeline.defs.promotion_job import printable_inputs
+        from promote_pipeline.promotion.redaction import redact, redact_text
+
+        rejection = redact_text(f"{exc.check}: {exc.message}")
+        ops_db.upgrade()
+        ops_db.record_rejection(exc.check, rejection, redact(printable_inputs(raw)))
+        return EXIT_REJECTED, None, f"promotion rejected: {rejection}"
+    result = _execute("promote_staging_to_prod", {"ops": {"create_ops_run": {"config": raw}}}, run_tags(raw),
+                      quiet, instance, resource_overrides)
+    if result.success:
+        return EXIT_OK, result.output_for_node("finalize"), None
+    step, cls_name, message = _failure_message(result)
+    if step == "create_ops_run" and "PromotionRejected" in (cls_name or ""):
+        return EXIT_REJECTED, None, message
+    row = ops_db.fetch_one(
+        "SELECT * FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'", (result.run_id,))
+    if row is None:
+        return EXIT_FAILED, None, message
+    meta = row["metadata"] or {}
+    outcome = PromotionOutcome(run_id=row["run_id"], status=row["status"] if row["status"] != "running" else "failed",
+                               evidence_dir=row["evidence_dir"] or "", blue_backup_id=meta.get("blue_backup_id"),
+                               green_artifact_id=meta.get("green_artifact_id"),
+                               cutover_timestamp=meta.get("cutover_timestamp"))
+    return EXIT_FAILED, outcome, message
+
+
+def run_rollback(run_id: str, reason: str, requested_by: str, quiet: bool = False,
+                 instance: Any = None) -> tuple[int, dict[str, Any] | None, str | None]:
+    """Execute rollback_promotion in process for one promotion; (exit code, result, refusal message)."""
+    config = {"run_id": run_id, "reason": reason, "requested_by": requested_by, "manual": True}
+    result = _execute("rollback_promotion", {"ops": {"roll_back_promotion": {"config": config}}},
+                      {"promote/rollback_of": run_id}, quiet, instance, None)
+    if result.success:
+        return EXIT_OK, result.output_for_node("roll_back_promotion"), None
+    return EXIT_FAILED, None, _failure_message(result)[2]

@@ -1,0 +1,306 @@
+"""A complete promotion playground on one machine: ops database, router, staging and production.
+
+``promote sandbox up`` builds it in ``.sandbox/`` (idempotently): a private router (HAProxy by
+default, nginx on request) on loopback ports, odoo_standin servers for staging and production
+(blue) over Odoo-shaped databases and filestores, and the ops records a promotion needs. All
+credentials are generated here, per sandbox, kept in a mode-0600 secrets file and referenced by
+name everywhere else. The same class builds the isolated sandboxes the test-suite uses.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import secrets as pysecrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from promote_pipeline.definitions import build_resources
+from promote_pipeline.promotion import settings as settings_mod
+from promote_pipeline.promotion.models import DeploymentRecord
+from promote_pipeline.promotion.services import upstream
+from resources import secrets
+from resources.odoo_host import LocalOdooHost, free_port
+from resources.ops_db import OpsDatabase
+from resources.router import RouterResource
+
+PROJECT = "proj_demo"
+STAGING = "env_demo_staging"
+PROD = "env_demo_prod"
+USER = "demo_admin"
+DSN_REF = "PROMOTE_SANDBOX_PG_DSN"
+ADMIN_REF = "PROMOTE_SANDBOX_ODOO_ADMIN_PASSWORD"
+
+
+@dataclass
+class Sandbox:
+    root: Path
+    router_kind: str = "haproxy"
+    ops_database: str | None = None  # None: a fresh name per sandbox, so two checkouts never share one
+    db_prefix: str | None = None
+    pbkdf2_rounds: int = 600_000
+    partners: int = 200
+    attachments: int = 40
+    attachment_size: int = 2048  # bytes per attachment file (the benchmark sizes filestores with it)
+
+    # -- layout --------------------------------------------------------------------------------
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "settings.json"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets.json"
+
+    def settings(self) -> settings_mod.Settings:
+        if self.settings_file.exists():
+            return settings_mod.Settings.model_validate_json(self.settings_file.read_text())
+        tag = pysecrets.token_hex(3)
+        self.ops_database = self.ops_database or f"promote_ops_sbx_{tag}"
+        self.db_prefix = self.db_prefix or f"sbx_{tag}"
+        return settings_mod.Settings(
+            ops_database=self.ops_database, ops_dsn_ref=DSN_REF, db_prefix=self.db_prefix,
+            evidence_root=str(settings_mod.PROJECT_DIR / "docs" / "evidence"),
+            artifact_root=str(self.root / "artifacts"), run_dir=str(self.root / "run"),
+            router_kind=self.router_kind, router_dir=str(self.root / "router"),
+            odoo_command="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}"
+                         f" --fault-file {self.root / 'faults'}/{{environment_id}}.json",
+            secrets_file=str(self.secrets_file),
+        )
+
+    def activate(self) -> settings_mod.Settings:
+        """Point this process at the sandbox (settings and secrets)."""
+        os.environ["PROMOTE_SETTINGS"] = str(self.settings_file)
+        os.environ["PROMOTE_SECRETS_FILE"] = str(self.secrets_file)
+        return settings_mod.load()
+
+    def resources(self) -> dict[str, Any]:
+        return build_resources(self.settings())
+
+    # -- up ------------------------------------------------------------------------------------
+    def up(self) -> dict[str, Any]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "faults").mkdir(exist_ok=True)
+        ensure_postgres(self.root)
+        if not self.secrets_file.exists():
+            secrets.write_secrets_file(self.secrets_file, {
+                # trust auth ignores the password, but it is a real credential in a real DSN: redaction is tested on it
+                DSN_REF: settings_mod.default_server_dsn() + f" password={pysecrets.token_urlsafe(18)}",
+                ADMIN_REF: pysecrets.token_urlsafe(18),
+            })
+        cfg = self.settings()
+        self.settings_file.write_text(cfg.model_dump_json(indent=2))
+        self.activate()
+        res = self.resources()
+        ops_db: OpsDatabase = res["ops_db"]
+        host: LocalOdooHost = res["odoo_host"]
+        router: RouterResource = res["router"]
+        ops_db.upgrade()
+        commit = self._seed_ops(ops_db)
+        self._ensure_deployment(ops_db, host, PROD, start=False)  # staging is copied from it: no sessions yet
+        self._ensure_deployment(ops_db, host, STAGING)
+        self._ensure_deployment(ops_db, host, PROD)
+        router.start()
+        blue = DeploymentRecord.from_row(ops_db.active_deployment(PROD) or {})
+        router.register_environment(PROD, upstream(blue, "blue"))
+        return {"commit": commit, **self.status()}
+
+    def _seed_ops(self, ops_db: OpsDatabase) -> str:
+        existing = ops_db.environment(PROD)
+        if existing:
+            return str(existing["git_commit_sha"])
+        commit = pysecrets.token_hex(20)
+        with ops_db.connect() as conn:
+            conn.execute("INSERT INTO ops.projects (project_id, name) VALUES (%s, 'Demo project')", (PROJECT,))
+            for env_id, kind in ((STAGING, "staging"), (PROD, "production")):
+                conn.execute(
+                    "INSERT INTO ops.environments (environment_id, project_id, kind, git_commit_sha, db_dsn_ref,"
+                    " db_name_prefix, filestore_root, router_name, smoke_login, smoke_password_ref)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'admin', %s)",
+                    (env_id, PROJECT, kind, commit, DSN_REF, f"{self.settings().db_prefix}_{kind}",
+                     str(self.root / "data" / kind), self.router_kind, ADMIN_REF))
+            conn.execute("INSERT INTO ops.permissions (user_id, project_id, permission) VALUES (%s, %s, 'promote')",
+                         (USER, PROJECT))
+            conn.execute(
+                "INSERT INTO ops.runs (run_id, project_id, environment_id, operation_type, status, created_by,"
+                " metadata, completed_at) VALUES (ops.gen_run_id(), %s, %s, 'deploy', 'success', %s, %s, now())",
+                (PROJECT, STAGING, USER, json.dumps({"git_commit_sha": commit, "note": "sandbox seed"})))
+        return commit
+
+    def _ensure_deployment(self, ops_db: OpsDatabase, host: LocalOdooHost, env_id: str, start: bool = True) -> None:
+        """Production from ``odoo_standin init``; staging as Odoo.sh makes it: a neutralized copy of production."""
+        env = ops_db.environment(env_id)
+        assert env is not None
+        row = ops_db.active_deployment(env_id)
+        if row is None:
+            db = f"{env['db_name_prefix']}_seed"
+            data_dir = env["filestore_root"]
+            child_env = {**os.environ, "STANDIN_DSN": secrets.resolve(DSN_REF),
+                         "STANDIN_ADMIN_PASSWORD": secrets.resolve(ADMIN_REF)}
+            if env["kind"] == "production":
+                subprocess.run(
+                    [sys.executable, "-m", "odoo_standin", "init", "--db", db, "--data-dir", data_dir, "--replace",
+                     "--partners", str(self.partners), "--attachments", str(self.attachments),
+                     "--attachment-size", str(self.attachment_size),
+                     "--pbkdf2-rounds", str(self.pbkdf2_rounds)],
+                    check=True, env=child_env, stdout=subprocess.DEVNULL)
+            else:
+                self._copy_production(ops_db, host, db, data_dir, child_env)
+            port = free_port()
+            ops_db.execute(
+                "INSERT INTO ops.deployments (deployment_id, environment_id, db_name, data_dir, http_port,"
+                " websocket_port, state) VALUES (%s, %s, %s, %s, %s, %s, 'active')",
+                (f"dep_{env_id}_seed", env_id, db, data_dir, port, port))
+            row = ops_db.active_deployment(env_id)
+            assert row is not None
+        dep = DeploymentRecord.from_row(row)
+        if start and not host.is_alive(dep.pid):
+            assert dep.http_port is not None
+            pid = host.start_odoo(DSN_REF, env_id, dep.deployment_id, dep.db_name, dep.data_dir, dep.http_port,
+                                  dep.websocket_port or dep.http_port)
+            ops_db.execute("UPDATE ops.deployments SET pid = %s WHERE deployment_id = %s", (pid, dep.deployment_id))
+            host.wait_healthy(f"http://127.0.0.1:{dep.http_port}", pid)
+
+    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, db: str, data_dir: str,
+                         child_env: dict[str, str]) -> None:
+        """Staging = production's data, then staging's own work (new contacts), then neutralized."""
+        prod = ops_db.active_deployment(PROD)
+        assert prod is not None
+        host.drop_database(DSN_REF, db)
+        with host.connect(DSN_REF, "postgres", autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                         (prod["db_name"],))
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(db),
+                                                                          sql.Identifier(prod["db_name"])))
+        host.remove_filestore(data_dir, db)
+        shutil.copytree(host.filestore_dir(prod["data_dir"], prod["db_name"]), host.filestore_dir(data_dir, db))
+        ops_db.execute(
+            "INSERT INTO ops.runs (run_id, project_id, environment_id, operation_type, status, created_by, metadata,"
+            " completed_at) VALUES (ops.gen_run_id(), %s, %s, 'restore', 'success', %s, %s, now())",
+            (PROJECT, STAGING, USER, json.dumps({"source_environment_id": PROD, "source_db": prod["db_name"],
+                                                 "note": "staging made from a copy of production"})))
+        with host.connect(DSN_REF, db) as conn:
+            conn.execute("INSERT INTO res_partner (name, email, company_id)"
+                         " SELECT 'Staging contact ' || n, 'staging' || n || '@example.com', 1"
+                         " FROM generate_series(1, 25) AS n")
+        subprocess.run([sys.executable, "-m", "odoo_standin", "neutralize", "--db", db,
+                        "--base-url", "http://staging.localhost"], check=True, env=child_env)
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        self.activate()
+        res = self.resources()
+        ops_db: OpsDatabase = res["ops_db"]
+        router: RouterResource = res["router"]
+        state = router.state(PROD)
+        active = state.active
+        row = ops_db.fetch_one("SELECT * FROM ops.deployments WHERE deployment_id = %s",
+                               (active.name,)) if active else None
+        return {
+            "router": router.kind,
+            "router_url": state.active_url,
+            "preview_url": state.preview_url,
+            "serving": {
+                "deployment": active.name if active else None,
+                "colour": active.colour if active else None,
+                "database": row["db_name"] if row else None,
+                "url": f"http://{active.host}:{active.http_port}" if active else None,
+            },
+            "ops_database": self.settings().ops_database,
+            "secrets": json.loads(self.secrets_file.read_text()) if self.secrets_file.exists() else {},
+        }
+
+    # -- down ----------------------------------------------------------------------------------
+    def down(self) -> None:
+        if not self.settings_file.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        cfg = self.activate()
+        res = self.resources()
+        ops_db: OpsDatabase = res["ops_db"]
+        host: LocalOdooHost = res["odoo_host"]
+        res["router"].stop()
+        try:
+            rows = ops_db.fetch_all("SELECT * FROM ops.deployments")
+        except psycopg.Error:
+            rows = []
+        for row in rows:
+            host.stop_odoo(row["pid"])
+            host.drop_database(DSN_REF, row["db_name"])
+        dsn = secrets.resolve(DSN_REF)
+        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(cfg.ops_database)))
+        stop_private_postgres(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# -- PostgreSQL: use the machine's, or start a private cluster when none answers -----------------
+def _answers() -> bool:
+    try:
+        with psycopg.connect(settings_mod.default_server_dsn() + " dbname=postgres connect_timeout=3"):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def ensure_postgres(root: Path) -> None:
+    if _answers():
+        return
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        raise RuntimeError("no PostgreSQL answers at PGHOST/PGPORT and no initdb is installed")
+    bindir = Path(bins[-1]).parent
+    data = root / "pgdata"
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if not data.exists():
+        data.mkdir(parents=True)
+        if as_user:
+            shutil.chown(data, "postgres", "postgres")
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+                       check=True, stdout=subprocess.DEVNULL)
+    port = os.environ.get("PGPORT", "5432")
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
+                    "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k /tmp", "start"], check=True,
+                   stdout=subprocess.DEVNULL)
+    for _ in range(50):
+        if _answers():
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the private PostgreSQL cluster did not start")
+
+
+def stop_private_postgres(root: Path) -> None:
+    data = root / "pgdata"
+    if (data / "postmaster.pid").exists():
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_user, bins[-1], "-D", str(data), "-m", "fast", "stop"], check=False)
+
+
+def restart_postgres(root: Path) -> float:
+    """Restart the PostgreSQL the sandbox uses (its private cluster, or the machine's); return seconds taken."""
+    start = time.monotonic()
+    data = root / "pgdata"
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if (data / "postmaster.pid").exists():
+        pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "restart"], check=True,
+                       stdout=subprocess.DEVNULL)
+    else:
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "-m", "fast", version, "main", "restart"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if _answers():
+            break
+        time.sleep(0.1)
+    return time.monotonic() - start

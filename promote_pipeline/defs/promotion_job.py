@@ -1,0 +1,353 @@
+"""The eight ops of ``promote_staging_to_prod``, one per step of the seed, in the seed's order.
+
+Each op takes the previous op's typed output and returns its own, so the graph is a line. Ops
+stay thin: the work lives in the modules named after it (preflight, backup, restore, smoke,
+stability, rollback). From the green restore on, any failure an op detects goes through
+``rollback.handle_failure`` in the same process, and only then does the op fail the run.
+"""
+
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from dagster import Failure, OpExecutionContext, op
+from psycopg.types.json import Jsonb
+
+from promote_pipeline.defs import run_view
+from promote_pipeline.defs.config import PromotionConfig
+from promote_pipeline.promotion import guardrails, inputs, progress, settings
+from promote_pipeline.promotion import odoo_aware as odoo_steps
+from promote_pipeline.promotion.backup import back_up
+from promote_pipeline.promotion.evidence import Evidence, evidence_dir_for
+from promote_pipeline.promotion.failure import handle_failure
+from promote_pipeline.promotion.models import (
+    BlueBackedUp,
+    CutOver,
+    DeploymentRecord,
+    GreenRestored,
+    GreenSmokeTested,
+    PromotionOutcome,
+    RunStarted,
+    StabilityWatched,
+    StagingSnapshotTaken,
+)
+from promote_pipeline.promotion.preflight import Preflight
+from promote_pipeline.promotion.redaction import redact, redact_text
+from promote_pipeline.promotion.restore import restore_green as restore_artifact
+from promote_pipeline.promotion.services import Services, upstream
+from promote_pipeline.promotion.smoke import SmokeSuite
+from promote_pipeline.promotion.stability import watch
+from promote_pipeline.promotion.summary import write_final
+from resources.artifact_store import LocalArtifactStore
+from resources.odoo_host import LocalOdooHost
+from resources.ops_db import EnvironmentLock, OpsDatabase
+from resources.router import RouterResource
+
+# Advisory locks held for the whole run, by ops run id (the executor runs every op in this process).
+_LOCKS: dict[str, EnvironmentLock] = {}
+
+
+class PromotionRejected(Failure):
+    """Input validation or a precondition refused the run; only the rejection record exists."""
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def _holds(lock: EnvironmentLock) -> bool:
+    """True if this process holds the lock (taking it back if its session was lost); never raises."""
+    try:
+        return lock.ensure()
+    except Exception:
+        return False
+
+
+def _release(run_id: str) -> None:
+    lock = _LOCKS.pop(run_id, None)
+    if lock:
+        lock.release()
+
+
+@contextmanager
+def guarded(svc: Services, run: RunStarted, number: int, step: str, **ids: Any) -> Iterator[None]:
+    """Run a step; on failure hand over to rollback.handle_failure, then fail the op (without the cause chain,
+    which could carry unredacted text into Dagster's event log)."""
+    failure: Failure | None = None
+    lock = _LOCKS.get(run.run_id)
+    if lock is not None and not _holds(lock):
+        # Our session was lost (a PostgreSQL restart) and another took the environment: the safety net
+        # owns this run now. Stop here rather than act on a green it may already have removed.
+        _LOCKS.pop(run.run_id, None)
+        raise Failure(description=f"{step}: run {run.run_id} lost its environment lock; not continuing",
+                      allow_retries=False)
+    with progress.step(number, step):
+        try:
+            yield
+        except Exception as exc:
+            detected = time.monotonic()
+            if lock is not None and not _holds(lock):
+                progress.say(f"run {run.run_id}: lost the environment lock; the safety net owns the rollback")
+            try:
+                outcome = handle_failure(svc, run, step, exc, detected, **ids)
+            finally:
+                _release(run.run_id)
+            failure = Failure(
+                description=f"{step} failed: {redact_text(str(exc))}; the run is {outcome.status}",
+                metadata={"status": outcome.status, "evidence_dir": outcome.evidence_dir, "run_id": run.run_id},
+                allow_retries=False,
+            )
+        if failure is not None:
+            progress.say(f"run {run.run_id}: {failure.description}")
+            raise failure
+
+
+def _services(ops_db: OpsDatabase, odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
+              router: RouterResource) -> Services:
+    return Services(ops_db=ops_db, host=odoo_host, store=artifact_store, router=router)
+
+
+@op(description="Step 1: validate inputs and the seven preconditions, create the ops run, lock production,"
+                " write inputs.json and run_id.txt.")
+def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db: OpsDatabase,
+                   odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore) -> RunStarted:
+    with progress.step(1, "create_ops_run"):
+        ops_db.upgrade()
+        raw = config.model_dump()
+        check = None
+        try:
+            promotion = inputs.validate(raw)
+            preflight = Preflight(ops_db, odoo_host, artifact_store, promotion,
+                                  settings.load().min_free_space_factor)
+            preflight.run(stop_on_failure=True)
+            failed = [r for r in preflight.results if not r.passed]
+            if failed:
+                check = (failed[0].name, failed[0].message)
+                preflight.release()  # a later check failed after check 5 took the lock
+        except inputs.InputRejected as exc:
+            check = (exc.check, exc.message)
+        if check is not None:
+            message = redact_text(f"{check[0]}: {check[1]}")
+            ops_db.record_rejection(check[0], message, redact(printable_inputs(raw)))
+            raise PromotionRejected(description=f"promotion rejected: {message}", metadata={"check": check[0]},
+                                    allow_retries=False)
+        assert preflight.staging and preflight.prod and preflight.blue and preflight.lock
+        run_id = ops_db.create_run(promotion.project_id, promotion.prod_env_id, promotion.user_id, {
+            "staging_env_id": promotion.staging_env_id,
+            "rollback_window_hours": promotion.rollback_window_hours,
+            "skip_smoke_tests": promotion.skip_smoke_tests,
+            "auto_rollback_on_failure": promotion.auto_rollback_on_failure,
+            "stability_window_seconds": promotion.stability_window_seconds,
+            "carry_over_settings": promotion.carry_over_settings,
+            "blue_deployment_id": preflight.blue.deployment_id,
+            "worker_pid": os.getpid(),
+        }, context.run_id)
+        _LOCKS[run_id] = preflight.lock
+        started = datetime.now(UTC)
+        folder = evidence_dir_for(settings.load().evidence_root, started, run_id)
+        evidence = Evidence(folder)
+        evidence.create()
+        evidence.write_json("inputs.json", {**promotion.model_dump(), "preflight": [
+            {"check": r.name, "passed": r.passed, "message": r.message} for r in preflight.results]})
+        evidence.write_text("run_id.txt", run_id + "\n")
+        ops_db.execute("UPDATE ops.runs SET evidence_dir = %s WHERE run_id = %s", (str(folder), run_id))
+        ops_db.add_event(run_id, "create_ops_run", "info", "preconditions passed; production locked")
+        context.add_output_metadata(run_view.run_started(context, run_id, folder, preflight.blue.deployment_id,
+                                                         promotion, preflight.results))
+        return RunStarted(run_id=run_id, inputs=promotion, evidence_dir=str(folder), started_at=started,
+                          staging=preflight.staging, prod=preflight.prod, blue=preflight.blue)
+
+
+def printable_inputs(raw: dict[str, Any]) -> dict[str, Any]:
+    """Inputs as they can be stored in a rejection record (NUL bytes cannot go into jsonb)."""
+    return {k: (v.replace("\x00", "\\x00")[:200] if isinstance(v, str) else v) for k, v in raw.items()}
+
+
+@op(description="Step 2: snapshot staging into the green artifact (verified, registered); refuse Enterprise"
+                " modules.")
+def snapshot_staging(context: OpExecutionContext, run: RunStarted, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
+                     artifact_store: LocalArtifactStore, router: RouterResource) -> StagingSnapshotTaken:
+    svc = _services(ops_db, odoo_host, artifact_store, router)
+    with guarded(svc, run, 2, "snapshot_staging"):
+        row = ops_db.active_deployment(run.staging.environment_id)
+        if row is None:
+            raise StepFailed(f"staging {run.staging.environment_id} has no active deployment")
+        artifact, facts = back_up(odoo_host, artifact_store, ops_db, run.staging, DeploymentRecord.from_row(row),
+                                  "green", run.run_id)
+        rails = guardrails.current()
+        enterprise = guardrails.enterprise_modules(artifact.manifest.module_licenses, rails)
+        Evidence(run.evidence_dir).write_json("staging_snapshot.json", {
+            "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts,
+            "enterprise_modules": enterprise, **odoo_steps.snapshot_report(svc, run, artifact)})
+        ops_db.merge_run_metadata(run.run_id, {"green_artifact_id": artifact.artifact_id})
+        if enterprise and rails.forbid_enterprise_modules:
+            raise StepFailed(f"forbid_enterprise_modules: the green artifact contains Enterprise modules"
+                             f" {', '.join(enterprise)} (license {', '.join(rails.enterprise_licenses)})")
+        context.add_output_metadata(run_view.artifact_taken("green", artifact, facts, run.evidence_dir, enterprise))
+    return StagingSnapshotTaken(**dict(run), green_artifact=artifact)
+
+
+@op(description="Step 3: back up production (blue) into the rollback artifact, verified and registered.")
+def backup_production(context: OpExecutionContext, snap: StagingSnapshotTaken, ops_db: OpsDatabase,
+                      odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
+                      router: RouterResource) -> BlueBackedUp:
+    svc = _services(ops_db, odoo_host, artifact_store, router)
+    with guarded(svc, snap, 3, "backup_production", green_artifact_id=snap.green_artifact.artifact_id):
+        artifact, facts = back_up(odoo_host, artifact_store, ops_db, snap.prod, snap.blue, "blue", snap.run_id)
+        Evidence(snap.evidence_dir).write_json("blue_backup.json", {
+            "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts})
+        ops_db.merge_run_metadata(snap.run_id, {"blue_backup_id": artifact.artifact_id})
+        context.add_output_metadata(run_view.artifact_taken("blue", artifact, facts, snap.evidence_dir))
+    return BlueBackedUp(**dict(snap), blue_artifact=artifact)
+
+
+@op(description="Step 4: restore the green artifact into a new database and filestore next to blue and start"
+                " green's Odoo; blue is never touched.")
+def restore_green(context: OpExecutionContext, backed: BlueBackedUp, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
+                  artifact_store: LocalArtifactStore, router: RouterResource) -> GreenRestored:
+    svc = _services(ops_db, odoo_host, artifact_store, router)
+    ids = {"green_artifact_id": backed.green_artifact.artifact_id, "blue_backup_id": backed.blue_artifact.artifact_id}
+    evidence = Evidence(backed.evidence_dir)
+    restore_run_id = ops_db.create_run(backed.inputs.project_id, backed.prod.environment_id, backed.inputs.user_id,
+                                       {"parent_run_id": backed.run_id, "artifact_id": ids["green_artifact_id"],
+                                        "verify_post_restore": True, "rollback_on_failure": False}, context.run_id,
+                                       operation_type="restore")
+    try:
+        with guarded(svc, backed, 4, "restore_green", **ids):
+            try:
+                green, facts = restore_artifact(odoo_host, artifact_store, ops_db, backed.prod,
+                                                backed.green_artifact, backed.run_id,
+                                                before_start=lambda g: odoo_steps.prepare_green(svc, backed, g))
+            except Exception as exc:
+                evidence.write_json("green_restore.json", {"restore_run_id": restore_run_id, "status": "failed",
+                                                           "error": f"{type(exc).__name__}: {exc}"})
+                raise
+            evidence.write_json("green_restore.json", {"restore_run_id": restore_run_id, "status": "success",
+                                                       "green": green.model_dump(), **facts})
+    finally:
+        status = "success" if evidence.exists("green_restore.json") and \
+            evidence.read_json("green_restore.json").get("status") == "success" else "failed"
+        ops_db.execute("UPDATE ops.runs SET status = %s, completed_at = now() WHERE run_id = %s",
+                       (status, restore_run_id))
+    context.add_output_metadata(run_view.green_restored(green, facts, backed.evidence_dir))
+    return GreenRestored(**dict(backed), green=green, restore_checks=facts)
+
+
+@op(description="Step 5: the five smoke tests on green, through the router's preview entry point.")
+def smoke_test_green(context: OpExecutionContext, restored: GreenRestored, ops_db: OpsDatabase,
+                     odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
+                     router: RouterResource) -> GreenSmokeTested:
+    svc = _services(ops_db, odoo_host, artifact_store, router)
+    ids = {"green_artifact_id": restored.green_artifact.artifact_id,
+           "blue_backup_id": restored.blue_artifact.artifact_id}
+    evidence = Evidence(restored.evidence_dir)
+    results = []
+    with guarded(svc, restored, 5, "smoke_test_green", **ids):
+        if restored.inputs.skip_smoke_tests:
+            evidence.write_json("smoke_tests.json", {"skipped": True, "results": [],
+                                                     "reason": "skip_smoke_tests=true (not a production target)"})
+        else:
+            state = router.set_preview(restored.prod.environment_id, upstream(restored.green, "green"))
+            results = SmokeSuite(odoo_host, restored.prod, restored.green, restored.green_artifact,
+                                 state.preview_url).run()
+            passed = all(r.passed for r in results)
+            evidence.write_json("smoke_tests.json", {"skipped": False, "passed": passed,
+                                                     "target": state.preview_url,
+                                                     "results": [r.model_dump() for r in results]})
+            if not passed:
+                failed = [f"{r.name} ({r.detail})" for r in results if not r.passed]
+                raise StepFailed(f"smoke tests failed: {'; '.join(failed)}")
+    context.add_output_metadata(run_view.smoke_tested(results, restored.inputs.skip_smoke_tests, restored.evidence_dir))
+    return GreenSmokeTested(**dict(restored), smoke_skipped=restored.inputs.skip_smoke_tests, smoke_results=results)
+
+
+@op(description="Step 6: switch production's public entry point to green (cutover) and record it.")
+def cutover(context: OpExecutionContext, tested: GreenSmokeTested, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
+            artifact_store: LocalArtifactStore, router: RouterResource) -> CutOver:
+    svc = _services(ops_db, odoo_host, artifact_store, router)
+    ids = {"green_artifact_id": tested.green_artifact.artifact_id, "blue_backup_id": tested.blue_artifact.artifact_id}
+    env_id = tested.prod.environment_id
+    with guarded(svc, tested, 6, "cutover", **ids):
+        before = router.state(env_id)
+        start = time.monotonic()
+        after, fencing = odoo_steps.cutover_fenced(
+            svc, tested, tested.green, lambda: router.switch_active(env_id, upstream(tested.green, "green")))
+        switch_ms = int((time.monotonic() - start) * 1000)
+        timestamp = datetime.now(UTC)
+        with ops_db.connect() as conn:
+            conn.execute("UPDATE ops.deployments SET state = 'standby', updated_at = now() WHERE deployment_id = %s",
+                         (tested.blue.deployment_id,))
+            conn.execute("UPDATE ops.deployments SET state = 'active', updated_at = now() WHERE deployment_id = %s",
+                         (tested.green.deployment_id,))
+            conn.execute("UPDATE ops.runs SET metadata = metadata || %s WHERE run_id = %s",
+                         (Jsonb({"cutover_timestamp": timestamp.isoformat()}), tested.run_id))
+        Evidence(tested.evidence_dir).write_json("cutover.json", {
+            "cutover_timestamp": timestamp.isoformat(), "router": router.kind, "switch_ms": switch_ms, **fencing,
+            "routing_before": before.model_dump(mode="json"), "routing_after": after.model_dump(mode="json")})
+    context.add_output_metadata(run_view.cut_over(before, after, switch_ms, timestamp, tested.evidence_dir))
+    return CutOver(**dict(tested), cutover_timestamp=timestamp, routing_before=before.model_dump(mode="json"),
+                   routing_after=after.model_dump(mode="json"))
+
+
+@op(description="Step 7: watch green for the stability window: HTTP error rate < 1%, no database error,"
+                " no crash.")
+def monitor_stability(context: OpExecutionContext, cut: CutOver, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
+                      artifact_store: LocalArtifactStore, router: RouterResource) -> StabilityWatched:
+    svc = _services(ops_db, odoo_host, artifact_store, router)
+    ids = {"green_artifact_id": cut.green_artifact.artifact_id, "blue_backup_id": cut.blue_artifact.artifact_id,
+           "cutover_timestamp": cut.cutover_timestamp.isoformat()}
+    last_said = [0.0]
+
+    def report(m: Any, left: float) -> None:
+        if time.monotonic() - last_said[0] >= 5:
+            last_said[0] = time.monotonic()
+            progress.say(f"      stability: {m.requests} requests, error rate {m.http_error_rate:.2%},"
+                         f" {left:.0f}s left")
+
+    with guarded(svc, cut, 7, "monitor_stability", **ids):
+        url = router.state(cut.prod.environment_id).active_url
+        metrics = watch(odoo_host, cut.prod, cut.green, url, cut.inputs.stability_window_seconds, report)
+        Evidence(cut.evidence_dir).write_json("stability_metrics.json", {**metrics.model_dump(), "target": url})
+        if not metrics.passed:
+            raise StepFailed(f"stability: {metrics.reason}")
+    context.add_output_metadata(run_view.stability_watched(metrics, url, cut.evidence_dir))
+    return StabilityWatched(**dict(cut), stability=metrics)
+
+
+@op(description="Step 8: mark the run successful, schedule blue's deletion after the rollback window, write the"
+                " final status and the summary.")
+def finalize(context: OpExecutionContext, watched: StabilityWatched, ops_db: OpsDatabase,
+             odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore, router: RouterResource) -> PromotionOutcome:
+    svc = _services(ops_db, odoo_host, artifact_store, router)
+    ids = {"green_artifact_id": watched.green_artifact.artifact_id, "blue_backup_id": watched.blue_artifact.artifact_id,
+           "cutover_timestamp": watched.cutover_timestamp.isoformat()}
+    evidence = Evidence(watched.evidence_dir)
+    with guarded(svc, watched, 8, "finalize", **ids):
+        evidence.write_json("rollback.json", {"triggered": False, "reason": "no failure detected"})
+        outcome = PromotionOutcome(run_id=watched.run_id, status="success", evidence_dir=watched.evidence_dir,
+                                   blue_backup_id=ids["blue_backup_id"], green_artifact_id=ids["green_artifact_id"],
+                                   cutover_timestamp=ids["cutover_timestamp"])
+        hours = watched.inputs.rollback_window_hours
+        summary = write_final(evidence, outcome, watched.started_at, watched.inputs.model_dump(), extra={
+            "blue_deletion_scheduled_in_hours": hours, "serving": watched.green.deployment_id})
+        missing = evidence.missing()
+        if missing and guardrails.current().evidence_required:
+            raise StepFailed(f"evidence_required: missing {', '.join(missing)}")
+        with ops_db.connect() as conn:
+            marked = conn.execute("UPDATE ops.runs SET status = 'success', completed_at = now(), evidence_dir = %s"
+                                  " WHERE run_id = %s AND status = 'running'", (watched.evidence_dir, watched.run_id))
+            if marked.rowcount != 1:
+                raise StepFailed(f"run {watched.run_id} is no longer running (the safety net took it over)")
+            conn.execute(
+                "INSERT INTO ops.scheduled_tasks (task_type, execute_at, metadata, run_id)"
+                " VALUES ('delete_backup', now() + make_interval(hours => %s), %s, %s)",
+                (hours, Jsonb({"artifact_id": ids["blue_backup_id"], "deployment_id": watched.blue.deployment_id,
+                               "db_name": watched.blue.db_name}), watched.run_id))
+        ops_db.add_event(watched.run_id, "finalize", "info", f"promotion succeeded; blue deletion in {hours} h")
+    _release(watched.run_id)
+    context.add_output_metadata(run_view.finalized(summary, outcome, evidence.paths()))
+    return outcome

@@ -1,0 +1,65 @@
+"""Ops of the two safety jobs: ``rollback_promotion`` and ``cleanup_due_tasks``."""
+
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, op
+from pydantic import Field
+
+from promote_pipeline.promotion import cleanup, settings
+from promote_pipeline.promotion.recovery import RecoveryRefused, recover
+from promote_pipeline.promotion.redaction import redact_text
+from promote_pipeline.promotion.services import Services
+from resources.artifact_store import LocalArtifactStore
+from resources.odoo_host import LocalOdooHost
+from resources.ops_db import OpsDatabase
+from resources.router import RouterResource
+
+
+class RollbackConfig(Config):
+    """Which promotion to roll back. Give the ops run id (run_...) or the Dagster run id of the promotion."""
+
+    run_id: str = Field(default="", description="ops.runs.run_id of the promotion (run_...).")
+    dagster_run_id: str = Field(default="", description="Dagster run id of the promotion, if run_id is not given.")
+    reason: str = Field(default="requested by hand", description="Why; recorded in ops.run_events and evidence.")
+    requested_by: str = Field(default="ui", description="Who asks (a person, or the sensor's name).")
+    manual: bool = Field(
+        default=True,
+        description="True: a person asks: a successful promotion is rolled back within its window. False: the"
+        " safety net: dead runs are completed, runs that rolled back are verified.",
+    )
+
+
+@op(description="Roll back, complete or verify one promotion (idempotent); refused once blue is deleted.")
+def roll_back_promotion(context: OpExecutionContext, config: RollbackConfig, ops_db: OpsDatabase,
+                        odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
+                        router: RouterResource) -> dict:
+    svc = Services(ops_db=ops_db, host=odoo_host, store=artifact_store, router=router)
+    run_id = config.run_id
+    if not run_id and config.dagster_run_id:
+        row = ops_db.fetch_one("SELECT run_id FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'",
+                               (config.dagster_run_id,))
+        if row is None:
+            context.log.info(f"Dagster run {config.dagster_run_id} created no promotion run: nothing to roll back")
+            return {"action": "none", "reason": "no ops run (rejected or failed before step 1 finished)"}
+        run_id = row["run_id"]
+    if not run_id:
+        raise Failure(description="run_id: give the promotion's run_id or dagster_run_id")
+    message = None
+    try:
+        result = recover(svc, run_id, config.reason, config.requested_by, config.manual)
+    except RecoveryRefused as exc:
+        message = redact_text(str(exc))
+    if message is not None:
+        raise Failure(description=f"rollback refused: {message}", allow_retries=False)
+    context.add_output_metadata({"run_id": run_id, "action": result["action"],
+                                 "result": MetadataValue.json(result)})
+    return result
+
+
+@op(description="Execute the due rows of ops.scheduled_tasks (blue deletions after the rollback window).")
+def run_cleanup_tasks(context: OpExecutionContext, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
+                      artifact_store: LocalArtifactStore, router: RouterResource) -> list:
+    svc = Services(ops_db=ops_db, host=odoo_host, store=artifact_store, router=router)
+    ops_db.upgrade()
+    records = cleanup.run_due_tasks(svc, settings.load().evidence_root)
+    context.add_output_metadata({"tasks": len(records),
+                                 "statuses": MetadataValue.json({str(r["task_id"]): r["status"] for r in records})})
+    return records

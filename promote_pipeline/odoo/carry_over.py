@@ -1,0 +1,182 @@
+"""Production's live settings, carried onto green; crons and outgoing mail fenced to one side.
+
+A staging database made the way Odoo.sh makes them is neutralized: crons off, mail servers off,
+payment providers in test mode, ``database.is_neutralized`` set, ``web.base.url`` pointing at
+staging. Promoted as it is, production would stop mailing and running its scheduled actions.
+So, after the restore and before green's Odoo starts, blue's live settings are copied onto
+green (config parameters, outgoing and incoming mail servers, payment provider states, which
+crons are active, matched by external id), and the neutralization flag is removed.
+
+During a blue-green cutover two Odoo servers run; if both ran crons, customers would get every
+reminder twice. So green's crons and outgoing mail servers stay off (the *fence*) until cutover,
+where they go on in green and off in blue in the same step as the router switch; a rollback
+reverses both. The plan (which flags go where) is kept in the run's metadata, so a rollback
+launched from another process can reverse it too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel, Field
+
+from promote_pipeline.promotion.redaction import is_secret_key, register_secret
+
+DEFAULT_PARAMETERS = (
+    "web.base.url", "web.base.url.freeze", "report.url", "mail.catchall.domain", "mail.catchall.alias",
+    "mail.bounce.alias", "mail.default.from", "database.uuid", "database.secret", "database.create_date",
+    "database.enterprise_code",
+)
+NEUTRALIZED_FLAG = "database.is_neutralized"
+
+
+class FencePlan(BaseModel):
+    """Active flags for green at cutover, and blue's flags before it (restored on rollback)."""
+
+    green_crons: dict[str, bool] = Field(default_factory=dict)
+    green_mail_servers: dict[str, bool] = Field(default_factory=dict)
+    blue_crons: dict[str, bool] = Field(default_factory=dict)
+    blue_mail_servers: dict[str, bool] = Field(default_factory=dict)
+
+
+Conn = psycopg.Connection[Any]
+
+
+def _has_table(conn: Conn, table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",)).fetchone()
+    return bool(row and row[0])
+
+
+def crons(conn: Conn) -> dict[str, tuple[int, bool]]:
+    """{external id (or 'name:<cron_name>' without one): (id, active)}."""
+    rows = conn.execute(
+        "SELECT coalesce(d.module || '.' || d.name, 'name:' || c.cron_name), c.id, c.active FROM ir_cron c"
+        " LEFT JOIN ir_model_data d ON d.model = 'ir.cron' AND d.res_id = c.id ORDER BY c.id").fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def mail_servers(conn: Conn) -> dict[str, bool]:
+    return {r[0]: r[1] for r in conn.execute("SELECT name, active FROM ir_mail_server ORDER BY id").fetchall()}
+
+
+def _parameters(conn: Conn, keys: list[str]) -> dict[str, str]:
+    rows = conn.execute("SELECT key, value FROM ir_config_parameter WHERE key = ANY(%s)", (keys,)).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _copy_rows(blue: Conn, green: Conn, table: str, key: str, columns: list[str]) -> list[dict[str, Any]]:
+    """Make green's rows of ``table`` match blue's, matched on ``key``; insert what green lacks."""
+    changes: list[dict[str, Any]] = []
+    if not (_has_table(blue, table) and _has_table(green, table)):
+        return [{"what": table, "skipped": "table not present on both sides"}]
+    cols = ", ".join(f'"{c}"' for c in columns)
+    blue_rows = {r[0]: r for r in blue.execute(f'SELECT "{key}", {cols} FROM {table}').fetchall()}  # noqa: S608
+    green_rows = {r[0]: r for r in green.execute(f'SELECT "{key}", {cols} FROM {table}').fetchall()}  # noqa: S608
+    for name, row in blue_rows.items():
+        for column, value in zip(columns, row[1:], strict=True):
+            if is_secret_key(column) and isinstance(value, str):
+                register_secret(value)  # redacted wherever it might show, an error message included
+        before = green_rows.get(name)
+        if before is not None and tuple(before[1:]) == tuple(row[1:]):
+            continue
+        if before is None:
+            _insert_whole_row(blue, green, table, key, name)
+        else:
+            sets = ", ".join(f'"{c}" = %s' for c in columns)
+            green.execute(f'UPDATE {table} SET {sets} WHERE "{key}" = %s', (*row[1:], name))  # noqa: S608
+        changes.append({"what": table, "key": name,
+                        "before": dict(zip(columns, before[1:], strict=True)) if before else None,
+                        "after": dict(zip(columns, row[1:], strict=True))})
+    return changes
+
+
+def _insert_whole_row(blue: Conn, green: Conn, table: str, key: str, name: Any) -> None:
+    """Copy a row green lacks with every column both sides have (a real Odoo has NOT NULL columns this
+    module does not name), letting green's sequence give the id."""
+    shared = [r[0] for r in green.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s"
+        " AND column_name <> 'id' AND column_name IN (SELECT column_name FROM information_schema.columns"
+        "  WHERE table_schema = 'public' AND table_name = %s)", (table, table)).fetchall()]
+    blue_cols = {r[0] for r in blue.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s",
+        (table,)).fetchall()}
+    cols = [c for c in shared if c in blue_cols]
+    listed = ", ".join(f'"{c}"' for c in cols)
+    row = blue.execute(f'SELECT {listed} FROM {table} WHERE "{key}" = %s LIMIT 1', (name,)).fetchone()  # noqa: S608
+    green.execute(f'INSERT INTO {table} ({listed}) VALUES ({", ".join(["%s"] * len(cols))})', row)  # noqa: S608
+
+
+def carry_over(blue: Conn, green: Conn, parameters: list[str]) -> list[dict[str, Any]]:
+    """Blue's live settings onto green (not the cron and mail-server active flags: see ``plan_fence``)."""
+    changes: list[dict[str, Any]] = []
+    b, g = _parameters(blue, parameters), _parameters(green, parameters)
+    for key in parameters:
+        if b.get(key) == g.get(key):
+            continue
+        if key in b:
+            green.execute("INSERT INTO ir_config_parameter (key, value) VALUES (%s, %s)"
+                          " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (key, b[key]))
+        else:
+            green.execute("DELETE FROM ir_config_parameter WHERE key = %s", (key,))
+        changes.append({"what": "ir_config_parameter", "key": key, "before": g.get(key), "after": b.get(key)})
+    flag = _parameters(green, [NEUTRALIZED_FLAG])
+    if flag:
+        green.execute("DELETE FROM ir_config_parameter WHERE key = %s", (NEUTRALIZED_FLAG,))
+        changes.append({"what": "ir_config_parameter", "key": NEUTRALIZED_FLAG, "before": flag[NEUTRALIZED_FLAG],
+                        "after": None})
+    changes += _copy_rows(blue, green, "ir_mail_server", "name", ["smtp_host", "smtp_port", "smtp_user", "smtp_pass"])
+    changes += _copy_rows(blue, green, "fetchmail_server", "name",
+                          ["server", "port", "server_type", "user", "password", "state", "active"])
+    changes += _copy_rows(blue, green, "payment_provider", "code", ["state"])
+    return changes
+
+
+def plan_fence(blue: Conn, green: Conn, follow_blue: bool) -> FencePlan:
+    """What green's crons and mail servers should be at cutover: blue's flags (``follow_blue``), or green's own."""
+    blue_crons = {k: v[1] for k, v in crons(blue).items()}
+    green_crons = {k: v[1] for k, v in crons(green).items()}
+    blue_mail, green_mail = mail_servers(blue), mail_servers(green)
+    if follow_blue:
+        green_crons = {k: blue_crons.get(k, active) for k, active in green_crons.items()}
+        green_mail = {k: blue_mail.get(k, False) for k in green_mail}
+    return FencePlan(green_crons=green_crons, green_mail_servers=green_mail, blue_crons=blue_crons,
+                     blue_mail_servers=blue_mail)
+
+
+def _apply(conn: Conn, cron_flags: dict[str, bool], mail_flags: dict[str, bool]) -> dict[str, int]:
+    ids = crons(conn)
+    flipped = {"crons_on": 0, "crons_off": 0, "mail_servers_on": 0, "mail_servers_off": 0}
+    for key, active in cron_flags.items():
+        if key in ids and ids[key][1] != active:
+            conn.execute("UPDATE ir_cron SET active = %s WHERE id = %s", (active, ids[key][0]))
+            flipped["crons_on" if active else "crons_off"] += 1
+    current = mail_servers(conn)
+    for name, active in mail_flags.items():
+        if name in current and current[name] != active:
+            conn.execute("UPDATE ir_mail_server SET active = %s WHERE name = %s", (active, name))
+            flipped["mail_servers_on" if active else "mail_servers_off"] += 1
+    return flipped
+
+
+def fence_off(conn: Conn) -> dict[str, int]:
+    """Every cron and outgoing mail server of this database off."""
+    return _apply(conn, {k: False for k in crons(conn)}, {k: False for k in mail_servers(conn)})
+
+
+def at_cutover_blue(blue: Conn) -> dict[str, int]:
+    return fence_off(blue)
+
+
+def at_cutover_green(green: Conn, plan: FencePlan) -> dict[str, int]:
+    return _apply(green, plan.green_crons, plan.green_mail_servers)
+
+
+def at_rollback_blue(blue: Conn, plan: FencePlan) -> dict[str, int]:
+    return _apply(blue, plan.blue_crons, plan.blue_mail_servers)
+
+
+def active_counts(conn: Conn) -> dict[str, int]:
+    row = conn.execute("SELECT (SELECT count(*) FROM ir_cron WHERE active),"
+                       " (SELECT count(*) FROM ir_mail_server WHERE active)").fetchone()
+    return {"active_crons": int(row[0]), "active_mail_servers": int(row[1])} if row else {}

@@ -1,0 +1,141 @@
+"""Deferred clean-up: the due rows of ``ops.scheduled_tasks``, blue's deletion first among them.
+
+Each task is claimed with ``FOR UPDATE SKIP LOCKED`` in its own short transaction, so two daemons
+(or a daemon and ``promote cleanup``) never take the same row, and a claim is a lease: a claim
+older than ``CLAIM_LEASE`` belongs to a worker that died and is taken again. A failed task is
+retried with exponential backoff, up to ``MAX_ATTEMPTS``. Each executed task leaves an evidence
+file, ``<evidence_root>/<YYYYMMDD-HHMM>/cleanup/task_<id>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from promote_pipeline.promotion.evidence import Evidence
+from promote_pipeline.promotion.redaction import redact_text
+from promote_pipeline.promotion.services import Services
+
+CLAIM_LEASE = "10 minutes"
+MAX_ATTEMPTS = 6
+LOCK_WAIT_SECONDS = 30.0
+
+
+class TaskSkipped(RuntimeError):
+    """The task must not run as planned (e.g. its deployment is live again); it is cancelled, not retried."""
+
+
+def claim(svc: Services, worker: str) -> dict[str, Any] | None:
+    return svc.ops_db.fetch_one(
+        "UPDATE ops.scheduled_tasks SET status = 'running', attempts = attempts + 1, claimed_at = now(),"
+        " claimed_by = %s, updated_at = now() WHERE task_id = ("
+        "  SELECT task_id FROM ops.scheduled_tasks WHERE execute_at <= now() AND (status = 'pending'"
+        "   OR (status = 'running' AND claimed_at < now() - %s::interval))"
+        "  ORDER BY execute_at, task_id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
+        (worker, CLAIM_LEASE),
+    )
+
+
+def _remove_deployment(svc: Services, deployment_id: str | None) -> str:
+    if not deployment_id:
+        return "no deployment named"
+    row = svc.ops_db.fetch_one("SELECT d.*, e.db_dsn_ref FROM ops.deployments d JOIN ops.environments e"
+                               " USING (environment_id) WHERE deployment_id = %s", (deployment_id,))
+    if row is None or row["state"] == "deleted":
+        return f"deployment {deployment_id} already deleted"
+    # The environment's lock keeps a rollback (which may bring this deployment back) out while it is removed.
+    lock = svc.ops_db.wait_lock_environment(row["environment_id"], LOCK_WAIT_SECONDS)
+    if lock is None:
+        raise RuntimeError(f"environment {row['environment_id']} is busy (a promotion or rollback): retried later")
+    try:
+        state = svc.ops_db.fetch_one("SELECT state FROM ops.deployments WHERE deployment_id = %s", (deployment_id,))
+        if state and state["state"] == "active":
+            raise TaskSkipped(f"deployment {deployment_id} is active again (rolled back to): not deleted")
+        svc.host.stop_odoo(row["pid"])
+        svc.host.drop_database(row["db_dsn_ref"], row["db_name"])
+        svc.host.remove_filestore(row["data_dir"], row["db_name"])
+        svc.ops_db.execute("UPDATE ops.deployments SET state = 'deleted', pid = NULL, updated_at = now()"
+                           " WHERE deployment_id = %s", (deployment_id,))
+    finally:
+        lock.release()
+    return f"deployment {deployment_id}: process stopped, database {row['db_name']} and filestore removed"
+
+
+def execute(svc: Services, task: dict[str, Any]) -> list[str]:
+    meta = task["metadata"] or {}
+    done: list[str] = []
+    if task["task_type"] == "delete_backup":
+        done.append(_remove_deployment(svc, meta.get("deployment_id")))
+        artifact_id = meta.get("artifact_id")
+        if artifact_id:
+            # Filestore content is shared by content (SHA-1) between artifacts: the store removes only the
+            # objects that no other artifact's index still names (garbage collection under its lock).
+            gc = svc.store.delete(artifact_id)
+            svc.ops_db.execute("UPDATE ops.artifacts SET deleted_at = now() WHERE artifact_id = %s", (artifact_id,))
+            done.append(f"artifact {artifact_id} deleted; {gc['removed_objects']} filestore objects no other artifact"
+                        f" references removed, {gc['live_objects']} still referenced kept")
+    elif task["task_type"] == "delete_deployment":
+        done.append(_remove_deployment(svc, meta.get("deployment_id")))
+    else:
+        raise TaskSkipped(f"unknown task_type {task['task_type']!r}")
+    return done
+
+
+def run_due_tasks(svc: Services, evidence_root: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Execute up to ``limit`` due tasks; return one record per task."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    records = []
+    for _ in range(limit):
+        task = claim(svc, worker)
+        if task is None:
+            break
+        record: dict[str, Any] = {"task_id": task["task_id"], "task_type": task["task_type"],
+                                  "run_id": task["run_id"], "attempt": task["attempts"],
+                                  "metadata": task["metadata"], "worker": worker,
+                                  "started_at": datetime.now(UTC).isoformat()}
+        try:
+            record["done"] = execute(svc, task)
+            record["status"] = "done"
+            svc.ops_db.execute("UPDATE ops.scheduled_tasks SET status = 'done', done_at = now(), updated_at = now(),"
+                               " last_error = NULL WHERE task_id = %s", (task["task_id"],))
+        except TaskSkipped as exc:
+            record.update(status="cancelled", error=str(exc))
+            svc.ops_db.execute("UPDATE ops.scheduled_tasks SET status = 'cancelled', last_error = %s,"
+                               " updated_at = now() WHERE task_id = %s", (str(exc), task["task_id"]))
+        except Exception as exc:  # any failure is retried later; the error is kept, redacted
+            error = redact_text(f"{type(exc).__name__}: {exc}")[:1000]
+            final = task["attempts"] >= MAX_ATTEMPTS
+            record.update(status="failed" if final else "retry", error=error)
+            svc.ops_db.execute(
+                "UPDATE ops.scheduled_tasks SET status = %s, last_error = %s, updated_at = now(),"
+                " execute_at = now() + make_interval(mins => %s) WHERE task_id = %s",
+                ("failed" if final else "pending", error, 2 ** task["attempts"], task["task_id"]))
+        record["finished_at"] = datetime.now(UTC).isoformat()
+        folder = Path(evidence_root) / datetime.now(UTC).strftime("%Y%m%d-%H%M") / "cleanup"
+        Evidence(folder).write_json(f"task_{task['task_id']}.json", json.loads(json.dumps(record, default=str)))
+        records.append(record)
+    return records
+
+
+def set_window(svc: Services, run_id: str, hours: int) -> dict[str, Any]:
+    """Move blue's deletion of a successful run to ``completed_at + hours`` (1..168)."""
+    if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 168:
+        raise ValueError(f"hours: must be an integer >= 1 and <= 168 (got {hours!r})")
+    row = svc.ops_db.run(run_id)
+    if row is None or row["operation_type"] != "promote":
+        raise ValueError(f"run_id: {run_id!r} is not a promotion run")
+    task = svc.ops_db.fetch_one(
+        "UPDATE ops.scheduled_tasks SET execute_at = %s::timestamptz + make_interval(hours => %s), updated_at = now()"
+        " WHERE run_id = %s AND task_type = 'delete_backup' AND status = 'pending' RETURNING task_id, execute_at",
+        (row["completed_at"] or row["created_at"], hours, run_id))
+    if task is None:
+        raise ValueError(f"run_id: {run_id} has no pending blue deletion (already done, cancelled, or not a success)")
+    svc.ops_db.execute("UPDATE ops.runs SET metadata = metadata || %s WHERE run_id = %s",
+                       (Jsonb({"rollback_window_hours": hours}), run_id))
+    return {"run_id": run_id, "task_id": task["task_id"], "execute_at": task["execute_at"].isoformat()}

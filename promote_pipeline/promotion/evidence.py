@@ -1,0 +1,78 @@
+"""The evidence folder of a run: eleven files, the same structure for every run, secrets redacted.
+
+``docs/evidence/<YYYYMMDD-HHMM>/promote/<run_id>/`` as the seed says. Every JSON file is a
+redacted dump with a schema version; a step that was not reached still gets its file, saying so,
+so a reader (or a script) never has to guess whether a file is missing or a step was skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from promote_pipeline.promotion import guardrails
+from promote_pipeline.promotion.redaction import redact, redact_text
+
+SCHEMA_VERSION = 1
+
+
+def evidence_dir_for(root: str, started_at: datetime, run_id: str) -> Path:
+    return Path(root) / started_at.strftime("%Y%m%d-%H%M") / "promote" / run_id
+
+
+def required_files() -> list[str]:
+    return list(guardrails.current().evidence_files)
+
+
+class Evidence:
+    """Writer for one run's evidence folder. Writes are atomic (temp file, then rename)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def create(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, name: str, text: str) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return path
+
+    def write_json(self, name: str, payload: BaseModel | dict[str, Any]) -> Path:
+        data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
+        body = {"schema_version": SCHEMA_VERSION, **redact(json.loads(json.dumps(data, default=str)))}
+        return self._write(name, json.dumps(body, indent=2) + "\n")
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self._write(name, redact_text(text))
+
+    def exists(self, name: str) -> bool:
+        return (self.folder / name).exists()
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        data = json.loads((self.folder / name).read_text())
+        assert isinstance(data, dict)
+        return data
+
+    def missing(self) -> list[str]:
+        return [name for name in required_files() if not (self.folder / name).exists()]
+
+    def fill_not_reached(self, reason: str) -> list[str]:
+        """Write a 'not reached' record for each step file still missing; return their names."""
+        filled = []
+        for name in self.missing():
+            if name.endswith(".json") and name != "final_status.json":
+                self.write_json(name, {"reached": False, "reason": reason})
+                filled.append(name)
+        return filled
+
+    def paths(self) -> dict[str, str]:
+        return {name: str(self.folder / name) for name in required_files()}

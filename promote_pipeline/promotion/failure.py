@@ -1,0 +1,176 @@
+"""Failure handling inside the job: roll back by switching traffic, never by restoring.
+
+When a step from the green restore onwards detects a failure, the same process, at once:
+switches the public entry point back to blue (if it had moved), stops green, removes green if
+it never served traffic or keeps its database (retired, deletion scheduled after the rollback
+window) if it did, marks the run ``rolled_back`` and writes the evidence. With
+``auto_rollback_on_failure=false`` it leaves everything as it stands, marks the run ``failed``
+and says in the evidence what is live. Steps before green existed have nothing to undo.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from promote_pipeline.promotion import odoo_aware as odoo_steps
+from promote_pipeline.promotion.evidence import Evidence
+from promote_pipeline.promotion.models import DeploymentRecord, PromotionOutcome, RunStarted
+from promote_pipeline.promotion.redaction import redact_text
+from promote_pipeline.promotion.services import Services, upstream
+from promote_pipeline.promotion.summary import write_final
+from resources.router import RouterError
+
+ROLLBACK_STEPS = ("restore_green", "smoke_test_green", "cutover", "monitor_stability")
+
+
+def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
+    rows = svc.ops_db.fetch_all(
+        "SELECT * FROM ops.deployments WHERE created_by_run = %s AND state IN ('active', 'standby')", (run_id,))
+    return [DeploymentRecord.from_row(r) for r in rows]
+
+
+def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: float) -> dict[str, Any]:
+    """Traffic to blue first (the urgent part), then green's clean-up; returns rollback.json's body."""
+    env_id = run.prod.environment_id
+    blue = upstream(run.blue, "blue")
+    notes: list[str] = []
+    before = svc.router.state(env_id)
+    switched = False
+    if before.active is None or before.active.name != blue.name:
+        svc.router.switch_active(env_id, blue)
+        switched = True
+    on_blue_ms = int((time.monotonic() - detected_monotonic) * 1000)
+    traffic_on_blue_at = datetime.now(UTC)
+    try:
+        svc.router.set_preview(env_id, blue)
+    except RouterError as exc:
+        notes.append(f"preview entry point not reset: {exc}")
+    greens = green_deployments(svc, run.run_id)
+    _reactivate_blue(svc, run.blue)  # the records say what the router does, before any clean-up can fail
+    try:
+        fencing = odoo_steps.unfence_on_rollback(svc, run, greens)
+    except Exception as exc:  # traffic is already on blue; report, do not undo that
+        fencing = {"error": redact_text(f"{type(exc).__name__}: {exc}")}
+        notes.append(f"crons and mail servers not reset: {fencing['error']}")
+    served = before.active is not None and before.active.name != blue.name
+    run_meta = svc.ops_db.run(run.run_id) or {}
+    served = served or bool((run_meta.get("metadata") or {}).get("cutover_timestamp"))
+    kept = False
+    for green in greens:
+        try:
+            svc.host.stop_odoo(green.pid)
+            if served:
+                kept = True
+                _retire(svc, run, green)
+            else:
+                svc.host.drop_database(run.prod.db_dsn_ref, green.db_name)
+                svc.host.remove_filestore(green.data_dir, green.db_name)
+                svc.ops_db.execute("UPDATE ops.deployments SET state = 'deleted', pid = NULL, updated_at = now()"
+                                   " WHERE deployment_id = %s", (green.deployment_id,))
+        except Exception as exc:  # traffic is on blue already; a clean-up error is reported, not fatal
+            notes.append(f"clean-up of {green.deployment_id} incomplete: {redact_text(f'{type(exc).__name__}: {exc}')}")
+    return {
+        "triggered": True,
+        "reason": reason,
+        "router_switched_back": switched,
+        "traffic_on_blue_at": traffic_on_blue_at.isoformat(),
+        "detection_to_blue_ms": on_blue_ms,
+        "routing_before": before.model_dump(mode="json"),
+        "routing_after": svc.router.state(env_id).model_dump(mode="json"),
+        "blue_deployment": run.blue.deployment_id,
+        "green_deployment": ", ".join(g.deployment_id for g in greens) or None,
+        "green_stopped": True,
+        "green_database_kept": kept,
+        "green_kept_until": (datetime.now(UTC) + timedelta(hours=run.inputs.rollback_window_hours)).isoformat()
+        if kept else None,
+        "fence": fencing,
+        "writes_on_green": fencing.get("writes_on_green", {}),
+        "writes_on_green_total": fencing.get("writes_on_green_total", 0),
+        "notes": notes,
+    }
+
+
+def _retire(svc: Services, run: RunStarted, green: DeploymentRecord) -> None:
+    """Keep a green that served traffic: writes made on it can still be recovered until the window ends."""
+    svc.ops_db.execute("UPDATE ops.deployments SET state = 'retired', pid = NULL, updated_at = now()"
+                       " WHERE deployment_id = %s", (green.deployment_id,))
+    svc.ops_db.execute(
+        "INSERT INTO ops.scheduled_tasks (task_type, execute_at, metadata, run_id)"
+        " VALUES ('delete_deployment', now() + make_interval(hours => %s), %s, %s)",
+        (run.inputs.rollback_window_hours, Jsonb({"deployment_id": green.deployment_id, "db_name": green.db_name,
+                                                  "reason": "green retired by rollback"}), run.run_id),
+    )
+
+
+def _reactivate_blue(svc: Services, blue: DeploymentRecord) -> None:
+    def mark(conn: Any) -> None:  # idempotent: safe to do again if a PostgreSQL restart cut the connection
+        conn.execute("UPDATE ops.deployments SET state = 'retired', updated_at = now()"
+                     " WHERE environment_id = %s AND state = 'active' AND deployment_id <> %s",
+                     (blue.environment_id, blue.deployment_id))
+        conn.execute("UPDATE ops.deployments SET state = 'active', updated_at = now() WHERE deployment_id = %s",
+                     (blue.deployment_id,))
+
+    svc.ops_db.transaction(mark)
+
+
+PRE_GREEN_STEPS = ("create_ops_run", "snapshot_staging", "backup_production")
+
+
+def handle_failure(svc: Services, run: RunStarted, step: str, error: BaseException, detected_monotonic: float,
+                   green_artifact_id: str | None = None, blue_backup_id: str | None = None,
+                   cutover_timestamp: str | None = None, force_rollback: bool = False) -> PromotionOutcome:
+    """Everything done after a failure was detected (by an op, or by the safety net for a run that died);
+    returns the run's outcome. ``force_rollback`` rolls back whatever the step and the inputs say.
+
+    Order matters: traffic first (the router needs no database), then the run's status (so that nothing
+    later can leave it ``running``), then the event and the evidence, each of which may fail on its own.
+    """
+    reason = redact_text(f"{type(error).__name__}: {error}")
+    evidence = Evidence(run.evidence_dir)
+    rollback: dict[str, Any]
+    status: str
+    if step not in ROLLBACK_STEPS and not force_rollback:
+        status = "failed"
+        rollback = {"triggered": False, "reason": f"failure at {step}: nothing rolled back",
+                    "blue_untouched": step in PRE_GREEN_STEPS}
+    elif run.inputs.auto_rollback_on_failure or force_rollback:
+        try:
+            rollback = roll_back(svc, run, reason, detected_monotonic)
+            status = "rolled_back"
+        except Exception as exc:  # the rollback itself failed: say so loudly, never pretend
+            status = "failed"
+            rollback = {"triggered": True, "completed": False,
+                        "error": redact_text(f"{type(exc).__name__}: {exc}"), "reason": reason}
+    else:
+        status = "failed"
+        rollback = {"triggered": False, "reason": "auto_rollback_on_failure=false: left as it stands",
+                    "live_routing": svc.router.state(run.prod.environment_id).model_dump(mode="json"),
+                    "green_deployments": [g.model_dump() for g in green_deployments(svc, run.run_id)]}
+    rollback["failed_step"] = step
+    svc.ops_db.execute(
+        "UPDATE ops.runs SET status = %s, completed_at = now(), evidence_dir = %s,"
+        " rolled_back_at = CASE WHEN %s = 'rolled_back' THEN now() END, metadata = metadata || %s WHERE run_id = %s",
+        (status, run.evidence_dir, status, Jsonb({"failed_step": step, "failure_reason": reason}), run.run_id),
+    )
+    try:
+        svc.ops_db.add_event(run.run_id, step, "error", reason)
+        if rollback.get("error"):
+            svc.ops_db.add_event(run.run_id, "rollback", "error", rollback["error"])
+    except Exception:  # noqa: S110 - the status above is what matters; the event is a courtesy
+        pass
+    outcome = PromotionOutcome(run_id=run.run_id, status=status,  # type: ignore[arg-type]
+                               evidence_dir=run.evidence_dir, blue_backup_id=blue_backup_id,
+                               green_artifact_id=green_artifact_id, cutover_timestamp=cutover_timestamp)
+    try:
+        if not evidence.exists("run_id.txt"):  # a run that died inside step 1 had not written it yet
+            evidence.write_text("run_id.txt", run.run_id + "\n")
+        evidence.write_json("rollback.json", rollback)
+        evidence.fill_not_reached(f"not reached: the run failed at {step}")
+        write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=step, reason=reason)
+    except OSError as exc:  # e.g. a full disk: the run is still marked, and says why its evidence is short
+        svc.ops_db.merge_run_metadata(run.run_id, {"evidence_error": redact_text(str(exc))})
+    return outcome

@@ -1,0 +1,128 @@
+"""The Odoo-aware parts of the steps: carry-over and fencing around restore, cutover and rollback;
+module differences and production drift at snapshot; recovery of writes made on green.
+
+Each function is called by one step (ops.py, rollback.py, the CLI) and keeps what a later step
+or another process needs (the fence plan, the watermarks) in the run's ops metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from promote_pipeline.odoo import carry_over as live_settings
+from promote_pipeline.odoo import database as odoo_db
+from promote_pipeline.odoo import watermarks
+from promote_pipeline.promotion import settings
+from promote_pipeline.promotion.models import Artifact, DeploymentRecord, RunStarted
+from promote_pipeline.promotion.redaction import REDACTED, is_secret_key
+from promote_pipeline.promotion.services import Services
+from resources.router import RoutingState
+
+
+def prepare_green(svc: Services, run: RunStarted, green: DeploymentRecord) -> dict[str, Any]:
+    """Before green's Odoo starts: blue's live settings onto green (unless turned off), and green fenced."""
+    dsn = run.prod.db_dsn_ref
+    carry = run.inputs.carry_over_settings
+    with svc.host.connect(dsn, run.blue.db_name) as blue, svc.host.connect(dsn, green.db_name) as gdb:
+        changes = live_settings.carry_over(blue, gdb, list(settings.load().carry_over_parameters)) if carry else []
+        plan = live_settings.plan_fence(blue, gdb, follow_blue=carry)
+        flipped = live_settings.fence_off(gdb)
+    for change in changes:
+        if is_secret_key(str(change.get("key", ""))):
+            change.update(before=REDACTED if change.get("before") else None, after=REDACTED if change.get("after")
+                          else None)
+    svc.ops_db.merge_run_metadata(run.run_id, {"fence": plan.model_dump()})
+    return {"carry_over": {"enabled": carry, "changes": changes,
+                           "note": None if carry else "CARRY-OVER TURNED OFF: green keeps the artifact's settings"},
+            "fence": {"green_fenced_off": flipped, "plan": plan.model_dump()}}
+
+
+def snapshot_report(svc: Services, run: RunStarted, artifact: Artifact) -> dict[str, Any]:
+    """Module differences between the green artifact and blue; production drift since staging's copy."""
+    dsn = run.prod.db_dsn_ref
+    with svc.host.connect(dsn, run.blue.db_name) as blue:
+        blue_modules, _ = odoo_db.installed_modules(blue)
+        green_modules = artifact.manifest.modules_installed
+        diff = {
+            "added": sorted(set(green_modules) - set(blue_modules)),
+            "removed": sorted(set(blue_modules) - set(green_modules)),
+            "version_changed": {m: {"blue": blue_modules[m], "green": green_modules[m]} for m in sorted(green_modules)
+                                if m in blue_modules and blue_modules[m] != green_modules[m]},
+        }
+        copy = svc.ops_db.fetch_one(
+            "SELECT run_id, completed_at FROM ops.runs WHERE environment_id = %s AND operation_type = 'restore'"
+            " AND status = 'success' AND metadata->>'source_environment_id' = %s ORDER BY completed_at DESC LIMIT 1",
+            (run.staging.environment_id, run.prod.environment_id))
+        if copy and copy["completed_at"]:
+            since: datetime = copy["completed_at"]
+            tables = watermarks.drift(blue, since)
+            drift = {"known": True, "staging_copied_at": since.isoformat(), "copy_run_id": copy["run_id"],
+                     "rows_written_on_blue_since": tables, "total": sum(tables.values())}
+        else:
+            drift = {"known": False, "reason": "no recorded copy of production into staging"}
+    return {"module_diff": diff, "production_drift": drift}
+
+
+def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
+                   switch: Callable[[], RoutingState]) -> tuple[RoutingState, dict[str, Any]]:
+    """Watermarks on green, blue's crons and mail off, the router switch, green's on: one step."""
+    dsn = run.prod.db_dsn_ref
+    meta = (svc.ops_db.run(run.run_id) or {}).get("metadata") or {}
+    plan = live_settings.FencePlan.model_validate(meta.get("fence", {}))
+    with svc.host.connect(dsn, run.blue.db_name, autocommit=True) as blue, \
+            svc.host.connect(dsn, green.db_name, autocommit=True) as gdb:
+        marks = watermarks.take(gdb)
+        svc.ops_db.merge_run_metadata(run.run_id, {"watermarks": marks})
+        blue_off = live_settings.at_cutover_blue(blue)
+        after = switch()
+        green_on = live_settings.at_cutover_green(gdb, plan)
+        active = {"blue": live_settings.active_counts(blue), "green": live_settings.active_counts(gdb)}
+    return after, {"fence": {"blue_turned_off": blue_off, "green_turned_on": green_on, "active_after": active},
+                   "watermarks_tables": len(marks)}
+
+
+def unfence_on_rollback(svc: Services, run: RunStarted, greens: list[DeploymentRecord]) -> dict[str, Any]:
+    """Green's crons and mail off, blue's back as they were; and what was written on green since cutover."""
+    meta = (svc.ops_db.run(run.run_id) or {}).get("metadata") or {}
+    if "fence" not in meta:
+        return {"fence": "no fence plan (failure before the green restore finished)"}
+    plan = live_settings.FencePlan.model_validate(meta["fence"])
+    dsn = run.prod.db_dsn_ref
+    facts: dict[str, Any] = {"green_turned_off": {}, "writes_on_green": {}}
+    for green in greens:
+        if not svc.host.database_exists(dsn, green.db_name):
+            continue
+        with svc.host.connect(dsn, green.db_name, autocommit=True) as gdb:
+            facts["green_turned_off"][green.deployment_id] = live_settings.fence_off(gdb)
+            if "watermarks" in meta:
+                facts["writes_on_green"] = watermarks.changes_since(gdb, meta["watermarks"])
+    with svc.host.connect(dsn, run.blue.db_name, autocommit=True) as blue:
+        facts["blue_restored"] = live_settings.at_rollback_blue(blue, plan)
+        facts["blue_active_after"] = live_settings.active_counts(blue)
+    facts["writes_on_green_total"] = sum(v["created"] + v["changed"] for v in facts["writes_on_green"].values())
+    return facts
+
+
+def export_green_writes(svc: Services, run_id: str, out: Path | None) -> dict[str, Any]:
+    """CSV per table of what was written on a rolled-back green since cutover (``promote recover``)."""
+    row = svc.ops_db.run(run_id)
+    if row is None or row["operation_type"] != "promote":
+        raise ValueError(f"run_id: {run_id!r} is not a promotion run")
+    meta = row["metadata"] or {}
+    if "watermarks" not in meta:
+        raise ValueError(f"run_id: {run_id} never cut over: green served no traffic, there is nothing to recover")
+    green = svc.ops_db.fetch_one("SELECT d.*, e.db_dsn_ref FROM ops.deployments d JOIN ops.environments e"
+                                 " USING (environment_id) WHERE created_by_run = %s ORDER BY created_at DESC LIMIT 1",
+                                 (run_id,))
+    if green is None or green["state"] == "deleted" or not svc.host.database_exists(green["db_dsn_ref"],
+                                                                                    green["db_name"]):
+        raise ValueError(f"run_id: {run_id}: green's database is gone (its rollback window ended)")
+    if green["state"] == "active":
+        raise ValueError(f"run_id: {run_id}: green is live (the promotion was not rolled back); nothing was lost")
+    folder = out or Path(row["evidence_dir"] or ".") / "recovered"
+    with svc.host.connect(green["db_dsn_ref"], green["db_name"]) as gdb:
+        counts = watermarks.export(gdb, meta["watermarks"], folder)
+    return {"run_id": run_id, "database": green["db_name"], "folder": str(folder), "rows": counts}

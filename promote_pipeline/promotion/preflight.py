@@ -1,0 +1,255 @@
+"""The seven preconditions of a promotion (and three of Odoo compatibility), each a named check with one
+clear message.
+
+``scripts/odoo_preflight_promote.sh`` and ``promote preflight`` run all seven and print a line
+each; the job runs them in order and stops at the first that fails. Check 5 takes the
+environment's advisory lock, and a passing preflight inside the job keeps holding it: the check
+and the exclusion are one act, so no second promotion can slip in between them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from promote_pipeline.odoo import database as odoo_db
+from promote_pipeline.promotion import guardrails, inputs
+from promote_pipeline.promotion.models import DeploymentRecord, EnvironmentRecord, PromotionInputs
+from resources.artifact_store import LocalArtifactStore
+from resources.odoo_host import LocalOdooHost
+from resources.ops_db import EnvironmentLock, OpsDatabase
+
+HOLDER_WAIT_SECONDS = 5.0
+
+CHECKS = (
+    "project_exists",
+    "staging_successful",
+    "same_commit_sha",
+    "promote_permission",
+    "no_concurrent_operations",
+    "production_accessible",
+    "sufficient_disk_space",
+    # Odoo compatibility, beyond the seed's seven:
+    "same_odoo_version",
+    "postgres_compatible",
+    "no_pending_modules",
+)
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    message: str
+
+
+@dataclass
+class Preflight:
+    """Runs the checks; keeps what later steps need (records, the lock, sizes)."""
+
+    ops_db: OpsDatabase
+    host: LocalOdooHost
+    store: LocalArtifactStore
+    inputs: PromotionInputs
+    min_free_space_factor: float = 3.0
+    staging: EnvironmentRecord | None = None
+    prod: EnvironmentRecord | None = None
+    blue: DeploymentRecord | None = None
+    lock: EnvironmentLock | None = None
+    results: list[CheckResult] = field(default_factory=list)
+
+    def run(self, stop_on_failure: bool) -> list[CheckResult]:
+        try:
+            return self._run(stop_on_failure)
+        except BaseException:
+            self.release()  # never leave the environment locked by a check that blew up
+            raise
+
+    def _run(self, stop_on_failure: bool) -> list[CheckResult]:
+        steps: dict[str, Callable[[], str]] = {
+            "project_exists": self.project_exists,
+            "staging_successful": self.staging_successful,
+            "same_commit_sha": self.same_commit_sha,
+            "promote_permission": self.promote_permission,
+            "no_concurrent_operations": self.no_concurrent_operations,
+            "production_accessible": self.production_accessible,
+            "sufficient_disk_space": self.sufficient_disk_space,
+            "same_odoo_version": self.same_odoo_version,
+            "postgres_compatible": self.postgres_compatible,
+            "no_pending_modules": self.no_pending_modules,
+        }
+        for name in CHECKS:
+            try:
+                result = CheckResult(name, True, steps[name]())
+            except PreconditionFailed as exc:
+                result = CheckResult(name, False, str(exc))
+            except psycopg.Error as exc:
+                result = CheckResult(name, False, f"database error: {str(exc).strip()[:200]}")
+            self.results.append(result)
+            if not result.passed and stop_on_failure:
+                break
+            if name == "project_exists" and result.passed:
+                self._load_environments()  # input rules that need the records: raises InputRejected
+        return self.results
+
+    @property
+    def passed(self) -> bool:
+        return len(self.results) == len(CHECKS) and all(r.passed for r in self.results)
+
+    def release(self) -> None:
+        if self.lock:
+            self.lock.release()
+            self.lock = None
+
+    # -- the seven checks --------------------------------------------------------------------------
+    def project_exists(self) -> str:
+        row = self.ops_db.fetch_one("SELECT 1 FROM ops.projects WHERE project_id = %s", (self.inputs.project_id,))
+        if not row:
+            raise PreconditionFailed(f"ops.projects has no row for project_id {self.inputs.project_id!r}")
+        return f"project {self.inputs.project_id} exists"
+
+    def _load_environments(self) -> None:
+        staging = self.ops_db.environment(self.inputs.staging_env_id)
+        prod = self.ops_db.environment(self.inputs.prod_env_id)
+        inputs.validate_against_ops(self.inputs, staging, prod)
+        assert staging is not None and prod is not None
+        self.staging, self.prod = EnvironmentRecord.from_row(staging), EnvironmentRecord.from_row(prod)
+
+    def staging_successful(self) -> str:
+        assert self.staging and self.prod
+        if not guardrails.current().prod_requires_staging_success:
+            return "guardrail prod_requires_staging_success is off: not checked"
+        row = self.ops_db.fetch_one(
+            "SELECT run_id, status, operation_type FROM ops.runs WHERE environment_id = %s"
+            " AND operation_type IN ('deploy', 'restore') ORDER BY created_at DESC, run_id DESC LIMIT 1",
+            (self.staging.environment_id,),
+        )
+        if not row:
+            raise PreconditionFailed(f"staging {self.staging.environment_id} has no deploy or restore run")
+        if row["status"] != "success":
+            raise PreconditionFailed(
+                f"latest {row['operation_type']} on staging ({row['run_id']}) has status {row['status']!r},"
+                " not 'success'")
+        return f"latest {row['operation_type']} on staging ({row['run_id']}) succeeded"
+
+    def same_commit_sha(self) -> str:
+        assert self.staging and self.prod
+        s, p = self.staging.git_commit_sha, self.prod.git_commit_sha
+        if not s or not p:
+            raise PreconditionFailed(f"commit SHA unknown (staging {s!r}, production {p!r})")
+        if s != p:
+            raise PreconditionFailed(f"staging targets {s[:12]} but production targets {p[:12]}")
+        return f"both target {s[:12]}"
+
+    def promote_permission(self) -> str:
+        if not self.ops_db.has_permission(self.inputs.user_id, self.inputs.project_id, "promote"):
+            raise PreconditionFailed(
+                f"user {self.inputs.user_id!r} lacks 'promote' on project {self.inputs.project_id}")
+        return f"user {self.inputs.user_id} may promote"
+
+    def no_concurrent_operations(self) -> str:
+        assert self.prod
+        env_id = self.prod.environment_id
+        lock = self.ops_db.try_lock_environment(env_id)
+        running = self._running_run(env_id)
+        if lock is None:
+            # The holder may be a promotion between its own check 5 and its ops.runs row: give it a moment
+            # so the refusal can name it.
+            deadline = time.monotonic() + HOLDER_WAIT_SECONDS
+            while running is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                running = self._running_run(env_id)
+            holder = f"run {running['run_id']}" if running else "another session (not a promotion run)"
+            raise PreconditionFailed(f"production {env_id} is busy: {holder} holds it")
+        if running:
+            lock.release()
+            raise PreconditionFailed(
+                f"run {running['run_id']} is still marked running on {env_id} but holds no lock (it died):"
+                f" roll it back first")
+        self.lock = lock
+        return f"no operation running on {env_id}; lock taken"
+
+    def _running_run(self, env_id: str) -> dict[str, Any] | None:
+        return self.ops_db.fetch_one(
+            "SELECT run_id FROM ops.runs WHERE environment_id = %s AND status = 'running'"
+            " AND operation_type = 'promote' ORDER BY created_at DESC LIMIT 1", (env_id,))
+
+    def production_accessible(self) -> str:
+        assert self.prod
+        row = self.ops_db.active_deployment(self.prod.environment_id)
+        if not row:
+            raise PreconditionFailed(f"production {self.prod.environment_id} has no active deployment")
+        self.blue = DeploymentRecord.from_row(row)
+        try:
+            with self.host.connect(self.prod.db_dsn_ref, self.blue.db_name, retry=False) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise PreconditionFailed(f"cannot connect to production database {self.blue.db_name}:"
+                                     f" {str(exc).strip()[:200]}") from None
+        fs = self.host.filestore_dir(self.blue.data_dir, self.blue.db_name)
+        if not fs.is_dir() or not os.access(fs, os.R_OK | os.W_OK | os.X_OK):
+            raise PreconditionFailed(f"production filestore {fs} is missing or not writable")
+        return f"database {self.blue.db_name} and filestore reachable"
+
+    def sufficient_disk_space(self) -> str:
+        assert self.prod and self.blue
+        db_bytes = self.host.database_size(self.prod.db_dsn_ref, self.blue.db_name)
+        _, fs_bytes = self.host.filestore_stats(self.blue.data_dir, self.blue.db_name)
+        need = int(self.min_free_space_factor * (db_bytes + fs_bytes))
+        Path(self.store.root).mkdir(parents=True, exist_ok=True)
+        for label, path in (("artifact store", self.store.root), ("production data dir", self.blue.data_dir)):
+            free = shutil.disk_usage(path).free
+            if free < need:
+                raise PreconditionFailed(
+                    f"{label} {path} has {free // 2**20} MiB free; {self.min_free_space_factor:g}x production size"
+                    f" needs {need // 2**20} MiB")
+        return f"{self.min_free_space_factor:g}x production size ({need // 2**20} MiB) available"
+
+
+    # -- Odoo compatibility --------------------------------------------------------------------------
+    def _staging_db(self) -> str:
+        assert self.staging
+        row = self.ops_db.active_deployment(self.staging.environment_id)
+        if not row:
+            raise PreconditionFailed(f"staging {self.staging.environment_id} has no active deployment")
+        return str(row["db_name"])
+
+    def same_odoo_version(self) -> str:
+        assert self.staging and self.prod and self.blue
+        with self.host.connect(self.staging.db_dsn_ref, self._staging_db(), retry=False) as conn:
+            staging_series = odoo_db.odoo_series(odoo_db.installed_modules(conn)[0])
+        with self.host.connect(self.prod.db_dsn_ref, self.blue.db_name, retry=False) as conn:
+            prod_series = odoo_db.odoo_series(odoo_db.installed_modules(conn)[0])
+        if staging_series.split(".")[0] != prod_series.split(".")[0]:
+            raise PreconditionFailed(f"staging runs Odoo {staging_series} but production runs Odoo {prod_series}:"
+                                     " a major upgrade is not a promotion")
+        return f"both run Odoo {prod_series}"
+
+    def postgres_compatible(self) -> str:
+        assert self.staging and self.prod
+        source = self.host.server_major_version(self.staging.db_dsn_ref)
+        target = self.host.server_major_version(self.prod.db_dsn_ref)
+        if target < source:
+            raise PreconditionFailed(f"production's PostgreSQL {target} is older than staging's {source}:"
+                                     " its dump may not restore")
+        return f"PostgreSQL {source} -> {target}"
+
+    def no_pending_modules(self) -> str:
+        assert self.staging
+        with self.host.connect(self.staging.db_dsn_ref, self._staging_db(), retry=False) as conn:
+            pending = odoo_db.pending_modules(conn)
+        if pending:
+            listed = ", ".join(f"{name} ({state})" for name, state in sorted(pending.items()))
+            raise PreconditionFailed(f"staging has modules waiting for an install, upgrade or removal: {listed}")
+        return "no module in to install, to upgrade or to remove"
+
+
+class PreconditionFailed(RuntimeError):
+    pass

@@ -1,0 +1,114 @@
+"""restore-odoo-environment: a verified v1 artifact as a new deployment next to the live one.
+
+Green gets its own database and its own filestore folder in the environment's data directory,
+and its own Odoo process on its own port; blue is never touched. The deployment row is written
+*before* anything is created, so whoever cleans up after a failure (the op itself, or the
+rollback job) finds every piece by reading the ops database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from promote_pipeline.odoo import database as odoo_db
+from promote_pipeline.promotion.backup import verify
+from promote_pipeline.promotion.models import Artifact, DeploymentRecord, EnvironmentRecord
+from resources.artifact_store import LocalArtifactStore
+from resources.odoo_host import HostError, LocalOdooHost, free_port
+from resources.ops_db import OpsDatabase
+
+
+class RestoreCheckFailed(RuntimeError):
+    """A post-restore check found green different from the artifact it came from."""
+
+
+def plan_green(ops_db: OpsDatabase, env: EnvironmentRecord, run_id: str, artifact_id: str,
+               host: LocalOdooHost) -> DeploymentRecord:
+    suffix = run_id.rsplit("_", 1)[-1]
+    http_port = free_port()
+    ws_port = free_port() if "{websocket_port}" in host.command_template else http_port
+    green = DeploymentRecord(
+        deployment_id=f"dep_{env.environment_id}_{suffix}", environment_id=env.environment_id,
+        db_name=f"{env.db_name_prefix}_{suffix}", data_dir=env.filestore_root, http_port=http_port,
+        websocket_port=ws_port, pid=None, state="standby",
+    )
+    ops_db.execute(
+        "INSERT INTO ops.deployments (deployment_id, environment_id, db_name, data_dir, http_port, websocket_port,"
+        " state, created_by_run, artifact_id) VALUES (%s, %s, %s, %s, %s, %s, 'standby', %s, %s)",
+        (green.deployment_id, env.environment_id, green.db_name, green.data_dir, http_port, ws_port, run_id,
+         artifact_id),
+    )
+    return green
+
+
+def post_restore_checks(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord,
+                        artifact: Artifact) -> dict[str, Any]:
+    with host.connect(env.db_dsn_ref, green.db_name) as conn:
+        modules, _ = odoo_db.installed_modules(conn)
+        attachments = odoo_db.attachment_count(conn)
+    files, _ = host.filestore_stats(green.data_dir, green.db_name)
+    checks = {
+        "modules_match_manifest": modules == artifact.manifest.modules_installed,
+        "attachments_match_manifest": attachments == artifact.manifest.attachment_count,
+        "filestore_files_match_archive": files == artifact.filestore.file_count,
+    }
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        raise RestoreCheckFailed(f"post-restore checks failed on {green.db_name}: {', '.join(failed)}")
+    return checks
+
+
+def restore_data(host: LocalOdooHost, store: LocalArtifactStore, env: EnvironmentRecord, green: DeploymentRecord,
+                 artifact: Artifact) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The artifact verified in full (every dump file hashed again, the index hashed, every object present),
+    then the database (``pg_restore -j``) and the filestore (hard links to the store's objects) restored
+    at the same time. Returns the verification and the timings."""
+    t0 = time.monotonic()
+    verification = verify(store, artifact, full=True)
+    t1 = time.monotonic()
+    dest = host.filestore_dir(green.data_dir, green.db_name)
+    if dest.exists() and any(dest.iterdir()):
+        raise HostError(f"restore refused: filestore {dest} already exists")
+
+    def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+        start = time.monotonic()
+        return fn(*args), time.monotonic() - start
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        db_job = pool.submit(timed, host.restore_database, env.db_dsn_ref, green.db_name,
+                             Path(artifact.db_dump.path))
+        fs_job = pool.submit(timed, store.materialize_filestore, artifact.artifact_id, dest)
+        (_, db_seconds), (fs_facts, fs_seconds) = db_job.result(), fs_job.result()
+    return verification, {"verify_seconds": round(t1 - t0, 3), "db_restore_seconds": round(db_seconds, 3),
+                          "filestore_restore_seconds": round(fs_seconds, 3), "filestore_restore": fs_facts}
+
+
+def restore_green(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase, env: EnvironmentRecord,
+                  artifact: Artifact, run_id: str,
+                  before_start: Callable[[DeploymentRecord], dict[str, Any]] | None = None,
+                  ) -> tuple[DeploymentRecord, dict[str, Any]]:
+    """Restore, check, run ``before_start`` on the restored database (carry-over and fencing must happen
+    before green's Odoo can run a cron), then start green's Odoo."""
+    green = plan_green(ops_db, env, run_id, artifact.artifact_id, host)
+    started = time.monotonic()
+    verification, timings = restore_data(host, store, env, green, artifact)
+    restored = time.monotonic()
+    checks = post_restore_checks(host, env, green, artifact)
+    prepared = before_start(green) if before_start else {}
+    assert green.http_port is not None and green.websocket_port is not None
+    pid = host.start_odoo(env.db_dsn_ref, env.environment_id, green.deployment_id, green.db_name, green.data_dir,
+                          green.http_port, green.websocket_port)
+    green.pid = pid
+    ops_db.execute("UPDATE ops.deployments SET pid = %s, updated_at = now() WHERE deployment_id = %s",
+                   (pid, green.deployment_id))
+    host.wait_healthy(f"http://127.0.0.1:{green.http_port}", pid)
+    facts = {
+        "verification": verification, "checks": checks, **prepared, **timings,
+        "restore_seconds": round(restored - started, 3),
+        "ready_seconds": round(time.monotonic() - started, 3),
+    }
+    return green, facts

@@ -1,0 +1,31 @@
+"""The four resources a promotion step talks to, bundled so that helpers take one argument."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from promote_pipeline.promotion.models import DeploymentRecord
+from resources.artifact_store import LocalArtifactStore
+from resources.odoo_host import LocalOdooHost
+from resources.ops_db import OpsDatabase
+from resources.router import RouterResource, Upstream
+
+
+@dataclass
+class Services:
+    ops_db: OpsDatabase
+    host: LocalOdooHost
+    store: LocalArtifactStore
+    router: RouterResource
+
+    @classmethod
+    def from_resources(cls, res: dict[str, Any]) -> Services:
+        """From the resource dict of ``definitions.build_resources`` (keys as the ops name them)."""
+        return cls(ops_db=res["ops_db"], host=res["odoo_host"], store=res["artifact_store"], router=res["router"])
+
+
+def upstream(deployment: DeploymentRecord, colour: str) -> Upstream:
+    assert deployment.http_port is not None
+    return Upstream(name=deployment.deployment_id, colour=colour, http_port=deployment.http_port,
+                    websocket_port=deployment.websocket_port or deployment.http_port)

@@ -1,0 +1,98 @@
+"""final_status.json and promotion_summary.md: how a run ended, for scripts and for people."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from promote_pipeline.promotion.evidence import Evidence
+from promote_pipeline.promotion.models import PromotionOutcome
+
+
+def write_final(evidence: Evidence, outcome: PromotionOutcome, started_at: datetime, inputs: dict[str, Any],
+                failed_step: str | None = None, reason: str | None = None,
+                extra: dict[str, Any] | None = None) -> str:
+    """Write final_status.json and promotion_summary.md; return the summary markdown."""
+    completed = datetime.now(UTC)
+    evidence.write_json("final_status.json", {
+        **outcome.model_dump(mode="json"),
+        "started_at": started_at.isoformat(),
+        "completed_at": completed.isoformat(),
+        "duration_seconds": round((completed - started_at).total_seconds(), 3),
+        "failed_step": failed_step,
+        "reason": reason,
+        **(extra or {}),
+    })
+    markdown = render(evidence, outcome, started_at, completed, inputs, failed_step, reason)
+    evidence.write_text("promotion_summary.md", markdown)
+    return markdown
+
+
+def _json(evidence: Evidence, name: str) -> dict[str, Any]:
+    return evidence.read_json(name) if evidence.exists(name) else {}
+
+
+def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, completed: datetime,
+           inputs: dict[str, Any], failed_step: str | None, reason: str | None) -> str:
+    word = {"success": "SUCCESS", "failed": "FAILED", "rolled_back": "ROLLED BACK"}[outcome.status]
+    lines = [
+        f"# Promotion {outcome.run_id}: {word}",
+        "",
+        f"- Project **{inputs.get('project_id')}**: `{inputs.get('staging_env_id')}` → `{inputs.get('prod_env_id')}`"
+        f" by `{inputs.get('user_id')}`",
+        f"- Started {started.isoformat(timespec='seconds')}, ended {completed.isoformat(timespec='seconds')}"
+        f" ({(completed - started).total_seconds():.1f} s)",
+        f"- Green artifact: `{outcome.green_artifact_id}`; blue backup: `{outcome.blue_backup_id}`",
+        f"- Cutover: {outcome.cutover_timestamp or 'not performed'}",
+    ]
+    if failed_step:
+        lines.append(f"- Failed at **{failed_step}**: {reason}")
+    snap = _json(evidence, "staging_snapshot.json")
+    diff = snap.get("module_diff")
+    if diff:
+        lines += ["", "## Modules (green vs blue)", "",
+                  f"Added: {', '.join(diff['added']) or 'none'}; removed: {', '.join(diff['removed']) or 'none'};"
+                  f" version changed: {', '.join(diff['version_changed']) or 'none'}."]
+    drift = snap.get("production_drift")
+    if drift:
+        lines += ["", "## Production drift", "",
+                  f"{drift['total']} row(s) written on blue since staging was copied ({drift['staging_copied_at']}):"
+                  f" green will not contain them. {drift['rows_written_on_blue_since'] or ''}"
+                  if drift.get("known") else f"Unknown: {drift.get('reason')}."]
+    restore = _json(evidence, "green_restore.json")
+    carry = restore.get("carry_over")
+    if carry:
+        lines += ["", "## Production's live settings", ""]
+        if carry.get("enabled"):
+            lines.append(f"Carried over from blue onto green: {len(carry['changes'])} change(s)"
+                         " (config parameters, mail servers, payment providers); crons and outgoing mail fenced"
+                         " until cutover.")
+        else:
+            lines.append("**⚠️ CARRY-OVER WAS TURNED OFF for this promotion: green runs with the staging artifact's"
+                         " own settings (a neutralized staging stays neutralized: no crons, no outgoing mail).**")
+    smoke = _json(evidence, "smoke_tests.json")
+    if smoke.get("results"):
+        lines += ["", "## Smoke tests", "", "| test | result | detail |", "|---|---|---|"]
+        for r in smoke["results"]:
+            lines.append(f"| {r['name']} | {'pass' if r['passed'] else 'FAIL'} | {r['detail']} |")
+    elif smoke.get("skipped"):
+        lines += ["", "## Smoke tests", "", "**Skipped** (skip_smoke_tests=true)."]
+    stab = _json(evidence, "stability_metrics.json")
+    if stab.get("reached", True) and "requests" in stab:
+        lines += ["", "## Stability", "",
+                  f"{stab['requests']} requests over {stab['window_seconds']} s:"
+                  f" error rate {stab['http_error_rate']:.2%},"
+                  f" database errors {stab['db_connection_errors']}, crashes {stab['process_crashes']}"
+                  f" — {'pass' if stab['passed'] else 'FAIL: ' + str(stab.get('reason'))}"]
+    rb = _json(evidence, "rollback.json")
+    if rb.get("triggered"):
+        lines += ["", "## Rollback", "",
+                  f"Traffic back on blue `{rb.get('blue_deployment')}` {rb.get('detection_to_blue_ms')} ms after"
+                  f" detection. Green `{rb.get('green_deployment')}`: "
+                  + ("database kept until the rollback window ends." if rb.get("green_database_kept")
+                     else "removed (it never served traffic).")]
+        if rb.get("writes_on_green_total"):
+            lines.append(f"\n**{rb['writes_on_green_total']} row(s) were written on green while it served**"
+                         f" ({rb['writes_on_green']}); `promote recover {outcome.run_id}` exports them as CSV.")
+    lines += ["", "## Evidence", ""] + [f"- `{name}`" for name in evidence.paths()]
+    return "\n".join(lines) + "\n"
