@@ -73,7 +73,7 @@ class Bench:
         self.ops_db = self.res["ops_db"]
         self.host = self.res["odoo_host"]
         self.store: LocalArtifactStore = self.res["artifact_store"]
-        self.svc = Services(ops_db=self.ops_db, host=self.host, store=self.store, router=self.res["router"])
+        self.svc = Services.from_resources(self.res)
         self.evidence = dataset.evidence_root(size)
         dsn = secrets.resolve(sbx.DSN_REF)
         params = dict(part.split("=", 1) for part in dsn.split())

@@ -19,7 +19,24 @@ class SecretNotFound(KeyError):
         return str(self.args[0])
 
 
+_configured_file: Path | None = None
+_defaults: dict[str, str] = {}
+
+
+def configure(secrets_file: str | None = None, defaults: dict[str, str] | None = None) -> None:
+    """Set, for this process, the secrets file that the settings name (it wins over ``PROMOTE_SECRETS_FILE``)
+    and the values of references that nothing else sets (the local PostgreSQL for the default ops DSN).
+    Called when the resources are built from the settings; configuration never travels through
+    ``os.environ``."""
+    global _configured_file
+    _configured_file = Path(secrets_file) if secrets_file else None
+    _defaults.clear()
+    _defaults.update(defaults or {})
+
+
 def secrets_file() -> Path | None:
+    if _configured_file is not None:
+        return _configured_file
     name = os.environ.get("PROMOTE_SECRETS_FILE")
     return Path(name) if name else None
 
@@ -53,6 +70,8 @@ def resolve(ref: str) -> str:
     values = _file_values()
     if ref in values:
         return values[ref]
+    if ref in _defaults:
+        return _defaults[ref]
     raise SecretNotFound(f"secret reference {ref!r} is not set (environment or PROMOTE_SECRETS_FILE)")
 
 

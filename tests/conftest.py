@@ -40,6 +40,8 @@ def sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
             _boxes[router] = box
         box = _boxes[router]
         box.activate()
+        # Child processes the tests start (`promote`, a worker, a webserver) inherit the sandbox and evidence root.
+        os.environ.update(box.env())
         os.environ["PROMOTE_EVIDENCE_ROOT"] = str(evidence_root)
         return box
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from promote_pipeline.cli import sandbox as sbx
 from promote_pipeline.cli.sandbox import Sandbox
+from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
 
 FAULTS = ("smoke-fail", "stability-5xx", "green-crash", "router-fail", "worker-kill", "db-restart",
@@ -80,7 +81,7 @@ class Drill:
     def run(self) -> dict[str, Any]:
         from promote_pipeline.cli.runner import run_promotion
 
-        self.box.activate()
+        cfg = self.box.activate()
         before = self.box.status()["serving"]
         blue_print = fingerprint(self.box, before["database"])
         self.say(f"drill {self.fault}: blue is {before['deployment']} ({before['database']})")
@@ -109,8 +110,8 @@ class Drill:
                                  " ON r.run_id = d.created_by_run JOIN pg_stat_activity a ON a.datname = d.db_name"
                                  " WHERE r.status = 'running' AND a.application_name = 'pg_restore'",
                                  lambda _r: self._restart_postgres(), interval=0.005)
-            elif self.fault == "disk-full":
-                os.environ["PROMOTE_MIN_FREE_SPACE_FACTOR"] = "1e9"
+            elif self.fault == "disk-full":  # free space can never be a billion times production's size
+                overrides["settings"] = cfg.model_copy(update={"min_free_space_factor": 1e9})
             if self.fault == "worker-kill":
                 code, outcome = self._worker_kill()
             else:
@@ -120,7 +121,6 @@ class Drill:
                 watcher.join(timeout=10)
         finally:
             self.fault_file.unlink(missing_ok=True)
-            os.environ.pop("PROMOTE_MIN_FREE_SPACE_FACTOR", None)
         return self._judge(code, outcome, before, blue_print)
 
     # -- fault actions -------------------------------------------------------------------------------
@@ -212,8 +212,8 @@ class Drill:
                 "SELECT pid FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,))
             checks["green_stopped"] = all(not host.is_alive(g["pid"]) for g in greens)
             self.facts.update(run_id=outcome.run_id, status=outcome.status, evidence_dir=outcome.evidence_dir)
-            if outcome.evidence_dir and Evidence(outcome.evidence_dir).exists("rollback.json"):
-                rb = Evidence(outcome.evidence_dir).read_json("rollback.json")
+            if outcome.evidence_dir and Evidence(outcome.evidence_dir).exists(steps.ROLLBACK_JSON):
+                rb = Evidence(outcome.evidence_dir).read_json(steps.ROLLBACK_JSON)
                 self.facts["detection_to_blue_ms"] = rb.get("detection_to_blue_ms")
                 if "written_on_green" in self.facts:
                     reported = rb.get("writes_on_green", {}).get("res_partner")

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from promote_pipeline.cli.printer import Printer
 from promote_pipeline.cli.runner import (
     EXIT_FAILED,
     EXIT_OK,
@@ -30,7 +31,7 @@ from promote_pipeline.cli.runner import (
     run_promotion,
     run_rollback,
 )
-from promote_pipeline.promotion import progress, settings
+from promote_pipeline.promotion import settings
 from resources import http_clients
 
 
@@ -82,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from promote_pipeline.definitions import build_resources
+    from promote_pipeline.defs.resources import build_resources
     from promote_pipeline.promotion import inputs
     from promote_pipeline.promotion.preflight import CHECKS, Preflight
 
@@ -117,7 +118,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_staging(args: argparse.Namespace) -> int:
-    from promote_pipeline.definitions import build_resources
+    from promote_pipeline.defs.resources import build_resources
 
     ops_db = build_resources()["ops_db"]
     row = ops_db.fetch_one("SELECT run_id, operation_type, status FROM ops.runs WHERE environment_id = %s AND"
@@ -132,7 +133,7 @@ def cmd_verify_staging(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Post-promotion validation: the live deployment answers through the router and its database works."""
-    from promote_pipeline.definitions import build_resources
+    from promote_pipeline.defs.resources import build_resources
     from promote_pipeline.promotion.models import EnvironmentRecord
 
     res = build_resources()
@@ -224,7 +225,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"dagster_run_id": run_id, "status": "submitted"}))
         return EXIT_OK
-    printer = progress.Printer()
+    printer = Printer()
     printer.note(f"submitted: Dagster run {run_id} ({url}/runs/{run_id})")
     try:
         report = launch.follow(run_id, url, on_line=printer)
@@ -274,7 +275,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _services() -> Any:
-    from promote_pipeline.definitions import build_resources
+    from promote_pipeline.defs.resources import build_resources
     from promote_pipeline.promotion.services import Services
 
     res = build_resources()
@@ -299,7 +300,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from promote_pipeline.promotion import cleanup
 
-    records = cleanup.run_due_tasks(_services(), settings.load().evidence_root)
+    records = cleanup.run_due_tasks(_services())
     for r in records:
         print(f"task {r['task_id']} {r['task_type']}: {r['status']}"
               + (f" ({r['error']})" if r.get("error") else f" ({'; '.join(r.get('done', []))})"))
@@ -338,7 +339,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from promote_pipeline.definitions import build_resources
+    from promote_pipeline.defs.resources import build_resources
 
     applied = build_resources()["ops_db"].upgrade()
     print(f"ops schema up to date ({len(applied)} migration(s) applied now)")

@@ -11,7 +11,8 @@ import gc
 import os
 from typing import Any
 
-from promote_pipeline.promotion import progress, settings
+from promote_pipeline.cli.printer import Printer
+from promote_pipeline.promotion import progress, settings, steps
 from promote_pipeline.promotion.models import PromotionOutcome
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
@@ -34,22 +35,15 @@ def end_of_start_up() -> None:
 def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], quiet: bool, instance: Any,
              resource_overrides: dict[str, Any] | None) -> Any:
     """Execute one of the code location's jobs in this process."""
-    from dagster import DagsterInstance, Definitions
+    from dagster import DagsterInstance
 
-    from promote_pipeline.definitions import build_definitions, build_resources
+    from promote_pipeline.defs.location import build_definitions
 
-    cfg = settings.load()
-    defs = build_definitions(cfg)
-    if resource_overrides:
-        from promote_pipeline.defs import jobs
-
-        defs = Definitions(jobs=[jobs.promote_staging_to_prod, jobs.rollback_promotion, jobs.cleanup_due_tasks],
-                           resources={**build_resources(cfg), **resource_overrides})
-    job = defs.get_job_def(job_name)
+    job = build_definitions(settings.load(), resource_overrides).get_job_def(job_name)
     if instance is None:
         instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
     end_of_start_up()
-    listener = None if quiet else progress.Printer()  # a live status line in a terminal, plain lines otherwise
+    listener = None if quiet else Printer()  # a live status line in a terminal, plain lines otherwise
     if listener:
         progress.subscribe(listener)
     try:
@@ -83,11 +77,10 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
     (drills use it to inject a fault into a real resource).
     """
     from promote_pipeline.cli.launch import run_tags
+    from promote_pipeline.defs.resources import build_resources
     from promote_pipeline.promotion import inputs as input_rules
-    from resources.ops_db import OpsDatabase
 
-    cfg = settings.load()
-    ops_db = OpsDatabase(dsn_ref=cfg.ops_dsn_ref, database=cfg.ops_database)
+    ops_db = build_resources(settings.load())["ops_db"]
     try:
         input_rules.validate(raw)
     except input_rules.InputRejected as exc:
@@ -98,12 +91,12 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
         ops_db.upgrade()
         ops_db.record_rejection(exc.check, rejection, redact(printable_inputs(raw)))
         return EXIT_REJECTED, None, f"promotion rejected: {rejection}"
-    result = _execute("promote_staging_to_prod", {"ops": {"create_ops_run": {"config": raw}}}, run_tags(raw),
-                      quiet, instance, resource_overrides)
+    result = _execute("promote_staging_to_prod", {"ops": {steps.CREATE_OPS_RUN.name: {"config": raw}}},
+                      run_tags(raw), quiet, instance, resource_overrides)
     if result.success:
-        return EXIT_OK, result.output_for_node("finalize"), None
+        return EXIT_OK, result.output_for_node(steps.FINALIZE.name), None
     step, cls_name, message = _failure_message(result)
-    if step == "create_ops_run" and "PromotionRejected" in (cls_name or ""):
+    if step == steps.CREATE_OPS_RUN.name and "PromotionRejected" in (cls_name or ""):
         return EXIT_REJECTED, None, message
     row = ops_db.fetch_one(
         "SELECT * FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'", (result.run_id,))

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from promote_pipeline.definitions import build_resources
+from promote_pipeline.defs.resources import build_resources
 from promote_pipeline.promotion import settings as settings_mod
 from promote_pipeline.promotion.models import DeploymentRecord
 from promote_pipeline.promotion.services import upstream
@@ -78,13 +78,19 @@ class Sandbox:
         )
 
     def activate(self) -> settings_mod.Settings:
-        """Point this process at the sandbox (settings and secrets)."""
-        os.environ["PROMOTE_SETTINGS"] = str(self.settings_file)
-        os.environ["PROMOTE_SECRETS_FILE"] = str(self.secrets_file)
+        """Point this process at the sandbox: its settings (which name its secrets file) from now on. A child
+        process is pointed at it with ``env()``."""
+        settings_mod.select(self.settings_file)
         return settings_mod.load()
 
+    def env(self) -> dict[str, str]:
+        """What a child process (a webserver, a daemon, another ``promote``) needs in its environment to use
+        this sandbox."""
+        return {"PROMOTE_SETTINGS": str(self.settings_file)}
+
     def resources(self) -> dict[str, Any]:
-        return build_resources(self.settings())
+        cfg = settings_mod.load(self.settings_file) if self.settings_file.exists() else self.settings()
+        return build_resources(cfg)
 
     # -- up ------------------------------------------------------------------------------------
     def up(self) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from typing import Any
 from dagster import Failure, OpExecutionContext, op
 from psycopg.types.json import Jsonb
 
-from promote_pipeline.defs import run_view
+from promote_pipeline.defs import event_log, run_view
 from promote_pipeline.defs.config import PromotionConfig
-from promote_pipeline.promotion import guardrails, inputs, progress, settings
+from promote_pipeline.promotion import guardrails, inputs, progress, steps
 from promote_pipeline.promotion import odoo_aware as odoo_steps
 from promote_pipeline.promotion.backup import back_up
 from promote_pipeline.promotion.evidence import Evidence, evidence_dir_for
@@ -37,15 +37,16 @@ from promote_pipeline.promotion.models import (
 )
 from promote_pipeline.promotion.preflight import Preflight
 from promote_pipeline.promotion.redaction import redact, redact_text
-from promote_pipeline.promotion.restore import restore_green as restore_artifact
+from promote_pipeline.promotion.restore import restore_next_to_blue
 from promote_pipeline.promotion.services import Services, upstream
 from promote_pipeline.promotion.smoke import SmokeSuite
 from promote_pipeline.promotion.stability import watch
+from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
-from resources.artifact_store import LocalArtifactStore
-from resources.odoo_host import LocalOdooHost
-from resources.ops_db import EnvironmentLock, OpsDatabase
-from resources.router import RouterResource
+from resources.ops_db import EnvironmentLock
+
+# Every progress line of the steps also goes into Dagster's event log (the run view, `promote launch`).
+event_log.install()
 
 # Advisory locks held for the whole run, by ops run id (the executor runs every op in this process).
 _LOCKS: dict[str, EnvironmentLock] = {}
@@ -74,7 +75,7 @@ def _release(run_id: str) -> None:
 
 
 @contextmanager
-def guarded(svc: Services, run: RunStarted, number: int, step: str, **ids: Any) -> Iterator[None]:
+def guarded(svc: Services, run: RunStarted, current: Step, **ids: Any) -> Iterator[None]:
     """Run a step; on failure hand over to rollback.handle_failure, then fail the op (without the cause chain,
     which could carry unredacted text into Dagster's event log)."""
     failure: Failure | None = None
@@ -83,9 +84,9 @@ def guarded(svc: Services, run: RunStarted, number: int, step: str, **ids: Any) 
         # Our session was lost (a PostgreSQL restart) and another took the environment: the safety net
         # owns this run now. Stop here rather than act on a green it may already have removed.
         _LOCKS.pop(run.run_id, None)
-        raise Failure(description=f"{step}: run {run.run_id} lost its environment lock; not continuing",
+        raise Failure(description=f"{current.name}: run {run.run_id} lost its environment lock; not continuing",
                       allow_retries=False)
-    with progress.step(number, step):
+    with progress.step(current):
         try:
             yield
         except Exception as exc:
@@ -93,11 +94,11 @@ def guarded(svc: Services, run: RunStarted, number: int, step: str, **ids: Any) 
             if lock is not None and not _holds(lock):
                 progress.say(f"run {run.run_id}: lost the environment lock; the safety net owns the rollback")
             try:
-                outcome = handle_failure(svc, run, step, exc, detected, **ids)
+                outcome = handle_failure(svc, run, current, exc, detected, **ids)
             finally:
                 _release(run.run_id)
             failure = Failure(
-                description=f"{step} failed: {redact_text(str(exc))}; the run is {outcome.status}",
+                description=f"{current.name} failed: {redact_text(str(exc))}; the run is {outcome.status}",
                 metadata={"status": outcome.status, "evidence_dir": outcome.evidence_dir, "run_id": run.run_id},
                 allow_retries=False,
             )
@@ -106,23 +107,33 @@ def guarded(svc: Services, run: RunStarted, number: int, step: str, **ids: Any) 
             raise failure
 
 
-def _services(ops_db: OpsDatabase, odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
-              router: RouterResource) -> Services:
-    return Services(ops_db=ops_db, host=odoo_host, store=artifact_store, router=router)
+# The resources every step uses; the ops take them through one Services bundle (typed there).
+STEP_RESOURCES = {"ops_db", "odoo_host", "artifact_store", "router", "settings"}
 
 
-@op(description="Step 1: validate inputs and the seven preconditions, create the ops run, lock production,"
+def step_op(step: Step, description: str) -> Any:
+    """The op of one step of the steps table: named after it, its number in its description."""
+    return op(name=step.name, description=f"Step {step.number}: {description}",
+              required_resource_keys=STEP_RESOURCES)
+
+
+def _services(context: OpExecutionContext) -> Services:
+    res = context.resources
+    return Services(ops_db=res.ops_db, host=res.odoo_host, store=res.artifact_store, router=res.router,
+                    settings=res.settings)
+
+
+@step_op(steps.CREATE_OPS_RUN, "validate inputs and the seven preconditions, create the ops run, lock production,"
                 " write inputs.json and run_id.txt.")
-def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db: OpsDatabase,
-                   odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore) -> RunStarted:
-    with progress.step(1, "create_ops_run"):
-        ops_db.upgrade()
+def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunStarted:
+    svc = _services(context)
+    with progress.step(steps.CREATE_OPS_RUN):
+        svc.ops_db.upgrade()
         raw = config.model_dump()
         check = None
         try:
             promotion = inputs.validate(raw)
-            preflight = Preflight(ops_db, odoo_host, artifact_store, promotion,
-                                  settings.load().min_free_space_factor)
+            preflight = Preflight(svc.ops_db, svc.host, svc.store, promotion, svc.settings.min_free_space_factor)
             preflight.run(stop_on_failure=True)
             failed = [r for r in preflight.results if not r.passed]
             if failed:
@@ -132,11 +143,11 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db:
             check = (exc.check, exc.message)
         if check is not None:
             message = redact_text(f"{check[0]}: {check[1]}")
-            ops_db.record_rejection(check[0], message, redact(printable_inputs(raw)))
+            svc.ops_db.record_rejection(check[0], message, redact(printable_inputs(raw)))
             raise PromotionRejected(description=f"promotion rejected: {message}", metadata={"check": check[0]},
                                     allow_retries=False)
         assert preflight.staging and preflight.prod and preflight.blue and preflight.lock
-        run_id = ops_db.create_run(promotion.project_id, promotion.prod_env_id, promotion.user_id, {
+        run_id = svc.ops_db.create_run(promotion.project_id, promotion.prod_env_id, promotion.user_id, {
             "staging_env_id": promotion.staging_env_id,
             "rollback_window_hours": promotion.rollback_window_hours,
             "skip_smoke_tests": promotion.skip_smoke_tests,
@@ -148,14 +159,14 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig, ops_db:
         }, context.run_id)
         _LOCKS[run_id] = preflight.lock
         started = datetime.now(UTC)
-        folder = evidence_dir_for(settings.load().evidence_root, started, run_id)
+        folder = evidence_dir_for(svc.settings.evidence_root, started, run_id)
         evidence = Evidence(folder)
         evidence.create()
-        evidence.write_json("inputs.json", {**promotion.model_dump(), "preflight": [
+        evidence.write_json(steps.INPUTS_JSON, {**promotion.model_dump(), "preflight": [
             {"check": r.name, "passed": r.passed, "message": r.message} for r in preflight.results]})
-        evidence.write_text("run_id.txt", run_id + "\n")
-        ops_db.execute("UPDATE ops.runs SET evidence_dir = %s WHERE run_id = %s", (str(folder), run_id))
-        ops_db.add_event(run_id, "create_ops_run", "info", "preconditions passed; production locked")
+        evidence.write_text(steps.RUN_ID_TXT, run_id + "\n")
+        svc.ops_db.execute("UPDATE ops.runs SET evidence_dir = %s WHERE run_id = %s", (str(folder), run_id))
+        svc.ops_db.add_event(run_id, steps.CREATE_OPS_RUN.name, "info", "preconditions passed; production locked")
         context.add_output_metadata(run_view.run_started(context, run_id, folder, preflight.blue.deployment_id,
                                                          promotion, preflight.results))
         return RunStarted(run_id=run_id, inputs=promotion, evidence_dir=str(folder), started_at=started,
@@ -167,23 +178,22 @@ def printable_inputs(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.replace("\x00", "\\x00")[:200] if isinstance(v, str) else v) for k, v in raw.items()}
 
 
-@op(description="Step 2: snapshot staging into the green artifact (verified, registered); refuse Enterprise"
+@step_op(steps.SNAPSHOT_STAGING, "snapshot staging into the green artifact (verified, registered); refuse Enterprise"
                 " modules.")
-def snapshot_staging(context: OpExecutionContext, run: RunStarted, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
-                     artifact_store: LocalArtifactStore, router: RouterResource) -> StagingSnapshotTaken:
-    svc = _services(ops_db, odoo_host, artifact_store, router)
-    with guarded(svc, run, 2, "snapshot_staging"):
-        row = ops_db.active_deployment(run.staging.environment_id)
+def snapshot_staging(context: OpExecutionContext, run: RunStarted) -> StagingSnapshotTaken:
+    svc = _services(context)
+    with guarded(svc, run, steps.SNAPSHOT_STAGING):
+        row = svc.ops_db.active_deployment(run.staging.environment_id)
         if row is None:
             raise StepFailed(f"staging {run.staging.environment_id} has no active deployment")
-        artifact, facts = back_up(odoo_host, artifact_store, ops_db, run.staging, DeploymentRecord.from_row(row),
+        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, run.staging, DeploymentRecord.from_row(row),
                                   "green", run.run_id)
         rails = guardrails.current()
         enterprise = guardrails.enterprise_modules(artifact.manifest.module_licenses, rails)
-        Evidence(run.evidence_dir).write_json("staging_snapshot.json", {
+        Evidence(run.evidence_dir).write_json(steps.STAGING_SNAPSHOT_JSON, {
             "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts,
             "enterprise_modules": enterprise, **odoo_steps.snapshot_report(svc, run, artifact)})
-        ops_db.merge_run_metadata(run.run_id, {"green_artifact_id": artifact.artifact_id})
+        svc.ops_db.merge_run_metadata(run.run_id, {"green_artifact_id": artifact.artifact_id})
         if enterprise and rails.forbid_enterprise_modules:
             raise StepFailed(f"forbid_enterprise_modules: the green artifact contains Enterprise modules"
                              f" {', '.join(enterprise)} (license {', '.join(rails.enterprise_licenses)})")
@@ -191,71 +201,66 @@ def snapshot_staging(context: OpExecutionContext, run: RunStarted, ops_db: OpsDa
     return StagingSnapshotTaken(**dict(run), green_artifact=artifact)
 
 
-@op(description="Step 3: back up production (blue) into the rollback artifact, verified and registered.")
-def backup_production(context: OpExecutionContext, snap: StagingSnapshotTaken, ops_db: OpsDatabase,
-                      odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
-                      router: RouterResource) -> BlueBackedUp:
-    svc = _services(ops_db, odoo_host, artifact_store, router)
-    with guarded(svc, snap, 3, "backup_production", green_artifact_id=snap.green_artifact.artifact_id):
-        artifact, facts = back_up(odoo_host, artifact_store, ops_db, snap.prod, snap.blue, "blue", snap.run_id)
-        Evidence(snap.evidence_dir).write_json("blue_backup.json", {
+@step_op(steps.BACKUP_PRODUCTION, "back up production (blue) into the rollback artifact, verified and registered.")
+def backup_production(context: OpExecutionContext, snap: StagingSnapshotTaken) -> BlueBackedUp:
+    svc = _services(context)
+    with guarded(svc, snap, steps.BACKUP_PRODUCTION, green_artifact_id=snap.green_artifact.artifact_id):
+        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, snap.prod, snap.blue, "blue", snap.run_id)
+        Evidence(snap.evidence_dir).write_json(steps.BLUE_BACKUP_JSON, {
             "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts})
-        ops_db.merge_run_metadata(snap.run_id, {"blue_backup_id": artifact.artifact_id})
+        svc.ops_db.merge_run_metadata(snap.run_id, {"blue_backup_id": artifact.artifact_id})
         context.add_output_metadata(run_view.artifact_taken("blue", artifact, facts, snap.evidence_dir))
     return BlueBackedUp(**dict(snap), blue_artifact=artifact)
 
 
-@op(description="Step 4: restore the green artifact into a new database and filestore next to blue and start"
+@step_op(steps.RESTORE_GREEN, "restore the green artifact into a new database and filestore next to blue and start"
                 " green's Odoo; blue is never touched.")
-def restore_green(context: OpExecutionContext, backed: BlueBackedUp, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
-                  artifact_store: LocalArtifactStore, router: RouterResource) -> GreenRestored:
-    svc = _services(ops_db, odoo_host, artifact_store, router)
+def restore_green(context: OpExecutionContext, backed: BlueBackedUp) -> GreenRestored:
+    svc = _services(context)
     ids = {"green_artifact_id": backed.green_artifact.artifact_id, "blue_backup_id": backed.blue_artifact.artifact_id}
     evidence = Evidence(backed.evidence_dir)
-    restore_run_id = ops_db.create_run(backed.inputs.project_id, backed.prod.environment_id, backed.inputs.user_id,
+    restore_run_id = svc.ops_db.create_run(backed.inputs.project_id, backed.prod.environment_id, backed.inputs.user_id,
                                        {"parent_run_id": backed.run_id, "artifact_id": ids["green_artifact_id"],
                                         "verify_post_restore": True, "rollback_on_failure": False}, context.run_id,
                                        operation_type="restore")
     try:
-        with guarded(svc, backed, 4, "restore_green", **ids):
+        with guarded(svc, backed, steps.RESTORE_GREEN, **ids):
             try:
-                green, facts = restore_artifact(odoo_host, artifact_store, ops_db, backed.prod,
+                green, facts = restore_next_to_blue(svc.host, svc.store, svc.ops_db, backed.prod,
                                                 backed.green_artifact, backed.run_id,
                                                 before_start=lambda g: odoo_steps.prepare_green(svc, backed, g))
             except Exception as exc:
-                evidence.write_json("green_restore.json", {"restore_run_id": restore_run_id, "status": "failed",
+                evidence.write_json(steps.GREEN_RESTORE_JSON, {"restore_run_id": restore_run_id, "status": "failed",
                                                            "error": f"{type(exc).__name__}: {exc}"})
                 raise
-            evidence.write_json("green_restore.json", {"restore_run_id": restore_run_id, "status": "success",
+            evidence.write_json(steps.GREEN_RESTORE_JSON, {"restore_run_id": restore_run_id, "status": "success",
                                                        "green": green.model_dump(), **facts})
     finally:
-        status = "success" if evidence.exists("green_restore.json") and \
-            evidence.read_json("green_restore.json").get("status") == "success" else "failed"
-        ops_db.execute("UPDATE ops.runs SET status = %s, completed_at = now() WHERE run_id = %s",
+        status = "success" if evidence.exists(steps.GREEN_RESTORE_JSON) and \
+            evidence.read_json(steps.GREEN_RESTORE_JSON).get("status") == "success" else "failed"
+        svc.ops_db.execute("UPDATE ops.runs SET status = %s, completed_at = now() WHERE run_id = %s",
                        (status, restore_run_id))
     context.add_output_metadata(run_view.green_restored(green, facts, backed.evidence_dir))
     return GreenRestored(**dict(backed), green=green, restore_checks=facts)
 
 
-@op(description="Step 5: the five smoke tests on green, through the router's preview entry point.")
-def smoke_test_green(context: OpExecutionContext, restored: GreenRestored, ops_db: OpsDatabase,
-                     odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
-                     router: RouterResource) -> GreenSmokeTested:
-    svc = _services(ops_db, odoo_host, artifact_store, router)
+@step_op(steps.SMOKE_TEST_GREEN, "the five smoke tests on green, through the router's preview entry point.")
+def smoke_test_green(context: OpExecutionContext, restored: GreenRestored) -> GreenSmokeTested:
+    svc = _services(context)
     ids = {"green_artifact_id": restored.green_artifact.artifact_id,
            "blue_backup_id": restored.blue_artifact.artifact_id}
     evidence = Evidence(restored.evidence_dir)
     results = []
-    with guarded(svc, restored, 5, "smoke_test_green", **ids):
+    with guarded(svc, restored, steps.SMOKE_TEST_GREEN, **ids):
         if restored.inputs.skip_smoke_tests:
-            evidence.write_json("smoke_tests.json", {"skipped": True, "results": [],
+            evidence.write_json(steps.SMOKE_TESTS_JSON, {"skipped": True, "results": [],
                                                      "reason": "skip_smoke_tests=true (not a production target)"})
         else:
-            state = router.set_preview(restored.prod.environment_id, upstream(restored.green, "green"))
-            results = SmokeSuite(odoo_host, restored.prod, restored.green, restored.green_artifact,
+            state = svc.router.set_preview(restored.prod.environment_id, upstream(restored.green, "green"))
+            results = SmokeSuite(svc.host, restored.prod, restored.green, restored.green_artifact,
                                  state.preview_url).run()
             passed = all(r.passed for r in results)
-            evidence.write_json("smoke_tests.json", {"skipped": False, "passed": passed,
+            evidence.write_json(steps.SMOKE_TESTS_JSON, {"skipped": False, "passed": passed,
                                                      "target": state.preview_url,
                                                      "results": [r.model_dump() for r in results]})
             if not passed:
@@ -265,39 +270,37 @@ def smoke_test_green(context: OpExecutionContext, restored: GreenRestored, ops_d
     return GreenSmokeTested(**dict(restored), smoke_skipped=restored.inputs.skip_smoke_tests, smoke_results=results)
 
 
-@op(description="Step 6: switch production's public entry point to green (cutover) and record it.")
-def cutover(context: OpExecutionContext, tested: GreenSmokeTested, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
-            artifact_store: LocalArtifactStore, router: RouterResource) -> CutOver:
-    svc = _services(ops_db, odoo_host, artifact_store, router)
+@step_op(steps.CUTOVER, "switch production's public entry point to green (cutover) and record it.")
+def cutover(context: OpExecutionContext, tested: GreenSmokeTested) -> CutOver:
+    svc = _services(context)
     ids = {"green_artifact_id": tested.green_artifact.artifact_id, "blue_backup_id": tested.blue_artifact.artifact_id}
     env_id = tested.prod.environment_id
-    with guarded(svc, tested, 6, "cutover", **ids):
-        before = router.state(env_id)
+    with guarded(svc, tested, steps.CUTOVER, **ids):
+        before = svc.router.state(env_id)
         start = time.monotonic()
         after, fencing = odoo_steps.cutover_fenced(
-            svc, tested, tested.green, lambda: router.switch_active(env_id, upstream(tested.green, "green")))
+            svc, tested, tested.green, lambda: svc.router.switch_active(env_id, upstream(tested.green, "green")))
         switch_ms = int((time.monotonic() - start) * 1000)
         timestamp = datetime.now(UTC)
-        with ops_db.connect() as conn:
+        with svc.ops_db.connect() as conn:
             conn.execute("UPDATE ops.deployments SET state = 'standby', updated_at = now() WHERE deployment_id = %s",
                          (tested.blue.deployment_id,))
             conn.execute("UPDATE ops.deployments SET state = 'active', updated_at = now() WHERE deployment_id = %s",
                          (tested.green.deployment_id,))
             conn.execute("UPDATE ops.runs SET metadata = metadata || %s WHERE run_id = %s",
                          (Jsonb({"cutover_timestamp": timestamp.isoformat()}), tested.run_id))
-        Evidence(tested.evidence_dir).write_json("cutover.json", {
-            "cutover_timestamp": timestamp.isoformat(), "router": router.kind, "switch_ms": switch_ms, **fencing,
+        Evidence(tested.evidence_dir).write_json(steps.CUTOVER_JSON, {
+            "cutover_timestamp": timestamp.isoformat(), "router": svc.router.kind, "switch_ms": switch_ms, **fencing,
             "routing_before": before.model_dump(mode="json"), "routing_after": after.model_dump(mode="json")})
     context.add_output_metadata(run_view.cut_over(before, after, switch_ms, timestamp, tested.evidence_dir))
     return CutOver(**dict(tested), cutover_timestamp=timestamp, routing_before=before.model_dump(mode="json"),
                    routing_after=after.model_dump(mode="json"))
 
 
-@op(description="Step 7: watch green for the stability window: HTTP error rate < 1%, no database error,"
+@step_op(steps.MONITOR_STABILITY, "watch green for the stability window: HTTP error rate < 1%, no database error,"
                 " no crash.")
-def monitor_stability(context: OpExecutionContext, cut: CutOver, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
-                      artifact_store: LocalArtifactStore, router: RouterResource) -> StabilityWatched:
-    svc = _services(ops_db, odoo_host, artifact_store, router)
+def monitor_stability(context: OpExecutionContext, cut: CutOver) -> StabilityWatched:
+    svc = _services(context)
     ids = {"green_artifact_id": cut.green_artifact.artifact_id, "blue_backup_id": cut.blue_artifact.artifact_id,
            "cutover_timestamp": cut.cutover_timestamp.isoformat()}
     last_said = [0.0]
@@ -308,26 +311,25 @@ def monitor_stability(context: OpExecutionContext, cut: CutOver, ops_db: OpsData
             progress.say(f"      stability: {m.requests} requests, error rate {m.http_error_rate:.2%},"
                          f" {left:.0f}s left")
 
-    with guarded(svc, cut, 7, "monitor_stability", **ids):
-        url = router.state(cut.prod.environment_id).active_url
-        metrics = watch(odoo_host, cut.prod, cut.green, url, cut.inputs.stability_window_seconds, report)
-        Evidence(cut.evidence_dir).write_json("stability_metrics.json", {**metrics.model_dump(), "target": url})
+    with guarded(svc, cut, steps.MONITOR_STABILITY, **ids):
+        url = svc.router.state(cut.prod.environment_id).active_url
+        metrics = watch(svc.host, cut.prod, cut.green, url, cut.inputs.stability_window_seconds, report)
+        Evidence(cut.evidence_dir).write_json(steps.STABILITY_METRICS_JSON, {**metrics.model_dump(), "target": url})
         if not metrics.passed:
             raise StepFailed(f"stability: {metrics.reason}")
     context.add_output_metadata(run_view.stability_watched(metrics, url, cut.evidence_dir))
     return StabilityWatched(**dict(cut), stability=metrics)
 
 
-@op(description="Step 8: mark the run successful, schedule blue's deletion after the rollback window, write the"
+@step_op(steps.FINALIZE, "mark the run successful, schedule blue's deletion after the rollback window, write the"
                 " final status and the summary.")
-def finalize(context: OpExecutionContext, watched: StabilityWatched, ops_db: OpsDatabase,
-             odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore, router: RouterResource) -> PromotionOutcome:
-    svc = _services(ops_db, odoo_host, artifact_store, router)
+def finalize(context: OpExecutionContext, watched: StabilityWatched) -> PromotionOutcome:
+    svc = _services(context)
     ids = {"green_artifact_id": watched.green_artifact.artifact_id, "blue_backup_id": watched.blue_artifact.artifact_id,
            "cutover_timestamp": watched.cutover_timestamp.isoformat()}
     evidence = Evidence(watched.evidence_dir)
-    with guarded(svc, watched, 8, "finalize", **ids):
-        evidence.write_json("rollback.json", {"triggered": False, "reason": "no failure detected"})
+    with guarded(svc, watched, steps.FINALIZE, **ids):
+        evidence.write_json(steps.ROLLBACK_JSON, {"triggered": False, "reason": "no failure detected"})
         outcome = PromotionOutcome(run_id=watched.run_id, status="success", evidence_dir=watched.evidence_dir,
                                    blue_backup_id=ids["blue_backup_id"], green_artifact_id=ids["green_artifact_id"],
                                    cutover_timestamp=ids["cutover_timestamp"])
@@ -337,7 +339,7 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched, ops_db: Ops
         missing = evidence.missing()
         if missing and guardrails.current().evidence_required:
             raise StepFailed(f"evidence_required: missing {', '.join(missing)}")
-        with ops_db.connect() as conn:
+        with svc.ops_db.connect() as conn:
             marked = conn.execute("UPDATE ops.runs SET status = 'success', completed_at = now(), evidence_dir = %s"
                                   " WHERE run_id = %s AND status = 'running'", (watched.evidence_dir, watched.run_id))
             if marked.rowcount != 1:
@@ -347,7 +349,8 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched, ops_db: Ops
                 " VALUES ('delete_backup', now() + make_interval(hours => %s), %s, %s)",
                 (hours, Jsonb({"artifact_id": ids["blue_backup_id"], "deployment_id": watched.blue.deployment_id,
                                "db_name": watched.blue.db_name}), watched.run_id))
-        ops_db.add_event(watched.run_id, "finalize", "info", f"promotion succeeded; blue deletion in {hours} h")
+        svc.ops_db.add_event(watched.run_id, steps.FINALIZE.name, "info",
+                         f"promotion succeeded; blue deletion in {hours} h")
     _release(watched.run_id)
     context.add_output_metadata(run_view.finalized(summary, outcome, evidence.paths()))
     return outcome

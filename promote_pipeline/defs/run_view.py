@@ -20,7 +20,7 @@ from typing import Any
 from dagster import MetadataValue, OpExecutionContext
 
 from promote_pipeline.cli.launch import run_tags
-from promote_pipeline.promotion import progress
+from promote_pipeline.promotion import progress, steps
 from promote_pipeline.promotion.models import (
     Artifact,
     DeploymentRecord,
@@ -96,17 +96,17 @@ def run_started(context: OpExecutionContext, run_id: str, evidence_dir: str | Pa
         "blue_deployment": text(blue_deployment),
         "inputs": json_value(promotion.model_dump()),
         "preflight": md(_table(["#", "check", "result", "detail"], checks)),
-        **duration("create_ops_run"),
+        **duration(steps.CREATE_OPS_RUN.name),
         "evidence_dir": path(evidence_dir),
-        **evidence(evidence_dir, "inputs.json", "run_id.txt"),
+        **evidence(evidence_dir, steps.INPUTS_JSON, steps.RUN_ID_TXT),
     }
 
 
 def artifact_taken(role: str, artifact: Artifact, facts: Mapping[str, Any], evidence_dir: str | Path,
                    enterprise_modules: Iterable[str] = ()) -> Metadata:
     """Steps 2 (green: the staging snapshot) and 3 (blue: the production backup)."""
-    step, file = ("snapshot_staging", "staging_snapshot.json") if role == "green" else \
-        ("backup_production", "blue_backup.json")
+    step, file = (steps.SNAPSHOT_STAGING.name, steps.STAGING_SNAPSHOT_JSON) if role == "green" else \
+        (steps.BACKUP_PRODUCTION.name, steps.BLUE_BACKUP_JSON)
     id_key = "green_artifact_id" if role == "green" else "blue_backup_id"
     meta: Metadata = {
         id_key: text(artifact.artifact_id),
@@ -141,10 +141,10 @@ def green_restored(green: DeploymentRecord, facts: Mapping[str, Any], evidence_d
         "green_port": MetadataValue.int(green.http_port or 0),
         "restore_seconds": MetadataValue.float(float(facts.get("restore_seconds", 0.0))),
         "ready_seconds": MetadataValue.float(float(facts.get("ready_seconds", 0.0))),
-        **duration("restore_green"),
+        **duration(steps.RESTORE_GREEN.name),
         "post_restore_checks": json_value(facts.get("checks", {})),
         "verification": json_value(facts.get("verification", {})),
-        **evidence(evidence_dir, "green_restore.json"),
+        **evidence(evidence_dir, steps.GREEN_RESTORE_JSON),
     }
 
 
@@ -157,7 +157,7 @@ def smoke_tested(results: list[SmokeResult], skipped: bool, evidence_dir: str | 
         meta["passed"] = text(f"{sum(r.passed for r in results)}/{len(results)}")
         meta["results"] = md(_table(["test", "result", "detail", "ms"], [
             (r.name, "pass" if r.passed else "FAIL", r.detail, r.duration_ms) for r in results]))
-    return {**meta, **duration("smoke_test_green"), **evidence(evidence_dir, "smoke_tests.json")}
+    return {**meta, **duration(steps.SMOKE_TEST_GREEN.name), **evidence(evidence_dir, steps.SMOKE_TESTS_JSON)}
 
 
 def _routing_row(entry: str, before: RoutingState, after: RoutingState) -> tuple[str, str, str]:
@@ -181,8 +181,8 @@ def cut_over(before: RoutingState, after: RoutingState, switch_ms: int, timestam
                              [_routing_row(e, before, after) for e in ("active", "preview")])),
         "routing_before": json_value(before.model_dump(mode="json")),
         "routing_after": json_value(after.model_dump(mode="json")),
-        **duration("cutover"),
-        **evidence(evidence_dir, "cutover.json"),
+        **duration(steps.CUTOVER.name),
+        **evidence(evidence_dir, steps.CUTOVER_JSON),
     }
 
 
@@ -193,8 +193,8 @@ def stability_watched(metrics: StabilityMetrics, target: str, evidence_dir: str 
         "error_rate": text(f"{metrics.http_error_rate:.2%} of {metrics.requests} requests (limit 1%)"),
         "verdict": text("pass" if metrics.passed else f"FAIL: {metrics.reason}"),
         "target": text(target),
-        **duration("monitor_stability"),
-        **evidence(evidence_dir, "stability_metrics.json"),
+        **duration(steps.MONITOR_STABILITY.name),
+        **evidence(evidence_dir, steps.STABILITY_METRICS_JSON),
     }
 
 
@@ -210,6 +210,6 @@ def finalized(summary: str, outcome: PromotionOutcome, evidence_files: Mapping[s
         "green_artifact_id": text(outcome.green_artifact_id or ""),
         "cutover_timestamp": text(outcome.cutover_timestamp or ""),
         "evidence_dir": path(outcome.evidence_dir),
-        **duration("finalize"),
+        **duration(steps.FINALIZE.name),
         **{f"evidence: {name}": path(p) for name, p in evidence_files.items()},
     }

@@ -3,14 +3,11 @@
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, op
 from pydantic import Field
 
-from promote_pipeline.promotion import cleanup, settings
+from promote_pipeline.defs.promotion_job import STEP_RESOURCES
+from promote_pipeline.defs.promotion_job import _services as services
+from promote_pipeline.promotion import cleanup
 from promote_pipeline.promotion.recovery import RecoveryRefused, recover
 from promote_pipeline.promotion.redaction import redact_text
-from promote_pipeline.promotion.services import Services
-from resources.artifact_store import LocalArtifactStore
-from resources.odoo_host import LocalOdooHost
-from resources.ops_db import OpsDatabase
-from resources.router import RouterResource
 
 
 class RollbackConfig(Config):
@@ -27,11 +24,11 @@ class RollbackConfig(Config):
     )
 
 
-@op(description="Roll back, complete or verify one promotion (idempotent); refused once blue is deleted.")
-def roll_back_promotion(context: OpExecutionContext, config: RollbackConfig, ops_db: OpsDatabase,
-                        odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
-                        router: RouterResource) -> dict:
-    svc = Services(ops_db=ops_db, host=odoo_host, store=artifact_store, router=router)
+@op(description="Roll back, complete or verify one promotion (idempotent); refused once blue is deleted.",
+    required_resource_keys=STEP_RESOURCES)
+def roll_back_promotion(context: OpExecutionContext, config: RollbackConfig) -> dict:
+    svc = services(context)
+    ops_db = svc.ops_db
     run_id = config.run_id
     if not run_id and config.dagster_run_id:
         row = ops_db.fetch_one("SELECT run_id FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'",
@@ -54,12 +51,12 @@ def roll_back_promotion(context: OpExecutionContext, config: RollbackConfig, ops
     return result
 
 
-@op(description="Execute the due rows of ops.scheduled_tasks (blue deletions after the rollback window).")
-def run_cleanup_tasks(context: OpExecutionContext, ops_db: OpsDatabase, odoo_host: LocalOdooHost,
-                      artifact_store: LocalArtifactStore, router: RouterResource) -> list:
-    svc = Services(ops_db=ops_db, host=odoo_host, store=artifact_store, router=router)
-    ops_db.upgrade()
-    records = cleanup.run_due_tasks(svc, settings.load().evidence_root)
+@op(description="Execute the due rows of ops.scheduled_tasks (blue deletions after the rollback window).",
+    required_resource_keys=STEP_RESOURCES)
+def run_cleanup_tasks(context: OpExecutionContext) -> list:
+    svc = services(context)
+    svc.ops_db.upgrade()
+    records = cleanup.run_due_tasks(svc)
     context.add_output_metadata({"tasks": len(records),
                                  "statuses": MetadataValue.json({str(r["task_id"]): r["status"] for r in records})})
     return records

@@ -87,8 +87,9 @@ def execute(svc: Services, task: dict[str, Any]) -> list[str]:
     return done
 
 
-def run_due_tasks(svc: Services, evidence_root: str, limit: int = 50) -> list[dict[str, Any]]:
-    """Execute up to ``limit`` due tasks; return one record per task."""
+def run_due_tasks(svc: Services, evidence_root: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Execute up to ``limit`` due tasks; return one record per task. Their evidence goes under ``evidence_root``
+    (default: the settings')."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
     records = []
     for _ in range(limit):
@@ -117,7 +118,8 @@ def run_due_tasks(svc: Services, evidence_root: str, limit: int = 50) -> list[di
                 " execute_at = now() + make_interval(mins => %s) WHERE task_id = %s",
                 ("failed" if final else "pending", error, 2 ** task["attempts"], task["task_id"]))
         record["finished_at"] = datetime.now(UTC).isoformat()
-        folder = Path(evidence_root) / datetime.now(UTC).strftime("%Y%m%d-%H%M") / "cleanup"
+        root = Path(evidence_root or svc.settings.evidence_root)
+        folder = root / datetime.now(UTC).strftime("%Y%m%d-%H%M") / "cleanup"
         Evidence(folder).write_json(f"task_{task['task_id']}.json", json.loads(json.dumps(record, default=str)))
         records.append(record)
     return records

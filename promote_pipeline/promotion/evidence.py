@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from promote_pipeline.promotion import guardrails
+from promote_pipeline.promotion import guardrails, steps
 from promote_pipeline.promotion.redaction import redact, redact_text
 
 SCHEMA_VERSION = 1
@@ -69,7 +69,7 @@ class Evidence:
         """Write a 'not reached' record for each step file still missing; return their names."""
         filled = []
         for name in self.missing():
-            if name.endswith(".json") and name != "final_status.json":
+            if name.endswith(".json") and name != steps.FINAL_STATUS_JSON:
                 self.write_json(name, {"reached": False, "reason": reason})
                 filled.append(name)
         return filled

@@ -17,14 +17,14 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from promote_pipeline.promotion import odoo_aware as odoo_steps
+from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import DeploymentRecord, PromotionOutcome, RunStarted
 from promote_pipeline.promotion.redaction import redact_text
 from promote_pipeline.promotion.services import Services, upstream
+from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
 from resources.router import RouterError
-
-ROLLBACK_STEPS = ("restore_green", "smoke_test_green", "cutover", "monitor_stability")
 
 
 def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
@@ -117,10 +117,7 @@ def _reactivate_blue(svc: Services, blue: DeploymentRecord) -> None:
     svc.ops_db.transaction(mark)
 
 
-PRE_GREEN_STEPS = ("create_ops_run", "snapshot_staging", "backup_production")
-
-
-def handle_failure(svc: Services, run: RunStarted, step: str, error: BaseException, detected_monotonic: float,
+def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseException, detected_monotonic: float,
                    green_artifact_id: str | None = None, blue_backup_id: str | None = None,
                    cutover_timestamp: str | None = None, force_rollback: bool = False) -> PromotionOutcome:
     """Everything done after a failure was detected (by an op, or by the safety net for a run that died);
@@ -133,10 +130,10 @@ def handle_failure(svc: Services, run: RunStarted, step: str, error: BaseExcepti
     evidence = Evidence(run.evidence_dir)
     rollback: dict[str, Any]
     status: str
-    if step not in ROLLBACK_STEPS and not force_rollback:
+    if not step.rolls_back and not force_rollback:
         status = "failed"
-        rollback = {"triggered": False, "reason": f"failure at {step}: nothing rolled back",
-                    "blue_untouched": step in PRE_GREEN_STEPS}
+        rollback = {"triggered": False, "reason": f"failure at {step.name}: nothing rolled back",
+                    "blue_untouched": not step.after_green}
     elif run.inputs.auto_rollback_on_failure or force_rollback:
         try:
             rollback = roll_back(svc, run, reason, detected_monotonic)
@@ -150,14 +147,14 @@ def handle_failure(svc: Services, run: RunStarted, step: str, error: BaseExcepti
         rollback = {"triggered": False, "reason": "auto_rollback_on_failure=false: left as it stands",
                     "live_routing": svc.router.state(run.prod.environment_id).model_dump(mode="json"),
                     "green_deployments": [g.model_dump() for g in green_deployments(svc, run.run_id)]}
-    rollback["failed_step"] = step
+    rollback["failed_step"] = step.name
     svc.ops_db.execute(
         "UPDATE ops.runs SET status = %s, completed_at = now(), evidence_dir = %s,"
         " rolled_back_at = CASE WHEN %s = 'rolled_back' THEN now() END, metadata = metadata || %s WHERE run_id = %s",
-        (status, run.evidence_dir, status, Jsonb({"failed_step": step, "failure_reason": reason}), run.run_id),
+        (status, run.evidence_dir, status, Jsonb({"failed_step": step.name, "failure_reason": reason}), run.run_id),
     )
     try:
-        svc.ops_db.add_event(run.run_id, step, "error", reason)
+        svc.ops_db.add_event(run.run_id, step.name, "error", reason)
         if rollback.get("error"):
             svc.ops_db.add_event(run.run_id, "rollback", "error", rollback["error"])
     except Exception:  # noqa: S110 - the status above is what matters; the event is a courtesy
@@ -166,11 +163,11 @@ def handle_failure(svc: Services, run: RunStarted, step: str, error: BaseExcepti
                                evidence_dir=run.evidence_dir, blue_backup_id=blue_backup_id,
                                green_artifact_id=green_artifact_id, cutover_timestamp=cutover_timestamp)
     try:
-        if not evidence.exists("run_id.txt"):  # a run that died inside step 1 had not written it yet
-            evidence.write_text("run_id.txt", run.run_id + "\n")
-        evidence.write_json("rollback.json", rollback)
-        evidence.fill_not_reached(f"not reached: the run failed at {step}")
-        write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=step, reason=reason)
+        if not evidence.exists(steps.RUN_ID_TXT):  # a run that died inside step 1 had not written it yet
+            evidence.write_text(steps.RUN_ID_TXT, run.run_id + "\n")
+        evidence.write_json(steps.ROLLBACK_JSON, rollback)
+        evidence.fill_not_reached(f"not reached: the run failed at {step.name}")
+        write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=step.name, reason=reason)
     except OSError as exc:  # e.g. a full disk: the run is still marked, and says why its evidence is short
         svc.ops_db.merge_run_metadata(run.run_id, {"evidence_error": redact_text(str(exc))})
     return outcome

@@ -15,7 +15,6 @@ from typing import Any
 from promote_pipeline.odoo import carry_over as live_settings
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.odoo import watermarks
-from promote_pipeline.promotion import settings
 from promote_pipeline.promotion.models import Artifact, DeploymentRecord, RunStarted
 from promote_pipeline.promotion.redaction import REDACTED, is_secret_key
 from promote_pipeline.promotion.services import Services
@@ -27,7 +26,7 @@ def prepare_green(svc: Services, run: RunStarted, green: DeploymentRecord) -> di
     dsn = run.prod.db_dsn_ref
     carry = run.inputs.carry_over_settings
     with svc.host.connect(dsn, run.blue.db_name) as blue, svc.host.connect(dsn, green.db_name) as gdb:
-        changes = live_settings.carry_over(blue, gdb, list(settings.load().carry_over_parameters)) if carry else []
+        changes = live_settings.carry_over(blue, gdb, list(svc.settings.carry_over_parameters)) if carry else []
         plan = live_settings.plan_fence(blue, gdb, follow_blue=carry)
         flipped = live_settings.fence_off(gdb)
     for change in changes:

@@ -19,6 +19,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
 from promote_pipeline.promotion.models import (
@@ -30,6 +31,7 @@ from promote_pipeline.promotion.models import (
 )
 from promote_pipeline.promotion.redaction import redact_text
 from promote_pipeline.promotion.services import Services
+from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
 
 
@@ -39,17 +41,6 @@ class RecoveryRefused(RuntimeError):
 
 class WorkerDied(RuntimeError):
     """Stands for the failure of a run whose worker vanished: no op saw it happen."""
-
-
-# Which step a run was in, judged by the last evidence file it wrote.
-_LAST_FILE_TO_NEXT_STEP = [
-    ("stability_metrics.json", "finalize"),
-    ("cutover.json", "monitor_stability"),
-    ("smoke_tests.json", "cutover"),
-    ("green_restore.json", "smoke_test_green"),
-    ("blue_backup.json", "restore_green"),
-    ("staging_snapshot.json", "backup_production"),
-]
 
 
 def load_run(svc: Services, run_id: str) -> tuple[dict[str, Any], RunStarted]:
@@ -76,11 +67,10 @@ def load_run(svc: Services, run_id: str) -> tuple[dict[str, Any], RunStarted]:
     return row, run
 
 
-def last_step(evidence: Evidence) -> str:
-    for name, step in _LAST_FILE_TO_NEXT_STEP:
-        if evidence.exists(name) and evidence.read_json(name).get("reached", True):
-            return step
-    return "snapshot_staging"
+def last_step(evidence: Evidence) -> Step:
+    """The step a run whose worker died was in, from the evidence it wrote (a file that says "not reached"
+    does not count)."""
+    return steps.reached(lambda name: evidence.exists(name) and evidence.read_json(name).get("reached", True))
 
 
 def verify_safe_state(svc: Services, run: RunStarted) -> dict[str, Any]:
@@ -143,8 +133,8 @@ def recover(svc: Services, run_id: str, reason: str, requested_by: str, manual: 
             svc.ops_db.execute("UPDATE ops.runs SET status = 'failed', completed_at = now() WHERE status = 'running'"
                                " AND operation_type = 'restore' AND metadata->>'parent_run_id' = %s", (run_id,))
             outcome = handle_failure(svc, run, step, WorkerDied(reason), detected,
-                                     **_ids(row), force_rollback=manual or step == "finalize")
-            return {"action": "completed_dead_run", "failed_step": step, "status": outcome.status}
+                                     **_ids(row), force_rollback=manual or step == steps.FINALIZE)
+            return {"action": "completed_dead_run", "failed_step": step.name, "status": outcome.status}
         if status == "failed" and not manual:
             verification = verify_safe_state(svc, run)
             _record_verification(svc, run, evidence, verification, requested_by)
@@ -155,7 +145,7 @@ def recover(svc: Services, run_id: str, reason: str, requested_by: str, manual: 
         svc.ops_db.execute("UPDATE ops.scheduled_tasks SET status = 'cancelled', updated_at = now(),"
                            " last_error = 'blue reactivated by rollback' WHERE run_id = %s"
                            " AND task_type = 'delete_backup' AND status = 'pending'", (run_id,))
-        evidence.write_json("rollback.json", body)
+        evidence.write_json(steps.ROLLBACK_JSON, body)
         outcome = PromotionOutcome(run_id=run_id, status="rolled_back", evidence_dir=run.evidence_dir, **_ids(row))
         write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=None,
                     reason=f"rolled back after {status} by {requested_by}: {redact_text(reason)}")
@@ -182,8 +172,8 @@ def _record_verification(svc: Services, run: RunStarted, evidence: Evidence, ver
     svc.ops_db.add_event(run.run_id, "rollback", "info" if verification["safe"] else "error",
                          "rollback job verified the safe state" if verification["safe"]
                          else "rollback job found the state NOT safe", {**verification, "requested_by": requested_by})
-    if evidence.exists("rollback.json"):
-        body = evidence.read_json("rollback.json")
+    if evidence.exists(steps.ROLLBACK_JSON):
+        body = evidence.read_json(steps.ROLLBACK_JSON)
         body.pop("schema_version", None)
         body.setdefault("verifications", []).append({**verification, "requested_by": requested_by})
-        evidence.write_json("rollback.json", body)
+        evidence.write_json(steps.ROLLBACK_JSON, body)

@@ -87,7 +87,7 @@ def restore_data(host: LocalOdooHost, store: LocalArtifactStore, env: Environmen
                           "filestore_restore_seconds": round(fs_seconds, 3), "filestore_restore": fs_facts}
 
 
-def restore_green(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase, env: EnvironmentRecord,
+def restore_next_to_blue(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase, env: EnvironmentRecord,
                   artifact: Artifact, run_id: str,
                   before_start: Callable[[DeploymentRecord], dict[str, Any]] | None = None,
                   ) -> tuple[DeploymentRecord, dict[str, Any]]:

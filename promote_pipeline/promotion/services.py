@@ -1,4 +1,5 @@
-"""The four resources a promotion step talks to, bundled so that helpers take one argument."""
+"""The resources a promotion step talks to, and the settings it runs with, bundled so that helpers take one
+argument."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promote_pipeline.promotion.models import DeploymentRecord
+from promote_pipeline.promotion.settings import Settings
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import OpsDatabase
@@ -18,11 +20,13 @@ class Services:
     host: LocalOdooHost
     store: LocalArtifactStore
     router: RouterResource
+    settings: Settings
 
     @classmethod
     def from_resources(cls, res: dict[str, Any]) -> Services:
-        """From the resource dict of ``definitions.build_resources`` (keys as the ops name them)."""
-        return cls(ops_db=res["ops_db"], host=res["odoo_host"], store=res["artifact_store"], router=res["router"])
+        """From the resource dict of ``defs.resources.build_resources`` (keys as the ops name them)."""
+        return cls(ops_db=res["ops_db"], host=res["odoo_host"], store=res["artifact_store"], router=res["router"],
+                   settings=res["settings"])
 
 
 def upstream(deployment: DeploymentRecord, colour: str) -> Upstream:

@@ -17,17 +17,23 @@ from pydantic import BaseModel, Field
 from promote_pipeline.odoo.carry_over import DEFAULT_PARAMETERS
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+# The ops DSN's reference when the settings name none; unset, it means the machine's local PostgreSQL.
+DEFAULT_OPS_DSN_REF = "PROMOTE_OPS_DSN"
 
 
 class Settings(BaseModel):
     ops_database: str = Field(default="promote_ops", description="Database of the ops schema.")
-    ops_dsn_ref: str = Field(default="PROMOTE_OPS_DSN", description="Secret reference of the ops server DSN.")
+    ops_dsn_ref: str = Field(default=DEFAULT_OPS_DSN_REF, description="Secret reference of the ops server DSN.")
     db_prefix: str = Field(default="odoo", description="Prefix of the databases the sandbox creates.")
-    evidence_root: str = Field(default=str(PROJECT_DIR / "docs" / "evidence"))
-    artifact_root: str = Field(default=str(PROJECT_DIR / ".sandbox" / "artifacts"))
-    run_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "run"))
+    evidence_root: str = Field(default=str(PROJECT_DIR / "docs" / "evidence"),
+                               description="Where each run writes its evidence folder (<date>/promote/<run_id>/).")
+    artifact_root: str = Field(default=str(PROJECT_DIR / ".sandbox" / "artifacts"),
+                               description="Root of the artifact store (dumps, filestore indexes, .objects/).")
+    run_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "run"),
+                         description="Where started Odoo servers keep their pid and log files.")
     router_kind: str = Field(default="haproxy", description="'haproxy' or 'nginx'.")
-    router_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "router"))
+    router_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "router"),
+                            description="Where the router keeps its configuration, socket, pid and log.")
     odoo_command: str = Field(
         default="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}",
         description="Command template that starts one Odoo server.",
@@ -39,12 +45,27 @@ class Settings(BaseModel):
         description="ir_config_parameter keys copied from blue onto green (see live_settings.DEFAULT_PARAMETERS).")
 
 
+_selected: Path | None = None
+
+
+def select(path: Path | None) -> None:
+    """Use this settings file in this process from now on (a sandbox activating itself); None: back to
+    ``PROMOTE_SETTINGS`` or the default."""
+    global _selected
+    _selected = path
+
+
 def settings_path() -> Path:
+    if _selected is not None:
+        return _selected
     return Path(os.environ.get("PROMOTE_SETTINGS", PROJECT_DIR / ".sandbox" / "settings.json"))
 
 
-def load() -> Settings:
-    path = settings_path()
+def load(path: Path | None = None) -> Settings:
+    """The settings file (``path``, or the one this process uses), with the single values that environment
+    variables override. Reads the environment, never writes it: the resources built from these settings carry
+    them to the ops."""
+    path = path or settings_path()
     data = json.loads(path.read_text()) if path.exists() else {}
     settings = Settings.model_validate(data)
     if os.environ.get("PROMOTE_EVIDENCE_ROOT"):
@@ -53,11 +74,6 @@ def load() -> Settings:
         settings.ops_database = os.environ["PROMOTE_OPS_DATABASE"]
     if os.environ.get("PROMOTE_MIN_FREE_SPACE_FACTOR"):
         settings.min_free_space_factor = float(os.environ["PROMOTE_MIN_FREE_SPACE_FACTOR"])
-    if settings.secrets_file:  # the settings file names its own secrets: it wins
-        os.environ["PROMOTE_SECRETS_FILE"] = settings.secrets_file
-    if settings.ops_dsn_ref == "PROMOTE_OPS_DSN" and "PROMOTE_OPS_DSN" not in os.environ:
-        # The machine's local PostgreSQL, as PGHOST/PGPORT describe it.
-        os.environ["PROMOTE_OPS_DSN"] = default_server_dsn()
     return settings
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome
 
@@ -14,7 +15,7 @@ def write_final(evidence: Evidence, outcome: PromotionOutcome, started_at: datet
                 extra: dict[str, Any] | None = None) -> str:
     """Write final_status.json and promotion_summary.md; return the summary markdown."""
     completed = datetime.now(UTC)
-    evidence.write_json("final_status.json", {
+    evidence.write_json(steps.FINAL_STATUS_JSON, {
         **outcome.model_dump(mode="json"),
         "started_at": started_at.isoformat(),
         "completed_at": completed.isoformat(),
@@ -24,7 +25,7 @@ def write_final(evidence: Evidence, outcome: PromotionOutcome, started_at: datet
         **(extra or {}),
     })
     markdown = render(evidence, outcome, started_at, completed, inputs, failed_step, reason)
-    evidence.write_text("promotion_summary.md", markdown)
+    evidence.write_text(steps.PROMOTION_SUMMARY_MD, markdown)
     return markdown
 
 
@@ -47,7 +48,7 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
     ]
     if failed_step:
         lines.append(f"- Failed at **{failed_step}**: {reason}")
-    snap = _json(evidence, "staging_snapshot.json")
+    snap = _json(evidence, steps.STAGING_SNAPSHOT_JSON)
     diff = snap.get("module_diff")
     if diff:
         lines += ["", "## Modules (green vs blue)", "",
@@ -59,7 +60,7 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
                   f"{drift['total']} row(s) written on blue since staging was copied ({drift['staging_copied_at']}):"
                   f" green will not contain them. {drift['rows_written_on_blue_since'] or ''}"
                   if drift.get("known") else f"Unknown: {drift.get('reason')}."]
-    restore = _json(evidence, "green_restore.json")
+    restore = _json(evidence, steps.GREEN_RESTORE_JSON)
     carry = restore.get("carry_over")
     if carry:
         lines += ["", "## Production's live settings", ""]
@@ -70,21 +71,21 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
         else:
             lines.append("**⚠️ CARRY-OVER WAS TURNED OFF for this promotion: green runs with the staging artifact's"
                          " own settings (a neutralized staging stays neutralized: no crons, no outgoing mail).**")
-    smoke = _json(evidence, "smoke_tests.json")
+    smoke = _json(evidence, steps.SMOKE_TESTS_JSON)
     if smoke.get("results"):
         lines += ["", "## Smoke tests", "", "| test | result | detail |", "|---|---|---|"]
         for r in smoke["results"]:
             lines.append(f"| {r['name']} | {'pass' if r['passed'] else 'FAIL'} | {r['detail']} |")
     elif smoke.get("skipped"):
         lines += ["", "## Smoke tests", "", "**Skipped** (skip_smoke_tests=true)."]
-    stab = _json(evidence, "stability_metrics.json")
+    stab = _json(evidence, steps.STABILITY_METRICS_JSON)
     if stab.get("reached", True) and "requests" in stab:
         lines += ["", "## Stability", "",
                   f"{stab['requests']} requests over {stab['window_seconds']} s:"
                   f" error rate {stab['http_error_rate']:.2%},"
                   f" database errors {stab['db_connection_errors']}, crashes {stab['process_crashes']}"
                   f" — {'pass' if stab['passed'] else 'FAIL: ' + str(stab.get('reason'))}"]
-    rb = _json(evidence, "rollback.json")
+    rb = _json(evidence, steps.ROLLBACK_JSON)
     if rb.get("triggered"):
         lines += ["", "## Rollback", "",
                   f"Traffic back on blue `{rb.get('blue_deployment')}` {rb.get('detection_to_blue_ms')} ms after"

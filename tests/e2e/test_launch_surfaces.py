@@ -17,18 +17,18 @@ from dagster import DagsterRunStatus, DefaultScheduleStatus, instance_for_test
 from dagster import build_schedule_context as schedule_context
 from dagster._config import validate_config
 
+from promote_pipeline.cli import printer as progress
 from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.launch import run_config
-from promote_pipeline.definitions import (
+from promote_pipeline.defs import jobs, planned
+from promote_pipeline.defs.location import (
     SANDBOX_DSN_REF,
     SANDBOX_IDS,
     SANDBOX_INPUTS,
     build_definitions,
     promotion_job,
 )
-from promote_pipeline.defs import jobs, planned
 from promote_pipeline.defs.planned import PlannedPromotionError
-from promote_pipeline.promotion import progress
 from promote_pipeline.promotion.settings import Settings
 
 GOOD = {"name": "sunday", "cron": "0 2 * * 0", "timezone": "Europe/Brussels", "description": "Weekly",

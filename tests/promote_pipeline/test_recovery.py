@@ -15,7 +15,7 @@ import pytest
 
 from promote_pipeline.cli.runner import run_rollback
 from promote_pipeline.cli.sandbox import PROD, Sandbox
-from promote_pipeline.definitions import build_resources
+from promote_pipeline.defs.resources import build_resources
 from promote_pipeline.defs.sensors import dead_runs
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def test_manual_rollback_of_a_success_then_idempotent_then_refused_after_cleanup
 
 WORKER = """
 import sys, time
-from promote_pipeline.definitions import build_resources
+from promote_pipeline.defs.resources import build_resources
 ops_db = build_resources()["ops_db"]
 lock = ops_db.try_lock_environment(sys.argv[1])
 assert lock is not None

@@ -1,0 +1,53 @@
+"""The resources every job runs with, built from the settings of this installation.
+
+Settings reach the ops through resources, never through the environment: ``settings`` itself is a
+resource (the ops read the evidence root, the free-space factor and the carried-over parameters from
+it), and the secrets file it names is handed to the secret resolver here, once per process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import ResourceDefinition, mem_io_manager
+
+from promote_pipeline.promotion import settings as settings_mod
+from promote_pipeline.promotion.settings import Settings
+from resources import secrets
+from resources.artifact_store import LocalArtifactStore
+from resources.haproxy_router import HAProxyRouter
+from resources.nginx_router import NginxRouter
+from resources.odoo_host import LocalOdooHost
+from resources.ops_db import OpsDatabase
+from resources.router import RouterResource
+
+
+def build_resources(config: Settings | None = None) -> dict[str, Any]:
+    config = config or settings_mod.load()
+    router: RouterResource
+    if config.router_kind == "nginx":
+        router = NginxRouter(work_dir=config.router_dir)
+    elif config.router_kind == "haproxy":
+        router = HAProxyRouter(work_dir=config.router_dir)
+    else:
+        raise ValueError(f"router_kind must be 'haproxy' or 'nginx', not {config.router_kind!r}")
+    # The settings file names its own secrets file (it wins over PROMOTE_SECRETS_FILE), and the default ops
+    # DSN reference falls back to the machine's local PostgreSQL (PGHOST/PGPORT) when nothing sets it.
+    secrets.configure(secrets_file=config.secrets_file,
+                      defaults={settings_mod.DEFAULT_OPS_DSN_REF: settings_mod.default_server_dsn()})
+    return {
+        "settings": config,
+        "ops_db": OpsDatabase(dsn_ref=config.ops_dsn_ref, database=config.ops_database),
+        "odoo_host": LocalOdooHost(command_template=config.odoo_command, run_dir=config.run_dir),
+        "artifact_store": LocalArtifactStore(root=config.artifact_root),
+        "router": router,
+        "io_manager": mem_io_manager,
+    }
+
+
+def for_definitions(resources: dict[str, Any]) -> dict[str, Any]:
+    """The resources as the code location binds them: the settings object described like every other resource
+    (the UI lists it)."""
+    return {**resources, "settings": ResourceDefinition.hardcoded_resource(
+        resources["settings"], description="This installation's settings (promotion/settings.py): evidence and"
+        " artifact roots, the free-space factor, the carried-over parameters, the Odoo command template.")}
