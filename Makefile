@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: demo test deps system-deps lint typecheck unit sandbox-down clean ui ui-down
+.PHONY: demo test deps system-deps lint typecheck layers sandbox-down clean ui ui-down
 
 deps: system-deps $(STAMP)
 
@@ -31,7 +31,11 @@ lint: deps
 typecheck: deps
 	$(BIN)/mypy promote_pipeline resources odoo_standin bench
 
-test: lint typecheck
+# The import contracts of pyproject.toml ([tool.importlinter]): the layers, one way.
+layers: deps
+	$(BIN)/lint-imports
+
+test: lint typecheck layers
 	$(BIN)/pytest -q
 
 sandbox-down: deps

@@ -83,10 +83,6 @@ def _hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def sha256_of(path: Path) -> tuple[str, int]:
-    return _hash_file(path)
-
-
 def dump_digest(files: list[tuple[str, str, int]]) -> tuple[str, int]:
     """One sha256 for a dump directory: over the sorted ``"<sha256>  <size>  <name>"`` lines; and the total size."""
     digest = hashlib.sha256()

@@ -263,14 +263,6 @@ class LocalOdooHost(ConfigurableResource):
         with self.connect(dsn_ref, "postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
 
-    def rename_database(self, dsn_ref: str, old: str, new: str) -> None:
-        with self.connect(dsn_ref, "postgres", autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (old,),
-            )
-            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
-
     # -- filestore -----------------------------------------------------------------------------
     @staticmethod
     def filestore_dir(data_dir: str, db: str) -> Path:
@@ -287,11 +279,6 @@ class LocalOdooHost(ConfigurableResource):
 
     def remove_filestore(self, data_dir: str, db: str) -> None:
         shutil.rmtree(self.filestore_dir(data_dir, db), ignore_errors=True)
-
-    def rename_filestore(self, data_dir: str, old: str, new: str) -> None:
-        src = self.filestore_dir(data_dir, old)
-        if src.exists():
-            src.rename(self.filestore_dir(data_dir, new))
 
     # -- Odoo processes ------------------------------------------------------------------------
     def start_odoo(self, dsn_ref: str, environment_id: str, deployment: str, db: str, data_dir: str,

@@ -100,7 +100,7 @@ def submit(inputs: dict[str, Any], url: str | None = None, source: str = "graphq
 
 # -- errors -------------------------------------------------------------------------------------------
 def _redacted(text: str) -> str:
-    from promote_pipeline.promotion.redaction import redact_text
+    from resources.redaction import redact_text
 
     return redact_text(" ".join(text.split()))
 

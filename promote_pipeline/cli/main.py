@@ -201,7 +201,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     """Submit through GraphQL, follow the run's progress lines, print how it ended (as `promote run` does)."""
     from promote_pipeline.cli import launch
     from promote_pipeline.promotion import inputs as input_rules
-    from promote_pipeline.promotion.redaction import redact_text
+    from resources.redaction import redact_text
 
     raw = promotion_inputs(args)
     try:  # the input rules, here first: a refused input never becomes a run (the job applies them again)

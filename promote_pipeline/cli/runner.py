@@ -8,7 +8,6 @@ acts on: an exit code, the seed's outputs object, and one message.
 from __future__ import annotations
 
 import gc
-import os
 from typing import Any
 
 from promote_pipeline.cli.printer import Printer
@@ -34,37 +33,29 @@ def end_of_start_up() -> None:
 
 def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], quiet: bool, instance: Any,
              resource_overrides: dict[str, Any] | None) -> Any:
-    """Execute one of the code location's jobs in this process."""
-    from dagster import DagsterInstance
+    """Execute one of the code location's jobs in this process, printing its progress unless ``quiet``."""
+    from promote_pipeline.defs.in_process import execute
 
-    from promote_pipeline.defs.location import build_definitions
+    listeners: list[Printer] = []
 
-    job = build_definitions(settings.load(), resource_overrides).get_job_def(job_name)
-    if instance is None:
-        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    end_of_start_up()
-    listener = None if quiet else Printer()  # a live status line in a terminal, plain lines otherwise
-    if listener:
-        progress.subscribe(listener)
+    def when_ready() -> None:
+        end_of_start_up()
+        if not quiet:  # a live status line in a terminal, plain lines otherwise
+            listeners.append(Printer())
+            progress.subscribe(listeners[0])
+
     try:
-        return job.execute_in_process(
-            run_config={**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            instance=instance, raise_on_error=False, tags=tags)
+        return execute(job_name, run_config, tags, settings.load(), instance, resource_overrides, when_ready)
     finally:
-        if listener:
+        for listener in listeners:
             progress.unsubscribe(listener)
             listener.close()
 
 
 def _failure_message(result: Any) -> tuple[str | None, str | None, str | None]:
-    """(step key, exception class name, message) of the first failed step of an in-process result."""
-    events = result.get_step_failure_events()
-    if not events or events[0].step_failure_data.error is None:
-        return None, None, None
-    error = events[0].step_failure_data.error
-    message: str = " ".join(error.message.split())
-    message = message.split(": ", 1)[1] if message.startswith(("promote_pipeline.", "dagster.")) else message
-    return events[0].step_key, error.cls_name, message
+    from promote_pipeline.defs.in_process import first_failure
+
+    return first_failure(result)
 
 
 def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None,
@@ -85,7 +76,7 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
         input_rules.validate(raw)
     except input_rules.InputRejected as exc:
         from promote_pipeline.defs.promotion_job import printable_inputs
-        from promote_pipeline.promotion.redaction import redact, redact_text
+        from resources.redaction import redact, redact_text
 
         rejection = redact_text(f"{exc.check}: {exc.message}")
         ops_db.upgrade()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dagster import OpExecutionContext
 
 from promote_pipeline.promotion import progress
-from promote_pipeline.promotion.redaction import redact_text
+from resources.redaction import redact_text
 
 
 def forward(line: str) -> None:

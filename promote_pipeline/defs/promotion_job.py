@@ -36,7 +36,6 @@ from promote_pipeline.promotion.models import (
     StagingSnapshotTaken,
 )
 from promote_pipeline.promotion.preflight import Preflight
-from promote_pipeline.promotion.redaction import redact, redact_text
 from promote_pipeline.promotion.restore import restore_next_to_blue
 from promote_pipeline.promotion.services import Services, upstream
 from promote_pipeline.promotion.smoke import SmokeSuite
@@ -44,6 +43,7 @@ from promote_pipeline.promotion.stability import watch
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
 from resources.ops_db import EnvironmentLock
+from resources.redaction import redact, redact_text
 
 # Every progress line of the steps also goes into Dagster's event log (the run view, `promote launch`).
 event_log.install()

@@ -29,7 +29,7 @@ from promote_pipeline.promotion.models import (
     SmokeResult,
     StabilityMetrics,
 )
-from promote_pipeline.promotion.redaction import redact, redact_text
+from resources.redaction import redact, redact_text
 from resources.router import RoutingState
 
 Metadata = dict[str, Any]

@@ -7,7 +7,7 @@ from promote_pipeline.defs.promotion_job import STEP_RESOURCES
 from promote_pipeline.defs.promotion_job import _services as services
 from promote_pipeline.promotion import cleanup
 from promote_pipeline.promotion.recovery import RecoveryRefused, recover
-from promote_pipeline.promotion.redaction import redact_text
+from resources.redaction import redact_text
 
 
 class RollbackConfig(Config):

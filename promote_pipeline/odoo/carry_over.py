@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel, Field
 
-from promote_pipeline.promotion.redaction import is_secret_key, register_secret
+from resources.redaction import is_secret_key, register_secret
 
 DEFAULT_PARAMETERS = (
     "web.base.url", "web.base.url.freeze", "report.url", "mail.catchall.domain", "mail.catchall.alias",

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from promote_pipeline.promotion.redaction import REDACTED, is_secret_key
+from resources.redaction import REDACTED, is_secret_key
 
 Conn = psycopg.Connection[Any]
 

@@ -19,8 +19,8 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from promote_pipeline.promotion.evidence import Evidence
-from promote_pipeline.promotion.redaction import redact_text
 from promote_pipeline.promotion.services import Services
+from resources.redaction import redact_text
 
 CLAIM_LEASE = "10 minutes"
 MAX_ATTEMPTS = 6

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from promote_pipeline.promotion import guardrails, steps
-from promote_pipeline.promotion.redaction import redact, redact_text
+from resources.redaction import redact, redact_text
 
 SCHEMA_VERSION = 1
 

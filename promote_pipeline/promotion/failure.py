@@ -20,10 +20,10 @@ from promote_pipeline.promotion import odoo_aware as odoo_steps
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import DeploymentRecord, PromotionOutcome, RunStarted
-from promote_pipeline.promotion.redaction import redact_text
 from promote_pipeline.promotion.services import Services, upstream
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
+from resources.redaction import redact_text
 from resources.router import RouterError
 
 

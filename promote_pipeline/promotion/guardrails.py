@@ -2,19 +2,21 @@
 
 The registry is the single place where an operations team can see (and audit) which guardrails
 are on; the code that enforces each one asks this module rather than hard-coding a constant.
+The package carries the registry as package data (``odoo_skills.yaml`` beside this module, a link
+to the registry in the repository, copied into a built wheel), so an installed package finds it
+outside the checkout.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel
 
-from promote_pipeline.promotion.settings import PROJECT_DIR
-
-REGISTRY_PATH = PROJECT_DIR / "agents" / "registry" / "odoo_skills.yaml"
+REGISTRY_PATH = Path(str(importlib.resources.files("promote_pipeline.promotion") / "odoo_skills.yaml"))
 SKILL = "promote-staging-to-prod"
 
 

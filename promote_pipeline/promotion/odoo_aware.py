@@ -16,8 +16,8 @@ from promote_pipeline.odoo import carry_over as live_settings
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.odoo import watermarks
 from promote_pipeline.promotion.models import Artifact, DeploymentRecord, RunStarted
-from promote_pipeline.promotion.redaction import REDACTED, is_secret_key
 from promote_pipeline.promotion.services import Services
+from resources.redaction import REDACTED, is_secret_key
 from resources.router import RoutingState
 
 

@@ -29,10 +29,10 @@ from promote_pipeline.promotion.models import (
     PromotionOutcome,
     RunStarted,
 )
-from promote_pipeline.promotion.redaction import redact_text
 from promote_pipeline.promotion.services import Services
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
+from resources.redaction import redact_text
 
 
 class RecoveryRefused(RuntimeError):

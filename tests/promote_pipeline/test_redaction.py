@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from promote_pipeline.promotion.redaction import REDACTED, redact, redact_text, register_secret
+from resources.redaction import REDACTED, redact, redact_text, register_secret
 
 
 def test_keys_that_name_secrets_are_blanked_but_references_are_kept() -> None:

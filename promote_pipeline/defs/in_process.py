@@ -1,0 +1,42 @@
+"""Executing one of the code location's jobs in this process (``promote run``, ``promote rollback``, drills).
+
+The CLI decides what to run and how to show it; this module is the part that speaks Dagster: the job as the
+code location defines it for these settings, on the instance of ``DAGSTER_HOME`` (an ephemeral one when
+unset), with Dagster's own console logging quiet (progress lines are the CLI's business).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from dagster import DagsterInstance, ExecuteInProcessResult
+
+from promote_pipeline.defs.location import build_definitions
+from promote_pipeline.promotion.settings import Settings
+
+
+def execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], settings: Settings,
+            instance: DagsterInstance | None = None, resource_overrides: dict[str, Any] | None = None,
+            when_ready: Callable[[], None] = lambda: None) -> ExecuteInProcessResult:
+    """Run the job to its end and return Dagster's result; ``when_ready`` is called once the job and the instance
+    are built, right before the first step."""
+    job = build_definitions(settings, resource_overrides).get_job_def(job_name)
+    if instance is None:
+        instance = DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+    when_ready()
+    return job.execute_in_process(
+        run_config={**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        instance=instance, raise_on_error=False, tags=tags)
+
+
+def first_failure(result: ExecuteInProcessResult) -> tuple[str | None, str | None, str | None]:
+    """(step key, exception class name, message) of the first failed step of a result."""
+    events = result.get_step_failure_events()
+    if not events or events[0].step_failure_data.error is None:
+        return None, None, None
+    error = events[0].step_failure_data.error
+    message: str = " ".join(error.message.split())
+    message = message.split(": ", 1)[1] if message.startswith(("promote_pipeline.", "dagster.")) else message
+    return events[0].step_key, error.cls_name, message
