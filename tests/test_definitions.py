@@ -6,9 +6,11 @@ from dagster import Definitions
 
 from promote_pipeline.definitions import defs
 from promote_pipeline.defs.config import PromotionConfig
+from promote_pipeline.promotion import steps
 
 STEPS = ["create_ops_run", "snapshot_staging", "backup_production", "restore_green", "smoke_test_green",
          "cutover", "monitor_stability", "finalize"]
+assert STEPS == [s.name for s in steps.STEPS]  # the job's ops are named from the steps table
 
 
 def test_definitions_load() -> None:

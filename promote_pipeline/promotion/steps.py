@@ -62,21 +62,6 @@ FINALIZE = Step(8, "finalize", (ROLLBACK_JSON, FINAL_STATUS_JSON, PROMOTION_SUMM
 STEPS: tuple[Step, ...] = (CREATE_OPS_RUN, SNAPSHOT_STAGING, BACKUP_PRODUCTION, RESTORE_GREEN, SMOKE_TEST_GREEN,
                            CUTOVER, MONITOR_STABILITY, FINALIZE)
 TOTAL = len(STEPS)
-_BY_NAME = {step.name: step for step in STEPS}
-
-
-class UnknownStep(KeyError):
-    def __str__(self) -> str:
-        return f"unknown step {self.args[0]!r}: one of {', '.join(_BY_NAME)}"
-
-
-def by_name(name: str) -> Step:
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise UnknownStep(name) from None
-
-
 def evidence_files() -> list[str]:
     """The eleven files in the order the steps write them."""
     return [name for step in STEPS for name in step.evidence]
