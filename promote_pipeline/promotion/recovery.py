@@ -21,10 +21,10 @@ from psycopg.types.json import Jsonb
 
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
+from promote_pipeline.promotion.inputs import PromotionInputs
 from promote_pipeline.promotion.models import (
     DeploymentRecord,
     EnvironmentRecord,
-    PromotionInputs,
     PromotionOutcome,
     RunStarted,
 )
