@@ -18,7 +18,6 @@ from typing import Any
 
 from dagster import BetaWarning, Definitions, JobDefinition, mem_io_manager
 
-from promote_pipeline.cli.launch import run_config
 from promote_pipeline.defs import planned
 from promote_pipeline.defs.config import PromotionConfig
 from promote_pipeline.defs.jobs import cleanup_due_tasks, promote_staging_to_prod, promotion, rollback_promotion
@@ -29,6 +28,7 @@ from promote_pipeline.defs.sensors import (
     rollback_failed_promotions,
 )
 from promote_pipeline.promotion import settings
+from promote_pipeline.promotion.inputs import run_config
 from resources.artifact_store import LocalArtifactStore
 from resources.haproxy_router import HAProxyRouter
 from resources.nginx_router import NginxRouter

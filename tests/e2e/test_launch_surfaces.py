@@ -18,7 +18,6 @@ from dagster import build_schedule_context as schedule_context
 from dagster._config import validate_config
 
 from promote_pipeline.cli import sandbox as sandbox_mod
-from promote_pipeline.cli.launch import run_config
 from promote_pipeline.definitions import (
     SANDBOX_DSN_REF,
     SANDBOX_IDS,
@@ -29,6 +28,7 @@ from promote_pipeline.definitions import (
 from promote_pipeline.defs import jobs, planned
 from promote_pipeline.defs.planned import PlannedPromotionError
 from promote_pipeline.promotion import progress
+from promote_pipeline.promotion.inputs import run_config
 from promote_pipeline.promotion.settings import Settings
 
 GOOD = {"name": "sunday", "cron": "0 2 * * 0", "timezone": "Europe/Brussels", "description": "Weekly",
