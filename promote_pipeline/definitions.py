@@ -19,7 +19,6 @@ from typing import Any
 from dagster import BetaWarning, Definitions, JobDefinition, mem_io_manager
 
 from promote_pipeline.defs import planned
-from promote_pipeline.defs.config import PromotionConfig
 from promote_pipeline.defs.jobs import cleanup_due_tasks, promote_staging_to_prod, promotion, rollback_promotion
 from promote_pipeline.defs.schedules import cleanup_schedule
 from promote_pipeline.defs.sensors import (
@@ -28,7 +27,7 @@ from promote_pipeline.defs.sensors import (
     rollback_failed_promotions,
 )
 from promote_pipeline.promotion import settings
-from promote_pipeline.promotion.inputs import run_config
+from promote_pipeline.promotion.inputs import defaults, run_config
 from resources.artifact_store import LocalArtifactStore
 from resources.haproxy_router import HAProxyRouter
 from resources.nginx_router import NginxRouter
@@ -67,7 +66,7 @@ SANDBOX_IDS = {"project_id": "proj_demo", "staging_env_id": "env_demo_staging", 
 # stability window of `make demo`.
 SANDBOX_INPUTS: dict[str, Any] = {
     **SANDBOX_IDS,
-    **{name: f.default for name, f in PromotionConfig.model_fields.items() if not f.is_required()},
+    **defaults(),
     "stability_window_seconds": 10,
 }
 
