@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from promote_pipeline.promotion.inputs import run_config, run_tags
 from resources import http_clients
 
 if TYPE_CHECKING:  # imported where used: `promote run` and the code location never load gql and requests
@@ -69,21 +70,6 @@ def client(url: str | None = None) -> DagsterGraphQLClient:
     https = parts.scheme == "https"
     return DagsterGraphQLClient(parts.hostname or "127.0.0.1", port_number=parts.port or (443 if https else 80),
                                 use_https=https, path_prefix=parts.path.rstrip("/"), timeout=60)
-
-
-def run_config(inputs: dict[str, Any]) -> dict[str, Any]:
-    """The job's run config for a promotion's inputs (the config of its first op)."""
-    return {"ops": {"create_ops_run": {"config": inputs}}}
-
-
-def run_tags(inputs: dict[str, Any], source: str | None = None) -> dict[str, str]:
-    """Tags naming the project, both environments and the user; ``promote/prod_env`` is also the key of the
-    run queue's one-promotion-per-production-environment limit (dagster.yaml)."""
-    tags = {"promote/project": str(inputs.get("project_id")), "promote/prod_env": str(inputs.get("prod_env_id")),
-            "promote/staging_env": str(inputs.get("staging_env_id")), "promote/user": str(inputs.get("user_id"))}
-    if source:
-        tags["promote/launched_by"] = source
-    return tags
 
 
 def submit(inputs: dict[str, Any], url: str | None = None, source: str = "graphql",

@@ -17,6 +17,7 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from promote_pipeline.cli.runner import (
     run_promotion,
     run_rollback,
 )
-from promote_pipeline.promotion import settings
+from promote_pipeline.promotion import inputs, settings
 from resources import http_clients
 
 
@@ -61,12 +62,37 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# How a flag's text becomes an input's value, by the input's type; a new type has to be given one here.
+_ARG_TYPES: dict[Any, Callable[[str], Any]] = {str: str, int: int}
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")  # what argparse would name it: the namespace stays as it was
+
+
+def add_input_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per promotion input, from the model: ids required, integers with the model's default, and each
+    boolean a switch (``--no-…`` turns it off, any other turns it on; left out, the input takes its default)."""
+    for name, field in inputs.PromotionInputs.model_fields.items():
+        flag = inputs.flag(name)
+        kwargs: dict[str, Any] = {"dest": _dest(flag), "help": inputs.flag_help(name)}
+        if field.annotation is bool:
+            parser.add_argument(flag, action="store_true", **kwargs)
+        elif field.is_required():
+            parser.add_argument(flag, type=_ARG_TYPES[field.annotation], required=True, **kwargs)
+        else:
+            parser.add_argument(flag, type=_ARG_TYPES[field.annotation], default=inputs.default(name), **kwargs)
+
+
 def promotion_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """The promotion's inputs from the flags of `promote run` (and `promote launch`, which has the same flags)."""
-    raw = {"project_id": args.project, "staging_env_id": args.staging, "prod_env_id": args.prod,
-           "user_id": args.user, "rollback_window_hours": args.rollback_window_hours,
-           "skip_smoke_tests": args.skip_smoke_tests, "auto_rollback_on_failure": not args.no_auto_rollback,
-           "stability_window_seconds": args.stability_seconds, "carry_over_settings": not args.no_carry_over}
+    raw: dict[str, Any] = {}
+    for name, field in inputs.PromotionInputs.model_fields.items():
+        flag = inputs.flag(name)
+        value = getattr(args, _dest(flag))
+        if field.annotation is bool:
+            value = not flag.startswith("--no-") if value else inputs.default(name)
+        raw[name] = value
     return raw
 
 
@@ -84,7 +110,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     from promote_pipeline.defs.resources import build_resources
-    from promote_pipeline.promotion import inputs
     from promote_pipeline.promotion.preflight import CHECKS, Preflight
 
     cfg = settings.load()
@@ -200,13 +225,12 @@ def _exit_code(report: Any) -> int:
 def cmd_launch(args: argparse.Namespace) -> int:
     """Submit through GraphQL, follow the run's progress lines, print how it ended (as `promote run` does)."""
     from promote_pipeline.cli import launch
-    from promote_pipeline.promotion import inputs as input_rules
     from resources.redaction import redact_text
 
     raw = promotion_inputs(args)
     try:  # the input rules, here first: a refused input never becomes a run (the job applies them again)
-        input_rules.validate(raw)
-    except input_rules.InputRejected as exc:
+        inputs.validate(raw)
+    except inputs.InputRejected as exc:
         message = redact_text(f"{exc.check}: {exc.message}")
         print(f"rejected: {message}", file=sys.stderr)
         if args.json:
@@ -352,16 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a promotion in this process")
-    run.add_argument("--project", required=True)
-    run.add_argument("--staging", required=True)
-    run.add_argument("--prod", required=True)
-    run.add_argument("--user", required=True)
-    run.add_argument("--rollback-window-hours", type=int, default=24)
-    run.add_argument("--skip-smoke-tests", action="store_true")
-    run.add_argument("--no-auto-rollback", action="store_true")
-    run.add_argument("--stability-seconds", type=int, default=300)
-    run.add_argument("--no-carry-over", action="store_true",
-                     help="do not copy production's live settings onto green (the summary says so loudly)")
+    add_input_flags(run)
     run.add_argument("--json", action="store_true", help="print the outputs object as the last line")
     run.set_defaults(func=cmd_run)
 

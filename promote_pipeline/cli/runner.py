@@ -67,7 +67,6 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
     naming the field and a rejection record. ``resource_overrides`` replaces resources by key
     (drills use it to inject a fault into a real resource).
     """
-    from promote_pipeline.cli.launch import run_tags
     from promote_pipeline.defs.resources import build_resources
     from promote_pipeline.promotion import inputs as input_rules
 
@@ -82,8 +81,8 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
         ops_db.upgrade()
         ops_db.record_rejection(exc.check, rejection, redact(printable_inputs(raw)))
         return EXIT_REJECTED, None, f"promotion rejected: {rejection}"
-    result = _execute("promote_staging_to_prod", {"ops": {steps.CREATE_OPS_RUN.name: {"config": raw}}},
-                      run_tags(raw), quiet, instance, resource_overrides)
+    result = _execute("promote_staging_to_prod", input_rules.run_config(raw), input_rules.run_tags(raw),
+                      quiet, instance, resource_overrides)
     if result.success:
         return EXIT_OK, result.output_for_node(steps.FINALIZE.name), None
     step, cls_name, message = _failure_message(result)

@@ -17,9 +17,7 @@ from typing import Any
 
 from dagster import BetaWarning, Definitions, JobDefinition
 
-from promote_pipeline.cli.launch import run_config  # moves to promotion.inputs
 from promote_pipeline.defs import planned
-from promote_pipeline.defs.config import PromotionConfig
 from promote_pipeline.defs.jobs import cleanup_due_tasks, promote_staging_to_prod, promotion, rollback_promotion
 from promote_pipeline.defs.resources import build_resources, for_definitions
 from promote_pipeline.defs.schedules import cleanup_schedule
@@ -29,6 +27,7 @@ from promote_pipeline.defs.sensors import (
     rollback_failed_promotions,
 )
 from promote_pipeline.promotion import settings as settings_mod
+from promote_pipeline.promotion.inputs import defaults, run_config
 from promote_pipeline.promotion.settings import Settings
 
 # Dagster 1.13 itself passes `owners=None` when it copies a sensor, and warns about its own call.
@@ -43,7 +42,7 @@ SANDBOX_IDS = {"project_id": "proj_demo", "staging_env_id": "env_demo_staging", 
 # stability window of `make demo`.
 SANDBOX_INPUTS: dict[str, Any] = {
     **SANDBOX_IDS,
-    **{name: f.default for name, f in PromotionConfig.model_fields.items() if not f.is_required()},
+    **defaults(),
     "stability_window_seconds": 10,
 }
 

@@ -49,7 +49,6 @@ from dagster import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from promote_pipeline.cli.launch import run_config, run_tags
 from promote_pipeline.promotion import inputs as input_rules
 from promote_pipeline.promotion.settings import PROJECT_DIR
 from resources.ops_db import OpsDatabase
@@ -182,8 +181,8 @@ def to_schedule(item: PlannedPromotion, job: JobDefinition) -> ScheduleDefinitio
         tick = context.scheduled_execution_time
         return RunRequest(
             run_key=f"{item.name}:{tick.isoformat() if tick else 'manual'}",
-            run_config=run_config(inputs),
-            tags={**run_tags(inputs, "schedule"), "promote/schedule": item.name},
+            run_config=input_rules.run_config(inputs),
+            tags={**input_rules.run_tags(inputs, "schedule"), "promote/schedule": item.name},
         )
 
     return planned_promotion

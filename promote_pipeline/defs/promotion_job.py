@@ -148,12 +148,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
                                     allow_retries=False)
         assert preflight.staging and preflight.prod and preflight.blue and preflight.lock
         run_id = svc.ops_db.create_run(promotion.project_id, promotion.prod_env_id, promotion.user_id, {
-            "staging_env_id": promotion.staging_env_id,
-            "rollback_window_hours": promotion.rollback_window_hours,
-            "skip_smoke_tests": promotion.skip_smoke_tests,
-            "auto_rollback_on_failure": promotion.auto_rollback_on_failure,
-            "stability_window_seconds": promotion.stability_window_seconds,
-            "carry_over_settings": promotion.carry_over_settings,
+            **promotion.model_dump(),  # every input, flat, as recovery.load_run reads them back
             "blue_deployment_id": preflight.blue.deployment_id,
             "worker_pid": os.getpid(),
         }, context.run_id)

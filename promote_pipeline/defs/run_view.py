@@ -19,12 +19,11 @@ from typing import Any
 
 from dagster import MetadataValue, OpExecutionContext
 
-from promote_pipeline.cli.launch import run_tags
 from promote_pipeline.promotion import progress, steps
+from promote_pipeline.promotion.inputs import PromotionInputs, run_tags
 from promote_pipeline.promotion.models import (
     Artifact,
     DeploymentRecord,
-    PromotionInputs,
     PromotionOutcome,
     SmokeResult,
     StabilityMetrics,

@@ -19,6 +19,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from promote_pipeline.promotion.evidence import Evidence
+from promote_pipeline.promotion.inputs import MAX_WINDOW_HOURS, MIN_WINDOW_HOURS
 from promote_pipeline.promotion.services import Services
 from resources.redaction import redact_text
 
@@ -126,9 +127,10 @@ def run_due_tasks(svc: Services, evidence_root: str | None = None, limit: int = 
 
 
 def set_window(svc: Services, run_id: str, hours: int) -> dict[str, Any]:
-    """Move blue's deletion of a successful run to ``completed_at + hours`` (1..168)."""
-    if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 168:
-        raise ValueError(f"hours: must be an integer >= 1 and <= 168 (got {hours!r})")
+    """Move blue's deletion of a successful run to ``completed_at + hours``, within the input's range (1..168)."""
+    low, high = MIN_WINDOW_HOURS, MAX_WINDOW_HOURS
+    if isinstance(hours, bool) or not isinstance(hours, int) or not low <= hours <= high:
+        raise ValueError(f"hours: must be an integer >= {low} and <= {high} (got {hours!r})")
     row = svc.ops_db.run(run_id)
     if row is None or row["operation_type"] != "promote":
         raise ValueError(f"run_id: {run_id!r} is not a promotion run")

@@ -13,6 +13,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field
 
+from promote_pipeline.promotion.inputs import PromotionInputs
+
 CONTRACT_VERSION = "v1"
 
 
@@ -120,20 +122,6 @@ class DeploymentRecord(Record):
     websocket_port: int | None
     pid: int | None
     state: str
-
-
-class PromotionInputs(BaseModel):
-    """The seed's six inputs plus the caller and the stability window, after validation."""
-
-    project_id: str
-    staging_env_id: str
-    prod_env_id: str
-    user_id: str
-    rollback_window_hours: int = 24
-    skip_smoke_tests: bool = False
-    auto_rollback_on_failure: bool = True
-    carry_over_settings: bool = True
-    stability_window_seconds: int = 300
 
 
 # -- step outputs ----------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ import psycopg
 
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion import guardrails, inputs
-from promote_pipeline.promotion.models import DeploymentRecord, EnvironmentRecord, PromotionInputs
+from promote_pipeline.promotion.inputs import PromotionInputs
+from promote_pipeline.promotion.models import DeploymentRecord, EnvironmentRecord
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import EnvironmentLock, OpsDatabase

@@ -22,10 +22,10 @@ from psycopg.types.json import Jsonb
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
+from promote_pipeline.promotion.inputs import PromotionInputs
 from promote_pipeline.promotion.models import (
     DeploymentRecord,
     EnvironmentRecord,
-    PromotionInputs,
     PromotionOutcome,
     RunStarted,
 )
@@ -54,13 +54,12 @@ def load_run(svc: Services, run_id: str) -> tuple[dict[str, Any], RunStarted]:
                                 (meta.get("blue_deployment_id"),))
     if prod is None or staging is None or blue is None:
         raise RecoveryRefused(f"run {run_id}: its environments or blue deployment are no longer recorded")
-    inputs = PromotionInputs(project_id=row["project_id"], staging_env_id=staging["environment_id"],
-                             prod_env_id=prod["environment_id"], user_id=row["created_by"],
-                             rollback_window_hours=meta.get("rollback_window_hours", 24),
-                             skip_smoke_tests=meta.get("skip_smoke_tests", False),
-                             auto_rollback_on_failure=meta.get("auto_rollback_on_failure", True),
-                             carry_over_settings=meta.get("carry_over_settings", True),
-                             stability_window_seconds=meta.get("stability_window_seconds", 300))
+    # The inputs as create_ops_run stored them, flat in the metadata (`promote window` may have moved the window
+    # since). Runs of older code stored the same keys but kept the ids in the row's columns only: those fill in.
+    ids = {"project_id": row["project_id"], "staging_env_id": staging["environment_id"],
+           "prod_env_id": prod["environment_id"], "user_id": row["created_by"]}
+    stored = {k: v for k, v in meta.items() if k in PromotionInputs.model_fields}
+    inputs = PromotionInputs.model_validate({**ids, **stored})
     run = RunStarted(run_id=run_id, inputs=inputs, evidence_dir=row["evidence_dir"] or "",
                      started_at=row["created_at"], staging=EnvironmentRecord.from_row(staging),
                      prod=EnvironmentRecord.from_row(prod), blue=DeploymentRecord.from_row(blue))

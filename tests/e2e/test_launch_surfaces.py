@@ -19,7 +19,6 @@ from dagster._config import validate_config
 
 from promote_pipeline.cli import printer as progress
 from promote_pipeline.cli import sandbox as sandbox_mod
-from promote_pipeline.cli.launch import run_config
 from promote_pipeline.defs import jobs, planned
 from promote_pipeline.defs.location import (
     SANDBOX_DSN_REF,
@@ -29,6 +28,7 @@ from promote_pipeline.defs.location import (
     promotion_job,
 )
 from promote_pipeline.defs.planned import PlannedPromotionError
+from promote_pipeline.promotion.inputs import run_config
 from promote_pipeline.promotion.settings import Settings
 
 GOOD = {"name": "sunday", "cron": "0 2 * * 0", "timezone": "Europe/Brussels", "description": "Weekly",
