@@ -74,12 +74,11 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
     try:
         input_rules.validate(raw)
     except input_rules.InputRejected as exc:
-        from promote_pipeline.defs.promotion_job import printable_inputs
         from resources.redaction import redact, redact_text
 
         rejection = redact_text(f"{exc.check}: {exc.message}")
         ops_db.upgrade()
-        ops_db.record_rejection(exc.check, rejection, redact(printable_inputs(raw)))
+        ops_db.record_rejection(exc.check, rejection, redact(input_rules.printable(raw)))
         return EXIT_REJECTED, None, f"promotion rejected: {rejection}"
     result = _execute("promote_staging_to_prod", input_rules.run_config(raw), input_rules.run_tags(raw),
                       quiet, instance, resource_overrides)

@@ -143,7 +143,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
             check = (exc.check, exc.message)
         if check is not None:
             message = redact_text(f"{check[0]}: {check[1]}")
-            svc.ops_db.record_rejection(check[0], message, redact(printable_inputs(raw)))
+            svc.ops_db.record_rejection(check[0], message, redact(inputs.printable(raw)))
             raise PromotionRejected(description=f"promotion rejected: {message}", metadata={"check": check[0]},
                                     allow_retries=False)
         assert preflight.staging and preflight.prod and preflight.blue and preflight.lock
@@ -166,11 +166,6 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
                                                          promotion, preflight.results))
         return RunStarted(run_id=run_id, inputs=promotion, evidence_dir=str(folder), started_at=started,
                           staging=preflight.staging, prod=preflight.prod, blue=preflight.blue)
-
-
-def printable_inputs(raw: dict[str, Any]) -> dict[str, Any]:
-    """Inputs as they can be stored in a rejection record (NUL bytes cannot go into jsonb)."""
-    return {k: (v.replace("\x00", "\\x00")[:200] if isinstance(v, str) else v) for k, v in raw.items()}
 
 
 @step_op(steps.SNAPSHOT_STAGING, "snapshot staging into the green artifact (verified, registered); refuse Enterprise"

@@ -214,3 +214,8 @@ def run_tags(inputs: dict[str, Any], source: str | None = None) -> dict[str, str
     if source:
         tags["promote/launched_by"] = source
     return tags
+
+
+def printable(raw: dict[str, Any]) -> dict[str, Any]:
+    """Inputs as they can be stored in a rejection record (NUL bytes cannot go into jsonb)."""
+    return {k: (v.replace("\x00", "\\x00")[:200] if isinstance(v, str) else v) for k, v in raw.items()}
