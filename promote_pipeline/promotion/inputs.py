@@ -13,6 +13,7 @@ from typing import Any
 
 from promote_pipeline.promotion import guardrails
 from promote_pipeline.promotion.models import PromotionInputs
+from resources.ops_db import EnvironmentRecord
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ID_FIELDS = ("project_id", "staging_env_id", "prod_env_id", "user_id")
@@ -85,16 +86,17 @@ def validate(raw: dict[str, Any]) -> PromotionInputs:
     )
 
 
-def validate_against_ops(inputs: PromotionInputs, staging: dict[str, Any] | None, prod: dict[str, Any] | None) -> None:
+def validate_against_ops(inputs: PromotionInputs, staging: EnvironmentRecord | None,
+                         prod: EnvironmentRecord | None) -> None:
     """The rules that need the environments' records (same project, kinds, smoke tests on prod)."""
     for field, row in (("staging_env_id", staging), ("prod_env_id", prod)):
         if row is None:
             raise InputRejected(field, f"environment {getattr(inputs, field)!r} does not exist")
-        if row["project_id"] != inputs.project_id:
+        if row.project_id != inputs.project_id:
             raise InputRejected(field, f"environment {getattr(inputs, field)!r} does not belong to project"
                                        f" {inputs.project_id!r}")
     assert staging is not None and prod is not None
-    if staging["kind"] == "production":
+    if staging.kind == "production":
         raise InputRejected("staging_env_id", f"environment {inputs.staging_env_id!r} is a production environment")
-    if prod["kind"] == "production" and inputs.skip_smoke_tests:
+    if prod.kind == "production" and inputs.skip_smoke_tests:
         raise InputRejected("skip_smoke_tests", "must be false for production promotions")

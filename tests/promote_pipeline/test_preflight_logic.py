@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from promote_pipeline.promotion.models import EnvironmentRecord, PromotionInputs
+from promote_pipeline.promotion.models import PromotionInputs
 from promote_pipeline.promotion.preflight import PreconditionFailed, Preflight
+from resources.ops_db import EnvironmentRecord
 
 
 class _Host:

@@ -33,9 +33,15 @@ def ops_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpsDatabase]:
 
 
 def _backend(db: OpsDatabase) -> int:
-    row = db.fetch_one("SELECT pg_backend_pid() AS pid")
+    with db.connect() as conn:
+        row = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
     assert row is not None
     return int(row["pid"])
+
+
+def _project_ids(db: OpsDatabase) -> list[dict[str, object]]:
+    with db.connect() as conn:
+        return conn.execute("SELECT project_id FROM ops.projects").fetchall()
 
 
 def _terminate(pid: int) -> None:
@@ -63,7 +69,7 @@ def test_a_block_commits_or_rolls_back_like_a_fresh_connection(ops_db: OpsDataba
     with pytest.raises(psycopg.errors.UniqueViolation), ops_db.connect() as conn:
         conn.execute("INSERT INTO ops.projects (project_id, name) VALUES ('kept', 'again')")
 
-    names = {r["project_id"] for r in ops_db.fetch_all("SELECT project_id FROM ops.projects")}
+    names = {r["project_id"] for r in _project_ids(ops_db)}
     assert names == {"kept"}  # committed once, the failed blocks left nothing (and their connection is usable)
 
 
@@ -101,7 +107,7 @@ def test_a_transaction_cut_by_the_server_is_done_again_once(ops_db: OpsDatabase)
         return backends[-1]
 
     assert ops_db.transaction(work) == backends[1] != backends[0]
-    assert ops_db.fetch_all("SELECT project_id FROM ops.projects") == [{"project_id": "once"}]
+    assert _project_ids(ops_db) == [{"project_id": "once"}]
 
 
 def test_other_operational_errors_are_not_repeated(ops_db: OpsDatabase) -> None:
