@@ -151,8 +151,9 @@ class OpsConnection:
             return work(conn)
 
     def ensure_database(self) -> None:
+        """Create the ops database on its server if it is not there yet (two processes may race: both fine)."""
+        database = psycopg.conninfo.conninfo_to_dict(self._conninfo())["dbname"]
         with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
-            database = psycopg.conninfo.conninfo_to_dict(self._conninfo())["dbname"]
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
             if not exists:
                 try:

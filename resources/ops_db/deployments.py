@@ -44,10 +44,12 @@ class DeploymentsTable(OpsConnection):
     def deployments_created_by(self, run_id: str,
                                states: Sequence[DeploymentState] | None = None) -> list[DeploymentRecord]:
         """The deployments a run created (its greens), in ``states`` when given, oldest first."""
-        rows = self._all("SELECT * FROM ops.deployments WHERE created_by_run = %s"
-                         " AND (%s::text[] IS NULL OR state = ANY(%s)) ORDER BY created_at, deployment_id",
-                         (run_id, list(states) if states is not None else None,
-                          list(states) if states is not None else None))
+        if states is None:
+            rows = self._all("SELECT * FROM ops.deployments WHERE created_by_run = %s"
+                             " ORDER BY created_at, deployment_id", (run_id,))
+        else:
+            rows = self._all("SELECT * FROM ops.deployments WHERE created_by_run = %s AND state = ANY(%s)"
+                             " ORDER BY created_at, deployment_id", (run_id, list(states)))
         return [DeploymentRecord.from_row(r) for r in rows]
 
     def all_deployments(self) -> list[DeploymentRecord]:

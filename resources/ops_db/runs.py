@@ -16,7 +16,9 @@ The run's state machine (``status``); these methods are the only code that moves
     (record_completed_run)  ──► success       history written after the fact (a seed deploy, a copy)
 
 A promotion's ``success`` or ``failed`` may still end in ``rolled_back``; nothing here moves a run out of
-``rolled_back`` except ``mark_run_finished``, which takes the caller's word for it.
+``rolled_back`` except ``mark_run_finished``, which takes the caller's word for it. (So a worker whose finalize
+was refused, because the safety net rolled its run back meanwhile, records ``failed`` over ``rolled_back`` in
+its failure path: kept as it was, for its caller to decide.)
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ class ScheduledTasksTable(OpsConnection):
 
     def tasks_for_run(self, run_id: str, task_type: str | None = None) -> list[ScheduledTaskRecord]:
         """The tasks a run scheduled (of one type, when given), oldest first."""
-        rows = self._all("SELECT * FROM ops.scheduled_tasks WHERE run_id = %s AND (%s::text IS NULL OR task_type = %s)"
-                         " ORDER BY task_id", (run_id, task_type, task_type))
+        rows = self._all("SELECT * FROM ops.scheduled_tasks WHERE run_id = %s AND task_type = coalesce(%s, task_type)"
+                         " ORDER BY task_id", (run_id, task_type))
         return [ScheduledTaskRecord.from_row(r) for r in rows]
 
     def claim_due_task(self, worker: str, lease: timedelta) -> ScheduledTaskRecord | None:
