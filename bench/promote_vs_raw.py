@@ -50,6 +50,7 @@ from promote_pipeline.promotion import cleanup  # noqa: E402
 from promote_pipeline.promotion.services import Services  # noqa: E402
 from resources import secrets  # noqa: E402
 from resources.artifact_store import LocalArtifactStore  # noqa: E402
+from resources.ops_db import OpsDatabase  # noqa: E402
 
 PROMOTE = REPO / ".venv" / "bin" / "promote"
 
@@ -70,7 +71,7 @@ class Bench:
         self.work = work
         self.box = dataset.sandbox(size)
         self.res = self.box.resources()
-        self.ops_db = self.res["ops_db"]
+        self.ops_db: OpsDatabase = self.res["ops_db"]
         self.host = self.res["odoo_host"]
         self.store: LocalArtifactStore = self.res["artifact_store"]
         self.svc = Services.from_resources(self.res)
@@ -87,8 +88,9 @@ class Bench:
     def sources(self) -> dict[str, tuple[str, Path]]:
         out = {}
         for key, env_id in (("staging", sbx.STAGING), ("prod", sbx.PROD)):
-            row = self.ops_db.active_deployment(env_id)
-            out[key] = (row["db_name"], self.host.filestore_dir(row["data_dir"], row["db_name"]))
+            live = self.ops_db.active_deployment(env_id)
+            assert live is not None
+            out[key] = (live.db_name, self.host.filestore_dir(live.data_dir, live.db_name))
         return out
 
     def settle(self) -> None:
@@ -155,7 +157,7 @@ class Bench:
 
     def clean_up_retired(self) -> None:
         """What the cleanup schedule does after the rollback window, done now: old deployments dropped."""
-        self.ops_db.execute("UPDATE ops.scheduled_tasks SET execute_at = now() WHERE status = 'pending'")
+        self.ops_db.make_pending_tasks_due()
         cleanup.run_due_tasks(self.svc, str(self.evidence))
 
     def run_promote(self) -> dict[str, Any]:

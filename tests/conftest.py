@@ -22,6 +22,7 @@ from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.runner import run_promotion
 from promote_pipeline.cli.sandbox import Sandbox
 from promote_pipeline.promotion.models import PromotionOutcome
+from resources.ops_db import OpsDatabase
 
 _boxes: dict[str, Sandbox] = {}
 
@@ -82,6 +83,13 @@ def clear_faults(box: Sandbox) -> None:
     (box.root / "faults" / f"{sandbox_mod.PROD}.json").unlink(missing_ok=True)
 
 
+def ops_sql(ops_db: OpsDatabase, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """SQL straight on the ops database, for a test's set-up and checks where no typed method fits."""
+    with ops_db.connect() as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
 def after_cutover(box: Sandbox, action: Callable[[], None], timeout: float = 60) -> threading.Thread:
     """Run ``action`` once the running promotion has cut over (read from the ops database)."""
     ops_db = box.resources()["ops_db"]
@@ -89,9 +97,7 @@ def after_cutover(box: Sandbox, action: Callable[[], None], timeout: float = 60)
     def wait() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            row = ops_db.fetch_one("SELECT 1 FROM ops.runs WHERE status = 'running' AND operation_type = 'promote'"
-                                   " AND metadata ? 'cutover_timestamp'")
-            if row:
+            if ops_db.running_promotion_after_cutover():
                 action()
                 return
             time.sleep(0.05)
@@ -109,6 +115,7 @@ class Helpers:
     write_fault = staticmethod(write_fault)
     clear_faults = staticmethod(clear_faults)
     after_cutover = staticmethod(after_cutover)
+    ops_sql = staticmethod(ops_sql)
 
     @staticmethod
     def evidence_files() -> list[str]:

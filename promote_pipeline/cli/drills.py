@@ -17,12 +17,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from promote_pipeline.cli import sandbox as sbx
 from promote_pipeline.cli.sandbox import Sandbox
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
+from resources.ops_db import ArtifactRecord, OpsDatabase
+
+T = TypeVar("T")
 
 FAULTS = ("smoke-fail", "stability-5xx", "green-crash", "router-fail", "worker-kill", "db-restart",
           "corrupt-artifact", "disk-full")
@@ -40,27 +43,24 @@ def fingerprint(box: Sandbox, db: str) -> dict[str, str]:
                                     f" FROM {t} x").fetchone()[0]) for t in FINGERPRINT_TABLES}
 
 
-def _watch(box: Sandbox, query: str, action: Callable[[dict[str, Any]], None],
+def _watch(box: Sandbox, probe: Callable[[OpsDatabase], T | None], action: Callable[[T], None],
            timeout: float = 120, interval: float = 0.02) -> threading.Thread:
-    """Run ``action(row)`` as soon as ``query`` returns a row (polled every ``interval`` seconds)."""
-    ops_db = box.resources()["ops_db"]
+    """Run ``action(found)`` as soon as ``probe`` finds something in the ops database (polled every ``interval``
+    seconds)."""
+    ops_db: OpsDatabase = box.resources()["ops_db"]
 
     def loop() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            row = ops_db.fetch_one(query)
-            if row:
-                action(row)
+            found = probe(ops_db)
+            if found is not None:
+                action(found)
                 return
             time.sleep(interval)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     return thread
-
-
-RUNNING_AFTER_CUTOVER = ("SELECT run_id, metadata FROM ops.runs WHERE status = 'running' AND operation_type = 'promote'"
-                         " AND metadata ? 'cutover_timestamp'")
 
 
 class Drill:
@@ -92,24 +92,22 @@ class Drill:
             if self.fault == "smoke-fail":
                 self._fault(start, refuse_login=True)
             elif self.fault == "stability-5xx":
-                watcher = _watch(self.box, RUNNING_AFTER_CUTOVER, lambda _r: self._write_on_green_then_fail(start))
+                watcher = _watch(self.box, OpsDatabase.running_promotion_after_cutover,
+                                 lambda _r: self._write_on_green_then_fail(start))
             elif self.fault == "green-crash":
-                watcher = _watch(self.box, RUNNING_AFTER_CUTOVER, lambda _r: self._fault(start, crash_after_seconds=0))
+                watcher = _watch(self.box, OpsDatabase.running_promotion_after_cutover,
+                                 lambda _r: self._fault(start, crash_after_seconds=0))
             elif self.fault == "router-fail":
                 cfg = self.box.settings()
                 router = self.box.resources()["router"]
                 overrides["router"] = type(router)(work_dir=cfg.router_dir, drill_refuse_switch=True)
             elif self.fault == "corrupt-artifact":
-                watcher = _watch(self.box, "SELECT a.contract FROM ops.artifacts a JOIN ops.runs r"
-                                 " ON r.run_id = a.created_by_run WHERE r.status = 'running' AND a.role = 'green'",
-                                 self._corrupt)
+                watcher = _watch(self.box, lambda db: db.running_run_artifact("green"), self._corrupt)
             elif self.fault == "db-restart":
                 # Only once pg_restore is connected to green's database: a restart before it would be ridden
                 # out by the reconnecting steps, and the drill would not test a failed restore.
-                watcher = _watch(self.box, "SELECT a.pid FROM ops.deployments d JOIN ops.runs r"
-                                 " ON r.run_id = d.created_by_run JOIN pg_stat_activity a ON a.datname = d.db_name"
-                                 " WHERE r.status = 'running' AND a.application_name = 'pg_restore'",
-                                 lambda _r: self._restart_postgres(), interval=0.005)
+                watcher = _watch(self.box, OpsDatabase.restoring_backend_pid, lambda _pid: self._restart_postgres(),
+                                 interval=0.005)
             elif self.fault == "disk-full":  # free space can never be a billion times production's size
                 overrides["settings"] = cfg.model_copy(update={"min_free_space_factor": 1e9})
             if self.fault == "worker-kill":
@@ -124,8 +122,8 @@ class Drill:
         return self._judge(code, outcome, before, blue_print)
 
     # -- fault actions -------------------------------------------------------------------------------
-    def _corrupt(self, row: dict[str, Any]) -> None:
-        path = Path(row["contract"]["db_dump"]["path"])
+    def _corrupt(self, artifact: ArtifactRecord) -> None:
+        path = Path(artifact.contract["db_dump"]["path"])
         if path.is_dir():  # a directory-format dump: flip a byte of its largest file (a table's data)
             path = max((f for f in path.iterdir() if f.is_file()), key=lambda f: (f.stat().st_size, f.name))
         with path.open("r+b") as fh:
@@ -149,8 +147,9 @@ class Drill:
     def _restart_postgres(self) -> None:
         # A fast shutdown's first act is to terminate every session; do that at once for pg_restore's, so the
         # restore cannot finish in the ~0.2 s the restart command takes to get going, then restart.
-        self.box.resources()["ops_db"].execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pg_restore'")
+        # Through the server's maintenance database: this is about PostgreSQL's sessions, not the ops schema.
+        with self.box.resources()["odoo_host"].connect(sbx.DSN_REF, "postgres", autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pg_restore'")
         took = sbx.restart_postgres(self.box.root)
         self.facts["postgres_restart_seconds"] = round(took, 2)
 
@@ -162,37 +161,36 @@ class Drill:
         blue = self.box.status()["serving"]["deployment"]
         dagster_run_id = submit(self._inputs())
         self.facts["dagster_run_id"] = dagster_run_id
-        ops_db = self.box.resources()["ops_db"]
+        ops_db: OpsDatabase = self.box.resources()["ops_db"]
         deadline = time.monotonic() + 180
         row = None
         while time.monotonic() < deadline:
-            row = ops_db.fetch_one(RUNNING_AFTER_CUTOVER)
+            row = ops_db.running_promotion_after_cutover()
             if row:
                 break
             time.sleep(0.05)
         if row is None:
             raise DrillError("the promotion launched through the daemon never reached cutover")
-        pid = int(row["metadata"]["worker_pid"])
+        pid = int(row.metadata["worker_pid"])
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
-        self.say(f"killed run worker {pid} after cutover of {row['run_id']}")
+        self.say(f"killed run worker {pid} after cutover of {row.run_id}")
         on_blue = None
         while time.monotonic() < killed + 120:
             state = router.state(sbx.PROD)
             if on_blue is None and state.active and state.active.name == blue:
                 on_blue = time.monotonic() - killed
-            final = ops_db.run(row["run_id"])
-            if on_blue is not None and final and final["status"] != "running":
+            final = ops_db.run(row.run_id)
+            if on_blue is not None and final and final.status != "running":
                 break
             time.sleep(0.05)
         self.facts["kill_to_blue_seconds"] = round(on_blue, 2) if on_blue is not None else None
-        final = ops_db.run(row["run_id"]) or {}
+        final = ops_db.run(row.run_id)
         from promote_pipeline.promotion.models import PromotionOutcome
 
-        outcome = PromotionOutcome(run_id=row["run_id"], status=final.get("status", "failed")
-                                   if final.get("status") != "running" else "failed",
-                                   evidence_dir=final.get("evidence_dir") or "", blue_backup_id=None,
-                                   green_artifact_id=None, cutover_timestamp=None)
+        outcome = PromotionOutcome(run_id=row.run_id, status=final.status if final and final.status != "running"
+                                   else "failed", evidence_dir=(final.evidence_dir if final else None) or "",
+                                   blue_backup_id=None, green_artifact_id=None, cutover_timestamp=None)
         return 1, outcome
 
     # -- verdict -------------------------------------------------------------------------------------
@@ -208,9 +206,8 @@ class Drill:
             checks["status_safe"] = outcome.status in ("rolled_back", "failed")
             checks["evidence_complete"] = bool(outcome.evidence_dir) and not Evidence(outcome.evidence_dir).missing()
             host = self.box.resources()["odoo_host"]
-            greens = self.box.resources()["ops_db"].fetch_all(
-                "SELECT pid FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,))
-            checks["green_stopped"] = all(not host.is_alive(g["pid"]) for g in greens)
+            greens = self.box.resources()["ops_db"].deployments_created_by(outcome.run_id)
+            checks["green_stopped"] = all(not host.is_alive(g.pid) for g in greens)
             self.facts.update(run_id=outcome.run_id, status=outcome.status, evidence_dir=outcome.evidence_dir)
             if outcome.evidence_dir and Evidence(outcome.evidence_dir).exists(steps.ROLLBACK_JSON):
                 rb = Evidence(outcome.evidence_dir).read_json(steps.ROLLBACK_JSON)

@@ -117,10 +117,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     res["ops_db"].upgrade()
     staging, prod = args.staging, args.prod
     if not staging or not prod:
-        rows = res["ops_db"].fetch_all("SELECT environment_id, kind FROM ops.environments WHERE project_id = %s"
-                                       " ORDER BY environment_id", (args.project,))
-        staging = staging or next((r["environment_id"] for r in rows if r["kind"] == "staging"), "")
-        prod = prod or next((r["environment_id"] for r in rows if r["kind"] == "production"), "")
+        envs = res["ops_db"].environments_of(args.project)
+        staging = staging or next((e.environment_id for e in envs if e.kind == "staging"), "")
+        prod = prod or next((e.environment_id for e in envs if e.kind == "production"), "")
     try:
         promo = inputs.validate({"project_id": args.project, "staging_env_id": staging, "prod_env_id": prod,
                                  "user_id": args.user})
@@ -146,41 +145,38 @@ def cmd_verify_staging(args: argparse.Namespace) -> int:
     from promote_pipeline.defs.resources import build_resources
 
     ops_db = build_resources()["ops_db"]
-    row = ops_db.fetch_one("SELECT run_id, operation_type, status FROM ops.runs WHERE environment_id = %s AND"
-                           " operation_type IN ('deploy', 'restore') ORDER BY created_at DESC LIMIT 1", (args.env,))
+    row = ops_db.latest_run(args.env, ("deploy", "restore"))
     if not row:
         print(f"FAIL {args.env}: no deploy or restore run")
         return EXIT_FAILED
-    ok = row["status"] == "success"
-    print(f"{'PASS' if ok else 'FAIL'} {args.env}: latest {row['operation_type']} {row['run_id']} is {row['status']}")
+    ok = row.status == "success"
+    print(f"{'PASS' if ok else 'FAIL'} {args.env}: latest {row.operation_type} {row.run_id} is {row.status}")
     return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Post-promotion validation: the live deployment answers through the router and its database works."""
     from promote_pipeline.defs.resources import build_resources
-    from promote_pipeline.promotion.models import EnvironmentRecord
 
     res = build_resources()
-    env_row = res["ops_db"].environment(args.env)
+    env = res["ops_db"].environment(args.env)
     dep = res["ops_db"].active_deployment(args.env)
-    if not env_row or not dep:
+    if not env or not dep:
         print(f"FAIL {args.env}: unknown environment or no active deployment")
         return EXIT_FAILED
-    env = EnvironmentRecord.from_row(env_row)
     state = res["router"].state(args.env)
     checks: list[tuple[str, bool, str]] = []
     served = state.active.name if state.active else None
-    checks.append(("router serves the active deployment", served == dep["deployment_id"], f"router -> {served}"))
+    checks.append(("router serves the active deployment", served == dep.deployment_id, f"router -> {served}"))
     try:
         resp = http_clients.get(f"{state.active_url}/web/health", params={"db_server_status": "1"}, timeout=5)
         checks.append(("health through the router", resp.status_code == 200, f"HTTP {resp.status_code}"))
     except httpx.HTTPError as exc:
         checks.append(("health through the router", False, type(exc).__name__))
     try:
-        with res["odoo_host"].connect(env.db_dsn_ref, dep["db_name"]) as conn:
+        with res["odoo_host"].connect(env.db_dsn_ref, dep.db_name) as conn:
             conn.execute("SELECT 1")
-        checks.append(("database", True, dep["db_name"]))
+        checks.append(("database", True, dep.db_name))
     except Exception as exc:  # report any failure as a failed check
         checks.append(("database", False, type(exc).__name__))
     for name, ok, detail in checks:

@@ -87,13 +87,12 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
     step, cls_name, message = _failure_message(result)
     if step == steps.CREATE_OPS_RUN.name and "PromotionRejected" in (cls_name or ""):
         return EXIT_REJECTED, None, message
-    row = ops_db.fetch_one(
-        "SELECT * FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'", (result.run_id,))
+    row = ops_db.promote_run_for_dagster_run(result.run_id)
     if row is None:
         return EXIT_FAILED, None, message
-    meta = row["metadata"] or {}
-    outcome = PromotionOutcome(run_id=row["run_id"], status=row["status"] if row["status"] != "running" else "failed",
-                               evidence_dir=row["evidence_dir"] or "", blue_backup_id=meta.get("blue_backup_id"),
+    meta = row.metadata
+    outcome = PromotionOutcome(run_id=row.run_id, status=row.status if row.status != "running" else "failed",
+                               evidence_dir=row.evidence_dir or "", blue_backup_id=meta.get("blue_backup_id"),
                                green_artifact_id=meta.get("green_artifact_id"),
                                cutover_timestamp=meta.get("cutover_timestamp"))
     return EXIT_FAILED, outcome, message

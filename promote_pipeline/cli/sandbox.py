@@ -26,11 +26,10 @@ from psycopg import sql
 
 from promote_pipeline.defs.resources import build_resources
 from promote_pipeline.promotion import settings as settings_mod
-from promote_pipeline.promotion.models import DeploymentRecord
 from promote_pipeline.promotion.services import upstream
 from resources import secrets
 from resources.odoo_host import LocalOdooHost, free_port
-from resources.ops_db import OpsDatabase
+from resources.ops_db import CompletedRun, DeploymentRecord, EnvironmentRecord, OpsDatabase
 from resources.router import RouterResource
 
 PROJECT = "proj_demo"
@@ -116,43 +115,39 @@ class Sandbox:
         self._ensure_deployment(ops_db, host, STAGING)
         self._ensure_deployment(ops_db, host, PROD)
         router.start()
-        blue = DeploymentRecord.from_row(ops_db.active_deployment(PROD) or {})
+        blue = ops_db.active_deployment(PROD)
+        assert blue is not None
         router.register_environment(PROD, upstream(blue, "blue"))
         return {"commit": commit, **self.status()}
 
     def _seed_ops(self, ops_db: OpsDatabase) -> str:
         existing = ops_db.environment(PROD)
         if existing:
-            return str(existing["git_commit_sha"])
+            return str(existing.git_commit_sha)
         commit = pysecrets.token_hex(20)
-        with ops_db.connect() as conn:
-            conn.execute("INSERT INTO ops.projects (project_id, name) VALUES (%s, 'Demo project')", (PROJECT,))
-            for env_id, kind in ((STAGING, "staging"), (PROD, "production")):
-                conn.execute(
-                    "INSERT INTO ops.environments (environment_id, project_id, kind, git_commit_sha, db_dsn_ref,"
-                    " db_name_prefix, filestore_root, router_name, smoke_login, smoke_password_ref)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'admin', %s)",
-                    (env_id, PROJECT, kind, commit, DSN_REF, f"{self.settings().db_prefix}_{kind}",
-                     str(self.root / "data" / kind), self.router_kind, ADMIN_REF))
-            conn.execute("INSERT INTO ops.permissions (user_id, project_id, permission) VALUES (%s, %s, 'promote')",
-                         (USER, PROJECT))
-            conn.execute(
-                "INSERT INTO ops.runs (run_id, project_id, environment_id, operation_type, status, created_by,"
-                " metadata, completed_at) VALUES (ops.gen_run_id(), %s, %s, 'deploy', 'success', %s, %s, now())",
-                (PROJECT, STAGING, USER, json.dumps({"git_commit_sha": commit, "note": "sandbox seed"})))
+        prefix = self.settings().db_prefix
+        environments = [
+            EnvironmentRecord(environment_id=env_id, project_id=PROJECT, kind=kind, git_commit_sha=commit,
+                              db_dsn_ref=DSN_REF, db_name_prefix=f"{prefix}_{kind}",
+                              filestore_root=str(self.root / "data" / kind), router_name=self.router_kind,
+                              smoke_login="admin", smoke_password_ref=ADMIN_REF)
+            for env_id, kind in ((STAGING, "staging"), (PROD, "production"))]
+        seed_deploy = CompletedRun(environment_id=STAGING, operation_type="deploy", created_by=USER,
+                                   metadata={"git_commit_sha": commit, "note": "sandbox seed"})
+        ops_db.add_project(PROJECT, "Demo project", environments, grants=[(USER, "promote")], history=[seed_deploy])
         return commit
 
     def _ensure_deployment(self, ops_db: OpsDatabase, host: LocalOdooHost, env_id: str, start: bool = True) -> None:
         """Production from ``odoo_standin init``; staging as Odoo.sh makes it: a neutralized copy of production."""
         env = ops_db.environment(env_id)
         assert env is not None
-        row = ops_db.active_deployment(env_id)
-        if row is None:
-            db = f"{env['db_name_prefix']}_seed"
-            data_dir = env["filestore_root"]
+        dep = ops_db.active_deployment(env_id)
+        if dep is None:
+            db = f"{env.db_name_prefix}_seed"
+            data_dir = env.filestore_root
             child_env = {**os.environ, "STANDIN_DSN": secrets.resolve(DSN_REF),
                          "STANDIN_ADMIN_PASSWORD": secrets.resolve(ADMIN_REF)}
-            if env["kind"] == "production":
+            if env.kind == "production":
                 subprocess.run(
                     [sys.executable, "-m", "odoo_standin", "init", "--db", db, "--data-dir", data_dir, "--replace",
                      "--partners", str(self.partners), "--attachments", str(self.attachments),
@@ -162,18 +157,14 @@ class Sandbox:
             else:
                 self._copy_production(ops_db, host, db, data_dir, child_env)
             port = free_port()
-            ops_db.execute(
-                "INSERT INTO ops.deployments (deployment_id, environment_id, db_name, data_dir, http_port,"
-                " websocket_port, state) VALUES (%s, %s, %s, %s, %s, %s, 'active')",
-                (f"dep_{env_id}_seed", env_id, db, data_dir, port, port))
-            row = ops_db.active_deployment(env_id)
-            assert row is not None
-        dep = DeploymentRecord.from_row(row)
+            dep = DeploymentRecord(deployment_id=f"dep_{env_id}_seed", environment_id=env_id, db_name=db,
+                                   data_dir=data_dir, http_port=port, websocket_port=port, pid=None, state="active")
+            ops_db.add_deployment(dep)
         if start and not host.is_alive(dep.pid):
             assert dep.http_port is not None
             pid = host.start_odoo(DSN_REF, env_id, dep.deployment_id, dep.db_name, dep.data_dir, dep.http_port,
                                   dep.websocket_port or dep.http_port)
-            ops_db.execute("UPDATE ops.deployments SET pid = %s WHERE deployment_id = %s", (pid, dep.deployment_id))
+            ops_db.set_deployment_pid(dep.deployment_id, pid)
             host.wait_healthy(f"http://127.0.0.1:{dep.http_port}", pid)
 
     def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, db: str, data_dir: str,
@@ -184,16 +175,15 @@ class Sandbox:
         host.drop_database(DSN_REF, db)
         with host.connect(DSN_REF, "postgres", autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                         (prod["db_name"],))
+                         (prod.db_name,))
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(db),
-                                                                          sql.Identifier(prod["db_name"])))
+                                                                          sql.Identifier(prod.db_name)))
         host.remove_filestore(data_dir, db)
-        shutil.copytree(host.filestore_dir(prod["data_dir"], prod["db_name"]), host.filestore_dir(data_dir, db))
-        ops_db.execute(
-            "INSERT INTO ops.runs (run_id, project_id, environment_id, operation_type, status, created_by, metadata,"
-            " completed_at) VALUES (ops.gen_run_id(), %s, %s, 'restore', 'success', %s, %s, now())",
-            (PROJECT, STAGING, USER, json.dumps({"source_environment_id": PROD, "source_db": prod["db_name"],
-                                                 "note": "staging made from a copy of production"})))
+        shutil.copytree(host.filestore_dir(prod.data_dir, prod.db_name), host.filestore_dir(data_dir, db))
+        ops_db.record_completed_run(PROJECT, CompletedRun(
+            environment_id=STAGING, operation_type="restore", created_by=USER,
+            metadata={"source_environment_id": PROD, "source_db": prod.db_name,
+                      "note": "staging made from a copy of production"}))
         with host.connect(DSN_REF, db) as conn:
             conn.execute("INSERT INTO res_partner (name, email, company_id)"
                          " SELECT 'Staging contact ' || n, 'staging' || n || '@example.com', 1"
@@ -209,8 +199,7 @@ class Sandbox:
         router: RouterResource = res["router"]
         state = router.state(PROD)
         active = state.active
-        row = ops_db.fetch_one("SELECT * FROM ops.deployments WHERE deployment_id = %s",
-                               (active.name,)) if active else None
+        row = ops_db.deployment(active.name) if active else None
         return {
             "router": router.kind,
             "router_url": state.active_url,
@@ -218,7 +207,7 @@ class Sandbox:
             "serving": {
                 "deployment": active.name if active else None,
                 "colour": active.colour if active else None,
-                "database": row["db_name"] if row else None,
+                "database": row.db_name if row else None,
                 "url": f"http://{active.host}:{active.http_port}" if active else None,
             },
             "ops_database": self.settings().ops_database,
@@ -236,12 +225,12 @@ class Sandbox:
         host: LocalOdooHost = res["odoo_host"]
         res["router"].stop()
         try:
-            rows = ops_db.fetch_all("SELECT * FROM ops.deployments")
+            rows = ops_db.all_deployments()
         except psycopg.Error:
             rows = []
         for row in rows:
-            host.stop_odoo(row["pid"])
-            host.drop_database(DSN_REF, row["db_name"])
+            host.stop_odoo(row.pid)
+            host.drop_database(DSN_REF, row.db_name)
         dsn = secrets.resolve(DSN_REF)
         with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(cfg.ops_database)))

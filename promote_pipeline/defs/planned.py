@@ -145,11 +145,10 @@ def _valid_cron(cron: str) -> bool:
 # -- the schedules ------------------------------------------------------------------------------------
 def busy_reason(ops_db: OpsDatabase, context: ScheduleEvaluationContext | None, prod_env_id: str) -> str | None:
     """Why ``prod_env_id`` cannot take a promotion now, or None when it is free."""
-    row = ops_db.fetch_one("SELECT run_id, created_at FROM ops.runs WHERE environment_id = %s AND status = 'running'"
-                           " AND operation_type = 'promote' ORDER BY created_at DESC LIMIT 1", (prod_env_id,))
+    row = ops_db.running_promotion(prod_env_id)
     if row:
-        since = f"{row['created_at']:%Y-%m-%d %H:%M %Z}"
-        return f"{prod_env_id} is busy: promotion {row['run_id']} is running (since {since})"
+        since = f"{row.created_at:%Y-%m-%d %H:%M %Z}"
+        return f"{prod_env_id} is busy: promotion {row.run_id} is running (since {since})"
     pid = ops_db.lock_holder_pid(prod_env_id)
     if pid is not None:
         return f"{prod_env_id} is busy: its promotion lock is held (PostgreSQL backend pid {pid})"

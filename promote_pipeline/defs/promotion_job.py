@@ -11,11 +11,10 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dagster import Failure, OpExecutionContext, op
-from psycopg.types.json import Jsonb
 
 from promote_pipeline.defs import event_log, run_view
 from promote_pipeline.defs.config import PromotionConfig
@@ -27,7 +26,6 @@ from promote_pipeline.promotion.failure import handle_failure
 from promote_pipeline.promotion.models import (
     BlueBackedUp,
     CutOver,
-    DeploymentRecord,
     GreenRestored,
     GreenSmokeTested,
     PromotionOutcome,
@@ -42,7 +40,7 @@ from promote_pipeline.promotion.smoke import SmokeSuite
 from promote_pipeline.promotion.stability import watch
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
-from resources.ops_db import EnvironmentLock
+from resources.ops_db import EnvironmentLock, FinalRunStatus, TaskRequest
 from resources.redaction import redact, redact_text
 
 # Every progress line of the steps also goes into Dagster's event log (the run view, `promote launch`).
@@ -160,7 +158,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
         evidence.write_json(steps.INPUTS_JSON, {**promotion.model_dump(), "preflight": [
             {"check": r.name, "passed": r.passed, "message": r.message} for r in preflight.results]})
         evidence.write_text(steps.RUN_ID_TXT, run_id + "\n")
-        svc.ops_db.execute("UPDATE ops.runs SET evidence_dir = %s WHERE run_id = %s", (str(folder), run_id))
+        svc.ops_db.set_run_evidence_dir(run_id, str(folder))
         svc.ops_db.add_event(run_id, steps.CREATE_OPS_RUN.name, "info", "preconditions passed; production locked")
         context.add_output_metadata(run_view.run_started(context, run_id, folder, preflight.blue.deployment_id,
                                                          promotion, preflight.results))
@@ -173,11 +171,10 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
 def snapshot_staging(context: OpExecutionContext, run: RunStarted) -> StagingSnapshotTaken:
     svc = _services(context)
     with guarded(svc, run, steps.SNAPSHOT_STAGING):
-        row = svc.ops_db.active_deployment(run.staging.environment_id)
-        if row is None:
+        live = svc.ops_db.active_deployment(run.staging.environment_id)
+        if live is None:
             raise StepFailed(f"staging {run.staging.environment_id} has no active deployment")
-        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, run.staging, DeploymentRecord.from_row(row),
-                                  "green", run.run_id)
+        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, run.staging, live, "green", run.run_id)
         rails = guardrails.current()
         enterprise = guardrails.enterprise_modules(artifact.manifest.module_licenses, rails)
         Evidence(run.evidence_dir).write_json(steps.STAGING_SNAPSHOT_JSON, {
@@ -226,10 +223,9 @@ def restore_green(context: OpExecutionContext, backed: BlueBackedUp) -> GreenRes
             evidence.write_json(steps.GREEN_RESTORE_JSON, {"restore_run_id": restore_run_id, "status": "success",
                                                        "green": green.model_dump(), **facts})
     finally:
-        status = "success" if evidence.exists(steps.GREEN_RESTORE_JSON) and \
+        status: FinalRunStatus = "success" if evidence.exists(steps.GREEN_RESTORE_JSON) and \
             evidence.read_json(steps.GREEN_RESTORE_JSON).get("status") == "success" else "failed"
-        svc.ops_db.execute("UPDATE ops.runs SET status = %s, completed_at = now() WHERE run_id = %s",
-                       (status, restore_run_id))
+        svc.ops_db.mark_run_finished(restore_run_id, status)
     context.add_output_metadata(run_view.green_restored(green, facts, backed.evidence_dir))
     return GreenRestored(**dict(backed), green=green, restore_checks=facts)
 
@@ -272,13 +268,7 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested) -> CutOver:
             svc, tested, tested.green, lambda: svc.router.switch_active(env_id, upstream(tested.green, "green")))
         switch_ms = int((time.monotonic() - start) * 1000)
         timestamp = datetime.now(UTC)
-        with svc.ops_db.connect() as conn:
-            conn.execute("UPDATE ops.deployments SET state = 'standby', updated_at = now() WHERE deployment_id = %s",
-                         (tested.blue.deployment_id,))
-            conn.execute("UPDATE ops.deployments SET state = 'active', updated_at = now() WHERE deployment_id = %s",
-                         (tested.green.deployment_id,))
-            conn.execute("UPDATE ops.runs SET metadata = metadata || %s WHERE run_id = %s",
-                         (Jsonb({"cutover_timestamp": timestamp.isoformat()}), tested.run_id))
+        svc.ops_db.record_cutover(tested.blue.deployment_id, tested.green.deployment_id, tested.run_id, timestamp)
         Evidence(tested.evidence_dir).write_json(steps.CUTOVER_JSON, {
             "cutover_timestamp": timestamp.isoformat(), "router": svc.router.kind, "switch_ms": switch_ms, **fencing,
             "routing_before": before.model_dump(mode="json"), "routing_after": after.model_dump(mode="json")})
@@ -329,18 +319,14 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched) -> Promotio
         missing = evidence.missing()
         if missing and guardrails.current().evidence_required:
             raise StepFailed(f"evidence_required: missing {', '.join(missing)}")
-        with svc.ops_db.connect() as conn:
-            marked = conn.execute("UPDATE ops.runs SET status = 'success', completed_at = now(), evidence_dir = %s"
-                                  " WHERE run_id = %s AND status = 'running'", (watched.evidence_dir, watched.run_id))
-            if marked.rowcount != 1:
-                raise StepFailed(f"run {watched.run_id} is no longer running (the safety net took it over)")
-            conn.execute(
-                "INSERT INTO ops.scheduled_tasks (task_type, execute_at, metadata, run_id)"
-                " VALUES ('delete_backup', now() + make_interval(hours => %s), %s, %s)",
-                (hours, Jsonb({"artifact_id": ids["blue_backup_id"], "deployment_id": watched.blue.deployment_id,
-                               "db_name": watched.blue.db_name}), watched.run_id))
+        blue_deletion = TaskRequest(task_type="delete_backup", delay=timedelta(hours=hours), run_id=watched.run_id,
+                                    metadata={"artifact_id": ids["blue_backup_id"],
+                                              "deployment_id": watched.blue.deployment_id,
+                                              "db_name": watched.blue.db_name})
+        if not svc.ops_db.mark_run_succeeded(watched.run_id, watched.evidence_dir, then=blue_deletion):
+            raise StepFailed(f"run {watched.run_id} is no longer running (the safety net took it over)")
         svc.ops_db.add_event(watched.run_id, steps.FINALIZE.name, "info",
-                         f"promotion succeeded; blue deletion in {hours} h")
+                             f"promotion succeeded; blue deletion in {hours} h")
     _release(watched.run_id)
     context.add_output_metadata(run_view.finalized(summary, outcome, evidence.paths()))
     return outcome

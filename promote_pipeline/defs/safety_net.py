@@ -31,12 +31,11 @@ def roll_back_promotion(context: OpExecutionContext, config: RollbackConfig) -> 
     ops_db = svc.ops_db
     run_id = config.run_id
     if not run_id and config.dagster_run_id:
-        row = ops_db.fetch_one("SELECT run_id FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'",
-                               (config.dagster_run_id,))
+        row = ops_db.promote_run_for_dagster_run(config.dagster_run_id)
         if row is None:
             context.log.info(f"Dagster run {config.dagster_run_id} created no promotion run: nothing to roll back")
             return {"action": "none", "reason": "no ops run (rejected or failed before step 1 finished)"}
-        run_id = row["run_id"]
+        run_id = row.run_id
     if not run_id:
         raise Failure(description="run_id: give the promotion's run_id or dagster_run_id")
     message = None

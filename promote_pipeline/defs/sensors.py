@@ -30,7 +30,7 @@ from dagster import (
 )
 
 from promote_pipeline.defs.jobs import promote_staging_to_prod, rollback_promotion
-from resources.ops_db import OpsDatabase
+from resources.ops_db import OpsDatabase, RunRecord
 
 SENSOR_INTERVAL_SECONDS = 5
 DEAD_GRACE_SECONDS = 8
@@ -65,16 +65,15 @@ def rollback_cancelled_promotions(context: RunStatusSensorContext) -> RunRequest
                              dagster_run_id=run_id)
 
 
-def dead_runs(ops_db: OpsDatabase) -> list[dict[str, Any]]:
+def dead_runs(ops_db: OpsDatabase) -> list[RunRecord]:
     """Promotion runs marked running whose environment lock no session holds (their worker is gone)."""
     dead = []
-    for row in ops_db.fetch_all("SELECT run_id, environment_id, dagster_run_id FROM ops.runs"
-                                " WHERE status = 'running' AND operation_type = 'promote'"):
-        if ops_db.lock_holder_pid(row["environment_id"]) is not None:
+    for row in ops_db.running_promotions():
+        if ops_db.lock_holder_pid(row.environment_id) is not None:
             continue
         # A run that finished between the two reads set its status before releasing the lock.
-        again = ops_db.run(row["run_id"])
-        if again and again["status"] == "running":
+        again = ops_db.run(row.run_id)
+        if again and again.status == "running":
             dead.append(row)
     return dead
 
@@ -89,7 +88,7 @@ def detect_dead_promotions(context: SensorEvaluationContext, ops_db: OpsDatabase
     # that lost its session in a PostgreSQL restart takes its lock back within seconds.
     first_seen: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
     now = time.time()
-    suspects = {row["run_id"]: row for row in dead_runs(ops_db)}
+    suspects = {row.run_id: row for row in dead_runs(ops_db)}
     first_seen = {run_id: first_seen.get(run_id, now) for run_id in suspects}
     context.update_cursor(json.dumps(first_seen))
     dead = [row for run_id, row in suspects.items() if now - first_seen[run_id] >= DEAD_GRACE_SECONDS]
@@ -97,10 +96,10 @@ def detect_dead_promotions(context: SensorEvaluationContext, ops_db: OpsDatabase
         return SkipReason(f"no dead promotion ({len(suspects)} suspect(s) in their grace period)")
     requests = []
     for row in dead:
-        dagster_run = context.instance.get_run_by_id(row["dagster_run_id"]) if row["dagster_run_id"] else None
+        dagster_run = context.instance.get_run_by_id(row.dagster_run_id) if row.dagster_run_id else None
         if dagster_run is not None and not dagster_run.is_finished:
             context.instance.report_run_failed(
-                dagster_run, message=f"promotion {row['run_id']}: worker died (environment lock released)")
-        requests.append(_rollback_request(f"dead:{row['run_id']}", "promotion worker died (lock released)",
-                                          "detect_dead_promotions", run_id=row["run_id"]))
+                dagster_run, message=f"promotion {row.run_id}: worker died (environment lock released)")
+        requests.append(_rollback_request(f"dead:{row.run_id}", "promotion worker died (lock released)",
+                                          "detect_dead_promotions", run_id=row.run_id))
     return requests

@@ -21,16 +21,14 @@ from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion.models import (
     Artifact,
     DbDump,
-    DeploymentRecord,
     DumpFile,
-    EnvironmentRecord,
     FilestoreArchive,
     Manifest,
     SourceEnv,
 )
 from resources.artifact_store import LocalArtifactStore, dump_digest
 from resources.odoo_host import LocalOdooHost
-from resources.ops_db import OpsDatabase
+from resources.ops_db import DeploymentRecord, EnvironmentRecord, OpsDatabase
 
 T = TypeVar("T")
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-from psycopg.types.json import Jsonb
 
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.inputs import MAX_WINDOW_HOURS, MIN_WINDOW_HOURS
 from promote_pipeline.promotion.services import Services
+from resources.ops_db import ScheduledTaskRecord
 from resources.redaction import redact_text
 
-CLAIM_LEASE = "10 minutes"
+CLAIM_LEASE = timedelta(minutes=10)
 MAX_ATTEMPTS = 6
 LOCK_WAIT_SECONDS = 30.0
 
@@ -32,59 +31,46 @@ class TaskSkipped(RuntimeError):
     """The task must not run as planned (e.g. its deployment is live again); it is cancelled, not retried."""
 
 
-def claim(svc: Services, worker: str) -> dict[str, Any] | None:
-    return svc.ops_db.fetch_one(
-        "UPDATE ops.scheduled_tasks SET status = 'running', attempts = attempts + 1, claimed_at = now(),"
-        " claimed_by = %s, updated_at = now() WHERE task_id = ("
-        "  SELECT task_id FROM ops.scheduled_tasks WHERE execute_at <= now() AND (status = 'pending'"
-        "   OR (status = 'running' AND claimed_at < now() - %s::interval))"
-        "  ORDER BY execute_at, task_id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *",
-        (worker, CLAIM_LEASE),
-    )
-
-
 def _remove_deployment(svc: Services, deployment_id: str | None) -> str:
     if not deployment_id:
         return "no deployment named"
-    row = svc.ops_db.fetch_one("SELECT d.*, e.db_dsn_ref FROM ops.deployments d JOIN ops.environments e"
-                               " USING (environment_id) WHERE deployment_id = %s", (deployment_id,))
-    if row is None or row["state"] == "deleted":
+    dep = svc.ops_db.deployment_on_server(deployment_id)
+    if dep is None or dep.state == "deleted":
         return f"deployment {deployment_id} already deleted"
     # The environment's lock keeps a rollback (which may bring this deployment back) out while it is removed.
-    lock = svc.ops_db.wait_lock_environment(row["environment_id"], LOCK_WAIT_SECONDS)
+    lock = svc.ops_db.wait_lock_environment(dep.environment_id, LOCK_WAIT_SECONDS)
     if lock is None:
-        raise RuntimeError(f"environment {row['environment_id']} is busy (a promotion or rollback): retried later")
+        raise RuntimeError(f"environment {dep.environment_id} is busy (a promotion or rollback): retried later")
     try:
-        state = svc.ops_db.fetch_one("SELECT state FROM ops.deployments WHERE deployment_id = %s", (deployment_id,))
-        if state and state["state"] == "active":
+        current = svc.ops_db.deployment(deployment_id)  # read again under the lock
+        if current and current.state == "active":
             raise TaskSkipped(f"deployment {deployment_id} is active again (rolled back to): not deleted")
-        svc.host.stop_odoo(row["pid"])
-        svc.host.drop_database(row["db_dsn_ref"], row["db_name"])
-        svc.host.remove_filestore(row["data_dir"], row["db_name"])
-        svc.ops_db.execute("UPDATE ops.deployments SET state = 'deleted', pid = NULL, updated_at = now()"
-                           " WHERE deployment_id = %s", (deployment_id,))
+        svc.host.stop_odoo(dep.pid)
+        svc.host.drop_database(dep.db_dsn_ref, dep.db_name)
+        svc.host.remove_filestore(dep.data_dir, dep.db_name)
+        svc.ops_db.mark_deployment_deleted(deployment_id)
     finally:
         lock.release()
-    return f"deployment {deployment_id}: process stopped, database {row['db_name']} and filestore removed"
+    return f"deployment {deployment_id}: process stopped, database {dep.db_name} and filestore removed"
 
 
-def execute(svc: Services, task: dict[str, Any]) -> list[str]:
-    meta = task["metadata"] or {}
+def execute(svc: Services, task: ScheduledTaskRecord) -> list[str]:
+    meta = task.metadata
     done: list[str] = []
-    if task["task_type"] == "delete_backup":
+    if task.task_type == "delete_backup":
         done.append(_remove_deployment(svc, meta.get("deployment_id")))
         artifact_id = meta.get("artifact_id")
         if artifact_id:
             # Filestore content is shared by content (SHA-1) between artifacts: the store removes only the
             # objects that no other artifact's index still names (garbage collection under its lock).
             gc = svc.store.delete(artifact_id)
-            svc.ops_db.execute("UPDATE ops.artifacts SET deleted_at = now() WHERE artifact_id = %s", (artifact_id,))
+            svc.ops_db.mark_artifact_deleted(artifact_id)
             done.append(f"artifact {artifact_id} deleted; {gc['removed_objects']} filestore objects no other artifact"
                         f" references removed, {gc['live_objects']} still referenced kept")
-    elif task["task_type"] == "delete_deployment":
+    elif task.task_type == "delete_deployment":
         done.append(_remove_deployment(svc, meta.get("deployment_id")))
     else:
-        raise TaskSkipped(f"unknown task_type {task['task_type']!r}")
+        raise TaskSkipped(f"unknown task_type {task.task_type!r}")
     return done
 
 
@@ -94,34 +80,29 @@ def run_due_tasks(svc: Services, evidence_root: str | None = None, limit: int = 
     worker = f"{socket.gethostname()}:{os.getpid()}"
     records = []
     for _ in range(limit):
-        task = claim(svc, worker)
+        task = svc.ops_db.claim_due_task(worker, CLAIM_LEASE)
         if task is None:
             break
-        record: dict[str, Any] = {"task_id": task["task_id"], "task_type": task["task_type"],
-                                  "run_id": task["run_id"], "attempt": task["attempts"],
-                                  "metadata": task["metadata"], "worker": worker,
+        record: dict[str, Any] = {"task_id": task.task_id, "task_type": task.task_type,
+                                  "run_id": task.run_id, "attempt": task.attempts,
+                                  "metadata": task.metadata, "worker": worker,
                                   "started_at": datetime.now(UTC).isoformat()}
         try:
             record["done"] = execute(svc, task)
             record["status"] = "done"
-            svc.ops_db.execute("UPDATE ops.scheduled_tasks SET status = 'done', done_at = now(), updated_at = now(),"
-                               " last_error = NULL WHERE task_id = %s", (task["task_id"],))
+            svc.ops_db.mark_task_done(task.task_id)
         except TaskSkipped as exc:
             record.update(status="cancelled", error=str(exc))
-            svc.ops_db.execute("UPDATE ops.scheduled_tasks SET status = 'cancelled', last_error = %s,"
-                               " updated_at = now() WHERE task_id = %s", (str(exc), task["task_id"]))
+            svc.ops_db.cancel_task(task.task_id, str(exc))
         except Exception as exc:  # any failure is retried later; the error is kept, redacted
             error = redact_text(f"{type(exc).__name__}: {exc}")[:1000]
-            final = task["attempts"] >= MAX_ATTEMPTS
+            final = task.attempts >= MAX_ATTEMPTS
             record.update(status="failed" if final else "retry", error=error)
-            svc.ops_db.execute(
-                "UPDATE ops.scheduled_tasks SET status = %s, last_error = %s, updated_at = now(),"
-                " execute_at = now() + make_interval(mins => %s) WHERE task_id = %s",
-                ("failed" if final else "pending", error, 2 ** task["attempts"], task["task_id"]))
+            svc.ops_db.record_task_failure(task.task_id, error, retry_in_minutes=2 ** task.attempts, give_up=final)
         record["finished_at"] = datetime.now(UTC).isoformat()
         root = Path(evidence_root or svc.settings.evidence_root)
         folder = root / datetime.now(UTC).strftime("%Y%m%d-%H%M") / "cleanup"
-        Evidence(folder).write_json(f"task_{task['task_id']}.json", json.loads(json.dumps(record, default=str)))
+        Evidence(folder).write_json(f"task_{task.task_id}.json", json.loads(json.dumps(record, default=str)))
         records.append(record)
     return records
 
@@ -132,14 +113,10 @@ def set_window(svc: Services, run_id: str, hours: int) -> dict[str, Any]:
     if isinstance(hours, bool) or not isinstance(hours, int) or not low <= hours <= high:
         raise ValueError(f"hours: must be an integer >= {low} and <= {high} (got {hours!r})")
     row = svc.ops_db.run(run_id)
-    if row is None or row["operation_type"] != "promote":
+    if row is None or row.operation_type != "promote":
         raise ValueError(f"run_id: {run_id!r} is not a promotion run")
-    task = svc.ops_db.fetch_one(
-        "UPDATE ops.scheduled_tasks SET execute_at = %s::timestamptz + make_interval(hours => %s), updated_at = now()"
-        " WHERE run_id = %s AND task_type = 'delete_backup' AND status = 'pending' RETURNING task_id, execute_at",
-        (row["completed_at"] or row["created_at"], hours, run_id))
+    task = svc.ops_db.reschedule_pending_task(run_id, "delete_backup", row.completed_at or row.created_at, hours)
     if task is None:
         raise ValueError(f"run_id: {run_id} has no pending blue deletion (already done, cancelled, or not a success)")
-    svc.ops_db.execute("UPDATE ops.runs SET metadata = metadata || %s WHERE run_id = %s",
-                       (Jsonb({"rollback_window_hours": hours}), run_id))
-    return {"run_id": run_id, "task_id": task["task_id"], "execute_at": task["execute_at"].isoformat()}
+    svc.ops_db.merge_run_metadata(run_id, {"rollback_window_hours": hours})
+    return {"run_id": run_id, "task_id": task.task_id, "execute_at": task.execute_at.isoformat()}

@@ -14,23 +14,21 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from promote_pipeline.promotion import odoo_aware as odoo_steps
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
-from promote_pipeline.promotion.models import DeploymentRecord, PromotionOutcome, RunStarted
+from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
 from promote_pipeline.promotion.services import Services, upstream
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
+from resources.ops_db import DeploymentRecord, FinalRunStatus, TaskRequest
 from resources.redaction import redact_text
 from resources.router import RouterError
 
 
 def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
-    rows = svc.ops_db.fetch_all(
-        "SELECT * FROM ops.deployments WHERE created_by_run = %s AND state IN ('active', 'standby')", (run_id,))
-    return [DeploymentRecord.from_row(r) for r in rows]
+    """The run's greens that may still hold a process or traffic (not yet retired or deleted)."""
+    return svc.ops_db.deployments_created_by(run_id, states=("active", "standby"))
 
 
 def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: float) -> dict[str, Any]:
@@ -50,15 +48,16 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     except RouterError as exc:
         notes.append(f"preview entry point not reset: {exc}")
     greens = green_deployments(svc, run.run_id)
-    _reactivate_blue(svc, run.blue)  # the records say what the router does, before any clean-up can fail
+    # The records say what the router does, before any clean-up can fail.
+    svc.ops_db.reactivate_deployment(run.blue.environment_id, run.blue.deployment_id)
     try:
         fencing = odoo_steps.unfence_on_rollback(svc, run, greens)
     except Exception as exc:  # traffic is already on blue; report, do not undo that
         fencing = {"error": redact_text(f"{type(exc).__name__}: {exc}")}
         notes.append(f"crons and mail servers not reset: {fencing['error']}")
     served = before.active is not None and before.active.name != blue.name
-    run_meta = svc.ops_db.run(run.run_id) or {}
-    served = served or bool((run_meta.get("metadata") or {}).get("cutover_timestamp"))
+    record = svc.ops_db.run(run.run_id)
+    served = served or bool(record and record.metadata.get("cutover_timestamp"))
     kept = False
     for green in greens:
         try:
@@ -69,8 +68,7 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
             else:
                 svc.host.drop_database(run.prod.db_dsn_ref, green.db_name)
                 svc.host.remove_filestore(green.data_dir, green.db_name)
-                svc.ops_db.execute("UPDATE ops.deployments SET state = 'deleted', pid = NULL, updated_at = now()"
-                                   " WHERE deployment_id = %s", (green.deployment_id,))
+                svc.ops_db.mark_deployment_deleted(green.deployment_id)
         except Exception as exc:  # traffic is on blue already; a clean-up error is reported, not fatal
             notes.append(f"clean-up of {green.deployment_id} incomplete: {redact_text(f'{type(exc).__name__}: {exc}')}")
     return {
@@ -96,25 +94,11 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
 
 def _retire(svc: Services, run: RunStarted, green: DeploymentRecord) -> None:
     """Keep a green that served traffic: writes made on it can still be recovered until the window ends."""
-    svc.ops_db.execute("UPDATE ops.deployments SET state = 'retired', pid = NULL, updated_at = now()"
-                       " WHERE deployment_id = %s", (green.deployment_id,))
-    svc.ops_db.execute(
-        "INSERT INTO ops.scheduled_tasks (task_type, execute_at, metadata, run_id)"
-        " VALUES ('delete_deployment', now() + make_interval(hours => %s), %s, %s)",
-        (run.inputs.rollback_window_hours, Jsonb({"deployment_id": green.deployment_id, "db_name": green.db_name,
-                                                  "reason": "green retired by rollback"}), run.run_id),
-    )
-
-
-def _reactivate_blue(svc: Services, blue: DeploymentRecord) -> None:
-    def mark(conn: Any) -> None:  # idempotent: safe to do again if a PostgreSQL restart cut the connection
-        conn.execute("UPDATE ops.deployments SET state = 'retired', updated_at = now()"
-                     " WHERE environment_id = %s AND state = 'active' AND deployment_id <> %s",
-                     (blue.environment_id, blue.deployment_id))
-        conn.execute("UPDATE ops.deployments SET state = 'active', updated_at = now() WHERE deployment_id = %s",
-                     (blue.deployment_id,))
-
-    svc.ops_db.transaction(mark)
+    svc.ops_db.retire_deployment(green.deployment_id)
+    svc.ops_db.schedule_task(TaskRequest(
+        task_type="delete_deployment", delay=timedelta(hours=run.inputs.rollback_window_hours), run_id=run.run_id,
+        metadata={"deployment_id": green.deployment_id, "db_name": green.db_name,
+                  "reason": "green retired by rollback"}))
 
 
 def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseException, detected_monotonic: float,
@@ -129,7 +113,7 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
     reason = redact_text(f"{type(error).__name__}: {error}")
     evidence = Evidence(run.evidence_dir)
     rollback: dict[str, Any]
-    status: str
+    status: FinalRunStatus
     if not step.rolls_back and not force_rollback:
         status = "failed"
         rollback = {"triggered": False, "reason": f"failure at {step.name}: nothing rolled back",
@@ -148,18 +132,15 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
                     "live_routing": svc.router.state(run.prod.environment_id).model_dump(mode="json"),
                     "green_deployments": [g.model_dump() for g in green_deployments(svc, run.run_id)]}
     rollback["failed_step"] = step.name
-    svc.ops_db.execute(
-        "UPDATE ops.runs SET status = %s, completed_at = now(), evidence_dir = %s,"
-        " rolled_back_at = CASE WHEN %s = 'rolled_back' THEN now() END, metadata = metadata || %s WHERE run_id = %s",
-        (status, run.evidence_dir, status, Jsonb({"failed_step": step.name, "failure_reason": reason}), run.run_id),
-    )
+    svc.ops_db.mark_run_finished(run.run_id, status, evidence_dir=run.evidence_dir,
+                                 metadata={"failed_step": step.name, "failure_reason": reason})
     try:
         svc.ops_db.add_event(run.run_id, step.name, "error", reason)
         if rollback.get("error"):
             svc.ops_db.add_event(run.run_id, "rollback", "error", rollback["error"])
     except Exception:  # noqa: S110 - the status above is what matters; the event is a courtesy
         pass
-    outcome = PromotionOutcome(run_id=run.run_id, status=status,  # type: ignore[arg-type]
+    outcome = PromotionOutcome(run_id=run.run_id, status=status,
                                evidence_dir=run.evidence_dir, blue_backup_id=blue_backup_id,
                                green_artifact_id=green_artifact_id, cutover_timestamp=cutover_timestamp)
     try:

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from promote_pipeline.promotion import guardrails
+from resources.ops_db import EnvironmentRecord
 
 # Anchored for pydantic (which searches); the rule below uses re.fullmatch, for which the anchors change nothing.
 _IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -185,18 +186,19 @@ def validate(raw: dict[str, Any]) -> PromotionInputs:
     return PromotionInputs.model_validate({**ids, **rest})
 
 
-def validate_against_ops(inputs: PromotionInputs, staging: dict[str, Any] | None, prod: dict[str, Any] | None) -> None:
+def validate_against_ops(inputs: PromotionInputs, staging: EnvironmentRecord | None,
+                         prod: EnvironmentRecord | None) -> None:
     """The rules that need the environments' records (same project, kinds, smoke tests on prod)."""
     for field, row in (("staging_env_id", staging), ("prod_env_id", prod)):
         if row is None:
             raise InputRejected(field, f"environment {getattr(inputs, field)!r} does not exist")
-        if row["project_id"] != inputs.project_id:
+        if row.project_id != inputs.project_id:
             raise InputRejected(field, f"environment {getattr(inputs, field)!r} does not belong to project"
                                        f" {inputs.project_id!r}")
     assert staging is not None and prod is not None
-    if staging["kind"] == "production":
+    if staging.kind == "production":
         raise InputRejected("staging_env_id", f"environment {inputs.staging_env_id!r} is a production environment")
-    if prod["kind"] == "production" and inputs.skip_smoke_tests:
+    if prod.kind == "production" and inputs.skip_smoke_tests:
         raise InputRejected("skip_smoke_tests", "must be false for production promotions")
 
 

@@ -9,11 +9,12 @@ them safe to put in Dagster's event log and in evidence.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from promote_pipeline.promotion.inputs import PromotionInputs
+from resources.ops_db import DeploymentRecord, EnvironmentRecord
 
 CONTRACT_VERSION = "v1"
 
@@ -90,38 +91,6 @@ class Artifact(BaseModel):
     manifest: Manifest
 
 
-# -- records read from the ops database ------------------------------------------------------------
-class Record(BaseModel):
-    """A model read from a row of the ops schema: its fields, taken by name, other columns ignored."""
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Self:
-        return cls.model_validate({k: row.get(k) for k in cls.model_fields})
-
-
-class EnvironmentRecord(Record):
-    environment_id: str
-    project_id: str
-    kind: str
-    git_commit_sha: str | None
-    db_dsn_ref: str
-    db_name_prefix: str
-    filestore_root: str
-    odoo_url: str | None = None
-    router_name: str | None = None
-    smoke_login: str | None = None
-    smoke_password_ref: str | None = None
-
-
-class DeploymentRecord(Record):
-    deployment_id: str
-    environment_id: str
-    db_name: str
-    data_dir: str
-    http_port: int | None
-    websocket_port: int | None
-    pid: int | None
-    state: str
 
 
 # -- step outputs ----------------------------------------------------------------------------------

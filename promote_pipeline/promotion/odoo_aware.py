@@ -15,8 +15,9 @@ from typing import Any
 from promote_pipeline.odoo import carry_over as live_settings
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.odoo import watermarks
-from promote_pipeline.promotion.models import Artifact, DeploymentRecord, RunStarted
+from promote_pipeline.promotion.models import Artifact, RunStarted
 from promote_pipeline.promotion.services import Services
+from resources.ops_db import DeploymentRecord
 from resources.redaction import REDACTED, is_secret_key
 from resources.router import RoutingState
 
@@ -51,14 +52,11 @@ def snapshot_report(svc: Services, run: RunStarted, artifact: Artifact) -> dict[
             "version_changed": {m: {"blue": blue_modules[m], "green": green_modules[m]} for m in sorted(green_modules)
                                 if m in blue_modules and blue_modules[m] != green_modules[m]},
         }
-        copy = svc.ops_db.fetch_one(
-            "SELECT run_id, completed_at FROM ops.runs WHERE environment_id = %s AND operation_type = 'restore'"
-            " AND status = 'success' AND metadata->>'source_environment_id' = %s ORDER BY completed_at DESC LIMIT 1",
-            (run.staging.environment_id, run.prod.environment_id))
-        if copy and copy["completed_at"]:
-            since: datetime = copy["completed_at"]
+        copy = svc.ops_db.latest_copy(run.staging.environment_id, source_environment_id=run.prod.environment_id)
+        if copy and copy.completed_at:
+            since: datetime = copy.completed_at
             tables = watermarks.drift(blue, since)
-            drift = {"known": True, "staging_copied_at": since.isoformat(), "copy_run_id": copy["run_id"],
+            drift = {"known": True, "staging_copied_at": since.isoformat(), "copy_run_id": copy.run_id,
                      "rows_written_on_blue_since": tables, "total": sum(tables.values())}
         else:
             drift = {"known": False, "reason": "no recorded copy of production into staging"}
@@ -69,7 +67,7 @@ def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
                    switch: Callable[[], RoutingState]) -> tuple[RoutingState, dict[str, Any]]:
     """Watermarks on green, blue's crons and mail off, the router switch, green's on: one step."""
     dsn = run.prod.db_dsn_ref
-    meta = (svc.ops_db.run(run.run_id) or {}).get("metadata") or {}
+    meta = _metadata(svc, run.run_id)
     plan = live_settings.FencePlan.model_validate(meta.get("fence", {}))
     with svc.host.connect(dsn, run.blue.db_name, autocommit=True) as blue, \
             svc.host.connect(dsn, green.db_name, autocommit=True) as gdb:
@@ -85,7 +83,7 @@ def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
 
 def unfence_on_rollback(svc: Services, run: RunStarted, greens: list[DeploymentRecord]) -> dict[str, Any]:
     """Green's crons and mail off, blue's back as they were; and what was written on green since cutover."""
-    meta = (svc.ops_db.run(run.run_id) or {}).get("metadata") or {}
+    meta = _metadata(svc, run.run_id)
     if "fence" not in meta:
         return {"fence": "no fence plan (failure before the green restore finished)"}
     plan = live_settings.FencePlan.model_validate(meta["fence"])
@@ -108,20 +106,23 @@ def unfence_on_rollback(svc: Services, run: RunStarted, greens: list[DeploymentR
 def export_green_writes(svc: Services, run_id: str, out: Path | None) -> dict[str, Any]:
     """CSV per table of what was written on a rolled-back green since cutover (``promote recover``)."""
     row = svc.ops_db.run(run_id)
-    if row is None or row["operation_type"] != "promote":
+    if row is None or row.operation_type != "promote":
         raise ValueError(f"run_id: {run_id!r} is not a promotion run")
-    meta = row["metadata"] or {}
+    meta = row.metadata
     if "watermarks" not in meta:
         raise ValueError(f"run_id: {run_id} never cut over: green served no traffic, there is nothing to recover")
-    green = svc.ops_db.fetch_one("SELECT d.*, e.db_dsn_ref FROM ops.deployments d JOIN ops.environments e"
-                                 " USING (environment_id) WHERE created_by_run = %s ORDER BY created_at DESC LIMIT 1",
-                                 (run_id,))
-    if green is None or green["state"] == "deleted" or not svc.host.database_exists(green["db_dsn_ref"],
-                                                                                    green["db_name"]):
+    green = svc.ops_db.latest_deployment_of_run(run_id)
+    if green is None or green.state == "deleted" or not svc.host.database_exists(green.db_dsn_ref, green.db_name):
         raise ValueError(f"run_id: {run_id}: green's database is gone (its rollback window ended)")
-    if green["state"] == "active":
+    if green.state == "active":
         raise ValueError(f"run_id: {run_id}: green is live (the promotion was not rolled back); nothing was lost")
-    folder = out or Path(row["evidence_dir"] or ".") / "recovered"
-    with svc.host.connect(green["db_dsn_ref"], green["db_name"]) as gdb:
+    folder = out or Path(row.evidence_dir or ".") / "recovered"
+    with svc.host.connect(green.db_dsn_ref, green.db_name) as gdb:
         counts = watermarks.export(gdb, meta["watermarks"], folder)
-    return {"run_id": run_id, "database": green["db_name"], "folder": str(folder), "rows": counts}
+    return {"run_id": run_id, "database": green.db_name, "folder": str(folder), "rows": counts}
+
+
+def _metadata(svc: Services, run_id: str) -> dict[str, Any]:
+    """The run's metadata (the fence plan, the watermarks), or nothing if the run is not recorded."""
+    row = svc.ops_db.run(run_id)
+    return row.metadata if row else {}

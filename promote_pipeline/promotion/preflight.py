@@ -15,17 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion import guardrails, inputs
 from promote_pipeline.promotion.inputs import PromotionInputs
-from promote_pipeline.promotion.models import DeploymentRecord, EnvironmentRecord
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
-from resources.ops_db import EnvironmentLock, OpsDatabase
+from resources.ops_db import DeploymentRecord, EnvironmentLock, EnvironmentRecord, OpsDatabase
 
 HOLDER_WAIT_SECONDS = 5.0
 
@@ -111,8 +109,7 @@ class Preflight:
 
     # -- the seven checks --------------------------------------------------------------------------
     def project_exists(self) -> str:
-        row = self.ops_db.fetch_one("SELECT 1 FROM ops.projects WHERE project_id = %s", (self.inputs.project_id,))
-        if not row:
+        if not self.ops_db.project_exists(self.inputs.project_id):
             raise PreconditionFailed(f"ops.projects has no row for project_id {self.inputs.project_id!r}")
         return f"project {self.inputs.project_id} exists"
 
@@ -121,24 +118,20 @@ class Preflight:
         prod = self.ops_db.environment(self.inputs.prod_env_id)
         inputs.validate_against_ops(self.inputs, staging, prod)
         assert staging is not None and prod is not None
-        self.staging, self.prod = EnvironmentRecord.from_row(staging), EnvironmentRecord.from_row(prod)
+        self.staging, self.prod = staging, prod
 
     def staging_successful(self) -> str:
         assert self.staging and self.prod
         if not guardrails.current().prod_requires_staging_success:
             return "guardrail prod_requires_staging_success is off: not checked"
-        row = self.ops_db.fetch_one(
-            "SELECT run_id, status, operation_type FROM ops.runs WHERE environment_id = %s"
-            " AND operation_type IN ('deploy', 'restore') ORDER BY created_at DESC, run_id DESC LIMIT 1",
-            (self.staging.environment_id,),
-        )
+        row = self.ops_db.latest_run(self.staging.environment_id, ("deploy", "restore"))
         if not row:
             raise PreconditionFailed(f"staging {self.staging.environment_id} has no deploy or restore run")
-        if row["status"] != "success":
+        if row.status != "success":
             raise PreconditionFailed(
-                f"latest {row['operation_type']} on staging ({row['run_id']}) has status {row['status']!r},"
+                f"latest {row.operation_type} on staging ({row.run_id}) has status {row.status!r},"
                 " not 'success'")
-        return f"latest {row['operation_type']} on staging ({row['run_id']}) succeeded"
+        return f"latest {row.operation_type} on staging ({row.run_id}) succeeded"
 
     def same_commit_sha(self) -> str:
         assert self.staging and self.prod
@@ -159,35 +152,29 @@ class Preflight:
         assert self.prod
         env_id = self.prod.environment_id
         lock = self.ops_db.try_lock_environment(env_id)
-        running = self._running_run(env_id)
+        running = self.ops_db.running_promotion(env_id)
         if lock is None:
             # The holder may be a promotion between its own check 5 and its ops.runs row: give it a moment
             # so the refusal can name it.
             deadline = time.monotonic() + HOLDER_WAIT_SECONDS
             while running is None and time.monotonic() < deadline:
                 time.sleep(0.1)
-                running = self._running_run(env_id)
-            holder = f"run {running['run_id']}" if running else "another session (not a promotion run)"
+                running = self.ops_db.running_promotion(env_id)
+            holder = f"run {running.run_id}" if running else "another session (not a promotion run)"
             raise PreconditionFailed(f"production {env_id} is busy: {holder} holds it")
         if running:
             lock.release()
             raise PreconditionFailed(
-                f"run {running['run_id']} is still marked running on {env_id} but holds no lock (it died):"
+                f"run {running.run_id} is still marked running on {env_id} but holds no lock (it died):"
                 f" roll it back first")
         self.lock = lock
         return f"no operation running on {env_id}; lock taken"
 
-    def _running_run(self, env_id: str) -> dict[str, Any] | None:
-        return self.ops_db.fetch_one(
-            "SELECT run_id FROM ops.runs WHERE environment_id = %s AND status = 'running'"
-            " AND operation_type = 'promote' ORDER BY created_at DESC LIMIT 1", (env_id,))
-
     def production_accessible(self) -> str:
         assert self.prod
-        row = self.ops_db.active_deployment(self.prod.environment_id)
-        if not row:
+        self.blue = self.ops_db.active_deployment(self.prod.environment_id)
+        if not self.blue:
             raise PreconditionFailed(f"production {self.prod.environment_id} has no active deployment")
-        self.blue = DeploymentRecord.from_row(row)
         try:
             with self.host.connect(self.prod.db_dsn_ref, self.blue.db_name, retry=False) as conn:
                 conn.execute("SELECT 1")
@@ -217,10 +204,10 @@ class Preflight:
     # -- Odoo compatibility --------------------------------------------------------------------------
     def _staging_db(self) -> str:
         assert self.staging
-        row = self.ops_db.active_deployment(self.staging.environment_id)
-        if not row:
+        live = self.ops_db.active_deployment(self.staging.environment_id)
+        if not live:
             raise PreconditionFailed(f"staging {self.staging.environment_id} has no active deployment")
-        return str(row["db_name"])
+        return live.db_name
 
     def same_odoo_version(self) -> str:
         assert self.staging and self.prod and self.blue

@@ -17,21 +17,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
 from promote_pipeline.promotion.inputs import PromotionInputs
-from promote_pipeline.promotion.models import (
-    DeploymentRecord,
-    EnvironmentRecord,
-    PromotionOutcome,
-    RunStarted,
-)
+from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
 from promote_pipeline.promotion.services import Services
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
+from resources.ops_db import RunRecord
 from resources.redaction import redact_text
 
 
@@ -43,26 +37,24 @@ class WorkerDied(RuntimeError):
     """Stands for the failure of a run whose worker vanished: no op saw it happen."""
 
 
-def load_run(svc: Services, run_id: str) -> tuple[dict[str, Any], RunStarted]:
+def load_run(svc: Services, run_id: str) -> tuple[RunRecord, RunStarted]:
     row = svc.ops_db.run(run_id)
-    if row is None or row["operation_type"] != "promote":
+    if row is None or row.operation_type != "promote":
         raise RecoveryRefused(f"run_id {run_id!r} is not a promotion run")
-    meta = row["metadata"] or {}
-    prod = svc.ops_db.environment(row["environment_id"])
+    meta = row.metadata
+    prod = svc.ops_db.environment(row.environment_id)
     staging = svc.ops_db.environment(meta.get("staging_env_id", ""))
-    blue = svc.ops_db.fetch_one("SELECT * FROM ops.deployments WHERE deployment_id = %s",
-                                (meta.get("blue_deployment_id"),))
+    blue = svc.ops_db.deployment(meta.get("blue_deployment_id", ""))
     if prod is None or staging is None or blue is None:
         raise RecoveryRefused(f"run {run_id}: its environments or blue deployment are no longer recorded")
     # The inputs as create_ops_run stored them, flat in the metadata (`promote window` may have moved the window
     # since). Runs of older code stored the same keys but kept the ids in the row's columns only: those fill in.
-    ids = {"project_id": row["project_id"], "staging_env_id": staging["environment_id"],
-           "prod_env_id": prod["environment_id"], "user_id": row["created_by"]}
+    ids = {"project_id": row.project_id, "staging_env_id": staging.environment_id,
+           "prod_env_id": prod.environment_id, "user_id": row.created_by}
     stored = {k: v for k, v in meta.items() if k in PromotionInputs.model_fields}
     inputs = PromotionInputs.model_validate({**ids, **stored})
-    run = RunStarted(run_id=run_id, inputs=inputs, evidence_dir=row["evidence_dir"] or "",
-                     started_at=row["created_at"], staging=EnvironmentRecord.from_row(staging),
-                     prod=EnvironmentRecord.from_row(prod), blue=DeploymentRecord.from_row(blue))
+    run = RunStarted(run_id=run_id, inputs=inputs, evidence_dir=row.evidence_dir or "",
+                     started_at=row.created_at, staging=staging, prod=prod, blue=blue)
     return row, run
 
 
@@ -76,11 +68,11 @@ def verify_safe_state(svc: Services, run: RunStarted) -> dict[str, Any]:
     """Router on blue, no green of this run alive, status final, evidence complete."""
     state = svc.router.state(run.prod.environment_id)
     greens_alive = [g.deployment_id for g in green_deployments(svc, run.run_id) if svc.host.is_alive(g.pid)]
-    row = svc.ops_db.run(run.run_id) or {}
+    row = svc.ops_db.run(run.run_id)
     checks = {
         "router_on_blue": bool(state.active and state.active.name == run.blue.deployment_id),
         "green_stopped": not greens_alive,
-        "status_final": row.get("status") in ("rolled_back", "failed"),
+        "status_final": row is not None and row.status in ("rolled_back", "failed"),
         "evidence_complete": not Evidence(run.evidence_dir).missing(),
     }
     return {"safe": all(checks.values()), "checks": checks, "router_active": state.active.name if state.active
@@ -94,7 +86,7 @@ def _ensure_blue_running(svc: Services, run: RunStarted) -> None:
     assert blue.http_port is not None
     pid = svc.host.start_odoo(run.prod.db_dsn_ref, run.prod.environment_id, blue.deployment_id, blue.db_name,
                               blue.data_dir, blue.http_port, blue.websocket_port or blue.http_port)
-    svc.ops_db.execute("UPDATE ops.deployments SET pid = %s WHERE deployment_id = %s", (pid, blue.deployment_id))
+    svc.ops_db.set_deployment_pid(blue.deployment_id, pid)
     svc.host.wait_healthy(f"http://127.0.0.1:{blue.http_port}", pid)
     blue.pid = pid
 
@@ -103,34 +95,30 @@ def recover(svc: Services, run_id: str, reason: str, requested_by: str, manual: 
     """Roll back, complete or verify one promotion run; returns what was done (for logs and evidence)."""
     row, run = load_run(svc, run_id)
     lock = svc.ops_db.try_lock_environment(run.prod.environment_id)
-    if lock is None and row["status"] != "rolled_back":
+    if lock is None and row.status != "rolled_back":
         raise RecoveryRefused(f"run {run_id}: production {run.prod.environment_id} is locked by a live session"
                               " (the promotion is still running, or another operation is)")
     try:
         # Read again under the lock: two rollbacks launched for one run (two sensors) must not both act.
         row, run = load_run(svc, run_id)
         evidence = Evidence(run.evidence_dir)
-        status = row["status"]
+        status = row.status
         if status == "rolled_back":
             verification = verify_safe_state(svc, run)
             _record_verification(svc, run, evidence, verification, requested_by)
             return {"action": "verified", "already": "rolled_back", **verification}
-        blue_row = svc.ops_db.fetch_one("SELECT state FROM ops.deployments WHERE deployment_id = %s",
-                                        (run.blue.deployment_id,))
-        if blue_row is None or blue_row["state"] == "deleted":
+        if run.blue.state == "deleted":  # load_run read blue under the lock, just now
             raise RecoveryRefused(f"run {run_id}: blue {run.blue.deployment_id} has been deleted (the rollback"
                                   " window ended); rolling back now would need a restore, not a traffic switch")
         if status == "success":
-            active = svc.ops_db.active_deployment(run.prod.environment_id)
-            if active is None or active.get("created_by_run") != run_id:
+            if svc.ops_db.run_serving(run.prod.environment_id) != run_id:
                 raise RecoveryRefused(
                     f"run {run_id}: production no longer serves its green (a later promotion replaced it);"
                     " roll back the latest promotion instead")
         detected = time.monotonic()
         if status == "running":
             step = last_step(evidence)
-            svc.ops_db.execute("UPDATE ops.runs SET status = 'failed', completed_at = now() WHERE status = 'running'"
-                               " AND operation_type = 'restore' AND metadata->>'parent_run_id' = %s", (run_id,))
+            svc.ops_db.fail_running_restores(run_id)
             outcome = handle_failure(svc, run, step, WorkerDied(reason), detected,
                                      **_ids(row), force_rollback=manual or step == steps.FINALIZE)
             return {"action": "completed_dead_run", "failed_step": step.name, "status": outcome.status}
@@ -141,16 +129,13 @@ def recover(svc: Services, run_id: str, reason: str, requested_by: str, manual: 
         _ensure_blue_running(svc, run)
         body = roll_back(svc, run, redact_text(reason), detected)
         body.update({"requested_by": requested_by, "manual": manual, "previous_status": status})
-        svc.ops_db.execute("UPDATE ops.scheduled_tasks SET status = 'cancelled', updated_at = now(),"
-                           " last_error = 'blue reactivated by rollback' WHERE run_id = %s"
-                           " AND task_type = 'delete_backup' AND status = 'pending'", (run_id,))
+        svc.ops_db.cancel_pending_tasks(run_id, "delete_backup", "blue reactivated by rollback")
         evidence.write_json(steps.ROLLBACK_JSON, body)
         outcome = PromotionOutcome(run_id=run_id, status="rolled_back", evidence_dir=run.evidence_dir, **_ids(row))
         write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=None,
                     reason=f"rolled back after {status} by {requested_by}: {redact_text(reason)}")
-        svc.ops_db.execute("UPDATE ops.runs SET status = 'rolled_back', rolled_back_at = now(),"
-                           " metadata = metadata || %s WHERE run_id = %s",
-                           (Jsonb({"rolled_back_by": requested_by, "rollback_reason": redact_text(reason)}), run_id))
+        svc.ops_db.mark_run_rolled_back(run_id, {"rolled_back_by": requested_by,
+                                                 "rollback_reason": redact_text(reason)})
         svc.ops_db.add_event(run_id, "rollback", "info", f"traffic back on blue {run.blue.deployment_id}",
                              {"detection_to_blue_ms": body["detection_to_blue_ms"], "requested_by": requested_by})
         return {"action": "rolled_back", "previous_status": status,
@@ -160,8 +145,8 @@ def recover(svc: Services, run_id: str, reason: str, requested_by: str, manual: 
             lock.release()
 
 
-def _ids(row: dict[str, Any]) -> dict[str, Any]:
-    meta = row["metadata"] or {}
+def _ids(row: RunRecord) -> dict[str, Any]:
+    meta = row.metadata
     return {"green_artifact_id": meta.get("green_artifact_id"), "blue_backup_id": meta.get("blue_backup_id"),
             "cutover_timestamp": meta.get("cutover_timestamp")}
 

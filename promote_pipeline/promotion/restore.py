@@ -16,10 +16,10 @@ from typing import Any
 
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion.backup import verify
-from promote_pipeline.promotion.models import Artifact, DeploymentRecord, EnvironmentRecord
+from promote_pipeline.promotion.models import Artifact
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import HostError, LocalOdooHost, free_port
-from resources.ops_db import OpsDatabase
+from resources.ops_db import DeploymentRecord, EnvironmentRecord, OpsDatabase
 
 
 class RestoreCheckFailed(RuntimeError):
@@ -36,12 +36,7 @@ def plan_green(ops_db: OpsDatabase, env: EnvironmentRecord, run_id: str, artifac
         db_name=f"{env.db_name_prefix}_{suffix}", data_dir=env.filestore_root, http_port=http_port,
         websocket_port=ws_port, pid=None, state="standby",
     )
-    ops_db.execute(
-        "INSERT INTO ops.deployments (deployment_id, environment_id, db_name, data_dir, http_port, websocket_port,"
-        " state, created_by_run, artifact_id) VALUES (%s, %s, %s, %s, %s, %s, 'standby', %s, %s)",
-        (green.deployment_id, env.environment_id, green.db_name, green.data_dir, http_port, ws_port, run_id,
-         artifact_id),
-    )
+    ops_db.add_deployment(green, created_by_run=run_id, artifact_id=artifact_id)
     return green
 
 
@@ -103,8 +98,7 @@ def restore_next_to_blue(host: LocalOdooHost, store: LocalArtifactStore, ops_db:
     pid = host.start_odoo(env.db_dsn_ref, env.environment_id, green.deployment_id, green.db_name, green.data_dir,
                           green.http_port, green.websocket_port)
     green.pid = pid
-    ops_db.execute("UPDATE ops.deployments SET pid = %s, updated_at = now() WHERE deployment_id = %s",
-                   (pid, green.deployment_id))
+    ops_db.set_deployment_pid(green.deployment_id, pid)
     host.wait_healthy(f"http://127.0.0.1:{green.http_port}", pid)
     facts = {
         "verification": verification, "checks": checks, **prepared, **timings,

@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from promote_pipeline.promotion.models import DeploymentRecord
 from promote_pipeline.promotion.settings import Settings
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
-from resources.ops_db import OpsDatabase
+from resources.ops_db import DeploymentRecord, OpsDatabase
 from resources.router import RouterResource, Upstream
 
 

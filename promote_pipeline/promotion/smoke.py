@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 
 from promote_pipeline.odoo import database as odoo_db
-from promote_pipeline.promotion.models import Artifact, DeploymentRecord, EnvironmentRecord, SmokeResult
+from promote_pipeline.promotion.models import Artifact, SmokeResult
 from resources import http_clients
 from resources.odoo_host import LocalOdooHost
+from resources.ops_db import DeploymentRecord, EnvironmentRecord
 from resources.redaction import resolve_secret
 
 SMOKE_TESTS = ("health_check", "database_connectivity", "module_integrity", "filestore_accessibility",

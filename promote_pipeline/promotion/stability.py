@@ -16,9 +16,10 @@ from collections.abc import Callable
 import httpx
 import psycopg
 
-from promote_pipeline.promotion.models import DeploymentRecord, EnvironmentRecord, StabilityMetrics
+from promote_pipeline.promotion.models import StabilityMetrics
 from resources import http_clients
 from resources.odoo_host import LocalOdooHost
+from resources.ops_db import DeploymentRecord, EnvironmentRecord
 
 SAMPLE_INTERVAL = 0.25
 MAX_ERROR_RATE = 0.01

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from promote_pipeline.cli.sandbox import PROD, STAGING, Sandbox
+from resources.ops_db import EnvironmentRecord
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +49,15 @@ def other_project(sandbox_factory: Any) -> None:
     box = sandbox_factory("haproxy")
     ops_db = box.resources()["ops_db"]
     if not ops_db.environment("env_other_prod"):
-        ops_db.execute("INSERT INTO ops.projects (project_id, name) VALUES ('proj_other', 'Other')")
-        for env_id, kind in (("env_other_staging", "staging"), ("env_other_prod", "production")):
-            ops_db.execute("INSERT INTO ops.environments (environment_id, project_id, kind, db_dsn_ref,"
-                           " db_name_prefix, filestore_root) VALUES (%s, 'proj_other', %s, 'X', 'x', '/tmp')",
-                           (env_id, kind))
+        ops_db.add_project("proj_other", "Other", [
+            EnvironmentRecord(environment_id=env_id, project_id="proj_other", kind=kind, git_commit_sha=None,
+                              db_dsn_ref="X", db_name_prefix="x", filestore_root="/tmp")
+            for env_id, kind in (("env_other_staging", "staging"), ("env_other_prod", "production"))])
 
 
-def _counts(box: Sandbox) -> dict[str, int]:
+def _counts(box: Sandbox, h: Any) -> dict[str, int]:
     ops_db = box.resources()["ops_db"]
-    return {t: ops_db.fetch_one(f"SELECT count(*) AS n FROM ops.{t}")["n"]  # noqa: S608 - fixed names
+    return {t: h.ops_sql(ops_db, f"SELECT count(*) AS n FROM ops.{t}")[0]["n"]  # noqa: S608 - fixed names
             for t in ("runs", "deployments", "artifacts", "rejections", "scheduled_tasks", "run_events")}
 
 
@@ -68,12 +68,12 @@ def test_there_are_at_least_25_cases() -> None:
 @pytest.mark.parametrize("name,inputs,field", CASES, ids=[c[0] for c in CASES])
 def test_malformed_input_is_refused_naming_the_field(haproxy_box: Sandbox, h: Any, other_project: None, name: str,
                                                      inputs: dict[str, Any], field: str) -> None:
-    before = _counts(haproxy_box)
+    before = _counts(haproxy_box, h)
     code, outcome, message = h.promote(**inputs)
     assert code == 2 and outcome is None, (name, message)
     assert message is not None and message.startswith(f"promotion rejected: {field}:"), message
     assert len(message) < 400 and "\x00" not in message
-    assert _counts(haproxy_box) == {**before, "rejections": before["rejections"] + 1}
-    row = haproxy_box.resources()["ops_db"].fetch_one(
-        "SELECT check_name FROM ops.rejections ORDER BY rejection_id DESC LIMIT 1")
+    assert _counts(haproxy_box, h) == {**before, "rejections": before["rejections"] + 1}
+    [row] = h.ops_sql(haproxy_box.resources()["ops_db"],
+                      "SELECT check_name FROM ops.rejections ORDER BY rejection_id DESC LIMIT 1")
     assert row["check_name"] == field

@@ -17,21 +17,21 @@ from promote_pipeline.cli.sandbox import DSN_REF, PROD, STAGING, Sandbox
 pytestmark = pytest.mark.slow
 
 
-def _counts(box: Sandbox) -> dict[str, int]:
+def _counts(box: Sandbox, h: Any) -> dict[str, int]:
     ops_db = box.resources()["ops_db"]
-    return {t: ops_db.fetch_one(f"SELECT count(*) AS n FROM ops.{t}")["n"]  # noqa: S608 - fixed names
+    return {t: h.ops_sql(ops_db, f"SELECT count(*) AS n FROM ops.{t}")[0]["n"]  # noqa: S608 - fixed names
             for t in ("runs", "deployments", "artifacts", "rejections", "scheduled_tasks")}
 
 
 def _assert_rejected(box: Sandbox, h: Any, check: str, fragment: str, **inputs: Any) -> None:
-    before = _counts(box)
+    before = _counts(box, h)
     code, outcome, message = h.promote(**inputs)
     assert code == 2 and outcome is None, message
     assert message is not None and message.startswith(f"promotion rejected: {check}:") and fragment in message
-    after = _counts(box)
+    after = _counts(box, h)
     assert after == {**before, "rejections": before["rejections"] + 1}
-    last = box.resources()["ops_db"].fetch_one(
-        "SELECT check_name, message FROM ops.rejections ORDER BY rejection_id DESC LIMIT 1")
+    [last] = h.ops_sql(box.resources()["ops_db"],
+                       "SELECT check_name, message FROM ops.rejections ORDER BY rejection_id DESC LIMIT 1")
     assert last["check_name"] == check
 
 
@@ -50,13 +50,13 @@ def test_input_rules_refuse(haproxy_box: Sandbox, h: Any, inputs: dict[str, Any]
 
 
 @contextmanager
-def _sql(box: Sandbox, do: str, undo: str, params: tuple[Any, ...] = ()) -> Iterator[None]:
+def _sql(box: Sandbox, h: Any, do: str, undo: str, params: tuple[Any, ...] = ()) -> Iterator[None]:
     ops_db = box.resources()["ops_db"]
-    ops_db.execute(do, params)
+    h.ops_sql(ops_db, do, params)
     try:
         yield
     finally:
-        ops_db.execute(undo, params if "%s" in undo else ())
+        h.ops_sql(ops_db, undo, params if "%s" in undo else ())
 
 
 def test_1_project_must_exist(haproxy_box: Sandbox, h: Any) -> None:
@@ -64,7 +64,7 @@ def test_1_project_must_exist(haproxy_box: Sandbox, h: Any) -> None:
 
 
 def test_2_staging_must_be_successful(haproxy_box: Sandbox, h: Any) -> None:
-    with _sql(haproxy_box,
+    with _sql(haproxy_box, h,
               "INSERT INTO ops.runs (run_id, project_id, environment_id, operation_type, status, created_by)"
               " VALUES ('run_failed_deploy', 'proj_demo', %s, 'deploy', 'failed', 'ci')",
               "DELETE FROM ops.runs WHERE run_id = 'run_failed_deploy'", (STAGING,)):
@@ -72,7 +72,7 @@ def test_2_staging_must_be_successful(haproxy_box: Sandbox, h: Any) -> None:
 
 
 def test_3_commit_sha_must_match(haproxy_box: Sandbox, h: Any) -> None:
-    with _sql(haproxy_box,
+    with _sql(haproxy_box, h,
               "UPDATE ops.environments SET git_commit_sha = reverse(git_commit_sha) WHERE environment_id = %s",
               "UPDATE ops.environments SET git_commit_sha = reverse(git_commit_sha) WHERE environment_id = %s",
               (STAGING,)):
@@ -95,7 +95,7 @@ def test_5_no_concurrent_operation(haproxy_box: Sandbox, h: Any) -> None:
 def test_6_production_must_be_accessible(haproxy_box: Sandbox, h: Any) -> None:
     ops_db = haproxy_box.resources()["ops_db"]
     blue = ops_db.active_deployment(PROD)
-    fs = haproxy_box.resources()["odoo_host"].filestore_dir(blue["data_dir"], blue["db_name"])
+    fs = haproxy_box.resources()["odoo_host"].filestore_dir(blue.data_dir, blue.db_name)
     fs.rename(fs.with_name(fs.name + ".away"))
     try:
         _assert_rejected(haproxy_box, h, "production_accessible", "filestore")
@@ -115,17 +115,17 @@ def test_enterprise_module_is_refused_before_any_restore(haproxy_box: Sandbox, h
     res = haproxy_box.resources()
     staging = res["ops_db"].active_deployment(STAGING)
     live_before = haproxy_box.status()["serving"]["deployment"]
-    with res["odoo_host"].connect(DSN_REF, staging["db_name"]) as conn:
+    with res["odoo_host"].connect(DSN_REF, staging.db_name) as conn:
         conn.execute("INSERT INTO ir_module_module (name, state, latest_version, license)"
                      " VALUES ('web_enterprise', 'installed', '17.0.1.0', 'OEEL-1')")
     try:
         code, outcome, message = h.promote()
     finally:
-        with res["odoo_host"].connect(DSN_REF, staging["db_name"]) as conn:
+        with res["odoo_host"].connect(DSN_REF, staging.db_name) as conn:
             conn.execute("DELETE FROM ir_module_module WHERE name = 'web_enterprise'")
     assert code == 1 and outcome is not None and outcome.status == "failed"
     assert message and "forbid_enterprise_modules" in message and "web_enterprise" in message
-    assert res["ops_db"].fetch_all("SELECT 1 FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,)) == []
+    assert res["ops_db"].deployments_created_by(outcome.run_id) == []
     final = json.loads((h.evidence(outcome) / "final_status.json").read_text())
     assert final["failed_step"] == "snapshot_staging"
     assert json.loads((h.evidence(outcome) / "green_restore.json").read_text())["reached"] is False

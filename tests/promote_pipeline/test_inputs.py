@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from promote_pipeline.promotion.inputs import InputRejected, validate, validate_against_ops
+from resources.ops_db import EnvironmentRecord
 
 GOOD = {"project_id": "proj_abc123", "staging_env_id": "env_staging_xyz", "prod_env_id": "env_prod_main",
         "user_id": "alice"}
@@ -52,8 +53,9 @@ def test_same_environment_twice_is_refused() -> None:
         validate({**GOOD, "prod_env_id": GOOD["staging_env_id"]})
 
 
-def _env(project: str, kind: str) -> dict[str, Any]:
-    return {"project_id": project, "kind": kind}
+def _env(project: str, kind: str) -> EnvironmentRecord:
+    return EnvironmentRecord(environment_id=f"env_{kind}", project_id=project, kind=kind, git_commit_sha=None,
+                             db_dsn_ref="DSN", db_name_prefix="x", filestore_root="/tmp")
 
 
 def test_environments_must_belong_to_the_project() -> None:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def _db(box: Sandbox, env_id: str) -> str:
-    return str(box.resources()["ops_db"].active_deployment(env_id)["db_name"])
+    return str(box.resources()["ops_db"].active_deployment(env_id).db_name)
 
 
 def _sql(box: Sandbox, db: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

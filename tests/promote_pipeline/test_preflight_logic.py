@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from promote_pipeline.promotion.inputs import PromotionInputs
-from promote_pipeline.promotion.models import EnvironmentRecord
 from promote_pipeline.promotion.preflight import PreconditionFailed, Preflight
+from resources.ops_db import EnvironmentRecord
 
 
 class _Host:

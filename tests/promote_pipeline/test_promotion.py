@@ -53,10 +53,10 @@ def _assert_rolled_back(box: Sandbox, h: Any, code: int, outcome: Any, blue_befo
     assert live["deployment"] == blue_before["deployment"]
     _served_by_router(box)
     ops_db = box.resources()["ops_db"]
-    greens = ops_db.fetch_all("SELECT * FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,))
+    greens = ops_db.deployments_created_by(outcome.run_id)
     host = box.resources()["odoo_host"]
-    assert greens and all(not host.is_alive(g["pid"]) for g in greens)
-    assert ops_db.run(outcome.run_id)["status"] == "rolled_back"
+    assert greens and all(not host.is_alive(g.pid) for g in greens)
+    assert ops_db.run(outcome.run_id).status == "rolled_back"
     return rollback
 
 
@@ -71,12 +71,11 @@ def test_happy_path_then_again(box: Sandbox, h: Any) -> None:
     assert live["deployment"] != blue_before["deployment"] and live["colour"] == "green"
     assert live["database"] == _served_by_router(box)
     ops_db = box.resources()["ops_db"]
-    assert ops_db.fetch_one("SELECT 1 FROM ops.artifacts WHERE artifact_id = %s AND role = 'blue'",
-                            (outcome.blue_backup_id,))
-    task = ops_db.fetch_one("SELECT execute_at - created_at AS delay, metadata FROM ops.scheduled_tasks"
-                            " WHERE run_id = %s AND task_type = 'delete_backup'", (outcome.run_id,))
-    assert task and task["metadata"]["artifact_id"] == outcome.blue_backup_id
-    assert abs(task["delay"].total_seconds() - 24 * 3600) < 60
+    blue_artifact = ops_db.artifact(outcome.blue_backup_id)
+    assert blue_artifact and blue_artifact.role == "blue"
+    [task] = ops_db.tasks_for_run(outcome.run_id, "delete_backup")
+    assert task.metadata["artifact_id"] == outcome.blue_backup_id
+    assert abs((task.execute_at - task.created_at).total_seconds() - 24 * 3600) < 60
     smoke = json.loads((folder / "smoke_tests.json").read_text())
     assert [r["name"] for r in smoke["results"]] == ["health_check", "database_connectivity", "module_integrity",
                                                      "filestore_accessibility", "user_authentication"]
@@ -100,10 +99,9 @@ def test_smoke_failure_rolls_back(box: Sandbox, h: Any) -> None:
     assert rollback["router_switched_back"] is False and rollback["green_database_kept"] is False
     smoke = json.loads((h.evidence(outcome) / "smoke_tests.json").read_text())
     assert {r["name"]: r["passed"] for r in smoke["results"]}["user_authentication"] is False
-    green_db = box.resources()["ops_db"].fetch_one(
-        "SELECT db_name, state FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,))
-    assert green_db["state"] == "deleted"
-    assert not box.resources()["odoo_host"].database_exists("PROMOTE_SANDBOX_PG_DSN", green_db["db_name"])
+    [green_db] = box.resources()["ops_db"].deployments_created_by(outcome.run_id)
+    assert green_db.state == "deleted"
+    assert not box.resources()["odoo_host"].database_exists("PROMOTE_SANDBOX_PG_DSN", green_db.db_name)
 
 
 @pytest.mark.parametrize("fault,step_reason", [
@@ -127,10 +125,9 @@ def test_stability_failure_rolls_back_and_keeps_green(box: Sandbox, h: Any, faul
     assert rollback["green_database_kept"] is True
     metrics = json.loads((h.evidence(outcome) / "stability_metrics.json").read_text())
     assert metrics["passed"] is False and step_reason in metrics["reason"]
-    green = box.resources()["ops_db"].fetch_one(
-        "SELECT db_name, state FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,))
-    assert green["state"] == "retired"
-    assert box.resources()["odoo_host"].database_exists("PROMOTE_SANDBOX_PG_DSN", green["db_name"])
+    [green] = box.resources()["ops_db"].deployments_created_by(outcome.run_id)
+    assert green.state == "retired"
+    assert box.resources()["odoo_host"].database_exists("PROMOTE_SANDBOX_PG_DSN", green.db_name)
 
 
 def test_router_refusing_the_switch_rolls_back(box: Sandbox, h: Any) -> None:
@@ -156,8 +153,7 @@ def test_no_auto_rollback_leaves_state_and_says_so(haproxy_box: Sandbox, h: Any)
     assert rollback["triggered"] is False and rollback["live_routing"]["active"]["colour"] in ("blue", "green")
     # Clean up the green this run left standing, as an operator would.
     res = box.resources()
-    for g in res["ops_db"].fetch_all("SELECT * FROM ops.deployments WHERE created_by_run = %s", (outcome.run_id,)):
-        res["odoo_host"].stop_odoo(g["pid"])
-        res["ops_db"].execute("UPDATE ops.deployments SET state = 'retired' WHERE deployment_id = %s",
-                              (g["deployment_id"],))
+    for g in res["ops_db"].deployments_created_by(outcome.run_id):
+        res["odoo_host"].stop_odoo(g.pid)
+        res["ops_db"].retire_deployment(g.deployment_id)
     res["router"].set_preview(PROD, res["router"].state(PROD).active)

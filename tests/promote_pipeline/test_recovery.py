@@ -33,12 +33,11 @@ def test_manual_rollback_of_a_success_then_idempotent_then_refused_after_cleanup
     assert code == 0 and result and result["action"] == "rolled_back", message
     assert box.status()["serving"]["deployment"] == blue["deployment"]
     ops_db = box.resources()["ops_db"]
-    assert ops_db.run(outcome.run_id)["status"] == "rolled_back"
+    assert ops_db.run(outcome.run_id).status == "rolled_back"
     rollback = json.loads((h.evidence(outcome) / "rollback.json").read_text())
     assert rollback["triggered"] is True and rollback["requested_by"] == "ops-oncall"
     assert rollback["green_database_kept"] is True
-    assert ops_db.fetch_one("SELECT status FROM ops.scheduled_tasks WHERE run_id = %s AND task_type = 'delete_backup'",
-                            (outcome.run_id,))["status"] == "cancelled"
+    assert [t.status for t in ops_db.tasks_for_run(outcome.run_id, "delete_backup")] == ["cancelled"]
 
     code, again, _ = run_rollback(outcome.run_id, "again", "ops-oncall", quiet=True)
     assert code == 0 and again and again["action"] == "verified" and again["safe"] is True
@@ -47,13 +46,12 @@ def test_manual_rollback_of_a_success_then_idempotent_then_refused_after_cleanup
     # A second promotion, its window forced over, cleaned up: blue is gone, and rollback is refused.
     code, second, message = h.promote()
     assert code == 0, message
-    ops_db.execute("UPDATE ops.scheduled_tasks SET execute_at = now() - interval '1 minute'"
-                   " WHERE run_id = %s AND task_type = 'delete_backup'", (second.run_id,))
+    h.ops_sql(ops_db, "UPDATE ops.scheduled_tasks SET execute_at = now() - interval '1 minute'"
+                      " WHERE run_id = %s AND task_type = 'delete_backup'", (second.run_id,))
     assert subprocess.run([sys.executable, "-m", "promote_pipeline", "cleanup"], capture_output=True,
                           text=True).returncode == 0
-    blue2 = ops_db.fetch_one("SELECT state FROM ops.deployments WHERE deployment_id = %s",
-                             (ops_db.run(second.run_id)["metadata"]["blue_deployment_id"],))
-    assert blue2["state"] == "deleted"
+    blue2 = ops_db.deployment(ops_db.run(second.run_id).metadata["blue_deployment_id"])
+    assert blue2.state == "deleted"
     code, refused, message = run_rollback(second.run_id, "too late", "ops-oncall", quiet=True)
     assert code == 1 and refused is None and message and "has been deleted" in message
 
@@ -76,27 +74,27 @@ def test_a_killed_worker_is_found_dead_and_its_run_completed(haproxy_box: Sandbo
     """A worker holding the lock is alive; SIGKILL releases the lock and the run shows as dead."""
     box = haproxy_box
     blue = box.resources()["ops_db"].active_deployment(PROD)
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, PROD, blue["deployment_id"]], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, PROD, blue.deployment_id], stdout=subprocess.PIPE,
                             text=True, env=os.environ.copy())
     assert proc.stdout is not None
     run_id = proc.stdout.readline().strip()
     ops_db = build_resources()["ops_db"]
     evidence = tmp_path / "evidence"
     evidence.mkdir()
-    ops_db.execute("UPDATE ops.runs SET evidence_dir = %s WHERE run_id = %s", (str(evidence), run_id))
+    ops_db.set_run_evidence_dir(run_id, str(evidence))
     try:
-        assert run_id not in [r["run_id"] for r in dead_runs(ops_db)]
+        assert run_id not in [r.run_id for r in dead_runs(ops_db)]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 5
-        while run_id not in [r["run_id"] for r in dead_runs(ops_db)] and time.monotonic() < deadline:
+        while run_id not in [r.run_id for r in dead_runs(ops_db)] and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert run_id in [r["run_id"] for r in dead_runs(ops_db)]
+        assert run_id in [r.run_id for r in dead_runs(ops_db)]
         code, result, message = run_rollback(run_id, "worker died", "test", quiet=True)
         assert code == 0, message
         assert result and result["action"] == "completed_dead_run"
-        assert ops_db.run(run_id)["status"] in ("failed", "rolled_back")
-        assert run_id not in [r["run_id"] for r in dead_runs(ops_db)]
+        assert ops_db.run(run_id).status in ("failed", "rolled_back")
+        assert run_id not in [r.run_id for r in dead_runs(ops_db)]
         assert sorted(p.name for p in evidence.iterdir() if not p.name.startswith(".")) == sorted(
             h.evidence_files())
     finally:

@@ -48,7 +48,7 @@ def test_planted_secrets_never_leak(haproxy_box: Sandbox, h: Any, tmp_path: Path
         event_log = "\n".join(serialize_value(record) for run in instance.get_runs()
                               for record in instance.all_logs(run.run_id))
     ops_db = haproxy_box.resources()["ops_db"]
-    ops_text = json.dumps([ops_db.fetch_all(f"SELECT * FROM ops.{t}")  # noqa: S608 - fixed names
+    ops_text = json.dumps([h.ops_sql(ops_db, f"SELECT * FROM ops.{t}")  # noqa: S608 - fixed names
                            for t in ("runs", "run_events", "rejections", "artifacts", "environments",
                                      "deployments", "scheduled_tasks")], default=str)
     places = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
 
 import pytest
 from dagster import (
@@ -19,6 +19,7 @@ from dagster._core.utils import make_new_run_id
 
 from promote_pipeline.defs import sensors
 from promote_pipeline.defs.jobs import promote_staging_to_prod
+from resources.ops_db import RunRecord
 
 
 def _run(instance: DagsterInstance, status_event: DagsterEventType) -> tuple[DagsterRun, DagsterEvent]:
@@ -57,17 +58,22 @@ def test_sensors_launch_the_rollback_job() -> None:
         assert sensor.job_name == "rollback_promotion"
 
 
+def _running(run_id: str) -> RunRecord:
+    return RunRecord(run_id=run_id, project_id="p", environment_id="env_p", operation_type="promote",
+                     status="running", created_by="u", created_at=datetime.now(UTC))
+
+
 class _FakeOps:
     """Unit-test stand-in for the ops database: one run marked running, its lock free (its worker died)."""
 
-    def fetch_all(self, *_: Any) -> list[dict[str, Any]]:
-        return [{"run_id": "run_x", "environment_id": "env_p", "dagster_run_id": None}]
+    def running_promotions(self) -> list[RunRecord]:
+        return [_running("run_x")]
 
     def lock_holder_pid(self, _env: str) -> int | None:
         return None
 
-    def run(self, run_id: str) -> dict[str, Any]:
-        return {"run_id": run_id, "status": "running"}
+    def run(self, run_id: str) -> RunRecord:
+        return _running(run_id)
 
 
 def test_dead_run_detector_waits_out_its_grace_then_requests_once(monkeypatch: pytest.MonkeyPatch) -> None:

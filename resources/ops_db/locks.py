@@ -1,0 +1,81 @@
+"""Mutual exclusion on a production environment: a session-level advisory lock.
+
+The lock is held by a dedicated connection for the whole run: PostgreSQL itself releases it when the
+holding process dies, which makes it both race-free and a liveness signal (the safety net reads it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from resources.ops_db.connection import OpsConnection, connect_retrying
+
+_PROMOTION_LOCK_CLASS = 7_142
+
+
+def _try_lock(conn: psycopg.Connection[Any], environment_id: str) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                       (_PROMOTION_LOCK_CLASS, environment_id)).fetchone()
+    return bool(row and row[0])
+
+
+@dataclass
+class EnvironmentLock:
+    """A held promotion lock; ``release`` is idempotent."""
+
+    environment_id: str
+    conn: psycopg.Connection[Any] | None
+    conninfo: str = ""
+
+    def ensure(self) -> bool:
+        """Hold the lock again if its session was lost (a PostgreSQL restart); False if someone else took it."""
+        if self.conn is not None and not self.conn.closed:
+            try:
+                self.conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                pass
+        self.conn = connect_retrying(self.conninfo, autocommit=True)
+        return _try_lock(self.conn, self.environment_id)
+
+    def release(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            self.conn.close()  # closing the session releases the advisory lock
+        self.conn = None
+
+
+class EnvironmentLocks(OpsConnection):
+    """Taking, waiting for and looking at the promotion lock of an environment."""
+
+    def try_lock_environment(self, environment_id: str) -> EnvironmentLock | None:
+        """Take the promotion lock on an environment, or None when another session holds it."""
+        conn = connect_retrying(self._conninfo(), autocommit=True)
+        if not _try_lock(conn, environment_id):
+            conn.close()
+            return None
+        return EnvironmentLock(environment_id, conn, self._conninfo())
+
+    def wait_lock_environment(self, environment_id: str, timeout_seconds: float) -> EnvironmentLock | None:
+        """Take the promotion lock, waiting up to ``timeout_seconds`` for its holder; None if it did not come."""
+        conn = connect_retrying(self._conninfo(), autocommit=True)
+        try:
+            conn.execute(f"SET lock_timeout = '{int(timeout_seconds * 1000)}ms'")
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_PROMOTION_LOCK_CLASS, environment_id))
+            conn.execute("SET lock_timeout = 0")
+        except psycopg.errors.LockNotAvailable:
+            conn.close()
+            return None
+        return EnvironmentLock(environment_id, conn, self._conninfo())
+
+    def lock_holder_pid(self, environment_id: str) -> int | None:
+        """Backend pid of the session holding an environment's promotion lock, if any."""
+        row = self._one(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid = %s AND objid = hashtext(%s)::oid AND database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (_PROMOTION_LOCK_CLASS, environment_id),
+        )
+        return int(row["pid"]) if row else None

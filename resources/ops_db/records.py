@@ -1,0 +1,131 @@
+"""Typed records of the ops schema: what its typed methods return (rows) and take (requests).
+
+None of these holds a secret: columns ending in ``_ref`` hold the *name* of a secret, which is what
+makes the records safe to put in Dagster's event log and in evidence.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, Field
+
+RunStatus = Literal["running", "success", "failed", "rolled_back"]
+FinalRunStatus = Literal["success", "failed", "rolled_back"]
+DeploymentState = Literal["active", "standby", "retired", "deleted"]
+TaskStatus = Literal["pending", "running", "done", "failed", "cancelled"]
+EnvironmentKind = Literal["staging", "production", "dev"]
+
+
+class Record(BaseModel):
+    """A model read from a row of the ops schema: its fields, taken by name, other columns ignored."""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Self:
+        return cls.model_validate({k: row.get(k) for k in cls.model_fields})
+
+
+class EnvironmentRecord(Record):
+    """One row of ``ops.environments``: where an environment's databases, files and router are."""
+
+    environment_id: str = Field(description="Primary key.")
+    project_id: str = Field(description="The project the environment belongs to.")
+    kind: EnvironmentKind = Field(description="staging, production or dev.")
+    git_commit_sha: str | None = Field(description="Commit the environment's code is at; None when unknown.")
+    db_dsn_ref: str = Field(description="Secret reference to the libpq DSN (no dbname) of its database server.")
+    db_name_prefix: str = Field(description="New deployments get <prefix>_<suffix> databases.")
+    filestore_root: str = Field(description="Odoo data_dir: files live in filestore/<db>/.")
+    odoo_url: str | None = Field(default=None, description="Public URL, if recorded.")
+    router_name: str | None = Field(default=None, description="Which router serves it.")
+    smoke_login: str | None = Field(default=None, description="Login the smoke tests authenticate as.")
+    smoke_password_ref: str | None = Field(default=None, description="Secret reference to that login's password.")
+
+
+class DeploymentRecord(Record):
+    """One row of ``ops.deployments``, as a promotion step sees it: a database, a filestore, a process."""
+
+    deployment_id: str = Field(description="Primary key; also the router's name for the upstream.")
+    environment_id: str = Field(description="The environment it belongs to.")
+    db_name: str = Field(description="Its Odoo database.")
+    data_dir: str = Field(description="Odoo data_dir holding its filestore.")
+    http_port: int | None = Field(description="Odoo's HTTP port on loopback.")
+    websocket_port: int | None = Field(description="Odoo's websocket port (the HTTP port when Odoo has one port).")
+    pid: int | None = Field(description="Its Odoo process, when one was started and not stopped since.")
+    state: DeploymentState = Field(description="active, standby, retired or deleted (see deployments.py).")
+
+
+class DeploymentOnServer(DeploymentRecord):
+    """A deployment with what removing it takes: its environment's server, and the run that made it.
+
+    Kept apart from ``DeploymentRecord`` so that the promotion's evidence (which dumps deployments) keeps
+    its shape."""
+
+    db_dsn_ref: str = Field(description="Secret reference to the DSN of its environment's database server.")
+    created_by_run: str | None = Field(default=None, description="The run that created it (None for a seed).")
+
+
+class RunRecord(Record):
+    """One row of ``ops.runs``: a promotion, a restore or a deploy, and how it ended."""
+
+    run_id: str = Field(description="run_<UTC timestamp>_<8 hex>.")
+    project_id: str = Field(description="The project it ran for.")
+    environment_id: str = Field(description="The environment it changed (production, for a promotion).")
+    operation_type: str = Field(description="promote, restore or deploy.")
+    status: RunStatus = Field(description="running, success, failed or rolled_back (see runs.py).")
+    created_by: str = Field(description="Who started it.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="What later steps and processes need.")
+    dagster_run_id: str | None = Field(default=None, description="The Dagster run executing it, if any.")
+    evidence_dir: str | None = Field(default=None, description="Its evidence folder, once created.")
+    rolled_back_at: datetime | None = Field(default=None, description="When it was rolled back.")
+    created_at: datetime = Field(description="When it started.")
+    completed_at: datetime | None = Field(default=None, description="When it ended.")
+
+
+class ScheduledTaskRecord(Record):
+    """One row of ``ops.scheduled_tasks``: deferred work (blue's deletion after the rollback window)."""
+
+    task_id: int = Field(description="Primary key.")
+    task_type: str = Field(description="delete_backup or delete_deployment.")
+    execute_at: datetime = Field(description="Due from then on.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="What the task works on.")
+    status: TaskStatus = Field(description="pending, running, done, failed or cancelled (see tasks.py).")
+    attempts: int = Field(description="Claims so far.")
+    last_error: str | None = Field(default=None, description="Why the last attempt failed or it was cancelled.")
+    run_id: str | None = Field(default=None, description="The run that scheduled it.")
+    claimed_at: datetime | None = Field(default=None, description="When the current claim was made.")
+    claimed_by: str | None = Field(default=None, description="host:pid of the worker holding the claim.")
+    done_at: datetime | None = Field(default=None, description="When it was done.")
+    created_at: datetime = Field(description="When it was scheduled.")
+    updated_at: datetime = Field(description="Last change.")
+
+
+class ArtifactRecord(Record):
+    """One row of ``ops.artifacts``: a verified backup (blue) or staging snapshot (green)."""
+
+    artifact_id: str = Field(description="Primary key; also the artifact store's name for it.")
+    environment_id: str = Field(description="The environment it was taken from.")
+    role: Literal["green", "blue"] = Field(description="green: staging snapshot; blue: production backup.")
+    created_by_run: str | None = Field(default=None, description="The run that took it.")
+    contract: dict[str, Any] = Field(description="The artifact contract (v1) as JSON.")
+    verified_at: datetime | None = Field(default=None, description="When it was verified.")
+    deleted_at: datetime | None = Field(default=None, description="When the store deleted it.")
+    created_at: datetime = Field(description="When it was registered.")
+
+
+class TaskRequest(BaseModel):
+    """A task to schedule: ``task_type`` due ``delay`` from now."""
+
+    task_type: str = Field(description="delete_backup or delete_deployment.")
+    delay: timedelta = Field(description="How long from now it becomes due.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="What the task works on.")
+    run_id: str | None = Field(default=None, description="The run scheduling it.")
+
+
+class CompletedRun(BaseModel):
+    """A run recorded after the fact as a success (a seed deploy, a copy of production into staging)."""
+
+    environment_id: str = Field(description="The environment it changed.")
+    operation_type: str = Field(description="deploy or restore.")
+    created_by: str = Field(description="Who ran it.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="What it was (commit, source).")
