@@ -20,6 +20,7 @@ from promote_pipeline.defs.config import PromotionConfig
 from promote_pipeline.promotion import cleanup, guardrails, inputs
 from promote_pipeline.promotion.inputs import PromotionInputs, run_config, run_tags, validate
 from promote_pipeline.promotion.recovery import load_run
+from resources.ops_db import DeploymentRecord, EnvironmentRecord, RunRecord
 
 FIELDS = PromotionInputs.model_fields
 GOOD = {"project_id": "proj_abc123", "staging_env_id": "env_staging_xyz", "prod_env_id": "env_prod_main",
@@ -182,22 +183,24 @@ def test_run_config_and_tags_round_trip() -> None:
 
 
 class _OpsDb:
+    """The three reads load_run makes, answered with the records the ops database would return."""
+
     def __init__(self, metadata: dict[str, Any]) -> None:
         self.metadata = metadata
 
-    def run(self, run_id: str) -> dict[str, Any]:
-        return {"run_id": run_id, "operation_type": "promote", "project_id": "proj_abc123",
-                "environment_id": "env_prod_main", "created_by": "alice", "metadata": self.metadata,
-                "evidence_dir": "/tmp/ev", "created_at": datetime(2025, 1, 1, tzinfo=UTC)}
+    def run(self, run_id: str) -> RunRecord:
+        return RunRecord(run_id=run_id, operation_type="promote", project_id="proj_abc123", status="failed",
+                         environment_id="env_prod_main", created_by="alice", metadata=self.metadata,
+                         evidence_dir="/tmp/ev", created_at=datetime(2025, 1, 1, tzinfo=UTC))
 
-    def environment(self, environment_id: str) -> dict[str, Any]:
+    def environment(self, environment_id: str) -> EnvironmentRecord:
         kind = "production" if environment_id == "env_prod_main" else "staging"
-        return {"environment_id": environment_id, "project_id": "proj_abc123", "kind": kind, "git_commit_sha": None,
-                "db_dsn_ref": "X", "db_name_prefix": "x", "filestore_root": "/tmp"}
+        return EnvironmentRecord(environment_id=environment_id, project_id="proj_abc123", kind=kind,
+                                 git_commit_sha=None, db_dsn_ref="X", db_name_prefix="x", filestore_root="/tmp")
 
-    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> dict[str, Any]:
-        return {"deployment_id": params[0], "environment_id": "env_prod_main", "db_name": "db", "data_dir": "/tmp",
-                "http_port": 8069, "websocket_port": 8072, "pid": None, "state": "active"}
+    def deployment(self, deployment_id: str) -> DeploymentRecord:
+        return DeploymentRecord(deployment_id=deployment_id, environment_id="env_prod_main", db_name="db",
+                                data_dir="/tmp", http_port=8069, websocket_port=8072, pid=None, state="active")
 
 
 def test_a_run_is_recovered_with_the_inputs_create_ops_run_stored() -> None:
