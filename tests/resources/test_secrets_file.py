@@ -11,6 +11,7 @@ from resources import secrets
 
 def test_a_changed_secrets_file_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "secrets.json"
+    monkeypatch.setattr(secrets, "_configured_file", None)  # no settings named a file in this process
     monkeypatch.setenv("PROMOTE_SECRETS_FILE", str(path))
     monkeypatch.delenv("REF_A", raising=False)
     with pytest.raises(secrets.SecretNotFound, match="REF_A"):
