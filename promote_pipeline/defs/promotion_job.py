@@ -18,8 +18,7 @@ from dagster import Failure, OpExecutionContext, op
 
 from promote_pipeline.defs import event_log, run_view
 from promote_pipeline.defs.config import PromotionConfig
-from promote_pipeline.promotion import guardrails, inputs, progress, steps
-from promote_pipeline.promotion import odoo_aware as odoo_steps
+from promote_pipeline.promotion import guardrails, inputs, odoo_aware, progress, steps
 from promote_pipeline.promotion.backup import back_up
 from promote_pipeline.promotion.evidence import Evidence, evidence_dir_for
 from promote_pipeline.promotion.failure import handle_failure
@@ -146,7 +145,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
                                     allow_retries=False)
         assert preflight.staging and preflight.prod and preflight.blue and preflight.lock
         run_id = svc.ops_db.create_run(promotion.project_id, promotion.prod_env_id, promotion.user_id, {
-            **promotion.model_dump(),  # every input, flat, as recovery.load_run reads them back
+            **promotion.model_dump(),  # every input, flat, as rollback_run.load_run reads them back
             "blue_deployment_id": preflight.blue.deployment_id,
             "worker_pid": os.getpid(),
         }, context.run_id)
@@ -179,7 +178,7 @@ def snapshot_staging(context: OpExecutionContext, run: RunStarted) -> StagingSna
         enterprise = guardrails.enterprise_modules(artifact.manifest.module_licenses, rails)
         Evidence(run.evidence_dir).write_json(steps.STAGING_SNAPSHOT_JSON, {
             "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts,
-            "enterprise_modules": enterprise, **odoo_steps.snapshot_report(svc, run, artifact)})
+            "enterprise_modules": enterprise, **odoo_aware.snapshot_report(svc, run, artifact)})
         svc.ops_db.merge_run_metadata(run.run_id, {"green_artifact_id": artifact.artifact_id})
         if enterprise and rails.forbid_enterprise_modules:
             raise StepFailed(f"forbid_enterprise_modules: the green artifact contains Enterprise modules"
@@ -215,7 +214,7 @@ def restore_green(context: OpExecutionContext, backed: BlueBackedUp) -> GreenRes
             try:
                 green, facts = restore_next_to_blue(svc.host, svc.store, svc.ops_db, backed.prod,
                                                 backed.green_artifact, backed.run_id,
-                                                before_start=lambda g: odoo_steps.prepare_green(svc, backed, g))
+                                                before_start=lambda g: odoo_aware.prepare_green(svc, backed, g))
             except Exception as exc:
                 evidence.write_json(steps.GREEN_RESTORE_JSON, {"restore_run_id": restore_run_id, "status": "failed",
                                                            "error": f"{type(exc).__name__}: {exc}"})
@@ -264,7 +263,7 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested) -> CutOver:
     with guarded(svc, tested, steps.CUTOVER, **ids):
         before = svc.router.state(env_id)
         start = time.monotonic()
-        after, fencing = odoo_steps.cutover_fenced(
+        after, fencing = odoo_aware.cutover_fenced(
             svc, tested, tested.green, lambda: svc.router.switch_active(env_id, upstream(tested.green, "green")))
         switch_ms = int((time.monotonic() - start) * 1000)
         timestamp = datetime.now(UTC)

@@ -6,7 +6,7 @@ from pydantic import Field
 from promote_pipeline.defs.promotion_job import STEP_RESOURCES
 from promote_pipeline.defs.promotion_job import _services as services
 from promote_pipeline.promotion import cleanup
-from promote_pipeline.promotion.recovery import RecoveryRefused, recover
+from promote_pipeline.promotion.rollback_run import RollbackRefused, roll_back_run
 from resources.redaction import redact_text
 
 
@@ -40,8 +40,8 @@ def roll_back_promotion(context: OpExecutionContext, config: RollbackConfig) -> 
         raise Failure(description="run_id: give the promotion's run_id or dagster_run_id")
     message = None
     try:
-        result = recover(svc, run_id, config.reason, config.requested_by, config.manual)
-    except RecoveryRefused as exc:
+        result = roll_back_run(svc, run_id, config.reason, config.requested_by, config.manual)
+    except RollbackRefused as exc:
         message = redact_text(str(exc))
     if message is not None:
         raise Failure(description=f"rollback refused: {message}", allow_retries=False)

@@ -14,8 +14,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from promote_pipeline.promotion import odoo_aware as odoo_steps
-from promote_pipeline.promotion import steps
+from promote_pipeline.promotion import odoo_aware, steps
+from promote_pipeline.promotion.decisions import OnFailure, on_failure
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
 from promote_pipeline.promotion.services import Services, upstream
@@ -51,7 +51,7 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     # The records say what the router does, before any clean-up can fail.
     svc.ops_db.reactivate_deployment(run.blue.environment_id, run.blue.deployment_id)
     try:
-        fencing = odoo_steps.unfence_on_rollback(svc, run, greens)
+        fencing = odoo_aware.unfence_on_rollback(svc, run, greens)
     except Exception as exc:  # traffic is already on blue; report, do not undo that
         fencing = {"error": redact_text(f"{type(exc).__name__}: {exc}")}
         notes.append(f"crons and mail servers not reset: {fencing['error']}")
@@ -114,11 +114,12 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
     evidence = Evidence(run.evidence_dir)
     rollback: dict[str, Any]
     status: FinalRunStatus
-    if not step.rolls_back and not force_rollback:
+    decision = on_failure(step, run.inputs.auto_rollback_on_failure, force_rollback)
+    if decision is OnFailure.NOTHING_TO_UNDO:
         status = "failed"
         rollback = {"triggered": False, "reason": f"failure at {step.name}: nothing rolled back",
                     "blue_untouched": not step.after_green}
-    elif run.inputs.auto_rollback_on_failure or force_rollback:
+    elif decision is OnFailure.ROLL_BACK:
         try:
             rollback = roll_back(svc, run, reason, detected_monotonic)
             status = "rolled_back"

@@ -3,7 +3,7 @@
 ``PromotionInputs`` is the one place an input is defined: its type, default, description, constraints
 and the flag of ``promote run``/``promote launch``. Everything else derives from it: the launchpad's
 run config (``defs/config.py``), the CLI flags (``cli/main.py``), the ops run's metadata and its
-recovery, the range ``promote window`` accepts.
+rollback job, the range ``promote window`` accepts.
 
 Every rule failure is one ``InputRejected`` naming the field and the rule. The rules are checked
 here, by hand, rather than by pydantic's validation of the model: their one-line messages are what

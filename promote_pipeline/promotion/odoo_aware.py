@@ -12,9 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from promote_pipeline.odoo import carry_over as live_settings
+from promote_pipeline.odoo import carry_over, watermarks
 from promote_pipeline.odoo import database as odoo_db
-from promote_pipeline.odoo import watermarks
 from promote_pipeline.promotion.models import Artifact, RunStarted
 from promote_pipeline.promotion.services import Services
 from resources.ops_db import DeploymentRecord
@@ -27,9 +26,9 @@ def prepare_green(svc: Services, run: RunStarted, green: DeploymentRecord) -> di
     dsn = run.prod.db_dsn_ref
     carry = run.inputs.carry_over_settings
     with svc.host.connect(dsn, run.blue.db_name) as blue, svc.host.connect(dsn, green.db_name) as gdb:
-        changes = live_settings.carry_over(blue, gdb, list(svc.settings.carry_over_parameters)) if carry else []
-        plan = live_settings.plan_fence(blue, gdb, follow_blue=carry)
-        flipped = live_settings.fence_off(gdb)
+        changes = carry_over.carry_over(blue, gdb, list(svc.settings.carry_over_parameters)) if carry else []
+        plan = carry_over.plan_fence(blue, gdb, follow_blue=carry)
+        flipped = carry_over.fence_off(gdb)
     for change in changes:
         if is_secret_key(str(change.get("key", ""))):
             change.update(before=REDACTED if change.get("before") else None, after=REDACTED if change.get("after")
@@ -68,15 +67,15 @@ def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
     """Watermarks on green, blue's crons and mail off, the router switch, green's on: one step."""
     dsn = run.prod.db_dsn_ref
     meta = _metadata(svc, run.run_id)
-    plan = live_settings.FencePlan.model_validate(meta.get("fence", {}))
+    plan = carry_over.FencePlan.model_validate(meta.get("fence", {}))
     with svc.host.connect(dsn, run.blue.db_name, autocommit=True) as blue, \
             svc.host.connect(dsn, green.db_name, autocommit=True) as gdb:
         marks = watermarks.take(gdb)
         svc.ops_db.merge_run_metadata(run.run_id, {"watermarks": marks})
-        blue_off = live_settings.at_cutover_blue(blue)
+        blue_off = carry_over.at_cutover_blue(blue)
         after = switch()
-        green_on = live_settings.at_cutover_green(gdb, plan)
-        active = {"blue": live_settings.active_counts(blue), "green": live_settings.active_counts(gdb)}
+        green_on = carry_over.at_cutover_green(gdb, plan)
+        active = {"blue": carry_over.active_counts(blue), "green": carry_over.active_counts(gdb)}
     return after, {"fence": {"blue_turned_off": blue_off, "green_turned_on": green_on, "active_after": active},
                    "watermarks_tables": len(marks)}
 
@@ -86,19 +85,19 @@ def unfence_on_rollback(svc: Services, run: RunStarted, greens: list[DeploymentR
     meta = _metadata(svc, run.run_id)
     if "fence" not in meta:
         return {"fence": "no fence plan (failure before the green restore finished)"}
-    plan = live_settings.FencePlan.model_validate(meta["fence"])
+    plan = carry_over.FencePlan.model_validate(meta["fence"])
     dsn = run.prod.db_dsn_ref
     facts: dict[str, Any] = {"green_turned_off": {}, "writes_on_green": {}}
     for green in greens:
         if not svc.host.database_exists(dsn, green.db_name):
             continue
         with svc.host.connect(dsn, green.db_name, autocommit=True) as gdb:
-            facts["green_turned_off"][green.deployment_id] = live_settings.fence_off(gdb)
+            facts["green_turned_off"][green.deployment_id] = carry_over.fence_off(gdb)
             if "watermarks" in meta:
                 facts["writes_on_green"] = watermarks.changes_since(gdb, meta["watermarks"])
     with svc.host.connect(dsn, run.blue.db_name, autocommit=True) as blue:
-        facts["blue_restored"] = live_settings.at_rollback_blue(blue, plan)
-        facts["blue_active_after"] = live_settings.active_counts(blue)
+        facts["blue_restored"] = carry_over.at_rollback_blue(blue, plan)
+        facts["blue_active_after"] = carry_over.active_counts(blue)
     facts["writes_on_green_total"] = sum(v["created"] + v["changed"] for v in facts["writes_on_green"].values())
     return facts
 

@@ -19,7 +19,7 @@ from promote_pipeline.defs import jobs
 from promote_pipeline.defs.config import PromotionConfig
 from promote_pipeline.promotion import cleanup, guardrails, inputs
 from promote_pipeline.promotion.inputs import PromotionInputs, run_config, run_tags, validate
-from promote_pipeline.promotion.recovery import load_run
+from promote_pipeline.promotion.rollback_run import load_run
 from resources.ops_db import DeploymentRecord, EnvironmentRecord, RunRecord
 
 FIELDS = PromotionInputs.model_fields

@@ -1,6 +1,6 @@
 """The rollback job's logic: finish, undo or verify a promotion, from what the ops database says.
 
-It serves three callers with one idempotent entry point, ``recover``:
+It serves three callers with one idempotent entry point, ``roll_back_run`` (its choices: ``decisions.for_run``):
 - the safety net (sensors), for a promotion whose worker died or whose run failed or was
   cancelled: a run that already rolled itself back is verified and the verification recorded; a
   run that died mid-way is rolled back as the op would have done;
@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from promote_pipeline.promotion import steps
+from promote_pipeline.promotion.decisions import ForRun, dead_run_rolls_back, for_run
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
 from promote_pipeline.promotion.inputs import PromotionInputs
@@ -29,7 +30,7 @@ from resources.ops_db import RunRecord
 from resources.redaction import redact_text
 
 
-class RecoveryRefused(RuntimeError):
+class RollbackRefused(RuntimeError):
     """The rollback cannot be done (unknown run, blue deleted, run still alive); the message says why."""
 
 
@@ -40,13 +41,13 @@ class WorkerDied(RuntimeError):
 def load_run(svc: Services, run_id: str) -> tuple[RunRecord, RunStarted]:
     row = svc.ops_db.run(run_id)
     if row is None or row.operation_type != "promote":
-        raise RecoveryRefused(f"run_id {run_id!r} is not a promotion run")
+        raise RollbackRefused(f"run_id {run_id!r} is not a promotion run")
     meta = row.metadata
     prod = svc.ops_db.environment(row.environment_id)
     staging = svc.ops_db.environment(meta.get("staging_env_id", ""))
     blue = svc.ops_db.deployment(meta.get("blue_deployment_id", ""))
     if prod is None or staging is None or blue is None:
-        raise RecoveryRefused(f"run {run_id}: its environments or blue deployment are no longer recorded")
+        raise RollbackRefused(f"run {run_id}: its environments or blue deployment are no longer recorded")
     # The inputs as create_ops_run stored them, flat in the metadata (`promote window` may have moved the window
     # since). Runs of older code stored the same keys but kept the ids in the row's columns only: those fill in.
     ids = {"project_id": row.project_id, "staging_env_id": staging.environment_id,
@@ -91,41 +92,39 @@ def _ensure_blue_running(svc: Services, run: RunStarted) -> None:
     blue.pid = pid
 
 
-def recover(svc: Services, run_id: str, reason: str, requested_by: str, manual: bool) -> dict[str, Any]:
+def roll_back_run(svc: Services, run_id: str, reason: str, requested_by: str, manual: bool) -> dict[str, Any]:
     """Roll back, complete or verify one promotion run; returns what was done (for logs and evidence)."""
     row, run = load_run(svc, run_id)
     lock = svc.ops_db.try_lock_environment(run.prod.environment_id)
     if lock is None and row.status != "rolled_back":
-        raise RecoveryRefused(f"run {run_id}: production {run.prod.environment_id} is locked by a live session"
+        raise RollbackRefused(f"run {run_id}: production {run.prod.environment_id} is locked by a live session"
                               " (the promotion is still running, or another operation is)")
     try:
         # Read again under the lock: two rollbacks launched for one run (two sensors) must not both act.
         row, run = load_run(svc, run_id)
         evidence = Evidence(run.evidence_dir)
         status = row.status
-        if status == "rolled_back":
+        serves_it = status != "success" or svc.ops_db.run_serving(run.prod.environment_id) == run_id
+        # load_run read blue under the lock, just now
+        decision = for_run(status, manual, blue_deleted=run.blue.state == "deleted", still_serves_its_green=serves_it)
+        if decision is ForRun.VERIFY:
             verification = verify_safe_state(svc, run)
             _record_verification(svc, run, evidence, verification, requested_by)
-            return {"action": "verified", "already": "rolled_back", **verification}
-        if run.blue.state == "deleted":  # load_run read blue under the lock, just now
-            raise RecoveryRefused(f"run {run_id}: blue {run.blue.deployment_id} has been deleted (the rollback"
+            return {"action": "verified", "already": status, **verification}
+        if decision is ForRun.REFUSE_BLUE_DELETED:
+            raise RollbackRefused(f"run {run_id}: blue {run.blue.deployment_id} has been deleted (the rollback"
                                   " window ended); rolling back now would need a restore, not a traffic switch")
-        if status == "success":
-            if svc.ops_db.run_serving(run.prod.environment_id) != run_id:
-                raise RecoveryRefused(
-                    f"run {run_id}: production no longer serves its green (a later promotion replaced it);"
-                    " roll back the latest promotion instead")
+        if decision is ForRun.REFUSE_REPLACED:
+            raise RollbackRefused(
+                f"run {run_id}: production no longer serves its green (a later promotion replaced it);"
+                " roll back the latest promotion instead")
         detected = time.monotonic()
-        if status == "running":
+        if decision is ForRun.COMPLETE_DEAD_RUN:
             step = last_step(evidence)
             svc.ops_db.fail_running_restores(run_id)
             outcome = handle_failure(svc, run, step, WorkerDied(reason), detected,
-                                     **_ids(row), force_rollback=manual or step == steps.FINALIZE)
+                                     **_ids(row), force_rollback=dead_run_rolls_back(step, manual))
             return {"action": "completed_dead_run", "failed_step": step.name, "status": outcome.status}
-        if status == "failed" and not manual:
-            verification = verify_safe_state(svc, run)
-            _record_verification(svc, run, evidence, verification, requested_by)
-            return {"action": "verified", "already": "failed", **verification}
         _ensure_blue_running(svc, run)
         body = roll_back(svc, run, redact_text(reason), detected)
         body.update({"requested_by": requested_by, "manual": manual, "previous_status": status})
