@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from promote_pipeline.cli import sandbox as sbx
+from promote_pipeline.cli.main import FAULTS
 from promote_pipeline.cli.sandbox import Sandbox
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
@@ -27,8 +28,6 @@ from resources.ops_db import ArtifactRecord, OpsDatabase
 
 T = TypeVar("T")
 
-FAULTS = ("smoke-fail", "stability-5xx", "green-crash", "router-fail", "worker-kill", "db-restart",
-          "corrupt-artifact", "disk-full")
 FINGERPRINT_TABLES = ("res_partner", "res_users", "ir_attachment", "ir_config_parameter", "ir_module_module")
 
 

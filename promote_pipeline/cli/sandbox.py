@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from promote_pipeline.defs.location import SANDBOX_DSN_REF, SANDBOX_IDS
 from promote_pipeline.defs.resources import build_resources
 from promote_pipeline.promotion import settings as settings_mod
 from promote_pipeline.promotion.services import upstream
@@ -32,11 +33,12 @@ from resources.odoo_host import LocalOdooHost, free_port
 from resources.ops_db import CompletedRun, DeploymentRecord, EnvironmentRecord, OpsDatabase
 from resources.router import RouterResource
 
-PROJECT = "proj_demo"
-STAGING = "env_demo_staging"
-PROD = "env_demo_prod"
-USER = "demo_admin"
-DSN_REF = "PROMOTE_SANDBOX_PG_DSN"
+# The sandbox's ids are the code location's (its launchpad opens with them): one definition, in defs/location.py.
+PROJECT = SANDBOX_IDS["project_id"]
+STAGING = SANDBOX_IDS["staging_env_id"]
+PROD = SANDBOX_IDS["prod_env_id"]
+USER = SANDBOX_IDS["user_id"]
+DSN_REF = SANDBOX_DSN_REF
 ADMIN_REF = "PROMOTE_SANDBOX_ODOO_ADMIN_PASSWORD"
 
 

@@ -1,0 +1,326 @@
+"""What each ``promote`` command does; ``cli/main.py`` parses the command line and calls one of these.
+
+Every command returns its exit code: 0 success, 1 failed or rolled back (or a check failed), 2 rejected
+(an input rule, a precondition, a refused request), 3 the webserver could not take or report a run,
+4 (``status``) not finished yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from promote_pipeline.cli.printer import Printer
+from promote_pipeline.cli.runner import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    run_promotion,
+    run_rollback,
+)
+from promote_pipeline.promotion import inputs, settings
+from resources import http_clients
+
+
+def _sandbox(args: argparse.Namespace) -> Any:
+    from promote_pipeline.cli.sandbox import Sandbox
+
+    return Sandbox(root=Path(args.dir), router_kind=getattr(args, "router", "haproxy"))
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    box = _sandbox(args)
+    if args.action == "up":
+        info = box.up()
+        print(f"sandbox up: router {info['router']} at {info['router_url']}, serving"
+              f" {info['serving']['deployment']} ({info['serving']['colour']})")
+        return EXIT_OK
+    if args.action == "down":
+        box.down()
+        print("sandbox down")
+        return EXIT_OK
+    info = box.status()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"router {info['router']} at {info['router_url']} serves {info['serving']['deployment']}"
+              f" ({info['serving']['colour']}, database {info['serving']['database']})")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from promote_pipeline.cli.main import promotion_inputs
+
+    raw = promotion_inputs(args)
+    code, outcome, message = run_promotion(raw)
+    if code == EXIT_REJECTED:
+        print(f"rejected: {message}", file=sys.stderr)
+    elif outcome is not None:
+        print(f"{outcome.status}: run {outcome.run_id}; evidence in {outcome.evidence_dir}")
+    if args.json:
+        print(json.dumps(outcome.model_dump(mode="json") if outcome else {"status": "rejected", "error": message}))
+    return code
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from promote_pipeline.defs.resources import build_resources
+    from promote_pipeline.promotion.preflight import CHECKS, Preflight
+
+    cfg = settings.load()
+    res = build_resources(cfg)
+    res["ops_db"].upgrade()
+    staging, prod = args.staging, args.prod
+    if not staging or not prod:
+        envs = res["ops_db"].environments_of(args.project)
+        staging = staging or next((e.environment_id for e in envs if e.kind == "staging"), "")
+        prod = prod or next((e.environment_id for e in envs if e.kind == "production"), "")
+    try:
+        promo = inputs.validate({"project_id": args.project, "staging_env_id": staging, "prod_env_id": prod,
+                                 "user_id": args.user})
+    except inputs.InputRejected as exc:
+        print(f"FAIL input {exc}")
+        return EXIT_REJECTED
+    check = Preflight(res["ops_db"], res["odoo_host"], res["artifact_store"], promo, cfg.min_free_space_factor)
+    try:
+        results = check.run(stop_on_failure=False)
+    except inputs.InputRejected as exc:
+        print(f"FAIL input {exc}")
+        return EXIT_REJECTED
+    finally:
+        check.release()
+    for n, r in enumerate(results, 1):
+        print(f"{'PASS' if r.passed else 'FAIL'} {n}. {r.name}: {r.message}")
+    for n, name in enumerate(CHECKS[len(results):], len(results) + 1):
+        print(f"SKIP {n}. {name}: not reached")
+    return EXIT_OK if check.passed else EXIT_REJECTED
+
+
+def cmd_verify_staging(args: argparse.Namespace) -> int:
+    from promote_pipeline.defs.resources import build_resources
+
+    ops_db = build_resources()["ops_db"]
+    row = ops_db.latest_run(args.env, ("deploy", "restore"))
+    if not row:
+        print(f"FAIL {args.env}: no deploy or restore run")
+        return EXIT_FAILED
+    ok = row.status == "success"
+    print(f"{'PASS' if ok else 'FAIL'} {args.env}: latest {row.operation_type} {row.run_id} is {row.status}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Post-promotion validation: the live deployment answers through the router and its database works."""
+    from promote_pipeline.defs.resources import build_resources
+
+    res = build_resources()
+    env = res["ops_db"].environment(args.env)
+    dep = res["ops_db"].active_deployment(args.env)
+    if not env or not dep:
+        print(f"FAIL {args.env}: unknown environment or no active deployment")
+        return EXIT_FAILED
+    state = res["router"].state(args.env)
+    checks: list[tuple[str, bool, str]] = []
+    served = state.active.name if state.active else None
+    checks.append(("router serves the active deployment", served == dep.deployment_id, f"router -> {served}"))
+    try:
+        resp = http_clients.get(f"{state.active_url}/web/health", params={"db_server_status": "1"}, timeout=5)
+        checks.append(("health through the router", resp.status_code == 200, f"HTTP {resp.status_code}"))
+    except httpx.HTTPError as exc:
+        checks.append(("health through the router", False, type(exc).__name__))
+    try:
+        with res["odoo_host"].connect(env.db_dsn_ref, dep.db_name) as conn:
+            conn.execute("SELECT 1")
+        checks.append(("database", True, dep.db_name))
+    except Exception as exc:  # report any failure as a failed check
+        checks.append(("database", False, type(exc).__name__))
+    for name, ok, detail in checks:
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}")
+    return EXIT_OK if all(ok for _, ok, _ in checks) else EXIT_FAILED
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    code, result, message = run_rollback(args.run_id, args.reason, args.user)
+    if result is None:
+        print(f"rollback refused: {message}", file=sys.stderr)
+        return code
+    if result.get("action") == "verified":
+        print(f"nothing to do: run {args.run_id} had already {result['already'].replace('_', ' ')};"
+              f" safe state {'verified' if result['safe'] else 'NOT verified: ' + json.dumps(result['checks'])}")
+        return EXIT_OK if result["safe"] else EXIT_FAILED
+    print(f"run {args.run_id}: {result['action'].replace('_', ' ')}"
+          + (f"; traffic on blue {result['detection_to_blue_ms']} ms after the request"
+             if "detection_to_blue_ms" in result else ""))
+    return EXIT_OK
+
+
+EXIT_UNAVAILABLE, EXIT_RUNNING = 3, 4
+
+
+def _outcome_line(report: Any) -> str:
+    out = report.outputs_object()
+    if out["run_id"]:
+        return (f"{report.status}: run {out['run_id']}; evidence in {out['evidence_dir']}"
+                f" (Dagster run {report.dagster_run_id})")
+    return f"{report.status}: Dagster run {report.dagster_run_id}" + (f": {report.error}" if report.error else "")
+
+
+def _exit_code(report: Any) -> int:
+    if report.rejected:
+        return EXIT_REJECTED
+    if not report.finished:
+        return EXIT_RUNNING
+    return EXIT_OK if report.status == "success" else EXIT_FAILED
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    """Submit through GraphQL, follow the run's progress lines, print how it ended (as `promote run` does)."""
+    from promote_pipeline.cli import launch
+    from promote_pipeline.cli.main import promotion_inputs
+    from resources.redaction import redact_text
+
+    raw = promotion_inputs(args)
+    try:  # the input rules, here first: a refused input never becomes a run (the job applies them again)
+        inputs.validate(raw)
+    except inputs.InputRejected as exc:
+        message = redact_text(f"{exc.check}: {exc.message}")
+        print(f"rejected: {message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"status": "rejected", "error": message}))
+        return EXIT_REJECTED
+    url = launch.base_url(args.url)
+    try:
+        run_id = launch.submit(raw, url, source="cli")
+    except launch.LaunchError as exc:
+        print(f"launch failed: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"status": "not launched", "error": str(exc)}))
+        return EXIT_REJECTED if exc.kind == "invalid_config" else EXIT_UNAVAILABLE
+    if args.no_wait:
+        print(f"submitted: Dagster run {run_id} on {url}/runs/{run_id}")
+        if args.json:
+            print(json.dumps({"dagster_run_id": run_id, "status": "submitted"}))
+        return EXIT_OK
+    printer = Printer()
+    printer.note(f"submitted: Dagster run {run_id} ({url}/runs/{run_id})")
+    try:
+        report = launch.follow(run_id, url, on_line=printer)
+    except launch.LaunchError as exc:
+        printer.close()
+        print(f"lost the run: {exc}; `promote status {run_id}` asks again", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        printer.close()
+        print(f"stopped following Dagster run {run_id}; it goes on: `promote status {run_id}`", file=sys.stderr)
+        return 130
+    printer.close()
+    if report.rejected:
+        print(f"rejected: {report.error}", file=sys.stderr)
+    else:
+        print(_outcome_line(report))
+    if args.json:
+        print(json.dumps(report.outputs_object()))
+    return _exit_code(report)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from promote_pipeline.cli import launch
+
+    try:
+        report = launch.report(args.run_id, args.url)
+    except launch.LaunchError as exc:
+        print(f"status unavailable: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    out = report.outputs_object()
+    if args.json:
+        print(json.dumps({**out, "dagster_status": report.dagster_status, "seconds": report.seconds}))
+        return _exit_code(report)
+    tags = report.tags
+    took = f" in {report.seconds:.1f}s" if report.seconds is not None else ""
+    print(f"Dagster run {report.dagster_run_id}: {report.dagster_status}{took}")
+    if "promote/prod_env" in tags:
+        print(f"  promotion of {tags.get('promote/staging_env')} to {tags.get('promote/prod_env')}"
+              f" (project {tags.get('promote/project')}, by {tags.get('promote/user')})")
+    print(f"  status: {report.status}")
+    for key in launch.OUTPUT_KEYS:
+        if key != "status" and out[key]:
+            print(f"  {key}: {out[key]}")
+    if report.error:
+        print(f"  {'rejected' if report.rejected else 'failed at ' + str(report.failed_step)}: {report.error}")
+    return _exit_code(report)
+
+
+def _services() -> Any:
+    from promote_pipeline.defs.resources import build_resources
+    from promote_pipeline.promotion.services import Services
+
+    res = build_resources()
+    res["ops_db"].upgrade()
+    return Services.from_resources(res)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from promote_pipeline.promotion.odoo_aware import export_green_writes
+
+    try:
+        info = export_green_writes(_services(), args.run_id, Path(args.out) if args.out else None)
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    for table, rows in info["rows"].items():
+        print(f"{table}: {rows} row(s)")
+    print(f"written on green {info['database']} after cutover, exported to {info['folder']}")
+    return EXIT_OK
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from promote_pipeline.promotion import cleanup
+
+    records = cleanup.run_due_tasks(_services())
+    for r in records:
+        print(f"task {r['task_id']} {r['task_type']}: {r['status']}"
+              + (f" ({r['error']})" if r.get("error") else f" ({'; '.join(r.get('done', []))})"))
+    print(f"{len(records)} due task(s) executed")
+    return EXIT_FAILED if any(r["status"] in ("failed", "retry") for r in records) else EXIT_OK
+
+
+def cmd_window(args: argparse.Namespace) -> int:
+    from promote_pipeline.promotion import cleanup
+
+    try:
+        info = cleanup.set_window(_services(), args.run_id, args.hours)
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(f"run {info['run_id']}: blue will be deleted at {info['execute_at']}")
+    return EXIT_OK
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from promote_pipeline.cli.drills import Drill, DrillError
+    from promote_pipeline.cli.sandbox import Sandbox
+
+    box = Sandbox(root=Path(args.dir))
+    if not box.settings_file.exists():
+        print("no sandbox: run `promote sandbox up` first", file=sys.stderr)
+        return EXIT_REJECTED
+    try:
+        report = Drill(box, args.fault, stability_seconds=args.stability_seconds).run()
+    except DrillError as exc:
+        print(f"drill error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(report, indent=2, default=str) if args.json else
+          f"drill {args.fault}: {'SAFE' if report['safe'] else 'NOT SAFE'} {report['checks']}")
+    return EXIT_OK if report["safe"] else EXIT_FAILED
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from promote_pipeline.defs.resources import build_resources
+
+    applied = build_resources()["ops_db"].upgrade()
+    print(f"ops schema up to date ({len(applied)} migration(s) applied now)")
+    return EXIT_OK
