@@ -1,0 +1,325 @@
+"""The content-addressed half of the artifact store: filestore objects, indexes, verification and GC.
+
+``LocalArtifactStore`` (``artifact_store.py``) holds the artifacts' folders, contracts and dumps; this mixin
+holds what they share: ``.objects/<sha1[:2]>/<sha1>``, one file per distinct content, written once and
+read-only, the per-artifact ``filestore.index`` that references them, the lock that keeps the garbage
+collector away from a backup or restore in progress, and the collector itself. See ``artifact_store.py``
+for the layout and why the filestore is stored by content.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from secrets import token_hex
+from typing import TYPE_CHECKING, Any
+
+CHUNK = 1 << 20
+OBJECTS = ".objects"
+INDEX = "filestore.index"
+DUMP_DIR = "db"
+_HEX = frozenset("0123456789abcdef")
+_local = threading.local()
+
+
+class ArtifactError(RuntimeError):
+    """An artifact failed verification or could not be read; the message names the part."""
+
+
+def _buffer() -> memoryview:
+    buf: memoryview | None = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = memoryview(bytearray(CHUNK))
+    return buf
+
+
+def hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
+    digest = hashlib.new(algorithm)
+    size = 0
+    buf = _buffer()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while n := os.readv(fd, [buf]):
+            digest.update(buf[:n])
+            size += n
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size
+
+
+def dump_digest(files: list[tuple[str, str, int]]) -> tuple[str, int]:
+    """One sha256 for a dump directory: over the sorted ``"<sha256>  <size>  <name>"`` lines; and the total size."""
+    digest = hashlib.sha256()
+    for name, sha, size in sorted(files):
+        digest.update(f"{sha}  {size}  {name}\n".encode())
+    return digest.hexdigest(), sum(size for _, _, size in files)
+
+
+class FilestoreObjects:
+    """Mixin of ``LocalArtifactStore``: everything that works on the shared objects (it supplies ``root``)."""
+
+    if TYPE_CHECKING:
+        root: str
+
+    # -- content-addressed objects -----------------------------------------------------------------
+    def folder(self, artifact_id: str) -> Path:
+        if "/" in artifact_id or artifact_id.startswith(".") or not artifact_id:
+            raise ArtifactError(f"artifact_id {artifact_id!r} is not a plain name")
+        return Path(self.root) / artifact_id
+
+    def index_path(self, artifact_id: str) -> Path:
+        return self.folder(artifact_id) / INDEX
+
+    @property
+    def objects(self) -> Path:
+        return Path(self.root) / OBJECTS
+
+    def object_path(self, sha1: str) -> Path:
+        return self.objects / sha1[:2] / sha1
+
+    @contextmanager
+    def _objects_lock(self, exclusive: bool) -> Iterator[None]:
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+        fd = os.open(Path(self.root) / ".objects.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _ensure_object_dirs(self) -> None:
+        if (self.objects / "ff").is_dir():
+            return
+        for i in range(256):
+            (self.objects / f"{i:02x}").mkdir(parents=True, exist_ok=True)
+
+    def _copy_in(self, src: str, name_hint: str, objects: str) -> tuple[str, int, bool]:
+        """Copy one file into the store, hashing it on the way; (sha1, size, newly stored).
+
+        The copy is written to a temporary name in the object's own sub-folder (a rename within one folder
+        is cheap; across folders it costs as much again) and renamed into place once complete, so an object
+        name never points at partial content. ``name_hint`` picks the sub-folder; a file whose content does
+        not hash to its name is moved to where its content belongs.
+        """
+        buf = _buffer()
+        digest = hashlib.sha1()
+        sub = name_hint[:2] if len(name_hint) == 40 and set(name_hint) <= _HEX else "00"
+        tmp = f"{objects}/{sub}/.in-{token_hex(8)}"
+        fd_in = os.open(src, os.O_RDONLY)
+        try:
+            fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            copied = 0
+            try:
+                while n := os.readv(fd_in, [buf]):
+                    view = buf[:n]
+                    digest.update(view)
+                    while view:
+                        view = view[os.write(fd_out, view):]
+                    copied += n
+            finally:
+                os.close(fd_out)
+        finally:
+            os.close(fd_in)
+        sha1 = digest.hexdigest()
+        final = f"{objects}/{sha1[:2]}/{sha1}"
+        try:
+            if os.stat(final).st_size == copied:  # someone stored the same content meanwhile
+                os.unlink(tmp)
+                return sha1, copied, False
+        except FileNotFoundError:
+            pass
+        os.rename(tmp, final)
+        return sha1, copied, True
+
+    def ingest_filestore(self, artifact_id: str, src: Path) -> dict[str, Any]:
+        """Store the filestore ``src`` for ``artifact_id``: new content into the objects, and the index.
+
+        A file named ``<sha1[:2]>/<sha1>`` (Odoo's layout) whose object is present with the same size is
+        not read at all. Every other file is copied in and hashed while it is copied (one thread: on a
+        loaded machine more threads only fight over the interpreter lock). Returns the index's sha256 and
+        size, and the counts the contract records.
+        """
+        index = self.index_path(artifact_id)
+        tmp_index = index.with_name(INDEX + ".tmp")
+        facts = {"file_count": 0, "size_bytes": 0, "new_objects": 0, "new_bytes": 0, "renamed_by_content": 0,
+                 "skipped_not_regular": 0, "vanished": 0, "changed_while_copied": 0}
+        digest = hashlib.sha256()
+        index_bytes = 0
+        objects = str(self.objects)
+        with self._objects_lock(exclusive=False):
+            self._ensure_object_dirs()
+            with tmp_index.open("wb") as out:
+                for rel, path, size in (self._walk(src, facts) if src.is_dir() else ()):
+                    name = rel.rpartition("/")[2]
+                    sha1 = ""
+                    if len(name) == 40 and rel == f"{name[:2]}/{name}" and set(name) <= _HEX:
+                        try:
+                            if os.stat(f"{objects}/{name[:2]}/{name}").st_size == size:
+                                sha1 = name
+                        except FileNotFoundError:
+                            pass
+                    if not sha1:
+                        try:
+                            sha1, got, new = self._copy_in(path, name, objects)
+                        except FileNotFoundError:  # removed since the walk saw it (Odoo's file GC): not needed
+                            facts["vanished"] += 1
+                            continue
+                        if got != size:  # written to while the backup ran: what was copied is what is stored
+                            facts["changed_while_copied"] += 1
+                            size = got
+                        if new:
+                            facts["new_objects"] += 1
+                            facts["new_bytes"] += size
+                        if name != sha1:
+                            facts["renamed_by_content"] += 1
+                    line = f"{sha1} {size} {rel}\n".encode()
+                    out.write(line)
+                    digest.update(line)
+                    index_bytes += len(line)
+                    facts["file_count"] += 1
+                    facts["size_bytes"] += size
+            tmp_index.replace(index)
+        return {**facts, "index_sha256": digest.hexdigest(), "index_bytes": index_bytes, "store": objects}
+
+    @staticmethod
+    def _walk(src: Path, facts: dict[str, int]) -> Iterator[tuple[str, str, int]]:
+        """(relative path, path, size) of every regular file under ``src``, in a stable order."""
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            base = os.path.join(src, rel_dir) if rel_dir else str(src)
+            with os.scandir(base) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            subdirs = []
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                if "\n" in rel:
+                    raise ArtifactError(f"filestore file name with a newline: {rel!r}")
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(rel)
+                elif entry.is_file(follow_symlinks=False):
+                    yield rel, entry.path, entry.stat(follow_symlinks=False).st_size
+                else:
+                    facts["skipped_not_regular"] += 1
+            stack.extend(reversed(subdirs))
+
+    def iter_index(self, artifact_id: str) -> Iterator[tuple[str, int, str]]:
+        with self.index_path(artifact_id).open("rb") as fh:
+            for raw in fh:
+                sha1, size, rel = raw.decode().rstrip("\n").split(" ", 2)
+                yield sha1, int(size), rel
+
+    def materialize_filestore(self, artifact_id: str, dest: Path) -> dict[str, Any]:
+        """Recreate the artifact's filestore at ``dest`` (new or empty): hard links to the objects when they
+        are on the same filesystem, copies otherwise (or where a link is refused)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        linked = copied = total = 0
+        objects, root = str(self.objects), str(dest)
+        with self._objects_lock(exclusive=False):
+            can_link = os.stat(objects).st_dev == os.stat(root).st_dev
+            made: set[str] = set()
+            for sha1, size, rel in self.iter_index(artifact_id):
+                if rel.startswith("/") or ".." in rel.split("/"):
+                    raise ArtifactError(f"artifact {artifact_id}: index names a path outside the filestore: {rel!r}")
+                parent = rel.rpartition("/")[0]
+                if parent and parent not in made:
+                    os.makedirs(f"{root}/{parent}", exist_ok=True)
+                    made.add(parent)
+                target, obj = f"{root}/{rel}", f"{objects}/{sha1[:2]}/{sha1}"
+                total += size
+                if can_link:
+                    try:
+                        os.link(obj, target)
+                        linked += 1
+                        continue
+                    except OSError as exc:
+                        if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+                            raise
+                        can_link = exc.errno == errno.EMLINK
+                shutil.copyfile(obj, target)
+                copied += 1
+        return {"linked": linked, "copied": copied, "bytes": total}
+
+    def verify_filestore(self, artifact_id: str, filestore: Mapping[str, Any], full: bool = True,
+                         deep: bool = False) -> dict[str, object]:
+        index = Path(str(filestore["path"]))
+        if index != self.index_path(artifact_id):
+            raise ArtifactError(f"artifact {artifact_id}: filestore index {index} is not inside the artifact")
+        if not index.is_file():
+            raise ArtifactError(f"artifact {artifact_id}: filestore index {index} is missing")
+        if not full:
+            size = index.stat().st_size
+            if size != int(filestore.get("index_bytes") or size):
+                raise ArtifactError(f"artifact {artifact_id}: filestore index size {size} differs from the contract")
+            return {"index_bytes": size, "objects_checked": 0, "ok": True}
+        sha, size = hash_file(index)
+        if sha != filestore["sha256"]:
+            raise ArtifactError(f"artifact {artifact_id}: filestore index checksum mismatch (expected sha256"
+                                f" {str(filestore['sha256'])[:12]}…, found {sha[:12]}…)")
+        count = total = 0
+        with self._objects_lock(exclusive=False):
+            objects = str(self.objects)
+            for sha1, want, rel in self.iter_index(artifact_id):
+                obj = f"{objects}/{sha1[:2]}/{sha1}"
+                try:
+                    got = os.stat(obj).st_size
+                except FileNotFoundError:
+                    raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is missing") from None
+                if got != want:
+                    raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) has {got} bytes,"
+                                        f" the index says {want}")
+                if deep and hash_file(Path(obj), "sha1")[0] != sha1:
+                    raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is corrupt")
+                count += 1
+                total += want
+        if count != int(filestore["file_count"]) or total != int(filestore["size_bytes"]):
+            raise ArtifactError(f"artifact {artifact_id}: filestore index holds {count} files / {total} bytes, the"
+                                f" contract says {filestore['file_count']} / {filestore['size_bytes']}")
+        return {"index_sha256": sha, "index_bytes": size, "objects_checked": count, "bytes": total,
+                "rehashed_objects": deep, "ok": True}
+
+    # -- garbage collection --------------------------------------------------------------------------
+    def live_objects(self) -> set[str]:
+        """SHA-1s named by the index of any artifact in the store."""
+        live: set[str] = set()
+        root = Path(self.root)
+        if not root.is_dir():
+            return live
+        for entry in os.scandir(root):
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            index = Path(entry.path) / INDEX
+            if index.is_file():
+                with index.open("rb") as fh:
+                    live.update(raw[:40].decode() for raw in fh)
+        return live
+
+    def collect_garbage(self) -> dict[str, int]:
+        """Under the exclusive lock (no backup or restore in progress): remove unreferenced objects, leftover
+        temporary files of an interrupted copy, and trash of an interrupted delete."""
+        removed = removed_bytes = 0
+        with self._objects_lock(exclusive=True):
+            for entry in os.scandir(self.root):
+                if entry.name.startswith(".trash-"):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            live = self.live_objects()
+            if self.objects.is_dir():
+                for entry in os.scandir(self.objects):
+                    if entry.name.startswith(".in-"):
+                        os.unlink(entry.path)
+                        continue
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    for obj in os.scandir(entry.path):
+                        if obj.name not in live:
+                            removed_bytes += obj.stat(follow_symlinks=False).st_size
+                            os.unlink(obj.path)
+                            removed += 1
+        return {"removed_objects": removed, "removed_bytes": removed_bytes, "live_objects": len(live)}
