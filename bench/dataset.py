@@ -14,6 +14,7 @@ repository's ``.sandbox/`` or the test-suite's sandboxes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -61,10 +62,15 @@ SIZES = {
 }
 
 
+# Database and role names are cluster-wide: two checkouts (or a checkout and CI) benchmarking on one server at
+# once must not share them, so they carry a tag of this checkout's folder.
+CHECKOUT_TAG = hashlib.sha1(str(WORK.resolve()).encode()).hexdigest()[:6]
+
+
 def sandbox(size: Size) -> Sandbox:
-    return Sandbox(root=WORK / size.name / "sandbox", ops_database=f"promote_ops_bench_{size.name}",
-                   db_prefix=f"bench_{size.name}", pbkdf2_rounds=size.pbkdf2_rounds, partners=size.partners,
-                   attachments=size.fs_files, attachment_size=size.attachment_size)
+    return Sandbox(root=WORK / size.name / "sandbox", ops_database=f"promote_ops_bench_{size.name}_{CHECKOUT_TAG}",
+                   db_prefix=f"bench_{size.name}_{CHECKOUT_TAG}", pbkdf2_rounds=size.pbkdf2_rounds,
+                   partners=size.partners, attachments=size.fs_files, attachment_size=size.attachment_size)
 
 
 def evidence_root(size: Size) -> Path:

@@ -82,7 +82,7 @@ class Bench:
                     "PGUSER": params.get("user", "postgres")}
         if params.get("password"):
             self.env["PGPASSWORD"] = params["password"]
-        self.scratch_db = f"bench_{size.name}_scratch"
+        self.scratch_db = f"bench_{size.name}_{dataset.CHECKOUT_TAG}_scratch"
 
     # -- the data every pipeline works on ------------------------------------------------------------
     def sources(self) -> dict[str, tuple[str, Path]]:

@@ -149,7 +149,10 @@ class Sandbox:
         Each seed deployment's physical database carries the environment's name, as a production adopted from
         an existing installation does; the greens promoted later get databases of their own."""
         env = ops_db.environment(env_id)
-        assert env is not None and env.odoo_db_name is not None
+        assert env is not None
+        if env.odoo_db_name is None:
+            raise RuntimeError(f"sandbox in {self.root} was made by an older version (environment {env_id} has no"
+                               " database name of its own): `promote sandbox down`, then `promote sandbox up`")
         dep = ops_db.active_deployment(env_id)
         svc = Services.from_resources(self.resources())
         if dep is None:
