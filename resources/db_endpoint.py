@@ -107,8 +107,8 @@ def write_config(folder: Path, port: int, odoo_db: str, physical_db: str, server
         "pool_mode = session",
         "max_client_conn = 200",
         "default_pool_size = 100",
-        f"logfile = {folder / 'pgbouncer.log'}",
-        f"pidfile = {folder / 'pgbouncer.pid'}",
+        # No logfile or pidfile: PgBouncer writes to stderr (the host keeps it in run_dir) and the host tracks
+        # its pid; an unprivileged PgBouncer could not open files under a root-only folder anyway.
         # psycopg2 (Odoo) sends these at connect; PgBouncer would refuse the connection otherwise.
         "ignore_startup_parameters = extra_float_digits,options,application_name",
         "server_reset_query = DISCARD ALL",
