@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -151,3 +152,13 @@ def test_a_database_without_the_modules_is_left_alone(pair: tuple[Any, Any]) -> 
         conn.execute("DROP TABLE delivery_carrier, iap_account")
     assert not any("delivery_carrier" in line or "iap_account" in line for line in _remaining(blue, green))
     assert not any(d["table"] in ("delivery_carrier", "iap_account") for d in neutralization.undo(blue, green))
+
+
+def test_the_readme_table_names_every_module_the_code_undoes() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Nothing of staging's neutralization reaches production"):]
+    table = table[:table.index("\n\n", table.index("| module(s) |"))]
+    for trace in neutralization.TRACES:
+        # the payment providers are listed as "payment_adyen, _aps, _asiapay, ..."
+        short = trace.module.removeprefix("payment") if trace.module.startswith("payment_") else trace.module
+        assert trace.module in table or short in table, f"{trace.module} missing from the README's table"
