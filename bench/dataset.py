@@ -88,7 +88,7 @@ def build(size: Size) -> dict[str, Any]:
     prod = res["ops_db"].active_deployment("env_demo_prod")
     assert prod is not None
     db_bytes = host.database_size("PROMOTE_SANDBOX_PG_DSN", prod.db_name)
-    files, fs_bytes = host.filestore_stats(prod.data_dir, prod.db_name)
+    files, fs_bytes = host.filestore_stats(prod.data_dir, prod.served_db)
     return {"size": size.name, "seconds": round(time.monotonic() - started, 1), "database": prod.db_name,
             "db_bytes": db_bytes, "filestore_files": files, "filestore_bytes": fs_bytes,
             "router_url": status["router_url"]}

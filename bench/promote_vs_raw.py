@@ -90,7 +90,7 @@ class Bench:
         for key, env_id in (("staging", sbx.STAGING), ("prod", sbx.PROD)):
             live = self.ops_db.active_deployment(env_id)
             assert live is not None
-            out[key] = (live.db_name, self.host.filestore_dir(live.data_dir, live.db_name))
+            out[key] = (live.db_name, self.host.filestore_dir(live.data_dir, live.served_db))
         return out
 
     def settle(self) -> None:

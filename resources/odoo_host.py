@@ -19,7 +19,6 @@ import hashlib
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +36,9 @@ from dagster import ConfigurableResource
 from psycopg import sql
 from pydantic import Field
 
-from resources import http_clients, secrets
+from resources import db_endpoint, http_clients, secrets
+from resources.db_endpoint import Endpoint
+from resources.odoo_endpoints import DeploymentEndpoints
 from resources.ops_db import connect_retrying
 
 CHUNK = 1 << 20
@@ -165,8 +166,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class LocalOdooHost(ConfigurableResource):
-    """Databases, filestores and Odoo processes on this machine."""
+class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
+    """Databases, filestores and Odoo processes on this machine, and each deployment's database endpoint."""
 
     command_template: str = Field(
         description="Command that starts one Odoo server. Placeholders: {python} {db} {data_dir} {http_port}"
@@ -178,6 +179,11 @@ class LocalOdooHost(ConfigurableResource):
     restore_jobs: int = Field(default=2, description="Parallel jobs for pg_restore.")
     dump_compression: int = Field(default=1, description="pg_dump -Z level (low: the dump is on the critical path).")
     startup_timeout_seconds: float = Field(default=30.0, description="How long a new Odoo may take to answer.")
+    role_key_ref: str = Field(default="PROMOTE_ROLE_KEY", description="Secret reference to the key every"
+                              " deployment role's password is derived from (no role password is stored).")
+    pgbouncer_bin: str = Field(default="pgbouncer", description="PgBouncer, each deployment's database endpoint.")
+    endpoint_os_user: str = Field(default="postgres", description="Unix user PgBouncer switches to when started"
+                                  " as root (it refuses to run as root).")
 
     # -- PostgreSQL ----------------------------------------------------------------------------
     def _tool(self, name: str) -> str:
@@ -282,10 +288,17 @@ class LocalOdooHost(ConfigurableResource):
 
     # -- Odoo processes ------------------------------------------------------------------------
     def start_odoo(self, dsn_ref: str, environment_id: str, deployment: str, db: str, data_dir: str,
-                   http_port: int, websocket_port: int) -> int:
-        """Start one Odoo server, detached from this process (it must outlive the run)."""
+                   http_port: int, websocket_port: int, endpoint: Endpoint | None = None) -> int:
+        """Start one Odoo server in its own process group, detached from this process (it must outlive the run).
+        With an ``endpoint`` it connects through the deployment's PgBouncer as its role, and serves ``db`` (the
+        environment's name); without one, straight to the server under the physical name (legacy)."""
         _, env, params = self._pg(dsn_ref)
         env["STANDIN_DSN"] = secrets.resolve(dsn_ref)
+        if endpoint is not None:
+            params = {"host": endpoint.host, "port": str(endpoint.port), "user": endpoint.user}
+            env["STANDIN_DSN"] = f"host={endpoint.host} port={endpoint.port} user={endpoint.user}"
+            env["PGPASSWORD"] = endpoint.password  # the environment, never argv: it must not show in ps
+            db = endpoint.dbname
         for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER")):
             if key in params:
                 env[var] = params[key]
@@ -336,18 +349,8 @@ class LocalOdooHost(ConfigurableResource):
         return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
     def stop_odoo(self, pid: int | None, timeout: float = 10.0) -> None:
+        """Stop an Odoo and everything it started: its process group (a prefork master's workers and websocket
+        server are its children in that group; signalling the master alone can leave a worker running)."""
         if not pid or not self.is_alive(pid):
             return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.is_alive(pid):
-                return
-            time.sleep(0.05)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        db_endpoint.stop_group(pid, timeout)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system tools a promotion drives, from Debian's packages, only where missing:
-# HAProxy and nginx (the routers), zstd (filestore archives), the PostgreSQL client tools
+# HAProxy and nginx (the routers), PgBouncer (each deployment's database endpoint), zstd (filestore
+# archives), the PostgreSQL client tools
 # (pg_dump, pg_restore, psql) and Chromium (the headless browser of the UI's end-to-end test,
 # tests/e2e/). The distribution's own haproxy/nginx services are stopped again after
 # installation: the project runs private instances on loopback ports.
@@ -9,6 +10,7 @@ set -euo pipefail
 need=()
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -21,6 +23,6 @@ SUDO=""
 echo "installing from Debian's packages: ${need[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-for service in haproxy nginx; do
+for service in haproxy nginx pgbouncer; do
   $SUDO service "$service" stop >/dev/null 2>&1 || true
 done

@@ -26,10 +26,11 @@ from psycopg import sql
 
 from promote_pipeline.defs.location import SANDBOX_DSN_REF, SANDBOX_IDS
 from promote_pipeline.defs.resources import build_resources
+from promote_pipeline.promotion import deployment
 from promote_pipeline.promotion import settings as settings_mod
-from promote_pipeline.promotion.services import upstream
+from promote_pipeline.promotion.services import Services, upstream
 from resources import secrets
-from resources.odoo_host import LocalOdooHost, free_port
+from resources.odoo_host import LocalOdooHost
 from resources.ops_db import CompletedRun, DeploymentRecord, EnvironmentRecord, OpsDatabase
 from resources.router import RouterResource
 
@@ -40,6 +41,7 @@ PROD = SANDBOX_IDS["prod_env_id"]
 USER = SANDBOX_IDS["user_id"]
 DSN_REF = SANDBOX_DSN_REF
 ADMIN_REF = "PROMOTE_SANDBOX_ODOO_ADMIN_PASSWORD"
+ROLE_KEY_REF = "PROMOTE_SANDBOX_ROLE_KEY"
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Sandbox:
             router_kind=self.router_kind, router_dir=str(self.root / "router"),
             odoo_command="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}"
                          f" --fault-file {self.root / 'faults'}/{{environment_id}}.json",
-            secrets_file=str(self.secrets_file),
+            secrets_file=str(self.secrets_file), role_key_ref=ROLE_KEY_REF,
         )
 
     def activate(self) -> settings_mod.Settings:
@@ -103,6 +105,7 @@ class Sandbox:
                 # trust auth ignores the password, but it is a real credential in a real DSN: redaction is tested on it
                 DSN_REF: settings_mod.default_server_dsn() + f" password={pysecrets.token_urlsafe(18)}",
                 ADMIN_REF: pysecrets.token_urlsafe(18),
+                ROLE_KEY_REF: pysecrets.token_urlsafe(32),  # every deployment role's password derives from it
             })
         cfg = self.settings()
         self.settings_file.write_text(cfg.model_dump_json(indent=2))
@@ -132,7 +135,9 @@ class Sandbox:
             EnvironmentRecord(environment_id=env_id, project_id=PROJECT, kind=kind, git_commit_sha=commit,
                               db_dsn_ref=DSN_REF, db_name_prefix=f"{prefix}_{kind}",
                               filestore_root=str(self.root / "data" / kind), router_name=self.router_kind,
-                              smoke_login="admin", smoke_password_ref=ADMIN_REF)
+                              smoke_login="admin", smoke_password_ref=ADMIN_REF,
+                              # the name Odoo and its clients use for the environment's whole life
+                              odoo_db_name=f"{prefix}_{kind}")
             for env_id, kind in ((STAGING, "staging"), (PROD, "production"))]
         seed_deploy = CompletedRun(environment_id=STAGING, operation_type="deploy", created_by=USER,
                                    metadata={"git_commit_sha": commit, "note": "sandbox seed"})
@@ -140,48 +145,50 @@ class Sandbox:
         return commit
 
     def _ensure_deployment(self, ops_db: OpsDatabase, host: LocalOdooHost, env_id: str, start: bool = True) -> None:
-        """Production from ``odoo_standin init``; staging as Odoo.sh makes it: a neutralized copy of production."""
+        """Production from ``odoo_standin init``; staging as Odoo.sh makes it: a neutralized copy of production.
+        Each seed deployment's physical database carries the environment's name, as a production adopted from
+        an existing installation does; the greens promoted later get databases of their own."""
         env = ops_db.environment(env_id)
         assert env is not None
+        if env.odoo_db_name is None:
+            raise RuntimeError(f"sandbox in {self.root} was made by an older version (environment {env_id} has no"
+                               " database name of its own): `promote sandbox down`, then `promote sandbox up`")
         dep = ops_db.active_deployment(env_id)
+        svc = Services.from_resources(self.resources())
         if dep is None:
-            db = f"{env.db_name_prefix}_seed"
-            data_dir = env.filestore_root
+            dep = deployment.plan(env, f"dep_{env_id}_seed", env.odoo_db_name, host, state="active")
+            deployment.prepare_data_dir(env, dep)
             child_env = {**os.environ, "STANDIN_DSN": secrets.resolve(DSN_REF),
                          "STANDIN_ADMIN_PASSWORD": secrets.resolve(ADMIN_REF)}
             if env.kind == "production":
                 subprocess.run(
-                    [sys.executable, "-m", "odoo_standin", "init", "--db", db, "--data-dir", data_dir, "--replace",
-                     "--partners", str(self.partners), "--attachments", str(self.attachments),
+                    [sys.executable, "-m", "odoo_standin", "init", "--db", dep.db_name, "--data-dir", dep.data_dir,
+                     "--replace", "--partners", str(self.partners), "--attachments", str(self.attachments),
                      "--attachment-size", str(self.attachment_size),
                      "--pbkdf2-rounds", str(self.pbkdf2_rounds)],
                     check=True, env=child_env, stdout=subprocess.DEVNULL)
             else:
-                self._copy_production(ops_db, host, db, data_dir, child_env)
-            port = free_port()
-            dep = DeploymentRecord(deployment_id=f"dep_{env_id}_seed", environment_id=env_id, db_name=db,
-                                   data_dir=data_dir, http_port=port, websocket_port=port, pid=None, state="active")
+                self._copy_production(ops_db, host, dep, child_env)
             ops_db.add_deployment(dep)
+            deployment.give_database(svc, env, dep)
         if start and not host.is_alive(dep.pid):
-            assert dep.http_port is not None
-            pid = host.start_odoo(DSN_REF, env_id, dep.deployment_id, dep.db_name, dep.data_dir, dep.http_port,
-                                  dep.websocket_port or dep.http_port)
-            ops_db.set_deployment_pid(dep.deployment_id, pid)
-            host.wait_healthy(f"http://127.0.0.1:{dep.http_port}", pid)
+            deployment.start(svc, env, dep)
 
-    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, db: str, data_dir: str,
+    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, staging: DeploymentRecord,
                          child_env: dict[str, str]) -> None:
         """Staging = production's data, then staging's own work (new contacts), then neutralized."""
         prod = ops_db.active_deployment(PROD)
         assert prod is not None
+        db = staging.db_name
         host.drop_database(DSN_REF, db)
         with host.connect(DSN_REF, "postgres", autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                          (prod.db_name,))
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(db),
                                                                           sql.Identifier(prod.db_name)))
-        host.remove_filestore(data_dir, db)
-        shutil.copytree(host.filestore_dir(prod.data_dir, prod.db_name), host.filestore_dir(data_dir, db))
+        target = host.filestore_dir(staging.data_dir, staging.served_db)
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(host.filestore_dir(prod.data_dir, prod.served_db), target)
         ops_db.record_completed_run(PROJECT, CompletedRun(
             environment_id=STAGING, operation_type="restore", created_by=USER,
             metadata={"source_environment_id": PROD, "source_db": prod.db_name,
@@ -210,6 +217,7 @@ class Sandbox:
                 "deployment": active.name if active else None,
                 "colour": active.colour if active else None,
                 "database": row.db_name if row else None,
+                "odoo_database": row.served_db if row else None,
                 "url": f"http://{active.host}:{active.http_port}" if active else None,
             },
             "ops_database": self.settings().ops_database,
@@ -224,15 +232,14 @@ class Sandbox:
         cfg = self.activate()
         res = self.resources()
         ops_db: OpsDatabase = res["ops_db"]
-        host: LocalOdooHost = res["odoo_host"]
         res["router"].stop()
         try:
             rows = ops_db.all_deployments()
         except psycopg.Error:
             rows = []
+        svc = Services.from_resources(res)
         for row in rows:
-            host.stop_odoo(row.pid)
-            host.drop_database(DSN_REF, row.db_name)
+            deployment.remove(svc, DSN_REF, row)
         dsn = secrets.resolve(DSN_REF)
         with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(cfg.ops_database)))

@@ -212,8 +212,7 @@ def restore_green(context: OpExecutionContext, backed: BlueBackedUp) -> GreenRes
     try:
         with guarded(svc, backed, steps.RESTORE_GREEN, **ids):
             try:
-                green, facts = restore_next_to_blue(svc.host, svc.store, svc.ops_db, backed.prod,
-                                                backed.green_artifact, backed.run_id,
+                green, facts = restore_next_to_blue(svc, backed.prod, backed.green_artifact, backed.run_id,
                                                 before_start=lambda g: odoo_aware.prepare_green(svc, backed, g))
             except Exception as exc:
                 evidence.write_json(steps.GREEN_RESTORE_JSON, {"restore_run_id": restore_run_id, "status": "failed",
@@ -242,14 +241,20 @@ def smoke_test_green(context: OpExecutionContext, restored: GreenRestored) -> Gr
                                                      "reason": "skip_smoke_tests=true (not a production target)"})
         else:
             state = svc.router.set_preview(restored.prod.environment_id, upstream(restored.green, "green"))
-            results = SmokeSuite(svc.host, restored.prod, restored.green, restored.green_artifact,
-                                 state.preview_url).run()
-            passed = all(r.passed for r in results)
+            suite = SmokeSuite(svc.host, restored.prod, restored.green, restored.green_artifact, state.preview_url,
+                               blue_db=restored.blue.db_name, watched_parameters=svc.settings.carry_over_parameters)
+            results = suite.run()
+            settings_check = suite.unchanged()  # the smoke tests changed nothing that was carried over
+            passed = all(r.passed for r in results) and settings_check["unchanged"]
             evidence.write_json(steps.SMOKE_TESTS_JSON, {"skipped": False, "passed": passed,
-                                                     "target": state.preview_url,
-                                                     "results": [r.model_dump() for r in results]})
+                                                         "target": state.preview_url,
+                                                         "results": [r.model_dump() for r in results],
+                                                         "carried_over_settings": settings_check})
             if not passed:
                 failed = [f"{r.name} ({r.detail})" for r in results if not r.passed]
+                if not settings_check["unchanged"]:
+                    changed = sorted(settings_check["changed"])
+                    failed.append(f"carried-over settings changed by the smoke tests: {changed}")
                 raise StepFailed(f"smoke tests failed: {'; '.join(failed)}")
     context.add_output_metadata(run_view.smoke_tested(results, restored.inputs.skip_smoke_tests, restored.evidence_dir))
     return GreenSmokeTested(**dict(restored), smoke_skipped=restored.inputs.skip_smoke_tests, smoke_results=results)

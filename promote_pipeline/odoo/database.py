@@ -47,16 +47,39 @@ def config_parameter(conn: psycopg.Connection[Any], key: str) -> str | None:
     return row[0] if row else None
 
 
+
+def parameters(conn: psycopg.Connection[Any], keys: list[str]) -> dict[str, str]:
+    rows = conn.execute("SELECT key, value FROM ir_config_parameter WHERE key = ANY(%s)", (keys,)).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def set_parameter(conn: psycopg.Connection[Any], key: str, value: str | None) -> None:
+    """Set ``key`` (None: remove it), as ``ir.config_parameter.set_param`` does."""
+    if value is None:
+        conn.execute("DELETE FROM ir_config_parameter WHERE key = %s", (key,))
+        return
+    updated = conn.execute("UPDATE ir_config_parameter SET value = %s WHERE key = %s", (value, key))
+    if updated.rowcount == 0:
+        conn.execute("INSERT INTO ir_config_parameter (key, value) VALUES (%s, %s)", (key, value))
+
+
 def attachment_count(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute(
         "SELECT count(*) FROM ir_attachment WHERE type = 'binary' AND store_fname IS NOT NULL").fetchone()
     return int(row[0]) if row else 0
 
 
-def sample_attachment(conn: psycopg.Connection[Any]) -> tuple[int, str] | None:
-    """(id, sha1 checksum) of one stored binary attachment, or None if there is none."""
-    row = conn.execute(
-        "SELECT id, checksum FROM ir_attachment WHERE type = 'binary' AND store_fname IS NOT NULL"
-        " AND checksum IS NOT NULL ORDER BY id LIMIT 1"
-    ).fetchone()
-    return (int(row[0]), str(row[1])) if row else None
+_STORED = "type = 'binary' AND store_fname IS NOT NULL AND checksum IS NOT NULL"
+# A user's file: attached to a record (res_model), not a binary field's content (res_field: images, icons),
+# not the framework's own data (ir.* models: menus, views, modules). The newest first: what users last uploaded.
+_USERS = _STORED + " AND res_model IS NOT NULL AND res_field IS NULL AND res_model NOT LIKE 'ir.%%'"
+
+
+def sample_attachment(conn: psycopg.Connection[Any]) -> tuple[int, str, str] | None:
+    """(id, sha1 checksum, "user's" or "stored") of one stored binary attachment: a user's file when there is
+    one (base data such as flag images proves less), else any; None if there is none."""
+    for kind, where, order in (("user's", _USERS, "id DESC"), ("stored", _STORED, "id")):
+        row = conn.execute(f"SELECT id, checksum FROM ir_attachment WHERE {where} ORDER BY {order} LIMIT 1").fetchone()
+        if row:
+            return int(row[0]), str(row[1]), kind
+    return None

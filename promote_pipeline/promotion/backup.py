@@ -60,7 +60,7 @@ def back_up(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase,
     with ThreadPoolExecutor(max_workers=2) as pool:
         db_job = pool.submit(_timed, host.dump_database, env.db_dsn_ref, deployment.db_name, dump_dir)
         fs_job = pool.submit(_timed, store.ingest_filestore, artifact_id,
-                             host.filestore_dir(deployment.data_dir, deployment.db_name))
+                             host.filestore_dir(deployment.data_dir, deployment.served_db))
         manifest = read_manifest(host, env, deployment.db_name)
         (files, db_seconds), (fs, fs_seconds) = db_job.result(), fs_job.result()
     dumped = time.monotonic()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from promote_pipeline.promotion import deployment
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.inputs import MAX_WINDOW_HOURS, MIN_WINDOW_HOURS
 from promote_pipeline.promotion.services import Services
@@ -45,13 +46,12 @@ def _remove_deployment(svc: Services, deployment_id: str | None) -> str:
         current = svc.ops_db.deployment(deployment_id)  # read again under the lock
         if current and current.state == "active":
             raise TaskSkipped(f"deployment {deployment_id} is active again (rolled back to): not deleted")
-        svc.host.stop_odoo(dep.pid)
-        svc.host.drop_database(dep.db_dsn_ref, dep.db_name)
-        svc.host.remove_filestore(dep.data_dir, dep.db_name)
+        deployment.remove(svc, dep.db_dsn_ref, dep)
         svc.ops_db.mark_deployment_deleted(deployment_id)
     finally:
         lock.release()
-    return f"deployment {deployment_id}: process stopped, database {dep.db_name} and filestore removed"
+    return (f"deployment {deployment_id}: processes stopped, database {dep.db_name}, its role and its files"
+            " removed")
 
 
 def execute(svc: Services, task: ScheduledTaskRecord) -> list[str]:

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from promote_pipeline.promotion import odoo_aware, steps
+from promote_pipeline.promotion import deployment, odoo_aware, steps
 from promote_pipeline.promotion.decisions import OnFailure, on_failure
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
@@ -61,13 +61,12 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     kept = False
     for green in greens:
         try:
-            svc.host.stop_odoo(green.pid)
+            deployment.stop(svc, green)
             if served:
                 kept = True
                 _retire(svc, run, green)
             else:
-                svc.host.drop_database(run.prod.db_dsn_ref, green.db_name)
-                svc.host.remove_filestore(green.data_dir, green.db_name)
+                deployment.remove(svc, run.prod.db_dsn_ref, green)
                 svc.ops_db.mark_deployment_deleted(green.deployment_id)
         except Exception as exc:  # traffic is on blue already; a clean-up error is reported, not fatal
             notes.append(f"clean-up of {green.deployment_id} incomplete: {redact_text(f'{type(exc).__name__}: {exc}')}")

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from promote_pipeline.odoo import carry_over, watermarks
+from promote_pipeline.odoo import carry_over, neutralization, watermarks
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion.models import Artifact, RunStarted
 from promote_pipeline.promotion.services import Services
@@ -21,14 +21,24 @@ from resources.redaction import REDACTED, is_secret_key
 from resources.router import RoutingState
 
 
+class NeutralizationRemains(RuntimeError):
+    """Green still carries what a module's neutralize.sql wrote; the message lists each trace."""
+
+
 def prepare_green(svc: Services, run: RunStarted, green: DeploymentRecord) -> dict[str, Any]:
     """Before green's Odoo starts: blue's live settings onto green (unless turned off), and green fenced."""
     dsn = run.prod.db_dsn_ref
     carry = run.inputs.carry_over_settings
     with svc.host.connect(dsn, run.blue.db_name) as blue, svc.host.connect(dsn, green.db_name) as gdb:
         changes = carry_over.carry_over(blue, gdb, list(svc.settings.carry_over_parameters)) if carry else []
+        undone = neutralization.undo(blue, gdb) if carry else []
         plan = carry_over.plan_fence(blue, gdb, follow_blue=carry)
         flipped = carry_over.fence_off(gdb)
+        traces = neutralization.remaining(blue, gdb, plan.green_crons, plan.green_mail_servers, plan.blue_crons,
+                                          plan.blue_mail_servers)
+    if carry and traces:  # production must not run on staging's neutralization: fail the restore, roll back
+        raise NeutralizationRemains(f"neutralization check: {len(traces)} trace(s) of staging's neutralization"
+                                    f" remain on green: {'; '.join(traces)}")
     for change in changes:
         if is_secret_key(str(change.get("key", ""))):
             change.update(before=REDACTED if change.get("before") else None, after=REDACTED if change.get("after")
@@ -36,6 +46,8 @@ def prepare_green(svc: Services, run: RunStarted, green: DeploymentRecord) -> di
     svc.ops_db.merge_run_metadata(run.run_id, {"fence": plan.model_dump()})
     return {"carry_over": {"enabled": carry, "changes": changes,
                            "note": None if carry else "CARRY-OVER TURNED OFF: green keeps the artifact's settings"},
+            "neutralization": {"undone": undone, "remaining": traces,
+                               "checked": "no trace remains" if not traces else "traces remain (carry-over off)"},
             "fence": {"green_fenced_off": flipped, "plan": plan.model_dump()}}
 
 

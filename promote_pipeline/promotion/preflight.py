@@ -181,7 +181,7 @@ class Preflight:
         except psycopg.Error as exc:
             raise PreconditionFailed(f"cannot connect to production database {self.blue.db_name}:"
                                      f" {str(exc).strip()[:200]}") from None
-        fs = self.host.filestore_dir(self.blue.data_dir, self.blue.db_name)
+        fs = self.host.filestore_dir(self.blue.data_dir, self.blue.served_db)
         if not fs.is_dir() or not os.access(fs, os.R_OK | os.W_OK | os.X_OK):
             raise PreconditionFailed(f"production filestore {fs} is missing or not writable")
         return f"database {self.blue.db_name} and filestore reachable"
@@ -189,7 +189,7 @@ class Preflight:
     def sufficient_disk_space(self) -> str:
         assert self.prod and self.blue
         db_bytes = self.host.database_size(self.prod.db_dsn_ref, self.blue.db_name)
-        _, fs_bytes = self.host.filestore_stats(self.blue.data_dir, self.blue.db_name)
+        _, fs_bytes = self.host.filestore_stats(self.blue.data_dir, self.blue.served_db)
         need = int(self.min_free_space_factor * (db_bytes + fs_bytes))
         Path(self.store.root).mkdir(parents=True, exist_ok=True)
         for label, path in (("artifact store", self.store.root), ("production data dir", self.blue.data_dir)):

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from promote_pipeline.odoo import database as odoo_db
+from promote_pipeline.promotion import deployment
 from promote_pipeline.promotion.backup import verify
 from promote_pipeline.promotion.models import Artifact
+from promote_pipeline.promotion.services import Services
 from resources.artifact_store import LocalArtifactStore
-from resources.odoo_host import HostError, LocalOdooHost, free_port
+from resources.odoo_host import HostError, LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentRecord, OpsDatabase
 
 
@@ -29,13 +31,7 @@ class RestoreCheckFailed(RuntimeError):
 def plan_green(ops_db: OpsDatabase, env: EnvironmentRecord, run_id: str, artifact_id: str,
                host: LocalOdooHost) -> DeploymentRecord:
     suffix = run_id.rsplit("_", 1)[-1]
-    http_port = free_port()
-    ws_port = free_port() if "{websocket_port}" in host.command_template else http_port
-    green = DeploymentRecord(
-        deployment_id=f"dep_{env.environment_id}_{suffix}", environment_id=env.environment_id,
-        db_name=f"{env.db_name_prefix}_{suffix}", data_dir=env.filestore_root, http_port=http_port,
-        websocket_port=ws_port, pid=None, state="standby",
-    )
+    green = deployment.plan(env, f"dep_{env.environment_id}_{suffix}", f"{env.db_name_prefix}_{suffix}", host)
     ops_db.add_deployment(green, created_by_run=run_id, artifact_id=artifact_id)
     return green
 
@@ -45,7 +41,7 @@ def post_restore_checks(host: LocalOdooHost, env: EnvironmentRecord, green: Depl
     with host.connect(env.db_dsn_ref, green.db_name) as conn:
         modules, _ = odoo_db.installed_modules(conn)
         attachments = odoo_db.attachment_count(conn)
-    files, _ = host.filestore_stats(green.data_dir, green.db_name)
+    files, _ = host.filestore_stats(green.data_dir, green.served_db)
     checks = {
         "modules_match_manifest": modules == artifact.manifest.modules_installed,
         "attachments_match_manifest": attachments == artifact.manifest.attachment_count,
@@ -65,7 +61,7 @@ def restore_data(host: LocalOdooHost, store: LocalArtifactStore, env: Environmen
     t0 = time.monotonic()
     verification = verify(store, artifact, full=True)
     t1 = time.monotonic()
-    dest = host.filestore_dir(green.data_dir, green.db_name)
+    dest = host.filestore_dir(green.data_dir, green.served_db)
     if dest.exists() and any(dest.iterdir()):
         raise HostError(f"restore refused: filestore {dest} already exists")
 
@@ -82,24 +78,21 @@ def restore_data(host: LocalOdooHost, store: LocalArtifactStore, env: Environmen
                           "filestore_restore_seconds": round(fs_seconds, 3), "filestore_restore": fs_facts}
 
 
-def restore_next_to_blue(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase, env: EnvironmentRecord,
-                  artifact: Artifact, run_id: str,
-                  before_start: Callable[[DeploymentRecord], dict[str, Any]] | None = None,
-                  ) -> tuple[DeploymentRecord, dict[str, Any]]:
+def restore_next_to_blue(svc: Services, env: EnvironmentRecord, artifact: Artifact, run_id: str,
+                         before_start: Callable[[DeploymentRecord], dict[str, Any]] | None = None,
+                         ) -> tuple[DeploymentRecord, dict[str, Any]]:
     """Restore, check, run ``before_start`` on the restored database (carry-over and fencing must happen
-    before green's Odoo can run a cron), then start green's Odoo."""
-    green = plan_green(ops_db, env, run_id, artifact.artifact_id, host)
+    before green's Odoo can run a cron), give the database to green's own role, then start green (its
+    PgBouncer, then its Odoo)."""
+    green = plan_green(svc.ops_db, env, run_id, artifact.artifact_id, svc.host)
+    deployment.prepare_data_dir(env, green)
     started = time.monotonic()
-    verification, timings = restore_data(host, store, env, green, artifact)
+    verification, timings = restore_data(svc.host, svc.store, env, green, artifact)
     restored = time.monotonic()
-    checks = post_restore_checks(host, env, green, artifact)
+    checks = post_restore_checks(svc.host, env, green, artifact)
     prepared = before_start(green) if before_start else {}
-    assert green.http_port is not None and green.websocket_port is not None
-    pid = host.start_odoo(env.db_dsn_ref, env.environment_id, green.deployment_id, green.db_name, green.data_dir,
-                          green.http_port, green.websocket_port)
-    green.pid = pid
-    ops_db.set_deployment_pid(green.deployment_id, pid)
-    host.wait_healthy(f"http://127.0.0.1:{green.http_port}", pid)
+    deployment.give_database(svc, env, green)
+    deployment.start(svc, env, green)
     facts = {
         "verification": verification, "checks": checks, **prepared, **timings,
         "restore_seconds": round(restored - started, 3),

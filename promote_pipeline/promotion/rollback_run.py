@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from promote_pipeline.promotion import steps
+from promote_pipeline.promotion import deployment, steps
 from promote_pipeline.promotion.decisions import ForRun, dead_run_rolls_back, for_run
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
@@ -84,12 +84,7 @@ def _ensure_blue_running(svc: Services, run: RunStarted) -> None:
     blue = run.blue
     if svc.host.is_alive(blue.pid):
         return
-    assert blue.http_port is not None
-    pid = svc.host.start_odoo(run.prod.db_dsn_ref, run.prod.environment_id, blue.deployment_id, blue.db_name,
-                              blue.data_dir, blue.http_port, blue.websocket_port or blue.http_port)
-    svc.ops_db.set_deployment_pid(blue.deployment_id, pid)
-    svc.host.wait_healthy(f"http://127.0.0.1:{blue.http_port}", pid)
-    blue.pid = pid
+    deployment.start(svc, run.prod, blue)
 
 
 def roll_back_run(svc: Services, run_id: str, reason: str, requested_by: str, manual: bool) -> dict[str, Any]:

@@ -39,6 +39,8 @@ class Settings(BaseModel):
         description="Command template that starts one Odoo server.",
     )
     secrets_file: str | None = Field(default=None, description="JSON file of secret values (mode 0600).")
+    role_key_ref: str = Field(default="PROMOTE_ROLE_KEY", description="Secret reference to the key each deployment"
+                              " role's password is derived from (no role password is stored anywhere).")
     min_free_space_factor: float = Field(default=3.0, description="Free space needed, as a multiple of prod size.")
     carry_over_parameters: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PARAMETERS),

@@ -1,29 +1,48 @@
 """The seed's five smoke tests, run against green through the router's preview entry point.
 
 Only what Odoo itself serves is used (see ODOO_FACTS), so the same tests run unchanged against a
-real Odoo 17, 18 or 19: ``/web/health`` (which never touches a database, so it proves only that
-the server answers), a ``SELECT 1`` on green's database, module states read from
-``ir_module_module`` plus ``/web/webclient/version_info`` (the server loaded its registry), an
-attachment fetched through ``/web/content/<id>`` and compared with its SHA-1 ``checksum``, and a
-JSON-RPC login that names green's database.
+real Odoo 17, 18 or 19:
+
+- ``/web/health?db_server_status=1`` (Odoo's ``addons/web/controllers/home.py``: without the parameter it
+  never touches a database) and a websocket upgrade on ``/websocket`` through the same entry point (the bus:
+  a router or a worker mode that sends it to a dead port fails here, not in front of users);
+- ``SELECT 1`` through green's own database endpoint, as its role, under the environment's database name,
+  and the fence: blue's database is not reachable that way;
+- module states read from ``ir_module_module`` plus ``/web/webclient/version_info``;
+- a JSON-RPC login on ``/web/session/authenticate`` naming the environment's database name (what sessions
+  and integrations use), as the smoke user;
+- a user's attachment (not base data) fetched through ``/web/content/<id>`` and compared with its SHA-1.
+
+They change nothing in production: Odoo rewrites ``web.base.url`` on an administrator's login through the
+web (``res_users.authenticate``), here the preview's address, unless ``web.base.url.freeze`` is set. So the
+suite freezes it for its own duration (restoring the flag as it was), and checks afterwards that every
+carried-over parameter is what the carry-over left.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion.models import Artifact, SmokeResult
-from resources import http_clients
+from resources import http_clients, secrets
+from resources.db_endpoint import Endpoint
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentRecord
 from resources.redaction import resolve_secret
 
+FREEZE = "web.base.url.freeze"
 SMOKE_TESTS = ("health_check", "database_connectivity", "module_integrity", "filestore_accessibility",
                "user_authentication")
 
@@ -46,22 +65,57 @@ def _jsonrpc(client: httpx.Client, path: str, params: dict[str, Any]) -> dict[st
 
 class SmokeSuite:
     def __init__(self, host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, artifact: Artifact,
-                 base_url: str, timeout: float = 10.0) -> None:
+                 base_url: str, timeout: float = 10.0, blue_db: str | None = None,
+                 watched_parameters: Sequence[str] = ()) -> None:
         self.host, self.env, self.green, self.artifact = host, env, green, artifact
+        self.base_url, self.blue_db, self.watched = base_url, blue_db, list(watched_parameters)
         self.client = http_clients.client(base_url=base_url, timeout=timeout)
+        self.parameters: dict[str, Any] = {}
 
     def health_check(self) -> str:
-        resp = self.client.get("/web/health")
-        if resp.status_code != 200 or resp.json().get("status") != "pass":
-            raise SmokeFailure(f"/web/health answered HTTP {resp.status_code}: {resp.text[:200]}")
-        return "HTTP 200, status pass"
+        resp = self.client.get("/web/health", params={"db_server_status": "1"})
+        body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+        if resp.status_code != 200 or body.get("status") != "pass" or body.get("db_server_status") is not True:
+            raise SmokeFailure(f"/web/health?db_server_status=1 answered HTTP {resp.status_code}: {resp.text[:200]}")
+        websocket = websocket_upgrade(self.base_url)
+        return f"HTTP 200, status pass, database server reachable; /websocket {websocket}"
 
     def database_connectivity(self) -> str:
-        with self.host.connect(self.env.db_dsn_ref, self.green.db_name, retry=False) as conn:
-            row = conn.execute("SELECT 1").fetchone()
+        endpoint = self.host.endpoint(self.green)
+        if endpoint is None:  # a deployment without its own endpoint: the server's DSN, its physical name
+            with self.host.connect(self.env.db_dsn_ref, self.green.db_name, retry=False) as conn:
+                row = conn.execute("SELECT 1").fetchone()
+            if not row or row[0] != 1:
+                raise SmokeFailure(f"SELECT 1 on {self.green.db_name} returned {row!r}")
+            return f"SELECT 1 on {self.green.db_name} ok"
+        with psycopg.connect(endpoint.dsn(), connect_timeout=5) as conn:
+            row = conn.execute("SELECT 1, current_user").fetchone()
         if not row or row[0] != 1:
-            raise SmokeFailure(f"SELECT 1 on {self.green.db_name} returned {row!r}")
-        return f"SELECT 1 on {self.green.db_name} ok"
+            raise SmokeFailure(f"SELECT 1 on {endpoint.dbname} through green's endpoint returned {row!r}")
+        fence = f"; {self._fence(endpoint)}" if self.blue_db else ""
+        return f"SELECT 1 on {endpoint.dbname} through green's endpoint as {row[1]} ok{fence}"
+
+    def _fence(self, endpoint: Endpoint) -> str:
+        """Green cannot open blue's database: not through its endpoint (which knows one name, green's), and
+        not on the server as its role (no CONNECT on blue's database)."""
+        assert self.blue_db is not None
+        try:
+            with psycopg.connect(replace(endpoint, dbname=self.blue_db).dsn(), connect_timeout=5) as conn:
+                row = conn.execute("SELECT current_database()").fetchone()
+        except psycopg.OperationalError:
+            row = None
+        if row is not None and row[0] != self.green.db_name:
+            raise SmokeFailure(f"fence broken: green's endpoint opened {row[0]} for the name {self.blue_db}")
+        server = psycopg.conninfo.conninfo_to_dict(secrets.resolve(self.env.db_dsn_ref))
+        direct = psycopg.conninfo.make_conninfo(
+            host=server.get("host"), port=server.get("port"), user=endpoint.user, password=endpoint.password,
+            dbname=self.blue_db, connect_timeout=5)
+        try:
+            with psycopg.connect(direct):
+                raise SmokeFailure(f"fence broken: green's role {endpoint.user} connects to {self.blue_db}")
+        except psycopg.OperationalError:
+            pass
+        return f"blue's {self.blue_db} not reachable through it, nor as its role on the server"
 
     def module_integrity(self) -> str:
         with self.host.connect(self.env.db_dsn_ref, self.green.db_name) as conn:
@@ -83,30 +137,31 @@ class SmokeSuite:
             raise SmokeFailure(f"environment {self.env.environment_id} has no smoke login configured")
         password = resolve_secret(self.env.smoke_password_ref)
         result = _jsonrpc(self.client, "/web/session/authenticate",
-                          {"db": self.green.db_name, "login": self.env.smoke_login, "password": password})
+                          {"db": self.green.served_db, "login": self.env.smoke_login, "password": password})
         if not isinstance(result.get("uid"), int):
             raise SmokeFailure(f"login {self.env.smoke_login!r} returned no uid (two-factor pending?)")
-        return f"login {self.env.smoke_login!r} ok, uid {result['uid']}"
+        return f"login {self.env.smoke_login!r} on database {self.green.served_db!r} ok, uid {result['uid']}"
 
     def filestore_accessibility(self) -> str:
         with self.host.connect(self.env.db_dsn_ref, self.green.db_name) as conn:
             sample = odoo_db.sample_attachment(conn)
         if sample is None:
             return "no stored attachment to sample"
-        att_id, checksum = sample
+        att_id, checksum, kind = sample
         resp = self.client.get(f"/web/content/{att_id}")  # the session cookie from the login
         if resp.status_code != 200:
             raise SmokeFailure(f"/web/content/{att_id} answered HTTP {resp.status_code}")
         got = hashlib.sha1(resp.content).hexdigest()
         if got != checksum:
             raise SmokeFailure(f"attachment {att_id}: sha1 {got[:12]}… differs from checksum {checksum[:12]}…")
-        return f"attachment {att_id} ({len(resp.content)} bytes) matches its checksum"
+        return f"{kind} attachment {att_id} ({len(resp.content)} bytes) matches its checksum"
 
     def run(self) -> list[SmokeResult]:
         """All five, in the seed's order of report; login runs before the attachment fetch that needs it."""
         order: list[str] = ["health_check", "database_connectivity", "module_integrity", "user_authentication",
                             "filestore_accessibility"]
         results: dict[str, SmokeResult] = {}
+        frozen = self._freeze_base_url()
         try:
             for name in order:
                 test: Callable[[], str] = getattr(self, name)
@@ -121,4 +176,47 @@ class SmokeSuite:
                                             duration_ms=int((time.monotonic() - start) * 1000))
         finally:
             self.client.close()
+            self._thaw_base_url(frozen)
         return [results[name] for name in SMOKE_TESTS]
+
+    # -- changing nothing ------------------------------------------------------------------------------
+    def _freeze_base_url(self) -> str | None:
+        """Freeze web.base.url for the suite's duration; the flag's previous value (None: it was absent)."""
+        with self.host.connect(self.env.db_dsn_ref, self.green.db_name) as conn:
+            self.parameters = odoo_db.parameters(conn, self.watched)
+            before = odoo_db.config_parameter(conn, FREEZE)
+            if not before:
+                odoo_db.set_parameter(conn, FREEZE, "True")
+        return before
+
+    def _thaw_base_url(self, before: str | None) -> None:
+        with self.host.connect(self.env.db_dsn_ref, self.green.db_name) as conn:
+            odoo_db.set_parameter(conn, FREEZE, before)
+
+    def unchanged(self) -> dict[str, Any]:
+        """Every watched parameter as the carry-over left it? (``changed``: key -> [before, after])."""
+        with self.host.connect(self.env.db_dsn_ref, self.green.db_name) as conn:
+            after = odoo_db.parameters(conn, self.watched)
+        changed = {k: [self.parameters.get(k), after.get(k)] for k in set(self.parameters) | set(after)
+                   if self.parameters.get(k) != after.get(k)}
+        return {"unchanged": not changed, "changed": changed, "watched": len(self.watched)}
+
+
+def websocket_upgrade(base_url: str, timeout: float = 5.0) -> str:
+    """Open a websocket on ``/websocket`` (the bus) and close it; a refused or failed upgrade raises."""
+    parts = urlsplit(base_url)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (f"GET /websocket HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {base_url}\r\n\r\n")
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=timeout) as sock:
+        sock.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if " 101 " not in f"{status} ":
+        raise SmokeFailure(f"/websocket upgrade answered {status or 'nothing'}")
+    return "upgrade 101"

@@ -84,13 +84,19 @@ class DeploymentsTable(OpsConnection):
         """Record a deployment, in its record's state (standby for a green, active for a seed)."""
         d = deployment
         self._run("INSERT INTO ops.deployments (deployment_id, environment_id, db_name, data_dir, http_port,"
-                  " websocket_port, pid, state, created_by_run, artifact_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
-                  " %s, %s)", (d.deployment_id, d.environment_id, d.db_name, d.data_dir, d.http_port,
-                               d.websocket_port, d.pid, d.state, created_by_run, artifact_id))
+                  " websocket_port, pid, state, created_by_run, artifact_id, odoo_db_name, db_role, endpoint_port,"
+                  " endpoint_pid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                  (d.deployment_id, d.environment_id, d.db_name, d.data_dir, d.http_port, d.websocket_port, d.pid,
+                   d.state, created_by_run, artifact_id, d.odoo_db_name, d.db_role, d.endpoint_port, d.endpoint_pid))
 
     def set_deployment_pid(self, deployment_id: str, pid: int) -> None:
         """The Odoo process now serving a deployment (not a change of state)."""
         self._run("UPDATE ops.deployments SET pid = %s, updated_at = now() WHERE deployment_id = %s",
+                  (pid, deployment_id))
+
+    def set_endpoint_pid(self, deployment_id: str, pid: int | None) -> None:
+        """The PgBouncer process now in front of a deployment's database (None: stopped)."""
+        self._run("UPDATE ops.deployments SET endpoint_pid = %s, updated_at = now() WHERE deployment_id = %s",
                   (pid, deployment_id))
 
     def record_cutover(self, blue_id: str, green_id: str, run_id: str, timestamp: datetime) -> None:
@@ -117,10 +123,10 @@ class DeploymentsTable(OpsConnection):
 
     def retire_deployment(self, deployment_id: str) -> None:
         """Stopped, its database kept until its scheduled deletion."""
-        self._run("UPDATE ops.deployments SET state = 'retired', pid = NULL, updated_at = now()"
+        self._run("UPDATE ops.deployments SET state = 'retired', pid = NULL, endpoint_pid = NULL, updated_at = now()"
                   " WHERE deployment_id = %s", (deployment_id,))
 
     def mark_deployment_deleted(self, deployment_id: str) -> None:
         """Its process, database and filestore are gone."""
-        self._run("UPDATE ops.deployments SET state = 'deleted', pid = NULL, updated_at = now()"
+        self._run("UPDATE ops.deployments SET state = 'deleted', pid = NULL, endpoint_pid = NULL, updated_at = now()"
                   " WHERE deployment_id = %s", (deployment_id,))

@@ -12,7 +12,8 @@ from resources.ops_db.records import CompletedRun, EnvironmentRecord
 from resources.ops_db.runs import insert_completed_run
 
 _ENVIRONMENT_COLUMNS = ("environment_id", "project_id", "kind", "git_commit_sha", "db_dsn_ref", "db_name_prefix",
-                        "filestore_root", "odoo_url", "router_name", "smoke_login", "smoke_password_ref")
+                        "filestore_root", "odoo_url", "router_name", "smoke_login", "smoke_password_ref",
+                        "odoo_db_name")
 _INSERT_ENVIRONMENT = (f"INSERT INTO ops.environments ({', '.join(_ENVIRONMENT_COLUMNS)})"
                        f" VALUES ({', '.join(['%s'] * len(_ENVIRONMENT_COLUMNS))})")
 

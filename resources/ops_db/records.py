@@ -34,8 +34,12 @@ class EnvironmentRecord(Record):
     kind: EnvironmentKind = Field(description="staging, production or dev.")
     git_commit_sha: str | None = Field(description="Commit the environment's code is at; None when unknown.")
     db_dsn_ref: str = Field(description="Secret reference to the libpq DSN (no dbname) of its database server.")
-    db_name_prefix: str = Field(description="New deployments get <prefix>_<suffix> databases.")
-    filestore_root: str = Field(description="Odoo data_dir: files live in filestore/<db>/.")
+    db_name_prefix: str = Field(description="New deployments get <prefix>_<suffix> physical databases.")
+    filestore_root: str = Field(description="Root of the environment's Odoo data: one data_dir per deployment"
+                                " (<root>/<deployment_id>) and the sessions they share (<root>/sessions).")
+    odoo_db_name: str | None = Field(default=None, description="The database name Odoo, its sessions and its"
+                                     " clients use, for the environment's whole life (None: a legacy environment,"
+                                     " each deployment served under its physical name).")
     odoo_url: str | None = Field(default=None, description="Public URL, if recorded.")
     router_name: str | None = Field(default=None, description="Which router serves it.")
     smoke_login: str | None = Field(default=None, description="Login the smoke tests authenticate as.")
@@ -47,12 +51,24 @@ class DeploymentRecord(Record):
 
     deployment_id: str = Field(description="Primary key; also the router's name for the upstream.")
     environment_id: str = Field(description="The environment it belongs to.")
-    db_name: str = Field(description="Its Odoo database.")
-    data_dir: str = Field(description="Odoo data_dir holding its filestore.")
+    db_name: str = Field(description="Its physical PostgreSQL database.")
+    data_dir: str = Field(description="Its own Odoo data_dir: filestore/<odoo_db_name>/, and sessions/ (shared).")
     http_port: int | None = Field(description="Odoo's HTTP port on loopback.")
     websocket_port: int | None = Field(description="Odoo's websocket port (the HTTP port when Odoo has one port).")
     pid: int | None = Field(description="Its Odoo process, when one was started and not stopped since.")
     state: DeploymentState = Field(description="active, standby, retired or deleted (see deployments.py).")
+    odoo_db_name: str | None = Field(default=None, description="The name its Odoo serves the database under (the"
+                                     " environment's; None: its physical name, for a legacy deployment).")
+    db_role: str | None = Field(default=None, description="Its own PostgreSQL role (CONNECT on its database only);"
+                                " None: a legacy deployment on the server's DSN user.")
+    endpoint_port: int | None = Field(default=None, description="Port of its PgBouncer on loopback: the only way its"
+                                      " Odoo reaches PostgreSQL.")
+    endpoint_pid: int | None = Field(default=None, description="Its PgBouncer process, while one runs.")
+
+    @property
+    def served_db(self) -> str:
+        """The database name its Odoo serves (what sessions, clients and the filestore folder use)."""
+        return self.odoo_db_name or self.db_name
 
 
 class DeploymentOnServer(DeploymentRecord):

@@ -95,7 +95,7 @@ def test_5_no_concurrent_operation(haproxy_box: Sandbox, h: Any) -> None:
 def test_6_production_must_be_accessible(haproxy_box: Sandbox, h: Any) -> None:
     ops_db = haproxy_box.resources()["ops_db"]
     blue = ops_db.active_deployment(PROD)
-    fs = haproxy_box.resources()["odoo_host"].filestore_dir(blue.data_dir, blue.db_name)
+    fs = haproxy_box.resources()["odoo_host"].filestore_dir(blue.data_dir, blue.served_db)
     fs.rename(fs.with_name(fs.name + ".away"))
     try:
         _assert_rejected(haproxy_box, h, "production_accessible", "filestore")

@@ -1,0 +1,96 @@
+"""A deployment's life on its host: planned, given its database, started, stopped, removed.
+
+A deployment is a physical database, its own data_dir (its filestore under the environment's database
+name, and ``sessions/``: a link to the folder every deployment of the environment shares), its own
+PostgreSQL role and PgBouncer (``resources/db_endpoint.py`` says why), and its Odoo. Users logged in on
+blue stay logged in on green after a cutover, and on blue again after a rollback: both serve the
+environment's one database name, and both read and write the same session files.
+
+Every step that starts or stops a deployment goes through here (restore, rollback, clean-up, the sandbox),
+so none of them can forget a piece.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from promote_pipeline.promotion.services import Services
+from resources.odoo_host import LocalOdooHost, free_port
+from resources.ops_db import DeploymentRecord, EnvironmentRecord
+
+SESSIONS = "sessions"
+
+
+def plan(env: EnvironmentRecord, deployment_id: str, physical_db: str, host: LocalOdooHost,
+         state: str = "standby") -> DeploymentRecord:
+    """The record of a new deployment of ``env`` (nothing created yet): its own data_dir, ports, role."""
+    http_port = free_port()
+    ws_port = free_port() if "{websocket_port}" in host.command_template else http_port
+    endpoint = env.odoo_db_name is not None
+    return DeploymentRecord(
+        deployment_id=deployment_id, environment_id=env.environment_id, db_name=physical_db,
+        data_dir=str(Path(env.filestore_root) / deployment_id) if endpoint else env.filestore_root,
+        http_port=http_port, websocket_port=ws_port, pid=None, state=state,  # type: ignore[arg-type]
+        odoo_db_name=env.odoo_db_name,
+        # The role is named after its database: both are cluster-wide names, and the database's is unique.
+        db_role=physical_db if endpoint else None, endpoint_port=free_port() if endpoint else None)
+
+
+def prepare_data_dir(env: EnvironmentRecord, dep: DeploymentRecord) -> None:
+    """The deployment's data_dir, with ``sessions`` linked to the environment's shared sessions folder."""
+    if dep.odoo_db_name is None:
+        return
+    shared = Path(env.filestore_root) / SESSIONS
+    shared.mkdir(parents=True, exist_ok=True)
+    os.chmod(shared, 0o700)  # session files are credentials (Odoo makes the folder 0700 too)
+    data_dir = Path(dep.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    link = data_dir / SESSIONS
+    if not link.is_symlink():
+        if link.exists():
+            shutil.rmtree(link)
+        link.symlink_to(shared, target_is_directory=True)
+
+
+def give_database(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) -> None:
+    """The deployment's role owns its database and may connect to nothing else."""
+    if dep.db_role:
+        svc.host.grant_database_to_role(env.db_dsn_ref, dep.db_name, dep.db_role)
+
+
+def start(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) -> int:
+    """Its PgBouncer (if not running), then its Odoo through it; waits until Odoo answers. Returns Odoo's pid
+    (also recorded, and set on ``dep``)."""
+    endpoint = None
+    if dep.db_role:
+        if not svc.host.is_alive(dep.endpoint_pid):
+            dep.endpoint_pid = svc.host.start_endpoint(env.db_dsn_ref, dep)
+            svc.ops_db.set_endpoint_pid(dep.deployment_id, dep.endpoint_pid)
+        endpoint = svc.host.endpoint(dep)
+    assert dep.http_port is not None
+    pid = svc.host.start_odoo(env.db_dsn_ref, env.environment_id, dep.deployment_id, dep.db_name, dep.data_dir,
+                              dep.http_port, dep.websocket_port or dep.http_port, endpoint)
+    dep.pid = pid
+    svc.ops_db.set_deployment_pid(dep.deployment_id, pid)
+    svc.host.wait_healthy(f"http://127.0.0.1:{dep.http_port}", pid)
+    return pid
+
+
+def stop(svc: Services, dep: DeploymentRecord) -> None:
+    """Its Odoo (the whole process group), then its PgBouncer."""
+    svc.host.stop_odoo(dep.pid)
+    svc.host.stop_endpoint(dep.endpoint_pid)
+
+
+def remove(svc: Services, dsn_ref: str, dep: DeploymentRecord) -> None:
+    """Stopped, its database, role and files gone (the shared sessions folder stays: it is the environment's)."""
+    stop(svc, dep)
+    svc.host.drop_database(dsn_ref, dep.db_name)
+    svc.host.drop_role(dsn_ref, dep.db_role)
+    if dep.odoo_db_name is not None:
+        shutil.rmtree(dep.data_dir, ignore_errors=True)  # the sessions link goes, not what it points to
+        shutil.rmtree(svc.host.endpoint_dir(dep.deployment_id), ignore_errors=True)
+    else:
+        svc.host.remove_filestore(dep.data_dir, dep.db_name)
