@@ -17,7 +17,6 @@ from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion.models import Artifact, RunStarted
 from promote_pipeline.promotion.services import Services
 from resources.ops_db import DeploymentRecord
-from resources.redaction import REDACTED, is_secret_key
 from resources.router import RoutingState
 
 
@@ -29,10 +28,6 @@ def prepare_green(svc: Services, run: RunStarted, green: DeploymentRecord) -> di
         changes = carry_over.carry_over(blue, gdb, list(svc.settings.carry_over_parameters)) if carry else []
         plan = carry_over.plan_fence(blue, gdb, follow_blue=carry)
         flipped = carry_over.fence_off(gdb)
-    for change in changes:
-        if is_secret_key(str(change.get("key", ""))):
-            change.update(before=REDACTED if change.get("before") else None, after=REDACTED if change.get("after")
-                          else None)
     svc.ops_db.merge_run_metadata(run.run_id, {"fence": plan.model_dump()})
     return {"carry_over": {"enabled": carry, "changes": changes,
                            "note": None if carry else "CARRY-OVER TURNED OFF: green keeps the artifact's settings"},
