@@ -77,11 +77,11 @@ _NOT_TEXT = frozenset({"boolean", "smallint", "integer", "bigint", "numeric", "r
 
 
 def _exported(column: str, data_type: str) -> sql.Composable:
-    """The column as the export shows it: a credential blanked, unless unset (an empty cell says it is not set)."""
+    """The column as the export shows it: a credential blanked, unless empty or NULL (that says it is not set)."""
     if not is_credential(column) or data_type in _NOT_TEXT:
         return sql.Identifier(column)
-    return sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE {r} END AS {c}").format(c=sql.Identifier(column),
-                                                                                 r=sql.Literal(REDACTED))
+    return sql.SQL("CASE WHEN coalesce({c}::text, '') = '' THEN {c}::text ELSE {r} END AS {c}").format(
+        c=sql.Identifier(column), r=sql.Literal(REDACTED))
 
 
 def export(conn: Conn, marks: dict[str, dict[str, Any]], folder: Path) -> dict[str, int]:
