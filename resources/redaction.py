@@ -1,46 +1,77 @@
 """Secret redaction, applied before anything reaches disk, a log line or Dagster's event log.
 
-Two nets: by *key* (a field named like a secret is blanked whatever its value) and by *content*
-(a DSN with a password, an Authorization header, a bearer token, or any value this process has
-resolved as a secret). Every secret the run resolves is registered here, so a secret that
-appears somewhere unexpected (an error message quoting a DSN, say) is still caught.
+Three nets, each exact, because evidence that hides its own verdicts is worthless to an auditor:
+
+- by *value*: every secret this process resolved or registered, every value of the secrets file,
+  and the password inside any of those that is a DSN, wherever it shows (an error message
+  quoting a DSN, say), if it is at least ``MIN_SECRET_LENGTH`` characters long;
+- by *key*: a string under a key that IS a secret's name (``SECRET_KEYS``), never under a key
+  that merely contains one: ``passed``, ``token_count`` and ``smoke_password_ref`` (a reference,
+  the name of a variable) are evidence. Booleans, numbers and None are never blanked: a secret
+  is a string;
+- by *shape*, in text: ``password=...`` and friends (a libpq DSN), a URL's userinfo password,
+  an Authorization header, a bearer token, the row PostgreSQL quotes in a constraint error.
+
+Odoo's credential columns are not this module's business: ``promote_pipeline.odoo.credentials``
+lists them for the code that exports rows.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from resources import secrets
 
 REDACTED = "[REDACTED]"
 
-_SECRET_KEY = re.compile(
-    r"(pass(word|wd)?|secret|token|api[_-]?key|apikey|authorization|credential|private[_-]?key|admin_passwd)",
-    re.IGNORECASE,
-)
-# Keys that name a secret *reference*, not a secret: their values are variable names.
-_REFERENCE_KEY = re.compile(r"_ref$|^ref$", re.IGNORECASE)
+# The exact names of fields that hold a secret, compared case-insensitively with '-' read as '_'
+# (HTTP headers: "Authorization", "Api-Key"). Exact, not a substring: a pattern like "pass" also
+# matches "passed", which blanked every verdict of the evidence.
+SECRET_KEYS = frozenset({"password", "passwd", "secret", "token", "api_key", "admin_passwd", "authorization"})
+
+# Shorter values are not registered: they are too likely to be an ordinary word, a login or a
+# number that also shows in unrelated text ("admin", "odoo", "5432"), and blanking each of their
+# occurrences would blank logins, ports and verdicts; a secret that short is guessable anyway.
+# Short secrets are still blanked by key and by shape (a password field, a DSN).
+MIN_SECRET_LENGTH = 8
+
+_KEY_NAMES = "|".join(sorted(SECRET_KEYS - {"authorization"}, key=len, reverse=True))
+# A key only when it stands alone: not the tail of a longer name ("smoke_password_ref=", "x-token:")
+_STANDALONE = r"(?<![\w-])"
+_QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""  # libpq and JSON quote with a backslash escape
+_LIBPQ_PASSWORD = re.compile(_STANDALONE + r"password\s*=\s*(" + _QUOTED + r"|[^\s'\"]\S*)", re.IGNORECASE)
+# scheme://user:password@host; the password stops at '/', '?' or '#', which a URL's userinfo encodes
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]*:)([^@\s/?#]+)(@)", re.IGNORECASE)
 
 _CONTENT_PATTERNS = [
     # PostgreSQL's constraint errors quote the whole row, whatever secret it holds
     (re.compile(r"(Failing row contains )\(.*\)", re.IGNORECASE), r"\1(" + REDACTED + ")"),
-    # URL-style DSN: scheme://user:password@host
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)([^@\s]+)(@)", re.IGNORECASE), r"\1" + REDACTED + r"\3"),
-    # key=value DSN or config: password=..., passwd: ...
-    (re.compile(r"((?:password|passwd|pwd|secret|token|api[_-]?key)\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s,;&]+)",
+    (_URL_PASSWORD, r"\1" + REDACTED + r"\3"),
+    # key=value (a libpq DSN, a config line) or "key": "value" (JSON quoted in a message)
+    (re.compile(_STANDALONE + r"((?:" + _KEY_NAMES + r")[\"']?\s*[=:]\s*)(" + _QUOTED + r"|[^\s,;&]+)",
                 re.IGNORECASE), r"\1" + REDACTED),
-    (re.compile(r"(authorization\s*[:=]\s*)(\w+\s+)?[^\s,;]+", re.IGNORECASE), r"\1" + REDACTED),
+    (re.compile(_STANDALONE + r"(authorization[\"']?\s*[:=]\s*[\"']?)(\w+\s+)?[^\s,;\"']+", re.IGNORECASE),
+     r"\1" + REDACTED),
     (re.compile(r"(\bbearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE), r"\1" + REDACTED),
 ]
 
 _registered: set[str] = set()
+_public: set[str] = set()
 
 
 def register_secret(value: str | None) -> None:
     """Remember a secret value this process has resolved, so that it is redacted wherever it shows."""
-    if value and len(value) >= 4:
+    if value:
         _registered.add(value)
+
+
+def register_public(value: str | None) -> None:
+    """Remember a value that is not a secret (a login), so that the value net never blanks it, even when some
+    password equals it: such a password protects nothing, and blanking the login would hide who logged in."""
+    if value:
+        _public.add(value)
 
 
 def resolve_secret(ref: str) -> str:
@@ -50,10 +81,23 @@ def resolve_secret(ref: str) -> str:
     return value
 
 
+def _unquoted(libpq_value: str) -> str:
+    if libpq_value[:1] in ("'", '"'):
+        return re.sub(r"\\(.)", r"\1", libpq_value[1:-1])
+    return libpq_value
+
+
+@lru_cache(maxsize=256)
+def _with_embedded_passwords(value: str) -> tuple[str, ...]:
+    """The value and, if it is a DSN (libpq or URL), its password: ``pg_dump`` gets it alone, as PGPASSWORD."""
+    embedded = [_unquoted(m.group(1)) for m in _LIBPQ_PASSWORD.finditer(value)]
+    embedded += [m.group(2) for m in _URL_PASSWORD.finditer(value)]
+    return (value, *embedded)
+
+
 def _known_values() -> list[str]:
-    values = set(_registered)
-    values.update(v for v in secrets.known_values() if len(v) >= 4)
-    return sorted(values, key=len, reverse=True)
+    values = {part for value in (*_registered, *secrets.known_values()) for part in _with_embedded_passwords(value)}
+    return sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH and v not in _public), key=len, reverse=True)
 
 
 def redact_text(text: str) -> str:
@@ -66,18 +110,18 @@ def redact_text(text: str) -> str:
 
 
 def is_secret_key(key: str) -> bool:
-    """A field or column named like a secret (and not a reference to one)."""
-    return bool(_SECRET_KEY.search(key)) and not _REFERENCE_KEY.search(key)
+    """A field named exactly like a secret (``SECRET_KEYS``); a name that only contains one is not."""
+    return key.strip().lower().replace("-", "_") in SECRET_KEYS
 
 
-def redact(value: Any, key: str | None = None) -> Any:
-    """A redacted deep copy of a JSON-like value."""
-    if key is not None and is_secret_key(key):
-        return REDACTED if value not in (None, "", False) else value
+def redact(value: Any, key: str | None = None, *, secret: bool = False) -> Any:
+    """A redacted deep copy of a JSON-like value. Under a secret key (``secret``), every non-empty string is
+    blanked, however deep; an empty string, a boolean, a number or None says nothing secret and is kept."""
+    secret = secret or (key is not None and is_secret_key(key))
     if isinstance(value, dict):
-        return {k: redact(v, str(k)) for k, v in value.items()}
+        return {k: redact(v, str(k), secret=secret) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
+        return [redact(v, secret=secret) for v in value]
     if isinstance(value, str):
-        return redact_text(value)
+        return REDACTED if secret and value else redact_text(value)
     return value

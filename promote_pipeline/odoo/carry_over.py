@@ -21,7 +21,8 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel, Field
 
-from resources.redaction import is_secret_key, register_secret
+from promote_pipeline.odoo.credentials import is_credential
+from resources.redaction import REDACTED, register_secret
 
 DEFAULT_PARAMETERS = (
     "web.base.url", "web.base.url.freeze", "report.url", "mail.catchall.domain", "mail.catchall.alias",
@@ -65,6 +66,15 @@ def _parameters(conn: Conn, keys: list[str]) -> dict[str, str]:
     return {r[0]: r[1] for r in rows}
 
 
+def _shown_parameter(key: str, value: str | None) -> str | None:
+    """A config parameter's value as the evidence shows it: ``database.secret`` and the like blanked (and
+    registered, in case it shows elsewhere); an unset one is kept, it says so."""
+    if value and is_credential(key):
+        register_secret(value)
+        return REDACTED
+    return value
+
+
 def _copy_rows(blue: Conn, green: Conn, table: str, key: str, columns: list[str]) -> list[dict[str, Any]]:
     """Make green's rows of ``table`` match blue's, matched on ``key``; insert what green lacks."""
     changes: list[dict[str, Any]] = []
@@ -75,7 +85,7 @@ def _copy_rows(blue: Conn, green: Conn, table: str, key: str, columns: list[str]
     green_rows = {r[0]: r for r in green.execute(f'SELECT "{key}", {cols} FROM {table}').fetchall()}  # noqa: S608
     for name, row in blue_rows.items():
         for column, value in zip(columns, row[1:], strict=True):
-            if is_secret_key(column) and isinstance(value, str):
+            if is_credential(column) and isinstance(value, str):
                 register_secret(value)  # redacted wherever it might show, an error message included
         before = green_rows.get(name)
         if before is not None and tuple(before[1:]) == tuple(row[1:]):
@@ -85,10 +95,16 @@ def _copy_rows(blue: Conn, green: Conn, table: str, key: str, columns: list[str]
         else:
             sets = ", ".join(f'"{c}" = %s' for c in columns)
             green.execute(f'UPDATE {table} SET {sets} WHERE "{key}" = %s', (*row[1:], name))  # noqa: S608
-        changes.append({"what": table, "key": name,
-                        "before": dict(zip(columns, before[1:], strict=True)) if before else None,
-                        "after": dict(zip(columns, row[1:], strict=True))})
+        changes.append({"what": table, "key": name, "before": _shown(columns, before[1:]) if before else None,
+                        "after": _shown(columns, row[1:])})
     return changes
+
+
+def _shown(columns: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
+    """A row as the evidence shows it: credentials blanked here, where the columns are known to be Odoo's
+    (``smtp_pass`` is no generic secret name); an empty or unset credential is kept, it says it is not set."""
+    return {c: REDACTED if is_credential(c) and isinstance(v, str) and v else v
+            for c, v in zip(columns, values, strict=True)}
 
 
 def _insert_whole_row(blue: Conn, green: Conn, table: str, key: str, name: Any) -> None:
@@ -119,7 +135,8 @@ def carry_over(blue: Conn, green: Conn, parameters: list[str]) -> list[dict[str,
                           " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (key, b[key]))
         else:
             green.execute("DELETE FROM ir_config_parameter WHERE key = %s", (key,))
-        changes.append({"what": "ir_config_parameter", "key": key, "before": g.get(key), "after": b.get(key)})
+        changes.append({"what": "ir_config_parameter", "key": key, "before": _shown_parameter(key, g.get(key)),
+                        "after": _shown_parameter(key, b.get(key))})
     flag = _parameters(green, [NEUTRALIZED_FLAG])
     if flag:
         green.execute("DELETE FROM ir_config_parameter WHERE key = %s", (NEUTRALIZED_FLAG,))

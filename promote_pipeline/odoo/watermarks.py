@@ -3,7 +3,7 @@
 At cutover the highest ``id`` and latest ``write_date`` of every Odoo table are recorded on
 green. After a rollback, rows above those marks are what users created or changed on green while
 it served: they are counted per table in the evidence, and ``promote recover RUN_ID`` exports
-them (CSV per table, secret-looking columns blanked) from green's database, which is kept until
+them (CSV per table, credential columns blanked) from green's database, which is kept until
 the rollback window ends. Before promoting, the same idea run on blue against the time staging
 was copied from production tells what production wrote since, which green will not contain.
 """
@@ -18,7 +18,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from resources.redaction import REDACTED, is_secret_key
+from promote_pipeline.odoo.credentials import is_credential
+from resources.redaction import REDACTED
 
 Conn = psycopg.Connection[Any]
 
@@ -71,17 +72,28 @@ def changes_since(conn: Conn, marks: dict[str, dict[str, Any]]) -> dict[str, dic
     return out
 
 
+# A credential is text; a boolean or a number in a credential-named column says nothing secret.
+_NOT_TEXT = frozenset({"boolean", "smallint", "integer", "bigint", "numeric", "real", "double precision"})
+
+
+def _exported(column: str, data_type: str) -> sql.Composable:
+    """The column as the export shows it: a credential blanked, unless empty or NULL (that says it is not set)."""
+    if not is_credential(column) or data_type in _NOT_TEXT:
+        return sql.Identifier(column)
+    return sql.SQL("CASE WHEN coalesce({c}::text, '') = '' THEN {c}::text ELSE {r} END AS {c}").format(
+        c=sql.Identifier(column), r=sql.Literal(REDACTED))
+
+
 def export(conn: Conn, marks: dict[str, dict[str, Any]], folder: Path) -> dict[str, int]:
-    """CSV per table of the rows written after the marks; secret-looking columns are blanked."""
+    """CSV per table of the rows written after the marks; credential columns (``credentials``) are blanked."""
     folder.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     for table in changes_since(conn, marks):
-        columns = [r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s"
-            " ORDER BY ordinal_position", (table,)).fetchall()]
-        select = sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(sql.Literal(REDACTED), sql.Identifier(c)) if is_secret_key(c)
-            else sql.Identifier(c) for c in columns)
+        typed = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'public'"
+            " AND table_name = %s ORDER BY ordinal_position", (table,)).fetchall()
+        columns = [r[0] for r in typed]
+        select = sql.SQL(", ").join(_exported(name, data_type) for name, data_type in typed)
         tail, params = _since(table, marks[table])
         rows = conn.execute(sql.SQL("SELECT {} ").format(select) + tail + sql.SQL(" ORDER BY id"), params).fetchall()
         with (folder / f"{table}.csv").open("w", newline="") as fh:

@@ -17,7 +17,6 @@ from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion.models import Artifact, RunStarted
 from promote_pipeline.promotion.services import Services
 from resources.ops_db import DeploymentRecord
-from resources.redaction import REDACTED, is_secret_key
 from resources.router import RoutingState
 
 
@@ -39,10 +38,6 @@ def prepare_green(svc: Services, run: RunStarted, green: DeploymentRecord) -> di
     if carry and traces:  # production must not run on staging's neutralization: fail the restore, roll back
         raise NeutralizationRemains(f"neutralization check: {len(traces)} trace(s) of staging's neutralization"
                                     f" remain on green: {'; '.join(traces)}")
-    for change in changes:
-        if is_secret_key(str(change.get("key", ""))):
-            change.update(before=REDACTED if change.get("before") else None, after=REDACTED if change.get("after")
-                          else None)
     svc.ops_db.merge_run_metadata(run.run_id, {"fence": plan.model_dump()})
     return {"carry_over": {"enabled": carry, "changes": changes,
                            "note": None if carry else "CARRY-OVER TURNED OFF: green keeps the artifact's settings"},
