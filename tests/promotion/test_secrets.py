@@ -117,6 +117,6 @@ def test_evidence_keeps_its_verdicts_and_no_secret(haproxy_box: Sandbox, h: Any)
     assert smoke_ok["passed"] is True and all(r["passed"] is True for r in smoke_ok["results"])
     assert smoke_bad["passed"] is False
     assert {r["name"]: r["passed"] for r in smoke_bad["results"]}["user_authentication"] is False
-    assert "login 'admin' ok" in {r["name"]: r["detail"] for r in smoke_ok["results"]}["user_authentication"]
+    assert "login 'admin' on database" in {r["name"]: r["detail"] for r in smoke_ok["results"]}["user_authentication"]
     assert read(ok, "stability_metrics.json")["passed"] is True
     assert read(ok, "rollback.json")["triggered"] is False and read(bad, "rollback.json")["triggered"] is True
