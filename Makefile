@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 
 demo: deps
 	@$(BIN)/promote sandbox up
+	@$(BIN)/promote sandbox remember
 	@$(BIN)/promote run --project proj_demo --staging env_demo_staging --prod env_demo_prod \
 		--user demo_admin --stability-seconds 10
 	@$(BIN)/promote sandbox status
+	@$(BIN)/promote sandbox verify
 	@echo "Evidence: $$(ls -dt docs/evidence/*/promote/* | head -1)"
 
 lint: deps

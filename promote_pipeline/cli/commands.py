@@ -44,6 +44,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         box.down()
         print("sandbox down")
         return EXIT_OK
+    if args.action in ("remember", "verify"):
+        return _demo_check(box, args.action)
     info = box.status()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -51,6 +53,27 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print(f"router {info['router']} at {info['router_url']} serves {info['serving']['deployment']}"
               f" ({info['serving']['colour']}, database {info['serving']['database']})")
     return EXIT_OK
+
+
+def _demo_check(box: Any, action: str) -> int:
+    from promote_pipeline.cli import demo_check
+
+    if not box.settings_file.exists():
+        print("no sandbox: run `promote sandbox up` first", file=sys.stderr)
+        return EXIT_REJECTED
+    if action == "remember":
+        kept = demo_check.remember(box)
+        print(f"before the promotion: logged in through the router to database {kept['database']!r} as uid"
+              f" {kept['uid']}; production's web.base.url {kept['web_base_url']!r} (kept in the sandbox)")
+        return EXIT_OK
+    try:
+        checks = demo_check.verify(box)
+    except FileNotFoundError:
+        print("nothing remembered: run `promote sandbox remember` before the promotion", file=sys.stderr)
+        return EXIT_REJECTED
+    for name, ok, detail in checks:
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}")
+    return EXIT_OK if all(ok for _, ok, _ in checks) else EXIT_FAILED
 
 
 def cmd_run(args: argparse.Namespace) -> int:

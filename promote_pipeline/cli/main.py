@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--dir", default=str(settings.PROJECT_DIR / ".sandbox"))
     dr.set_defaults(func=cmd.cmd_drill)
 
-    box = sub.add_parser("sandbox", help="the local playground (.sandbox/)")
-    box.add_argument("action", choices=["up", "status", "down"])
+    box = sub.add_parser("sandbox", help="the local playground (.sandbox/); remember/verify: what `make demo` shows"
+                                         " users and integrations keep across a promotion")
+    box.add_argument("action", choices=["up", "status", "down", "remember", "verify"])
     box.add_argument("--router", choices=["haproxy", "nginx"], default="haproxy")
     box.add_argument("--json", action="store_true")
     box.add_argument("--dir", default=str(settings.PROJECT_DIR / ".sandbox"))
