@@ -5,7 +5,8 @@ payment providers in test mode, ``database.is_neutralized`` set, ``web.base.url`
 staging. Promoted as it is, production would stop mailing and running its scheduled actions.
 So, after the restore and before green's Odoo starts, blue's live settings are copied onto
 green (config parameters, outgoing and incoming mail servers, payment provider states, which
-crons are active, matched by external id), and the neutralization flag is removed.
+crons are active, matched by external id), and the neutralization flag and the dummy mail server
+neutralization adds are removed.
 
 During a blue-green cutover two Odoo servers run; if both ran crons, customers would get every
 reminder twice. So green's crons and outgoing mail servers stay off (the *fence*) until cutover,
@@ -29,6 +30,8 @@ DEFAULT_PARAMETERS = (
     "database.enterprise_code",
 )
 NEUTRALIZED_FLAG = "database.is_neutralized"
+# odoo-bin neutralize adds this active server (host 'invalid') so that no mail leaves a neutralized copy.
+NEUTRALIZATION_MAIL_SERVER = "neutralization - disable emails"
 
 
 class FencePlan(BaseModel):
@@ -124,6 +127,10 @@ def carry_over(blue: Conn, green: Conn, parameters: list[str]) -> list[dict[str,
     if flag:
         green.execute("DELETE FROM ir_config_parameter WHERE key = %s", (NEUTRALIZED_FLAG,))
         changes.append({"what": "ir_config_parameter", "key": NEUTRALIZED_FLAG, "before": flag[NEUTRALIZED_FLAG],
+                        "after": None})
+    if NEUTRALIZATION_MAIL_SERVER in mail_servers(green) and NEUTRALIZATION_MAIL_SERVER not in mail_servers(blue):
+        green.execute("DELETE FROM ir_mail_server WHERE name = %s", (NEUTRALIZATION_MAIL_SERVER,))
+        changes.append({"what": "ir_mail_server", "key": NEUTRALIZATION_MAIL_SERVER, "before": "present",
                         "after": None})
     changes += _copy_rows(blue, green, "ir_mail_server", "name", ["smtp_host", "smtp_port", "smtp_user", "smtp_pass"])
     changes += _copy_rows(blue, green, "fetchmail_server", "name",
