@@ -47,6 +47,23 @@ def config_parameter(conn: psycopg.Connection[Any], key: str) -> str | None:
     return row[0] if row else None
 
 
+BASE_URL_FREEZE = "web.base.url.freeze"
+
+
+def freeze_base_url(conn: psycopg.Connection[Any]) -> bool:
+    """Set ``web.base.url.freeze`` unless it is set; True if this call set it (and must lift it again).
+
+    Odoo rewrites ``web.base.url`` to the URL a system user logs in through, unless it is frozen.
+    """
+    row = conn.execute("INSERT INTO ir_config_parameter (key, value) VALUES (%s, 'True')"
+                       " ON CONFLICT (key) DO NOTHING RETURNING id", (BASE_URL_FREEZE,)).fetchone()
+    return row is not None
+
+
+def unfreeze_base_url(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("DELETE FROM ir_config_parameter WHERE key = %s", (BASE_URL_FREEZE,))
+
+
 def attachment_count(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute(
         "SELECT count(*) FROM ir_attachment WHERE type = 'binary' AND store_fname IS NOT NULL").fetchone()

@@ -5,7 +5,8 @@ real Odoo 17, 18 or 19: ``/web/health`` (which never touches a database, so it p
 the server answers), a ``SELECT 1`` on green's database, module states read from
 ``ir_module_module`` plus ``/web/webclient/version_info`` (the server loaded its registry), an
 attachment fetched through ``/web/content/<id>`` and compared with its SHA-1 ``checksum``, and a
-JSON-RPC login that names green's database.
+JSON-RPC login that names green's database (with ``web.base.url`` frozen meanwhile, since an
+admin's login would otherwise point it at the preview URL).
 """
 
 from __future__ import annotations
@@ -82,8 +83,17 @@ class SmokeSuite:
         if not self.env.smoke_login or not self.env.smoke_password_ref:
             raise SmokeFailure(f"environment {self.env.environment_id} has no smoke login configured")
         password = resolve_secret(self.env.smoke_password_ref)
-        result = _jsonrpc(self.client, "/web/session/authenticate",
-                          {"db": self.green.db_name, "login": self.env.smoke_login, "password": password})
+        # An admin's web login makes Odoo set web.base.url to the URL it came through -- here the router's
+        # preview entry point, which would then stay production's. Frozen for the login, unless it already was.
+        with self.host.connect(self.env.db_dsn_ref, self.green.db_name, autocommit=True) as conn:
+            frozen_here = odoo_db.freeze_base_url(conn)
+        try:
+            result = _jsonrpc(self.client, "/web/session/authenticate",
+                              {"db": self.green.db_name, "login": self.env.smoke_login, "password": password})
+        finally:
+            if frozen_here:
+                with self.host.connect(self.env.db_dsn_ref, self.green.db_name, autocommit=True) as conn:
+                    odoo_db.unfreeze_base_url(conn)
         if not isinstance(result.get("uid"), int):
             raise SmokeFailure(f"login {self.env.smoke_login!r} returned no uid (two-factor pending?)")
         return f"login {self.env.smoke_login!r} ok, uid {result['uid']}"
