@@ -21,3 +21,9 @@ DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres"
 
 DSN_ENV = "STANDIN_DSN"
 """Environment variable that overrides :data:`DEFAULT_DSN`."""
+
+DEFAULT_MODULES = ("base", "web", "mail", "contacts", "sale", "iap", "payment", "payment_stripe", "delivery",
+                   "delivery_dhl", "website", "auth_oauth", "google_calendar", "microsoft_calendar",
+                   "cloud_storage", "cloud_storage_google")
+"""What ``init`` installs by default: a production using the modules whose settings ``odoo-bin neutralize``
+changes, so that a neutralized copy differs from it where a real one would."""

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from odoo_standin import DEFAULT_DSN, DSN_ENV
+from odoo_standin import DEFAULT_DSN, DEFAULT_MODULES, DSN_ENV
 
 ADMIN_PASSWORD_ENV = "STANDIN_ADMIN_PASSWORD"
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--partners", type=_count(0), default=50, help="demo contacts (default 50)")
     init.add_argument("--attachments", type=_count(0), default=20, help="filestore attachments (default 20)")
     init.add_argument("--attachment-size", type=_count(1), default=2048, help="bytes each (default 2048)")
-    init.add_argument("--modules", default="base,web,mail,contacts,sale",
+    init.add_argument("--modules", default=",".join(DEFAULT_MODULES),
                       help="comma-separated installed modules (base is always installed)")
     init.add_argument("--enterprise", action="store_true", help="also install web_enterprise (OEEL-1)")
     init.add_argument("--admin-login", default="admin")
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     neutral = commands.add_parser("neutralize", help="what odoo-bin neutralize does to a copy of production")
     neutral.add_argument("--db", required=True)
     neutral.add_argument("--dsn", default=_default_dsn())
-    neutral.add_argument("--base-url", help="new web.base.url (e.g. the staging URL)")
+    neutral.add_argument("--base-url", help="new web.base.url (e.g. the staging URL); not an odoo-bin option")
+    neutral.add_argument("--stdout", action="store_true", help="print the SQL instead of running it")
     neutral.set_defaults(func=_neutralize)
 
     serve = commands.add_parser("serve", help="serve one database over HTTP like an Odoo server")
@@ -118,10 +119,14 @@ def _neutralize(args: argparse.Namespace) -> int:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    from odoo_standin.neutralize import neutralize
+    from odoo_standin.neutralize import neutralize, script
 
+    conninfo = make_conninfo(args.dsn, dbname=args.db)
     try:
-        neutralize(make_conninfo(args.dsn, dbname=args.db), args.base_url)
+        if args.stdout:
+            print(script(conninfo))
+        else:
+            neutralize(conninfo, args.base_url)
     except psycopg.Error as exc:
         print(f"odoo_standin neutralize: {exc}", file=sys.stderr)
         return 1

@@ -136,12 +136,15 @@ class Server:
         return self.proc.returncode
 
 
+SHARED_SIZE = ("--users", "3", "--partners", "20", "--attachments", "12", "--attachment-size", "4096")
+"""3 users (admin + 2), 20 partners, 12 attachments of 4 KiB (ids 1 and 11 public)."""
+
+
 @pytest.fixture(scope="session")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
-    """Shared database: 3 users (admin + 2), 20 partners, 12 attachments of 4 KiB (ids 1 and 11 public)."""
+    """Shared database of :data:`SHARED_SIZE`, served by the shared servers."""
     data_dir = tmp_path_factory.mktemp("standin")
-    db = init_db(data_dir, "--users", "3", "--partners", "20", "--attachments", "12",
-                 "--attachment-size", "4096")
+    db = init_db(data_dir, *SHARED_SIZE)
     yield db
     drop_db(db.db)
 
