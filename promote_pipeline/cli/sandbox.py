@@ -73,7 +73,9 @@ class Sandbox:
             evidence_root=str(settings_mod.PROJECT_DIR / "docs" / "evidence"),
             artifact_root=str(self.root / "artifacts"), run_dir=str(self.root / "run"),
             router_kind=self.router_kind, router_dir=str(self.root / "router"),
+            # The sandbox still connects as `postgres`, which the stand-in (like odoo-bin) refuses by default.
             odoo_command="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}"
+                         " --allow-superuser-role-for-tests"
                          f" --fault-file {self.root / 'faults'}/{{environment_id}}.json",
             secrets_file=str(self.secrets_file),
         )

@@ -35,7 +35,8 @@ class Settings(BaseModel):
     router_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "router"),
                             description="Where the router keeps its configuration, socket, pid and log.")
     odoo_command: str = Field(
-        default="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}",
+        default="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}"
+                " --allow-superuser-role-for-tests",
         description="Command template that starts one Odoo server.",
     )
     secrets_file: str | None = Field(default=None, description="JSON file of secret values (mode 0600).")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .conftest import DSN, Seeded, cli, connect, init_db
+import httpx
+
+from .conftest import DSN, Seeded, Server, cli, connect, init_db
 
 DUMMY_SERVER = "neutralization - disable emails"
 
@@ -126,3 +128,18 @@ def test_stdout_prints_the_script_and_changes_nothing(tmp_path: Path, scratch_db
     assert _rows(seeded.db, "SELECT count(*) FROM ir_config_parameter WHERE key = 'database.is_neutralized'") == [
         (0,)]
 
+
+def test_the_banner_shows_on_a_neutralized_database(tmp_path: Path, scratch_dbs: list[str]) -> None:
+    seeded = init_db(tmp_path, "--modules", "base,web", "--users", "1", "--partners", "0", "--attachments", "0")
+    scratch_dbs.append(seeded.db)
+    server = Server(seeded).start()
+    try:
+        live = httpx.get(f"{server.url}/web/login")
+        _neutralize(seeded)
+        neutralized = httpx.get(f"{server.url}/web/login")
+    finally:
+        server.stop()
+    assert live.status_code == neutralized.status_code == 200
+    assert "oe_neutralize_banner" not in live.text and "noindex" not in live.text
+    assert 'id="oe_neutralize_banner"' in neutralized.text
+    assert '<meta name="robots" content="noindex, nofollow"/>' in neutralized.text
