@@ -24,9 +24,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -37,7 +36,7 @@ from starlette.types import ASGIApp
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from odoo_standin.config import ServeConfig, version_info
-from odoo_standin.databases import Databases, DbSelection
+from odoo_standin.databases import Databases
 from odoo_standin.dispatch import Dispatcher, RouteSpec, read_request
 from odoo_standin.faults import FaultMiddleware, FaultSwitch
 from odoo_standin.routes import WebControllers
@@ -95,7 +94,7 @@ class Standin:
             routes.append(WebSocketRoute("/websocket", self.websocket))
         return routes
 
-    def _odoo_endpoint(self, spec: RouteSpec):  # type: ignore[no-untyped-def]
+    def _odoo_endpoint(self, spec: RouteSpec) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             incoming = await read_request(request, self.config.proxy_mode)
             return await run_in_threadpool(self.dispatcher.serve, spec, incoming, self.faults.current())
@@ -167,7 +166,3 @@ def create_app(config: ServeConfig, faults: FaultSwitch | None = None) -> ASGIAp
     app.state.standin = standin
     return FaultMiddleware(app, switch)
 
-
-def single_database_config(dsn: str, db: str, data_dir: Path, server_version: str = "17.0") -> ServeConfig:
-    """The configuration ``serve --db DB`` gets: DB the one database HTTP requests use."""
-    return ServeConfig(dsn=dsn, data_dir=data_dir, selection=DbSelection((db,)), server_version=server_version)

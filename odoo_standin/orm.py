@@ -119,9 +119,10 @@ def read(env: Env, model: Model, ids: Any, fields: list[str] | None = None) -> l
 def _read_rows(env: Env, model: Model, ids: list[int], names: list[str]) -> list[dict[str, Any]]:
     if not ids:
         return []
-    stored = [n for n in names if model.field(n).stored]  # type: ignore[union-attr]
+    fields = {n: f for n in names if (f := model.field(n)) is not None}  # names were checked by _fields
+    stored = [n for n, f in fields.items() if f.stored]
     extra = ["store_fname", "db_datas"] if "datas" in names else []
-    columns = [model.field(n).sql(model.table) for n in stored]  # type: ignore[union-attr]
+    columns = [fields[n].sql(model.table) for n in stored]
     columns += [sql.Identifier(model.table, c) for c in extra]
     query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%s)").format(
         sql.SQL(", ").join(columns), sql.Identifier(model.table), sql.Identifier(model.table, "id"))

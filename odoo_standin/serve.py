@@ -20,8 +20,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from psycopg.conninfo import conninfo_to_dict
+
+if TYPE_CHECKING:  # the server's modules are imported only when serving, so the refusal comes first and fast
+    from starlette.types import ASGIApp
+
+    from odoo_standin.config import ServeConfig
 
 POSTGRES_USER_REFUSAL = "Using the database user 'postgres' is a security risk, aborting."
 ALLOW_SUPERUSER_FLAG = "--allow-superuser-role-for-tests"
@@ -80,7 +86,7 @@ def serve(args: argparse.Namespace) -> int:
     return _prefork(args, started_at) if args.workers else _threaded(args, started_at)
 
 
-def _config(args: argparse.Namespace, evented: bool):  # type: ignore[no-untyped-def]
+def _config(args: argparse.Namespace, evented: bool) -> ServeConfig:
     from odoo_standin.config import ServeConfig
     from odoo_standin.databases import DbSelection
 
@@ -91,7 +97,7 @@ def _config(args: argparse.Namespace, evented: bool):  # type: ignore[no-untyped
                        websocket_port=args.gevent_port if args.workers else args.port)
 
 
-def _app(args: argparse.Namespace, started_at: float, evented: bool):  # type: ignore[no-untyped-def]
+def _app(args: argparse.Namespace, started_at: float, evented: bool) -> ASGIApp:
     from odoo_standin.app import create_app
     from odoo_standin.faults import FaultSwitch
 
