@@ -14,13 +14,12 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from odoo_standin import DEFAULT_DSN, DSN_ENV
+from odoo_standin import DEFAULT_DSN, DEFAULT_MODULES, DSN_ENV
+from odoo_standin import serve as serve_command
 
 ADMIN_PASSWORD_ENV = "STANDIN_ADMIN_PASSWORD"
 
@@ -56,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--partners", type=_count(0), default=50, help="demo contacts (default 50)")
     init.add_argument("--attachments", type=_count(0), default=20, help="filestore attachments (default 20)")
     init.add_argument("--attachment-size", type=_count(1), default=2048, help="bytes each (default 2048)")
-    init.add_argument("--modules", default="base,web,mail,contacts,sale",
+    init.add_argument("--modules", default=",".join(DEFAULT_MODULES),
                       help="comma-separated installed modules (base is always installed)")
     init.add_argument("--enterprise", action="store_true", help="also install web_enterprise (OEEL-1)")
     init.add_argument("--admin-login", default="admin")
@@ -72,19 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     neutral = commands.add_parser("neutralize", help="what odoo-bin neutralize does to a copy of production")
     neutral.add_argument("--db", required=True)
     neutral.add_argument("--dsn", default=_default_dsn())
-    neutral.add_argument("--base-url", help="new web.base.url (e.g. the staging URL)")
+    neutral.add_argument("--base-url", help="new web.base.url (e.g. the staging URL); not an odoo-bin option")
+    neutral.add_argument("--stdout", action="store_true", help="print the SQL instead of running it")
     neutral.set_defaults(func=_neutralize)
 
-    serve = commands.add_parser("serve", help="serve one database over HTTP like an Odoo server")
-    serve.add_argument("--db", required=True, help="database to serve (the only one this process knows)")
-    serve.add_argument("--data-dir", required=True, type=Path, help="Odoo data_dir holding filestore/<db>/")
-    serve.add_argument("--port", required=True, type=int)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--dsn", default=_default_dsn(),
-                       help=f"DSN without dbname; default ${DSN_ENV} or {DEFAULT_DSN!r}")
-    serve.add_argument("--fault-file", type=Path, help="JSON fault switches, re-read when it changes")
-    serve.add_argument("--server-version", default="17.0", help="series reported to clients (default 17.0)")
-    serve.set_defaults(func=_serve)
+    serve = commands.add_parser("serve", help="serve Odoo's HTTP and RPC routes like an odoo-bin server")
+    serve_command.add_arguments(serve, _default_dsn(), f"default ${DSN_ENV} or {DEFAULT_DSN!r}")
+    serve.set_defaults(func=serve_command.serve)
     return parser
 
 
@@ -118,46 +111,18 @@ def _neutralize(args: argparse.Namespace) -> int:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    from odoo_standin.neutralize import neutralize
+    from odoo_standin.neutralize import neutralize, script
 
+    conninfo = make_conninfo(args.dsn, dbname=args.db)
     try:
-        neutralize(make_conninfo(args.dsn, dbname=args.db), args.base_url)
+        if args.stdout:
+            print(script(conninfo))
+        else:
+            neutralize(conninfo, args.base_url)
     except psycopg.Error as exc:
         print(f"odoo_standin neutralize: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    started_at = time.time()  # before anything slow, so not_before compares against the real start
-    import uvicorn
-    from psycopg.conninfo import make_conninfo
-
-    from odoo_standin.app import create_app, version_info
-    from odoo_standin.faults import FaultSwitch
-
-    try:
-        version_info(args.server_version)
-    except ValueError:
-        print(f"odoo_standin serve: bad --server-version {args.server_version!r} (want e.g. 17.0)",
-              file=sys.stderr)
-        return 2
-    switch = FaultSwitch(args.fault_file, started_at=started_at)
-    app = create_app(make_conninfo(args.dsn, dbname=args.db), args.db, args.data_dir, args.server_version,
-                     switch)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler
-    # that was installed before it; make that handler a clean exit rather than death by signal.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_cleanly)
-    server.run()
-    return 0 if server.started else 1
-
-
-def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:

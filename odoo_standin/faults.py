@@ -11,10 +11,14 @@ The file is a JSON object, all fields optional::
     {"not_before": 1767225600.0,   # only processes started at/after this unix time are affected
      "error_rate": 0.5,            # this fraction of HTTP requests answer 500 (every k-th, exactly)
      "crash_after_seconds": 30,    # os._exit(3) that long after the switch was first seen
-     "refuse_login": true,         # /web/session/authenticate always answers AccessDenied
+     "refuse_login": true,         # /web/session/authenticate answers AccessDenied, RPC logins False
      "missing_attachment": true,   # /web/content answers 404 as if the file were gone
      "slow_ms": 250,               # every HTTP response is delayed that much
      "db_down": true}              # /web/health?db_server_status=1 answers the 500 fail shape
+
+With ``serve --workers N`` every worker reads the file itself; ``crash_after_seconds`` makes
+them all exit with status 3, which stops the master (exit status 255), as a critical worker
+error stops Odoo's.
 
 It is re-read when its mtime, size or inode change, looked at no more often than every
 ``poll_interval`` seconds; a missing file means no faults. A file that does not parse (say,

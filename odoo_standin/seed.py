@@ -21,7 +21,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -30,9 +30,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
-from odoo_standin import schema
+from odoo_standin import DEFAULT_MODULES, schema, seed_settings
 
-DEFAULT_MODULES = ("base", "web", "mail", "contacts", "sale")
 _CHUNK = 1 << 20
 _SHORTDESC = {
     "base": "Base",
@@ -41,15 +40,25 @@ _SHORTDESC = {
     "contacts": "Contacts",
     "sale": "Sales",
     "web_enterprise": "Web Enterprise",
+    "iap": "In-App Purchases",
+    "payment": "Payment Engine",
+    "payment_stripe": "Payment Provider: Stripe",
+    "delivery": "Delivery Costs",
+    "delivery_dhl": "DHL Express Shipping",
+    "website": "Website",
+    "auth_oauth": "OAuth2 Authentication",
+    "google_calendar": "Google Calendar",
+    "microsoft_calendar": "Outlook Calendar",
+    "cloud_storage": "Cloud Storage",
+    "cloud_storage_google": "Google Cloud Storage",
 }
-# (module, xml name, cron_name, interval_number, interval_type): a few of Odoo's real crons,
-# so "disable scheduled actions on staging" has something to disable.
-_CRONS = (
-    ("base", "autovacuum_job", "Base: Auto-vacuum internal data", 1, "days"),
-    ("base", "ir_cron_res_users_deletion", "Base: Portal Users Deletion", 1, "days"),
-    ("mail", "ir_cron_mail_scheduler_action", "Mail: Email Queue Manager", 1, "hours"),
-    ("mail", "ir_cron_module_update_notification", "Publisher: Update Notification", 1, "weeks"),
-    ("sale", "send_invoice_cron", "automatic invoicing: send ready invoice", 1, "days"),
+# (xml name, name, share, implied): base's groups; a user in a group is also in those it implies.
+_GROUPS = (
+    ("group_user", "Internal User", False, ()),
+    ("group_erp_manager", "Access Rights", False, ("group_user",)),
+    ("group_system", "Settings", False, ("group_erp_manager", "group_user")),
+    ("group_portal", "Portal", True, ()),
+    ("group_public", "Public", True, ()),
 )
 _ADMIN_UID = 2
 _FIRST_DEMO_PARTNER = 4
@@ -78,6 +87,14 @@ class SeedOptions:
     replace: bool = False
 
     @property
+    def installed_modules(self) -> list[str]:
+        """``base`` first, then the modules asked for, then ``web_enterprise`` for ``--enterprise``."""
+        modules = ["base", *(m for m in self.modules if m != "base")]
+        if self.enterprise and "web_enterprise" not in modules:
+            modules.append("web_enterprise")
+        return modules
+
+    @property
     def filestore(self) -> Path:
         """Odoo's layout: ``<data_dir>/filestore/<dbname>/<sha1[:2]>/<sha1>``."""
         return self.data_dir / "filestore" / self.db
@@ -93,13 +110,14 @@ def init_database(maintenance_dsn: str, opts: SeedOptions) -> dict[str, object]:
         raise SeedError("--users must be at least 1 (the admin)")
     maintenance = _maintenance_conninfo(maintenance_dsn)
     _prepare_target(maintenance, opts)
+    modules = opts.installed_modules
     try:
         with psycopg.connect(make_conninfo(maintenance, dbname=opts.db)) as conn:
-            schema.create_tables(conn)
+            schema.create_tables(conn, modules)
             xmlids = _seed_rows(conn, opts)
             total = _seed_attachments(conn, opts)
             _insert_xmlids(conn, xmlids)
-            schema.add_constraints(conn)
+            schema.add_constraints(conn, modules)
     except BaseException:
         _drop_database(maintenance, opts.db)
         shutil.rmtree(opts.filestore, ignore_errors=True)
@@ -146,12 +164,13 @@ XmlId = tuple[str, str, str, int]
 
 
 def _seed_rows(conn: psycopg.Connection, opts: SeedOptions) -> list[XmlId]:
-    """Company, partners, users, modules, config parameters, crons and a mail server.
+    """Company, partners, users and their groups, modules, config parameters and live settings.
 
     Returns the external ids of the records created, to be inserted once all exist.
     """
     xmlids: list[XmlId] = []
     hasher = pbkdf2_sha512.using(rounds=opts.pbkdf2_rounds)
+    modules = opts.installed_modules
     with conn.cursor() as cur:
         cur.execute("INSERT INTO res_company (id, name, partner_id) VALUES (1, 'YourCompany', 1)")
         xmlids.append(("base", "main_company", "res.company", 1))
@@ -173,6 +192,7 @@ def _seed_rows(conn: psycopg.Connection, opts: SeedOptions) -> list[XmlId]:
         cur.executemany("INSERT INTO res_users (id, login, password, active, partner_id, company_id) "
                         "VALUES (%s, %s, %s, %s, %s, 1)", users)
         xmlids += [("base", "user_root", "res.users", 1), ("base", "user_admin", "res.users", _ADMIN_UID)]
+        xmlids += _seed_groups(cur, [u[0] for u in users])
 
         first_contact = _FIRST_DEMO_PARTNER + opts.users - 1
         with cur.copy("COPY res_partner (id, name, email, active) FROM STDIN") as copy:
@@ -180,9 +200,6 @@ def _seed_rows(conn: psycopg.Connection, opts: SeedOptions) -> list[XmlId]:
                 n = i + 1
                 copy.write_row((first_contact + i, f"Demo Partner {n}", f"partner{n}@example.com", True))
 
-        modules = ["base", *(m for m in opts.modules if m != "base")]
-        if opts.enterprise and "web_enterprise" not in modules:
-            modules.append("web_enterprise")
         for mid, name in enumerate(modules, start=1):
             enterprise = name == "web_enterprise"
             version = f"{opts.server_version}.1.3" if name == "base" else f"{opts.server_version}.1.0"
@@ -197,26 +214,25 @@ def _seed_rows(conn: psycopg.Connection, opts: SeedOptions) -> list[XmlId]:
                   "database.create_date": now.strftime("%Y-%m-%d %H:%M:%S"),
                   "web.base.url": "http://localhost"}
         cur.executemany("INSERT INTO ir_config_parameter (key, value) VALUES (%s, %s)", list(params.items()))
+        xmlids += seed_settings.seed(cur, modules, now)
+    return xmlids
 
-        crons = [c for c in _CRONS if c[0] in modules]
-        nextcall = now + timedelta(hours=1)
-        for cid, (module, xml_name, cron_name, number, unit) in enumerate(crons, start=1):
-            cur.execute("INSERT INTO ir_cron (id, cron_name, interval_number, interval_type, nextcall) "
-                        "VALUES (%s, %s, %s, %s, %s)", (cid, cron_name, number, unit, nextcall))
-            xmlids.append((module, xml_name, "ir.cron", cid))
 
-        cur.execute("INSERT INTO ir_mail_server (id, name, smtp_host, smtp_port, smtp_user, smtp_pass) "
-                    "VALUES (1, 'localhost', 'localhost', 25, 'mailer', %s)", (secrets.token_urlsafe(12),))
-        if "mail" in modules:
-            cur.execute("INSERT INTO fetchmail_server (id, name, server, port, \"user\", password, state) "
-                        "VALUES (1, 'Catchall', 'imap.localhost', 993, 'catchall', %s, 'done')",
-                        (secrets.token_urlsafe(12),))
-        if "sale" in modules:
-            for pid, (code, state) in enumerate((("stripe", "enabled"), ("wire_transfer", "enabled"),
-                                                 ("demo", "disabled")), start=1):
-                cur.execute("INSERT INTO payment_provider (id, name, code, state) VALUES (%s, %s, %s, %s)",
-                            (pid, Jsonb({"en_US": code.replace("_", " ").title()}), code, state))
-                xmlids.append(("payment", f"payment_provider_{code}", "payment.provider", pid))
+def _seed_groups(cur: psycopg.Cursor, uids: list[int]) -> list[XmlId]:
+    """Base's groups; ``__system__`` and admin are in Settings (and what it implies), other users internal."""
+    ids: dict[str, int] = {}
+    xmlids: list[XmlId] = []
+    for gid, (xml_name, name, share, _) in enumerate(_GROUPS, start=1):
+        cur.execute("INSERT INTO res_groups (id, name, share) VALUES (%s, %s, %s)",
+                    (gid, Jsonb({"en_US": name}), share))
+        ids[xml_name] = gid
+        xmlids.append(("base", xml_name, "res.groups", gid))
+    implied = {g[0]: g[3] for g in _GROUPS}
+    members = []
+    for uid in uids:
+        top = "group_system" if uid in (1, _ADMIN_UID) else "group_user"
+        members += [(ids[g], uid) for g in (top, *implied[top])]
+    cur.executemany("INSERT INTO res_groups_users_rel (gid, uid) VALUES (%s, %s)", members)
     return xmlids
 
 

@@ -75,6 +75,8 @@ class Sandbox:
             evidence_root=str(settings_mod.PROJECT_DIR / "docs" / "evidence"),
             artifact_root=str(self.root / "artifacts"), run_dir=str(self.root / "run"),
             router_kind=self.router_kind, router_dir=str(self.root / "router"),
+            # Each deployment's stand-in connects as its own role, through its PgBouncer (never `postgres`,
+            # which it refuses, as odoo-bin does).
             odoo_command="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}"
                          f" --fault-file {self.root / 'faults'}/{{environment_id}}.json",
             secrets_file=str(self.secrets_file), role_key_ref=ROLE_KEY_REF,

@@ -95,7 +95,8 @@ def test_crash_after_seconds(make_server, tmp_path: Path) -> None:
 
 def test_sigterm_stops_cleanly_with_open_connections(make_server) -> None:
     srv = make_server()
-    with httpx.Client() as client, ws_connect(f"ws://127.0.0.1:{srv.port}/websocket") as ws:
+    with httpx.Client() as client, ws_connect(f"ws://127.0.0.1:{srv.port}/websocket",
+                                              origin="http://127.0.0.1") as ws:  # type: ignore[arg-type]
         assert client.get(f"{srv.url}/web/health").status_code == 200  # keep-alive connection left open
         ws.send("ping")
         assert ws.recv(timeout=5) == "ping"

@@ -7,7 +7,7 @@ import hashlib
 import httpx
 from websockets.sync.client import connect as ws_connect
 
-from .conftest import ADMIN_PASSWORD, DSN, Seeded, Server, connect, rpc
+from .conftest import ADMIN_PASSWORD, DSN, PgProxy, Seeded, Server, connect, rpc
 
 AUTH = "/web/session/authenticate"
 ACCESS_DENIED = {"code": 200, "message": "Odoo Server Error",
@@ -37,6 +37,25 @@ def test_health_when_postgres_is_unreachable(make_server) -> None:
     checked = httpx.get(f"{srv.url}/web/health?db_server_status=1", timeout=10)
     assert checked.status_code == 500
     assert checked.json() == {"status": "fail", "db_server_status": False}
+
+
+def test_health_opens_the_postgres_database_and_only_when_asked(make_server) -> None:
+    """Odoo's ``/web/health`` never uses a database; ``db_server_status`` opens a cursor on ``postgres``."""
+    proxy = PgProxy()
+    try:
+        srv = make_server(None, proxy.dsn())
+        for _ in range(3):
+            assert httpx.get(f"{srv.url}/web/health").json() == {"status": "pass"}
+        assert proxy.databases == []  # not at start-up either
+        checked = httpx.get(f"{srv.url}/web/health", params={"db_server_status": "1"})
+        assert (checked.status_code, checked.json()) == (200, {"status": "pass", "db_server_status": True})
+        assert proxy.databases == ["postgres"]
+        proxy.stop()  # PostgreSQL unreachable from now on
+        down = httpx.get(f"{srv.url}/web/health", params={"db_server_status": "1"}, timeout=10)
+        assert (down.status_code, down.json()) == (500, {"status": "fail", "db_server_status": False})
+        assert httpx.get(f"{srv.url}/web/health").status_code == 200
+    finally:
+        proxy.stop()
 
 
 def test_login_success_sets_session(server: Server, seeded: Seeded) -> None:
@@ -137,7 +156,9 @@ def test_login_page(server: Server) -> None:
 
 
 def test_websocket_echo(server: Server) -> None:
-    with ws_connect(f"ws://127.0.0.1:{server.port}/websocket", open_timeout=5) as ws:
+    # Odoo refuses a handshake without an Origin (browsers always send one).
+    with ws_connect(f"ws://127.0.0.1:{server.port}/websocket", open_timeout=5,
+                    origin="http://127.0.0.1") as ws:  # type: ignore[arg-type]
         for text in ("hello", '{"event_name": "subscribe"}'):
             ws.send(text)
             assert ws.recv(timeout=5) == text
