@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from pydantic import BaseModel, Field
 
 from promote_pipeline.odoo.credentials import is_credential
@@ -146,6 +147,56 @@ def carry_over(blue: Conn, green: Conn, parameters: list[str]) -> list[dict[str,
     changes += _copy_rows(blue, green, "fetchmail_server", "name",
                           ["server", "port", "server_type", "user", "password", "state", "active"])
     changes += _copy_rows(blue, green, "payment_provider", "code", ["state"])
+    changes += users_credentials(blue, green)
+    return changes
+
+
+# What makes a user's login and sessions production's: the password hash (Odoo re-hashes it on a login, and
+# users change it), the second factor and OAuth tokens, and whether the account is archived. A session's token
+# is an HMAC over (database.secret, id, login, password hash, active, and these), so green must have blue's
+# values for the sessions taken on blue to stay logged in, and a user who changed their password on production
+# since staging's copy, or was archived there, must not get the old state back.
+USER_CREDENTIALS = ("password", "active", "totp_secret", "oauth_access_token", "oauth_uid", "oauth_provider_id")
+
+
+def _column_names(conn: Conn, table: str) -> set[str]:
+    rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
+                        " AND table_name = %s", (table,)).fetchall()
+    return {r[0] for r in rows}
+
+
+def users_credentials(blue: Conn, green: Conn) -> list[dict[str, Any]]:
+    """Blue's credentials onto green's users (matched by id and login); green's API keys made blue's (keys created
+    or revoked on production since the copy). Counts only: the values are credentials."""
+    columns = [c for c in USER_CREDENTIALS if c in _column_names(blue, "res_users") & _column_names(green, "res_users")]
+    if not columns:
+        return []
+    listed = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    query = sql.SQL("SELECT id, login, {} FROM res_users").format(listed)
+    blue_rows = {(r[0], r[1]): r[2:] for r in blue.execute(query).fetchall()}
+    update = sql.SQL("UPDATE res_users SET {} WHERE id = %s").format(
+        sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns))
+    changed = 0
+    green_rows = green.execute(query).fetchall()
+    for row in green_rows:
+        theirs = blue_rows.get((row[0], row[1]))
+        if theirs is not None and tuple(theirs) != tuple(row[2:]):
+            green.execute(update, (*theirs, row[0]))
+            changed += 1
+    changes: list[dict[str, Any]] = [{"what": "res_users", "key": "credentials", "before": None,
+                                      "after": f"{changed} user(s) given production's {', '.join(columns)}"}]
+    shared = sorted(_column_names(blue, "res_users_apikeys") & _column_names(green, "res_users_apikeys"))
+    if shared:
+        keys = sql.SQL(", ").join(sql.Identifier(c) for c in shared)
+        rows = blue.execute(sql.SQL("SELECT {} FROM res_users_apikeys WHERE user_id = ANY(%s)").format(keys),
+                            ([row[0] for row in green_rows],)).fetchall()  # users green has (foreign key)
+        green.execute("DELETE FROM res_users_apikeys")
+        insert = sql.SQL("INSERT INTO res_users_apikeys ({}) VALUES ({})").format(
+            keys, sql.SQL(", ").join(sql.Placeholder() * len(shared)))
+        with green.cursor() as cur:
+            cur.executemany(insert, rows)
+        changes.append({"what": "res_users_apikeys", "key": "api keys", "before": None,
+                        "after": f"{len(rows)} key(s): production's"})
     return changes
 
 

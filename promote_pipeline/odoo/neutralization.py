@@ -19,6 +19,7 @@ check verifies the fence's plan instead.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,15 +191,20 @@ def _pair(blue: Conn, green: Conn, trace: Columns) -> _Pair | None:
     if trace.where:
         query = query + sql.SQL(" WHERE ") + sql.SQL(trace.where)  # type: ignore[arg-type]  # literal in TRACES
     cut = 1 + len(identity)
-    blue_rows = {r[:cut]: r[cut:] for r in blue.execute(query).fetchall()}
+    blue_rows = {_hashable(r[:cut]): r[cut:] for r in blue.execute(query).fetchall()}
     pair = _Pair(columns)
     for row in green.execute(query).fetchall():
-        ident, values = row[:cut], row[cut:]
+        ident, values = _hashable(row[:cut]), row[cut:]
         if ident in blue_rows:
             pair.matched[ident[0]] = (blue_rows[ident], values)
         else:
             pair.green_only += 1
     return pair
+
+
+def _hashable(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Identity columns as a dict key: Odoo keeps translatable names (a carrier's, a provider's) as jsonb."""
+    return tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for v in values)
 
 
 def _parameters(conn: Conn, keys: tuple[str, ...]) -> dict[str, str]:
