@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +27,26 @@ from promote_pipeline.promotion.models import PromotionOutcome
 from resources.ops_db import OpsDatabase
 
 _boxes: dict[str, Sandbox] = {}
+_suite_settings: list[Path] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's own settings file, for what runs before (or without) a sandbox: importing the code location,
+    building definitions. Outside a sandbox a missing settings file is an error, so the suite names one of its own
+    (unless the caller's PROMOTE_SETTINGS names one), and never reads the checkout's ``.sandbox/``."""
+    if os.environ.get("PROMOTE_SETTINGS"):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="promote-suite-"))
+    path = folder / "settings.json"
+    path.write_text(json.dumps({"artifact_root": str(folder / "artifacts"), "run_dir": str(folder / "run"),
+                                "router_dir": str(folder / "router")}))
+    os.environ["PROMOTE_SETTINGS"] = str(path)
+    _suite_settings.append(folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _suite_settings:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

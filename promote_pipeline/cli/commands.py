@@ -44,6 +44,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         box.down()
         print("sandbox down")
         return EXIT_OK
+    if not box.settings_file.exists():
+        print(f"no sandbox in {box.root}: `promote sandbox up` makes one", file=sys.stderr)
+        return EXIT_REJECTED
     info = box.status()
     if args.json:
         print(json.dumps(info, indent=2))

@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command not in ("run", "rollback"):  # the commands that execute a job turn it on themselves
             end_of_start_up()
         return int(args.func(args))
+    except settings.SettingsError as exc:  # no settings file where this process looks: one line, what to write
+        print(f"promote: {exc}", file=sys.stderr)
+        return cmd.EXIT_REJECTED
     except KeyboardInterrupt:
         return 130
     finally:
