@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.runner import run_promotion
@@ -80,6 +82,25 @@ def box(request: pytest.FixtureRequest, sandbox_factory: Callable[[str], Sandbox
 
 
 @pytest.fixture
+def private_ops_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpsDatabase]:
+    """A private ops database, migrated, with a random name, on the machine's PostgreSQL; dropped afterwards."""
+    from promote_pipeline.promotion.settings import default_server_dsn
+
+    monkeypatch.setenv("PROMOTE_TEST_PRIVATE_OPS_DSN", default_server_dsn())
+    ops_db = OpsDatabase(dsn_ref="PROMOTE_TEST_PRIVATE_OPS_DSN", database=f"promote_ops_t_{secrets.token_hex(4)}")
+    ops_db.upgrade()
+    yield ops_db
+    drop_database(ops_db.database)
+
+
+def drop_database(name: str) -> None:
+    from promote_pipeline.promotion.settings import default_server_dsn
+
+    with psycopg.connect(default_server_dsn(), dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
 def haproxy_box(sandbox_factory: Callable[[str], Sandbox]) -> Sandbox:
     return sandbox_factory("haproxy")
 
@@ -138,6 +159,7 @@ class Helpers:
     clear_faults = staticmethod(clear_faults)
     after_cutover = staticmethod(after_cutover)
     ops_sql = staticmethod(ops_sql)
+    drop_database = staticmethod(drop_database)
 
     @staticmethod
     def evidence_files() -> list[str]:

@@ -32,12 +32,16 @@ from resources.ops_db.records import (
     DeploymentState,
     EnvironmentRecord,
     FinalRunStatus,
+    PermissionRecord,
+    ProjectRecord,
     Record,
     RunRecord,
     RunStatus,
     ScheduledTaskRecord,
+    SchemaState,
     TaskRequest,
     TaskStatus,
+    WorkerMode,
 )
 from resources.ops_db.runs import RunsTable
 from resources.ops_db.tasks import ScheduledTasksTable
@@ -54,12 +58,16 @@ __all__ = [
     "FinalRunStatus",
     "IdleConnections",
     "OpsDatabase",
+    "PermissionRecord",
+    "ProjectRecord",
     "Record",
     "RunRecord",
     "RunStatus",
     "ScheduledTaskRecord",
+    "SchemaState",
     "TaskRequest",
     "TaskStatus",
+    "WorkerMode",
     "connect_retrying",
 ]
 
