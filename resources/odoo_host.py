@@ -171,7 +171,7 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
 
     command_template: str = Field(
         description="Command that starts one Odoo server. Placeholders: {python} {db} {data_dir} {http_port}"
-        " {websocket_port} {environment_id} {deployment} {db_host} {db_port} {db_user}."
+        " {websocket_port} {workers} {environment_id} {deployment} {db_host} {db_port} {db_user}."
     )
     run_dir: str = Field(description="Folder for Odoo process logs.")
     pg_bin_dir: str = Field(default="", description="Folder of pg_dump/pg_restore; empty means PATH.")
@@ -288,10 +288,12 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
 
     # -- Odoo processes ------------------------------------------------------------------------
     def start_odoo(self, dsn_ref: str, environment_id: str, deployment: str, db: str, data_dir: str,
-                   http_port: int, websocket_port: int, endpoint: Endpoint | None = None) -> int:
+                   http_port: int, websocket_port: int, endpoint: Endpoint | None = None,
+                   command_template: str | None = None, workers: int = 0) -> int:
         """Start one Odoo server in its own process group, detached from this process (it must outlive the run).
         With an ``endpoint`` it connects through the deployment's PgBouncer as its role, and serves ``db`` (the
-        environment's name); without one, straight to the server under the physical name (legacy)."""
+        environment's name); without one, straight to the server under the physical name (legacy).
+        ``command_template`` is the environment's own (None: this host's); ``workers`` fills ``{workers}``."""
         _, env, params = self._pg(dsn_ref)
         env["STANDIN_DSN"] = secrets.resolve(dsn_ref)
         if endpoint is not None:
@@ -302,9 +304,9 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
         for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER")):
             if key in params:
                 env[var] = params[key]
-        command = self.command_template.format(
+        command = (command_template or self.command_template).format(
             python=shlex.quote(sys.executable), db=db, data_dir=shlex.quote(data_dir), http_port=http_port,
-            websocket_port=websocket_port, environment_id=environment_id, deployment=deployment,
+            websocket_port=websocket_port, workers=workers, environment_id=environment_id, deployment=deployment,
             db_host=params.get("host", ""), db_port=params.get("port", ""), db_user=params.get("user", ""),
         )
         Path(self.run_dir).mkdir(parents=True, exist_ok=True)
