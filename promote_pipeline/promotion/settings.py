@@ -43,6 +43,7 @@ class Settings(BaseModel):
     router_kind: str = Field(default="haproxy", description="'haproxy' or 'nginx'.")
     router_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "router"),
                             description="Where the router keeps its configuration, socket, pid and log.")
+    router_listen_host: str = Field(default="127.0.0.1", description="Address the router's entry points listen on.")
     odoo_command: str = Field(
         default="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}",
         description="Command template that starts one Odoo server.",
