@@ -166,6 +166,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on ``host:port`` now (bound as servers bind: with SO_REUSEADDR, so a port
+    left in TIME_WAIT by a server just stopped counts as free). Binds for an instant, never listens."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
     """Databases, filestores and Odoo processes on this machine, and each deployment's database endpoint."""
 
@@ -214,6 +227,14 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
     def database_exists(self, dsn_ref: str, db: str) -> bool:
         with self.connect(dsn_ref, "postgres") as conn:
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone() is not None
+
+    def sessions_on(self, dsn_ref: str, db: str) -> list[str]:
+        """Who else is connected to ``db`` now (``user/application (pid N)`` each): an adoption takes the database
+        from whatever serves it today, which must have stopped."""
+        with self.connect(dsn_ref, "postgres", retry=False) as conn:
+            rows = conn.execute("SELECT usename, application_name, pid FROM pg_stat_activity WHERE datname = %s"
+                                " AND pid <> pg_backend_pid() ORDER BY pid", (db,)).fetchall()
+        return [f"{user}/{app or '?'} (pid {pid})" for user, app, pid in rows]
 
     def database_size(self, dsn_ref: str, db: str) -> int:
         with self.connect(dsn_ref, db) as conn:

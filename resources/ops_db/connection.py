@@ -194,12 +194,12 @@ class OpsConnection:
         """Whether the ops database exists and which migrations it lacks, read without creating or changing
         anything (``promote inventory check`` promises no writes)."""
         database = str(psycopg.conninfo.conninfo_to_dict(self._conninfo())["dbname"])
-        with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
+        with psycopg.connect(self._conninfo("postgres"), autocommit=True, connect_timeout=5) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         versions = [version for version, _ in _migrations()]
         if not exists:
             return SchemaState(database_exists=False, pending=versions)
-        with psycopg.connect(self._conninfo(), autocommit=True) as conn:
+        with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=5) as conn:
             table = conn.execute("SELECT to_regclass('ops.schema_migrations') IS NOT NULL").fetchone()
             done = {r[0] for r in conn.execute("SELECT version FROM ops.schema_migrations")} if table and table[0] \
                 else set()
