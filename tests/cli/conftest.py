@@ -87,6 +87,11 @@ class Installation:
     def ops_db(self) -> OpsDatabase:
         return OpsDatabase(dsn_ref=DSN_REF, database=self.ops_database)
 
+    @staticmethod
+    def stop(pid: int | None) -> None:
+        """Stop a process group the installation's deployments started (an Odoo, as a reboot would)."""
+        db_endpoint.stop_group(pid)
+
 
 def _admin(query: sql.Composable, dbname: str = "postgres") -> None:
     with psycopg.connect(default_server_dsn(), dbname=dbname, autocommit=True) as conn:

@@ -213,3 +213,38 @@ def test_an_environment_onboarded_only_through_apply_is_promoted_through_the_rou
 
     # The inventory still describes the installation after a promotion: nothing to change.
     assert _lines(inst.promote("inventory", "apply", str(inst.file)), 0)[0].startswith("nothing to change")
+
+
+def test_a_failed_adoption_is_recorded_failed_and_resumed_by_the_next_apply(installation: Any, h: Any) -> None:
+    inst = installation
+    broken = copy.deepcopy(inst.data)
+    broken["environments"][inst.staging]["odoo_command"] += " --no-such-flag"  # its Odoo exits at start-up
+    failed = _lines(inst.promote("inventory", "apply", str(inst.write(broken, "broken.yaml"))), 1)
+    assert failed[-2].startswith(f"FAILED adopt {inst.staging}: its live deployment dep_{inst.staging}_live")
+    assert "exited during start-up" in failed[-2] and failed[-2].endswith("marked failed)")
+    assert failed[-1] == "6 change(s) made before it; fix the cause and apply again"
+    ops_db = inst.ops_db()
+    first = ops_db.latest_run(inst.staging, ("adopt",))
+    assert first is not None and first.status == "failed" and "exited during start-up" in first.metadata["error"]
+    verify = inst.promote("verify-staging", inst.staging, settings=True)
+    assert _lines(verify, 1) == [f"FAIL {inst.staging}: latest adopt on staging ({first.run_id}) has status"
+                                 " 'failed', not 'success'"]
+
+    resumed = [line for line in _lines(inst.promote("inventory", "apply", str(inst.file)), 0)
+               if not line.startswith("  ")]
+    assert resumed[:2] == [
+        f"environment {inst.staging}: odoo_command {broken['environments'][inst.staging]['odoo_command']!r}"
+        f" -> {inst.data['environments'][inst.staging]['odoo_command']!r}",
+        f"adopt {inst.staging}: the adoption of dep_{inst.staging}_live did not succeed; resuming it"]
+    assert ops_db.latest_run(inst.staging, ("adopt",)).status == "success"
+    assert _lines(inst.promote("verify-staging", inst.staging, settings=True), 0)[0].startswith(
+        f"PASS {inst.staging}: staging adopted by run_")
+
+    # A live deployment whose Odoo stopped (a reboot) is started again, and that is all apply does.
+    live = ops_db.active_deployment(inst.staging)
+    inst.stop(live.pid)
+    assert _lines(inst.promote("inventory", "apply", str(inst.file)), 0)[:2] == [
+        f"deployment dep_{inst.staging}_live: not running; starting it",
+        f"  started Odoo on port {live.http_port} (pid {ops_db.active_deployment(inst.staging).pid})"]
+    assert h.ops_sql(ops_db, "SELECT count(*) AS n FROM ops.runs WHERE environment_id = %s",
+                     (inst.staging,))[0]["n"] == 2

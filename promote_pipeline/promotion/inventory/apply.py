@@ -96,11 +96,6 @@ def _project_changes(inv: Inventory, svc: Services, recorded: Recorded) -> list[
     return changes
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "...'"
-
-
 def _environment_changes(inv: Inventory, svc: Services, recorded: Recorded) -> list[Change]:
     changes = []
     for env_id in inv.environments:
@@ -112,7 +107,8 @@ def _environment_changes(inv: Inventory, svc: Services, recorded: Recorded) -> l
             continue
         differ = [name for name in wanted.model_fields if getattr(row, name) != getattr(wanted, name)]
         if differ:
-            said = ", ".join(f"{n} {_shown(getattr(row, n))} -> {_shown(getattr(wanted, n))}" for n in differ)
+            # Whole values, however long: a command template cut short would hide what changed.
+            said = ", ".join(f"{n} {getattr(row, n)!r} -> {getattr(wanted, n)!r}" for n in differ)
             changes.append(Change(f"environment {env_id}: {said}",
                                   _done(partial(svc.ops_db.update_environment, wanted))))
     return changes
