@@ -12,6 +12,8 @@ starts and stops it. The run ends ``success`` (the environment's known-good stat
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from promote_pipeline.promotion import deployment
@@ -27,24 +29,44 @@ class AdoptionFailed(RuntimeError):
     """An adoption stopped half-way; its run is marked failed, and applying again resumes it."""
 
 
+@contextmanager
+def environment_lock(svc: Services, env_id: str) -> Iterator[None]:
+    """The environment's promotion lock while its deployment is taken over or started: a promotion, or another
+    apply, never acts on it at the same time."""
+    lock = svc.ops_db.try_lock_environment(env_id)
+    if lock is None:
+        raise AdoptionFailed(f"{env_id} is busy: another session holds its lock (a promotion, or another apply)")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def adopt(svc: Services, inv: Inventory, env_id: str, user: str) -> list[str]:
     """Record the live deployment and its run, then take it over; the lines say what was done."""
     env = _environment(svc, env_id)
     live = adopted_record(inv, env_id, inv.environments[env_id].adopt.endpoint_port or free_port())
-    run_id = svc.ops_db.begin_adoption(env.project_id, live, user, adoption_facts(inv, env_id, live))
-    recorded = (f"{live.deployment_id} recorded as {env_id}'s live deployment (database {live.db_name}, data_dir"
-                f" {live.data_dir}), run {run_id}")
-    return [recorded, *_take_over(svc, inv, env, live, run_id)]
+    with environment_lock(svc, env_id):
+        run_id = svc.ops_db.begin_adoption(env.project_id, live, user, adoption_facts(inv, env_id, live))
+        recorded = (f"{live.deployment_id} recorded as {env_id}'s live deployment (database {live.db_name},"
+                    f" data_dir {live.data_dir}), run {run_id}")
+        return [recorded, *_take_over(svc, inv, env, live, run_id)]
 
 
 def resume(svc: Services, inv: Inventory, env_id: str, user: str) -> list[str]:
-    """An adoption whose last run did not succeed, done again (every step is safe to repeat) under a new run."""
+    """An adoption whose last run did not succeed, done again (every step is safe to repeat) under a new run. A
+    run left ``running`` (its apply stopped half-way) is marked failed first: it will not end otherwise."""
     env = _environment(svc, env_id)
     live = svc.ops_db.deployment(inv.environments[env_id].deployment_id(env_id))
     assert live is not None, f"{env_id}: no adopted deployment to resume"
-    run_id = svc.ops_db.create_run(env.project_id, env_id, user, adoption_facts(inv, env_id, live), None,
-                                   operation_type="adopt")
-    return [f"resumed for {live.deployment_id}, run {run_id}", *_take_over(svc, inv, env, live, run_id)]
+    with environment_lock(svc, env_id):
+        previous = svc.ops_db.latest_run(env_id, ("adopt",))
+        run_id = svc.ops_db.create_run(env.project_id, env_id, user, adoption_facts(inv, env_id, live), None,
+                                       operation_type="adopt")
+        if previous is not None and previous.status == "running":
+            svc.ops_db.mark_run_finished(previous.run_id, "failed",
+                                         metadata={"error": f"its apply stopped before the end; resumed by {run_id}"})
+        return [f"resumed for {live.deployment_id}, run {run_id}", *_take_over(svc, inv, env, live, run_id)]
 
 
 def _environment(svc: Services, env_id: str) -> EnvironmentRecord:

@@ -152,7 +152,8 @@ def _running(svc: Services, dep: DeploymentRecord) -> bool:
 def _start(svc: Services, env_id: str, dep: DeploymentRecord) -> list[str]:
     env = svc.ops_db.environment(env_id)
     assert env is not None
-    return [f"started {what}" for what in deployment.ensure_running(svc, env, dep)]
+    with adopt.environment_lock(svc, env_id):
+        return [f"started {what}" for what in deployment.ensure_running(svc, env, dep)]
 
 
 def _router_changes(inv: Inventory, svc: Services, recorded: Recorded) -> list[Change]:

@@ -239,6 +239,9 @@ def _data_dir_problems(where: str, env: Environment) -> Iterator[Problem]:
 # -- the router -------------------------------------------------------------------------------------------
 def _router_problems(inv: Inventory, recorded: Recorded) -> Iterator[Problem]:
     host = inv.router.listen_host
+    if port_in_use(host, 0):  # port 0 is any free port: only an address this machine does not have fails
+        yield Problem("router.listen_host", f"{host} is not an address of this machine")
+        return
     for env_id, entry in inv.router.fronts.items():
         state = recorded.routes.get(env_id)
         for name in ("active_port", "preview_port"):
