@@ -81,6 +81,19 @@ class DeploymentEndpoints:
         with self.connect(dsn_ref, db, autocommit=True) as conn:
             conn.execute(sql.SQL(_TRANSFER_OWNERSHIP).format(role=sql.Literal(role)))
 
+    def role_exists(self, dsn_ref: str, role: str) -> bool:
+        with self.connect(dsn_ref, "postgres", retry=False) as conn:
+            return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+    def server_rights(self, dsn_ref: str) -> tuple[str, bool]:
+        """The DSN's user, and whether it may create databases and roles (every restore and deployment needs both;
+        a superuser may)."""
+        with self.connect(dsn_ref, "postgres", retry=False) as conn:
+            row = conn.execute("SELECT rolname, rolsuper OR (rolcreatedb AND rolcreaterole) FROM pg_roles"
+                               " WHERE rolname = current_user").fetchone()
+        assert row is not None
+        return str(row[0]), bool(row[1])
+
     def drop_role(self, dsn_ref: str, role: str | None) -> None:
         """Drop a deployment's role once its database is gone (it owns nothing else)."""
         if not role:

@@ -166,12 +166,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on ``host:port`` now (bound as servers bind: with SO_REUSEADDR, so a port
+    left in TIME_WAIT by a server just stopped counts as free). Binds for an instant, never listens."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
     """Databases, filestores and Odoo processes on this machine, and each deployment's database endpoint."""
 
     command_template: str = Field(
         description="Command that starts one Odoo server. Placeholders: {python} {db} {data_dir} {http_port}"
-        " {websocket_port} {environment_id} {deployment} {db_host} {db_port} {db_user}."
+        " {websocket_port} {workers} {environment_id} {deployment} {db_host} {db_port} {db_user}."
     )
     run_dir: str = Field(description="Folder for Odoo process logs.")
     pg_bin_dir: str = Field(default="", description="Folder of pg_dump/pg_restore; empty means PATH.")
@@ -214,6 +227,14 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
     def database_exists(self, dsn_ref: str, db: str) -> bool:
         with self.connect(dsn_ref, "postgres") as conn:
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone() is not None
+
+    def sessions_on(self, dsn_ref: str, db: str) -> list[str]:
+        """Who else is connected to ``db`` now (``user/application (pid N)`` each): an adoption takes the database
+        from whatever serves it today, which must have stopped."""
+        with self.connect(dsn_ref, "postgres", retry=False) as conn:
+            rows = conn.execute("SELECT usename, application_name, pid FROM pg_stat_activity WHERE datname = %s"
+                                " AND pid <> pg_backend_pid() ORDER BY pid", (db,)).fetchall()
+        return [f"{user}/{app or '?'} (pid {pid})" for user, app, pid in rows]
 
     def database_size(self, dsn_ref: str, db: str) -> int:
         with self.connect(dsn_ref, db) as conn:
@@ -288,10 +309,12 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
 
     # -- Odoo processes ------------------------------------------------------------------------
     def start_odoo(self, dsn_ref: str, environment_id: str, deployment: str, db: str, data_dir: str,
-                   http_port: int, websocket_port: int, endpoint: Endpoint | None = None) -> int:
+                   http_port: int, websocket_port: int, endpoint: Endpoint | None = None,
+                   command_template: str | None = None, workers: int = 0) -> int:
         """Start one Odoo server in its own process group, detached from this process (it must outlive the run).
         With an ``endpoint`` it connects through the deployment's PgBouncer as its role, and serves ``db`` (the
-        environment's name); without one, straight to the server under the physical name (legacy)."""
+        environment's name); without one, straight to the server under the physical name (legacy).
+        ``command_template`` is the environment's own (None: this host's); ``workers`` fills ``{workers}``."""
         _, env, params = self._pg(dsn_ref)
         env["STANDIN_DSN"] = secrets.resolve(dsn_ref)
         if endpoint is not None:
@@ -302,9 +325,9 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
         for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER")):
             if key in params:
                 env[var] = params[key]
-        command = self.command_template.format(
+        command = (command_template or self.command_template).format(
             python=shlex.quote(sys.executable), db=db, data_dir=shlex.quote(data_dir), http_port=http_port,
-            websocket_port=websocket_port, environment_id=environment_id, deployment=deployment,
+            websocket_port=websocket_port, workers=workers, environment_id=environment_id, deployment=deployment,
             db_host=params.get("host", ""), db_port=params.get("port", ""), db_user=params.get("user", ""),
         )
         Path(self.run_dir).mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@
 #   DAGSTER_PG_DB    database of Dagster's run, event and schedule storage (default dagster_sandbox),
 #                    created on PGHOST:PGPORT (default 127.0.0.1:5432, user postgres) when missing
 #   PROMOTE_SETTINGS settings of the code location; default .sandbox/settings.json when it exists
+#                    (neither: the code location fails to load, with one line saying what to write)
 #   UI_DAGSTER_HOME  instance folder (default .sandbox/dagster_home): dagster.yaml (a symlink to the
 #                    repository's), the processes' logs in ui_logs/, their pid files *.pid
 #   UI_READY_TIMEOUT seconds to wait for each of webserver and daemon (default 60)

@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.runner import run_promotion
@@ -25,6 +29,26 @@ from promote_pipeline.promotion.models import PromotionOutcome
 from resources.ops_db import OpsDatabase
 
 _boxes: dict[str, Sandbox] = {}
+_suite_settings: list[Path] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's own settings file, for what runs before (or without) a sandbox: importing the code location,
+    building definitions. Outside a sandbox a missing settings file is an error, so the suite names one of its own
+    (unless the caller's PROMOTE_SETTINGS names one), and never reads the checkout's ``.sandbox/``."""
+    if os.environ.get("PROMOTE_SETTINGS"):
+        return
+    folder = Path(tempfile.mkdtemp(prefix="promote-suite-"))
+    path = folder / "settings.json"
+    path.write_text(json.dumps({"artifact_root": str(folder / "artifacts"), "run_dir": str(folder / "run"),
+                                "router_dir": str(folder / "router")}))
+    os.environ["PROMOTE_SETTINGS"] = str(path)
+    _suite_settings.append(folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _suite_settings:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +79,25 @@ def sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
 @pytest.fixture(params=["haproxy", "nginx"])
 def box(request: pytest.FixtureRequest, sandbox_factory: Callable[[str], Sandbox]) -> Sandbox:
     return sandbox_factory(request.param)
+
+
+@pytest.fixture
+def private_ops_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpsDatabase]:
+    """A private ops database, migrated, with a random name, on the machine's PostgreSQL; dropped afterwards."""
+    from promote_pipeline.promotion.settings import default_server_dsn
+
+    monkeypatch.setenv("PROMOTE_TEST_PRIVATE_OPS_DSN", default_server_dsn())
+    ops_db = OpsDatabase(dsn_ref="PROMOTE_TEST_PRIVATE_OPS_DSN", database=f"promote_ops_t_{secrets.token_hex(4)}")
+    ops_db.upgrade()
+    yield ops_db
+    drop_database(ops_db.database)
+
+
+def drop_database(name: str) -> None:
+    from promote_pipeline.promotion.settings import default_server_dsn
+
+    with psycopg.connect(default_server_dsn(), dbname="postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -116,6 +159,7 @@ class Helpers:
     clear_faults = staticmethod(clear_faults)
     after_cutover = staticmethod(after_cutover)
     ops_sql = staticmethod(ops_sql)
+    drop_database = staticmethod(drop_database)
 
     @staticmethod
     def evidence_files() -> list[str]:

@@ -1,7 +1,8 @@
 """`make ui`: scripts/ui.sh runs dagster-webserver and dagster-daemon on the repository's dagster.yaml.
 
 The instance is a temporary one (its own DAGSTER_HOME, PostgreSQL database and port), with
-PROMOTE_SETTINGS naming a file that does not exist: the code location must load from defaults.
+PROMOTE_SETTINGS naming a file that does not exist: the code location must fail to load with the one line
+saying what to write (the UI shows it; `promote launch` repeats it), and load once the file is written.
 
 PROMOTE_OPS_DATABASE names the temporary database, which exists (without an ops schema): with the
 default ``promote_ops``, which does not, the sensor ``detect_dead_promotions`` spends each tick in
@@ -11,6 +12,7 @@ before it exits on SIGTERM, would take about as long to stop.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -26,11 +28,18 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from promote_pipeline.cli import launch
+from promote_pipeline.promotion import settings
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 UI_SH = REPO / "scripts" / "ui.sh"
 SERVER_DSN = f"host={os.environ.get('PGHOST', '127.0.0.1')} port={os.environ.get('PGPORT', '5432')} user=postgres"
+LOCATIONS_QUERY = ("{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename"
+                   " ... on PythonError { message cause { message cause { message } } } } } } } }")
+RELOAD = ('mutation { reloadRepositoryLocation(repositoryLocationName: "promote_pipeline") { __typename'
+          " ... on WorkspaceLocationEntry { locationOrLoadError { __typename } } } }")
 DAEMON_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy lastHeartbeatTime } } } }"
 
 
@@ -74,6 +83,46 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _missing_settings_message(path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The one line a process whose PROMOTE_SETTINGS names ``path`` (missing) fails with."""
+    with monkeypatch.context() as m:
+        m.setattr(settings, "_selected", None)
+        m.setenv("PROMOTE_SETTINGS", str(path))
+        with pytest.raises(settings.SettingsError) as exc:
+            settings.load()
+    return str(exc.value)
+
+
+def _load_error(instance: UiInstance) -> dict[str, Any]:
+    entries = instance.graphql(LOCATIONS_QUERY)["workspaceOrError"]["locationEntries"]
+    [entry] = [e for e in entries if e["name"] == "promote_pipeline"]
+    error: dict[str, Any] = entry["locationOrLoadError"]
+    return error
+
+
+def _assert_fails_to_load_then_loads(instance: UiInstance, settings_file: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No settings file: the code location is an error in the UI whose innermost cause is the one line, and
+    `promote launch` says the same; written, a reload brings the location up."""
+    expected = _missing_settings_message(settings_file, monkeypatch)
+    assert "\n" not in expected and "PROMOTE_SETTINGS" in expected and "examples/settings.json" in expected
+    error = _load_error(instance)
+    assert error["__typename"] == "PythonError", error
+    while error.get("cause"):
+        error = error["cause"]
+    assert error["message"].strip() == f"{settings.SettingsError.__module__}.SettingsError: {expected}"
+    with pytest.raises(launch.LaunchError) as refused:
+        launch.submit({"project_id": "p", "staging_env_id": "s", "prod_env_id": "e", "user_id": "u"}, instance.url,
+                      source="cli")
+    assert str(refused.value).endswith(f"the code location promote_pipeline failed to load: {expected}")
+
+    settings_file.write_text(json.dumps({"artifact_root": str(instance.home / "artifacts"),
+                                         "run_dir": str(instance.home / "run"),
+                                         "router_dir": str(instance.home / "router")}))
+    reloaded = instance.graphql(RELOAD)["reloadRepositoryLocation"]
+    assert reloaded["locationOrLoadError"]["__typename"] == "RepositoryLocation", reloaded
+
+
 @pytest.fixture
 def ui_instance(tmp_path: Path) -> Iterator[UiInstance]:
     database = f"dagster_test_{secrets.token_hex(4)}"
@@ -90,11 +139,13 @@ def ui_instance(tmp_path: Path) -> Iterator[UiInstance]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
-def test_ui_serves_the_code_location_with_healthy_daemons_and_stops_cleanly(ui_instance: UiInstance) -> None:
+def test_ui_serves_the_code_location_with_healthy_daemons_and_stops_cleanly(ui_instance: UiInstance,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     started_at = time.time()
     up = ui_instance.ui("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"Dagster UI: {ui_instance.url}" in up.stdout
+    _assert_fails_to_load_then_loads(ui_instance, Path(ui_instance.env["PROMOTE_SETTINGS"]), monkeypatch)
 
     # The instance is the repository's dagster.yaml, on the temporary database.
     assert (ui_instance.home / "dagster.yaml").resolve() == REPO / "dagster.yaml"

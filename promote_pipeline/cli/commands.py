@@ -46,6 +46,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action in ("remember", "verify"):
         return _demo_check(box, args.action)
+    if not box.settings_file.exists():
+        print(f"no sandbox in {box.root}: `promote sandbox up` makes one", file=sys.stderr)
+        return EXIT_REJECTED
     info = box.status()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -124,16 +127,16 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_staging(args: argparse.Namespace) -> int:
+    """Precondition 2 on its own, by the same rule (an adoption counts while nothing was deployed since)."""
     from promote_pipeline.defs.resources import build_resources
+    from promote_pipeline.promotion.preflight import PreconditionFailed, staging_known_good
 
-    ops_db = build_resources()["ops_db"]
-    row = ops_db.latest_run(args.env, ("deploy", "restore"))
-    if not row:
-        print(f"FAIL {args.env}: no deploy or restore run")
+    try:
+        print(f"PASS {args.env}: {staging_known_good(build_resources()['ops_db'], args.env)}")
+    except PreconditionFailed as exc:
+        print(f"FAIL {args.env}: {exc}")
         return EXIT_FAILED
-    ok = row.status == "success"
-    print(f"{'PASS' if ok else 'FAIL'} {args.env}: latest {row.operation_type} {row.run_id} is {row.status}")
-    return EXIT_OK if ok else EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -4,6 +4,9 @@
 ``DAGSTER_HOME`` (an ephemeral one when unset) and prints a line per step. Exit codes: 0 success,
 1 failed or rolled back, 2 rejected by input validation or a precondition.
 
+``promote inventory check|apply FILE`` onboards an installation (cli/inventory.py: exit 0 fine or applied, 1 a
+change failed, 2 problems, one line each, and nothing changed).
+
 ``promote launch`` (the same flags) submits the promotion to a running webserver through GraphQL
 and follows it there; ``promote status RUN_ID`` reads a launched run back. Both add 3: the
 webserver could not take or report the run; ``status`` adds 4: not finished yet.
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from promote_pipeline.cli import commands as cmd
+from promote_pipeline.cli.inventory import cmd_inventory
 from promote_pipeline.cli.runner import end_of_start_up
 from promote_pipeline.promotion import inputs, settings
 
@@ -130,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--dir", default=str(settings.PROJECT_DIR / ".sandbox"))
     dr.set_defaults(func=cmd.cmd_drill)
 
+    inv = sub.add_parser("inventory", help="onboard an installation from an inventory file (examples/inventory.yaml)")
+    inv.add_argument("action", choices=["check", "apply"], help="check: validate, changing nothing (exit 2 with a line"
+                     " per problem); apply: make the ops database, the settings file and the router match it")
+    inv.add_argument("file", help="the inventory (YAML)")
+    inv.add_argument("--user", default=os.environ.get("PROMOTE_USER") or getpass.getuser(),
+                     help="who apply records as the adopter of live deployments")
+    inv.set_defaults(func=cmd_inventory)
+
     box = sub.add_parser("sandbox", help="the local playground (.sandbox/); remember/verify: what `make demo` shows"
                                          " users and integrations keep across a promotion")
     box.add_argument("action", choices=["up", "status", "down", "remember", "verify"])
@@ -147,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command not in ("run", "rollback"):  # the commands that execute a job turn it on themselves
             end_of_start_up()
         return int(args.func(args))
+    except settings.SettingsError as exc:  # no settings file where this process looks: one line, what to write
+        print(f"promote: {exc}", file=sys.stderr)
+        return cmd.EXIT_REJECTED
     except KeyboardInterrupt:
         return 130
     finally:

@@ -26,9 +26,9 @@ def build_resources(config: Settings | None = None) -> dict[str, Any]:
     config = config or settings_mod.load()
     router: RouterResource
     if config.router_kind == "nginx":
-        router = NginxRouter(work_dir=config.router_dir)
+        router = NginxRouter(work_dir=config.router_dir, listen_host=config.router_listen_host)
     elif config.router_kind == "haproxy":
-        router = HAProxyRouter(work_dir=config.router_dir)
+        router = HAProxyRouter(work_dir=config.router_dir, listen_host=config.router_listen_host)
     else:
         raise ValueError(f"router_kind must be 'haproxy' or 'nginx', not {config.router_kind!r}")
     # The settings file names its own secrets file (it wins over PROMOTE_SECRETS_FILE), and the default ops

@@ -23,11 +23,24 @@ from resources.ops_db import DeploymentRecord, EnvironmentRecord
 SESSIONS = "sessions"
 
 
+def command_template(env: EnvironmentRecord, host: LocalOdooHost) -> str:
+    """The template that starts ``env``'s Odoo: its own, else the host's (the settings')."""
+    return env.odoo_command or host.command_template
+
+
+def own_websocket_port(env: EnvironmentRecord, host: LocalOdooHost) -> bool:
+    """Whether ``env``'s Odoo serves its websocket on a port of its own: prefork's gevent server does, a threaded
+    server does not; an environment with no worker mode has one when its template names ``{websocket_port}``."""
+    if env.worker_mode is not None:
+        return env.worker_mode == "prefork"
+    return "{websocket_port}" in command_template(env, host)
+
+
 def plan(env: EnvironmentRecord, deployment_id: str, physical_db: str, host: LocalOdooHost,
          state: str = "standby") -> DeploymentRecord:
     """The record of a new deployment of ``env`` (nothing created yet): its own data_dir, ports, role."""
     http_port = free_port()
-    ws_port = free_port() if "{websocket_port}" in host.command_template else http_port
+    ws_port = free_port() if own_websocket_port(env, host) else http_port
     endpoint = env.odoo_db_name is not None
     return DeploymentRecord(
         deployment_id=deployment_id, environment_id=env.environment_id, db_name=physical_db,
@@ -71,11 +84,27 @@ def start(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) -> int:
         endpoint = svc.host.endpoint(dep)
     assert dep.http_port is not None
     pid = svc.host.start_odoo(env.db_dsn_ref, env.environment_id, dep.deployment_id, dep.db_name, dep.data_dir,
-                              dep.http_port, dep.websocket_port or dep.http_port, endpoint)
+                              dep.http_port, dep.websocket_port or dep.http_port, endpoint,
+                              command_template=env.odoo_command, workers=env.workers or 0)
     dep.pid = pid
     svc.ops_db.set_deployment_pid(dep.deployment_id, pid)
     svc.host.wait_healthy(f"http://127.0.0.1:{dep.http_port}", pid)
     return pid
+
+
+def ensure_running(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) -> list[str]:
+    """Its PgBouncer and its Odoo running, whichever is not (after a reboot, say); says what it started."""
+    if svc.host.is_alive(dep.pid):
+        if not dep.db_role or svc.host.is_alive(dep.endpoint_pid):
+            return []
+        dep.endpoint_pid = svc.host.start_endpoint(env.db_dsn_ref, dep)  # Odoo reconnects through it
+        svc.ops_db.set_endpoint_pid(dep.deployment_id, dep.endpoint_pid)
+        return [f"PgBouncer on port {dep.endpoint_port} (pid {dep.endpoint_pid})"]
+    endpoint_was_alive = svc.host.is_alive(dep.endpoint_pid)
+    pid = start(svc, env, dep)
+    started = [] if endpoint_was_alive or not dep.db_role else [f"PgBouncer on port {dep.endpoint_port}"
+                                                                 f" (pid {dep.endpoint_pid})"]
+    return [*started, f"Odoo on port {dep.http_port} (pid {pid})"]
 
 
 def stop(svc: Services, dep: DeploymentRecord) -> None:
@@ -85,12 +114,18 @@ def stop(svc: Services, dep: DeploymentRecord) -> None:
 
 
 def remove(svc: Services, dsn_ref: str, dep: DeploymentRecord) -> None:
-    """Stopped, its database, role and files gone (the shared sessions folder stays: it is the environment's)."""
+    """Stopped, its database, role and files gone (the shared sessions folder stays: it is the environment's). An
+    adopted deployment's data_dir is the operator's, and may hold other databases' filestores: only its own
+    filestore folder and sessions link go."""
     stop(svc, dep)
     svc.host.drop_database(dsn_ref, dep.db_name)
     svc.host.drop_role(dsn_ref, dep.db_role)
     if dep.odoo_db_name is not None:
-        shutil.rmtree(dep.data_dir, ignore_errors=True)  # the sessions link goes, not what it points to
         shutil.rmtree(svc.host.endpoint_dir(dep.deployment_id), ignore_errors=True)
-    else:
-        svc.host.remove_filestore(dep.data_dir, dep.db_name)
+    if dep.odoo_db_name is not None and dep.owns_data_dir:
+        shutil.rmtree(dep.data_dir, ignore_errors=True)  # the sessions link goes, not what it points to
+        return
+    svc.host.remove_filestore(dep.data_dir, dep.served_db)
+    link = Path(dep.data_dir) / SESSIONS
+    if dep.odoo_db_name is not None and link.is_symlink():
+        link.unlink()

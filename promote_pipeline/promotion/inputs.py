@@ -25,8 +25,9 @@ from promote_pipeline.promotion import guardrails
 from resources.ops_db import EnvironmentRecord
 
 # Anchored for pydantic (which searches); the rule below uses re.fullmatch, for which the anchors change nothing.
-_IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_IDENTIFIER_RULE = "must be 1-64 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit"
+# The inventory (promote inventory) holds its ids to the same rule, so that whatever it records can be promoted.
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+IDENTIFIER_RULE = "must be 1-64 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit"
 
 
 def _bounded(default: int, ge: int, le: int, description: str, flag: str) -> Any:
@@ -47,15 +48,15 @@ class PromotionInputs(BaseModel):
     boolean off, any other boolean flag turns it on. ``json_schema_extra["help"]`` is the flag's help, if any.
     """
 
-    project_id: str = Field(pattern=_IDENTIFIER, description="ops.projects.project_id of the project to promote.",
+    project_id: str = Field(pattern=IDENTIFIER, description="ops.projects.project_id of the project to promote.",
                             json_schema_extra={"flag": "--project"})
-    staging_env_id: str = Field(pattern=_IDENTIFIER,
+    staging_env_id: str = Field(pattern=IDENTIFIER,
                                 description="ops.environments.environment_id of the staging source.",
                                 json_schema_extra={"flag": "--staging"})
-    prod_env_id: str = Field(pattern=_IDENTIFIER,
+    prod_env_id: str = Field(pattern=IDENTIFIER,
                              description="ops.environments.environment_id of the production target.",
                              json_schema_extra={"flag": "--prod"})
-    user_id: str = Field(pattern=_IDENTIFIER,
+    user_id: str = Field(pattern=IDENTIFIER,
                          description="Who promotes; needs the 'promote' permission on the project.",
                          json_schema_extra={"flag": "--user"})
     rollback_window_hours: int = _bounded(24, 1, 168, "Hours blue is kept for rollback before its deletion"
@@ -142,7 +143,7 @@ def _identifier(field: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InputRejected(field, f"must be a string, got {type(value).__name__}")
     if not re.fullmatch(_constraint(field, "pattern"), value):
-        raise InputRejected(field, f"{_IDENTIFIER_RULE} (got {value[:40]!r}{'…' if len(value) > 40 else ''})")
+        raise InputRejected(field, f"{IDENTIFIER_RULE} (got {value[:40]!r}{'…' if len(value) > 40 else ''})")
     return value
 
 

@@ -42,6 +42,31 @@ CHECKS = (
 )
 
 
+# What puts a staging environment in a known state: a deploy, a restore (a copy of production), or its adoption
+# (`promote inventory apply` recording the deployment that already ran it).
+KNOWN_STATE_OPERATIONS = ("deploy", "restore", "adopt")
+
+
+def staging_known_good(ops_db: OpsDatabase, environment_id: str) -> str:
+    """Precondition 2: the latest of the environment's deploys, restores and adoptions succeeded; raises
+    PreconditionFailed otherwise.
+
+    An adoption counts only while it is the latest: it records that the deployment already running staging was
+    taken over as it was, which is the only known state of an environment onboarded from an existing
+    installation. A deploy or restore after it is judged on its own, and a failed, running or rolled-back
+    latest operation (an adoption included) fails the check, as does an environment with none."""
+    row = ops_db.latest_run(environment_id, KNOWN_STATE_OPERATIONS)
+    if not row:
+        raise PreconditionFailed(f"staging {environment_id} has no deploy, restore or adoption run")
+    if row.status != "success":
+        raise PreconditionFailed(
+            f"latest {row.operation_type} on staging ({row.run_id}) has status {row.status!r}, not 'success'")
+    if row.operation_type == "adopt":
+        return (f"staging adopted by {row.run_id} (deployment {row.metadata.get('deployment_id')}), nothing deployed"
+                " or restored since")
+    return f"latest {row.operation_type} on staging ({row.run_id}) succeeded"
+
+
 @dataclass
 class CheckResult:
     name: str
@@ -124,14 +149,7 @@ class Preflight:
         assert self.staging and self.prod
         if not guardrails.current().prod_requires_staging_success:
             return "guardrail prod_requires_staging_success is off: not checked"
-        row = self.ops_db.latest_run(self.staging.environment_id, ("deploy", "restore"))
-        if not row:
-            raise PreconditionFailed(f"staging {self.staging.environment_id} has no deploy or restore run")
-        if row.status != "success":
-            raise PreconditionFailed(
-                f"latest {row.operation_type} on staging ({row.run_id}) has status {row.status!r},"
-                " not 'success'")
-        return f"latest {row.operation_type} on staging ({row.run_id}) succeeded"
+        return staging_known_good(self.ops_db, self.staging.environment_id)
 
     def same_commit_sha(self) -> str:
         assert self.staging and self.prod

@@ -1,9 +1,18 @@
 """Where things live, for a process that runs promotions.
 
-Defaults describe the project's own folder (``docs/evidence/`` for evidence, ``.sandbox/`` for the
-sandbox's routers, processes and artifacts). ``promote sandbox up`` writes the settings it chose
-to ``.sandbox/settings.json``; a real installation writes its own file and points
-``PROMOTE_SETTINGS`` at it. Environment variables named below override single values.
+Which settings file a process reads, in this order:
+
+1. the one a sandbox selected in this process (``Sandbox.activate``: the sandbox machinery, drills, tests);
+2. the one ``PROMOTE_SETTINGS`` names, which must exist (``promote inventory apply`` writes it from an
+   inventory; ``examples/settings.json`` shows one);
+3. ``.sandbox/settings.json`` in this checkout, written by ``promote sandbox up``.
+
+A process is *outside a sandbox* when none of the three gives a file: no sandbox selected, no
+``PROMOTE_SETTINGS``, and no ``.sandbox/settings.json``. Then, and when ``PROMOTE_SETTINGS`` names a file
+that does not exist, loading fails with one line saying what to write (``SettingsError``): a real
+installation must never run on the stand-in's command and ``.sandbox/`` paths because a file was missing.
+The field defaults below still describe the project's own folder; a settings file that leaves a field out
+takes its default, as it always did. Environment variables named below override single values.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ class Settings(BaseModel):
     router_kind: str = Field(default="haproxy", description="'haproxy' or 'nginx'.")
     router_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "router"),
                             description="Where the router keeps its configuration, socket, pid and log.")
+    router_listen_host: str = Field(default="127.0.0.1", description="Address the router's entry points listen on.")
     odoo_command: str = Field(
         default="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}",
         description="Command template that starts one Odoo server.",
@@ -47,29 +57,62 @@ class Settings(BaseModel):
         description="ir_config_parameter keys copied from blue onto green (see live_settings.DEFAULT_PARAMETERS).")
 
 
+EXAMPLE_FILE = "examples/settings.json"
+
+
+class SettingsError(RuntimeError):
+    """No settings file where this process looks for one; the message is one line saying what to write."""
+
+
 _selected: Path | None = None
 
 
 def select(path: Path | None) -> None:
     """Use this settings file in this process from now on (a sandbox activating itself); None: back to
-    ``PROMOTE_SETTINGS`` or the default."""
+    ``PROMOTE_SETTINGS`` or the checkout's sandbox."""
     global _selected
     _selected = path
 
 
-def settings_path() -> Path:
+def sandbox_settings_file() -> Path:
+    """What ``promote sandbox up`` writes in this checkout."""
+    return PROJECT_DIR / ".sandbox" / "settings.json"
+
+
+def settings_path() -> Path | None:
+    """The settings file this process uses (see the module's docstring); None outside a sandbox with no
+    ``PROMOTE_SETTINGS``."""
     if _selected is not None:
         return _selected
-    return Path(os.environ.get("PROMOTE_SETTINGS", PROJECT_DIR / ".sandbox" / "settings.json"))
+    if os.environ.get("PROMOTE_SETTINGS"):
+        return Path(os.environ["PROMOTE_SETTINGS"])
+    sandbox = sandbox_settings_file()
+    return sandbox if sandbox.exists() else None
+
+
+_WHAT_TO_WRITE = (f"a settings file like {EXAMPLE_FILE} (`promote inventory apply` writes one from an inventory like"
+                  " examples/inventory.yaml)")
+
+
+def _missing(path: Path | None) -> SettingsError:
+    """One line: where the process looked, and what to write."""
+    if path is None:
+        return SettingsError(f"no settings: set PROMOTE_SETTINGS to {_WHAT_TO_WRITE}, or run `promote sandbox up`"
+                             " for a sandbox")
+    if _selected is None and os.environ.get("PROMOTE_SETTINGS") == str(path):
+        return SettingsError(f"PROMOTE_SETTINGS names {path}, which does not exist: write there {_WHAT_TO_WRITE}")
+    return SettingsError(f"settings file {path} does not exist: write there {_WHAT_TO_WRITE}, or set PROMOTE_SETTINGS"
+                         " to yours")
 
 
 def load(path: Path | None = None) -> Settings:
     """The settings file (``path``, or the one this process uses), with the single values that environment
     variables override. Reads the environment, never writes it: the resources built from these settings carry
-    them to the ops."""
+    them to the ops. Raises SettingsError when there is no such file."""
     path = path or settings_path()
-    data = json.loads(path.read_text()) if path.exists() else {}
-    settings = Settings.model_validate(data)
+    if path is None or not path.is_file():
+        raise _missing(path)
+    settings = Settings.model_validate(json.loads(path.read_text()))
     if os.environ.get("PROMOTE_EVIDENCE_ROOT"):
         settings.evidence_root = os.environ["PROMOTE_EVIDENCE_ROOT"]
     if os.environ.get("PROMOTE_OPS_DATABASE"):

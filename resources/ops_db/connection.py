@@ -18,6 +18,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from resources.ops_db.records import SchemaState
+
 _MIGRATION_LOCK = 7_142_001
 
 RECONNECT_SECONDS = 20.0
@@ -46,6 +48,13 @@ def connect_retrying(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
             if time.monotonic() >= deadline or any(s in str(exc) for s in _PERMANENT_CONNECT_ERRORS):
                 raise
             time.sleep(0.2)
+
+
+def _migrations() -> list[tuple[str, str]]:
+    """``(version, SQL)`` of every migration in ``resources/migrations``, in order."""
+    folder = importlib_resources.files("resources") / "migrations"
+    entries = sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name)
+    return [(e.name.removesuffix(".sql"), e.read_text()) for e in entries]
 
 
 class IdleConnections:
@@ -173,15 +182,28 @@ class OpsConnection:
                 " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {r["version"] for r in conn.execute("SELECT version FROM ops.schema_migrations")}
-            folder = importlib_resources.files("resources") / "migrations"
-            for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-                version = entry.name.removesuffix(".sql")
-                if not entry.name.endswith(".sql") or version in done:
+            for version, text in _migrations():
+                if version in done:
                     continue
-                conn.execute(entry.read_text())  # type: ignore[call-overload]
+                conn.execute(text)  # type: ignore[call-overload]
                 conn.execute("INSERT INTO ops.schema_migrations (version) VALUES (%s)", (version,))
                 applied_now.append(version)
         return applied_now
+
+    def schema_state(self) -> SchemaState:
+        """Whether the ops database exists and which migrations it lacks, read without creating or changing
+        anything (``promote inventory check`` promises no writes)."""
+        database = str(psycopg.conninfo.conninfo_to_dict(self._conninfo())["dbname"])
+        with psycopg.connect(self._conninfo("postgres"), autocommit=True, connect_timeout=5) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        versions = [version for version, _ in _migrations()]
+        if not exists:
+            return SchemaState(database_exists=False, pending=versions)
+        with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=5) as conn:
+            table = conn.execute("SELECT to_regclass('ops.schema_migrations') IS NOT NULL").fetchone()
+            done = {r[0] for r in conn.execute("SELECT version FROM ops.schema_migrations")} if table and table[0] \
+                else set()
+        return SchemaState(database_exists=True, pending=[v for v in versions if v not in done])
 
     # -- single statements, each its own transaction (repeated once if a restart cut it) -----------------
     def _one(self, query: str, params: tuple[Any, ...] = ()) -> Row | None:

@@ -4,6 +4,8 @@ The deployment's state machine (``state``); these methods are the only code that
 
     (add_deployment)     ──► standby     a green, planned before anything of it is created
     (add_deployment)     ──► active      an environment's first deployment (a seed)
+    (begin_adoption)     ──► active      an environment's live deployment adopted from the installation that ran it
+                                         before, recorded with its ``adopt`` run in one transaction
     standby              ──► active      record_cutover: green, in the same transaction as ...
     active               ──► standby     ... record_cutover: blue, kept for the rollback window
     any                  ──► active      reactivate_deployment: the rollback target; whatever else is active in
@@ -19,13 +21,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from resources.ops_db.connection import Connection, OpsConnection
 from resources.ops_db.records import DeploymentOnServer, DeploymentRecord, DeploymentState
+from resources.ops_db.runs import insert_running_run
 
+_INSERT = ("INSERT INTO ops.deployments (deployment_id, environment_id, db_name, data_dir, http_port,"
+           " websocket_port, pid, state, created_by_run, artifact_id, odoo_db_name, db_role, endpoint_port,"
+           " endpoint_pid, owns_data_dir) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 _WITH_SERVER = "SELECT d.*, e.db_dsn_ref FROM ops.deployments d JOIN ops.environments e USING (environment_id)"
+
+
+def _insert_deployment(conn: Connection, d: DeploymentRecord, created_by_run: str | None,
+                       artifact_id: str | None) -> None:
+    conn.execute(_INSERT, (d.deployment_id, d.environment_id, d.db_name, d.data_dir, d.http_port, d.websocket_port,
+                           d.pid, d.state, created_by_run, artifact_id, d.odoo_db_name, d.db_role, d.endpoint_port,
+                           d.endpoint_pid, d.owns_data_dir))
 
 
 class DeploymentsTable(OpsConnection):
@@ -82,12 +96,18 @@ class DeploymentsTable(OpsConnection):
     def add_deployment(self, deployment: DeploymentRecord, created_by_run: str | None = None,
                        artifact_id: str | None = None) -> None:
         """Record a deployment, in its record's state (standby for a green, active for a seed)."""
-        d = deployment
-        self._run("INSERT INTO ops.deployments (deployment_id, environment_id, db_name, data_dir, http_port,"
-                  " websocket_port, pid, state, created_by_run, artifact_id, odoo_db_name, db_role, endpoint_port,"
-                  " endpoint_pid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                  (d.deployment_id, d.environment_id, d.db_name, d.data_dir, d.http_port, d.websocket_port, d.pid,
-                   d.state, created_by_run, artifact_id, d.odoo_db_name, d.db_role, d.endpoint_port, d.endpoint_pid))
+        self.transaction(lambda conn: _insert_deployment(conn, deployment, created_by_run, artifact_id))
+
+    def begin_adoption(self, project_id: str, deployment: DeploymentRecord, created_by: str,
+                       metadata: dict[str, Any]) -> str:
+        """An environment's live deployment adopted: an ``adopt`` run, ``running``, and the deployment (active,
+        created by that run) in one transaction, before anything of it is touched, so that whoever looks finds
+        both or neither. Returns the run's id; the caller ends the run with ``mark_run_finished``."""
+        assert deployment.state == "active", "an adopted deployment is its environment's live one"
+        with self.connect() as conn:  # not repeated after a cut: a repeat could make a second run
+            run_id = insert_running_run(conn, project_id, deployment.environment_id, "adopt", created_by, metadata)
+            _insert_deployment(conn, deployment, run_id, None)
+        return run_id
 
     def set_deployment_pid(self, deployment_id: str, pid: int) -> None:
         """The Odoo process now serving a deployment (not a change of state)."""

@@ -1,6 +1,7 @@
 """``ops.projects``, ``ops.environments`` and ``ops.permissions``: what a promotion decides from.
 
-A promotion only reads these; they are written when a project is set up (the sandbox, tests).
+A promotion only reads these; they are written when a project is set up (the sandbox, tests) and when an
+inventory is applied (``promote inventory apply``), which also renames, updates and revokes.
 """
 
 from __future__ import annotations
@@ -8,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from resources.ops_db.connection import Connection, OpsConnection
-from resources.ops_db.records import CompletedRun, EnvironmentRecord
+from resources.ops_db.records import CompletedRun, EnvironmentRecord, PermissionRecord, ProjectRecord
 from resources.ops_db.runs import insert_completed_run
 
 _ENVIRONMENT_COLUMNS = ("environment_id", "project_id", "kind", "git_commit_sha", "db_dsn_ref", "db_name_prefix",
                         "filestore_root", "odoo_url", "router_name", "smoke_login", "smoke_password_ref",
-                        "odoo_db_name")
+                        "odoo_db_name", "odoo_command", "worker_mode", "workers")
+# What an update may change: an environment's id, project, kind and lifelong database name stay as created.
+_MUTABLE_COLUMNS = tuple(c for c in _ENVIRONMENT_COLUMNS
+                         if c not in ("environment_id", "project_id", "kind", "odoo_db_name"))
 _INSERT_ENVIRONMENT = (f"INSERT INTO ops.environments ({', '.join(_ENVIRONMENT_COLUMNS)})"
                        f" VALUES ({', '.join(['%s'] * len(_ENVIRONMENT_COLUMNS))})")
 
@@ -44,6 +48,16 @@ class EnvironmentsTable(OpsConnection):
                          (project_id,))
         return [EnvironmentRecord.from_row(r) for r in rows]
 
+    def project(self, project_id: str) -> ProjectRecord | None:
+        row = self._one("SELECT * FROM ops.projects WHERE project_id = %s", (project_id,))
+        return ProjectRecord.from_row(row) if row else None
+
+    def permissions_of(self, project_id: str) -> list[PermissionRecord]:
+        """Every grant on a project, by user then permission."""
+        rows = self._all("SELECT * FROM ops.permissions WHERE project_id = %s ORDER BY user_id, permission",
+                         (project_id,))
+        return [PermissionRecord.from_row(r) for r in rows]
+
     def has_permission(self, user_id: str, project_id: str, permission: str) -> bool:
         """``permission`` (or admin) on the project."""
         row = self._one("SELECT ops.user_has_permission(%s, %s, %s) AS ok", (user_id, project_id, permission))
@@ -71,3 +85,16 @@ class EnvironmentsTable(OpsConnection):
     def grant_permission(self, user_id: str, project_id: str, permission: str) -> None:
         with self.connect() as conn:
             _grant(conn, user_id, project_id, permission)
+
+    def revoke_permission(self, user_id: str, project_id: str, permission: str) -> None:
+        self._run("DELETE FROM ops.permissions WHERE user_id = %s AND project_id = %s AND permission = %s",
+                  (user_id, project_id, permission))
+
+    def rename_project(self, project_id: str, name: str) -> None:
+        self._run("UPDATE ops.projects SET name = %s WHERE project_id = %s", (name, project_id))
+
+    def update_environment(self, environment: EnvironmentRecord) -> None:
+        """Write ``environment``'s changeable columns (its id, project, kind and database name stay as they are)."""
+        assignments = ", ".join(f"{c} = %s" for c in _MUTABLE_COLUMNS)
+        self._run(f"UPDATE ops.environments SET {assignments} WHERE environment_id = %s",  # noqa: S608 - fixed names
+                  (*(getattr(environment, c) for c in _MUTABLE_COLUMNS), environment.environment_id))

@@ -16,6 +16,7 @@ FinalRunStatus = Literal["success", "failed", "rolled_back"]
 DeploymentState = Literal["active", "standby", "retired", "deleted"]
 TaskStatus = Literal["pending", "running", "done", "failed", "cancelled"]
 EnvironmentKind = Literal["staging", "production", "dev"]
+WorkerMode = Literal["threaded", "prefork"]
 
 
 class Record(BaseModel):
@@ -44,6 +45,12 @@ class EnvironmentRecord(Record):
     router_name: str | None = Field(default=None, description="Which router serves it.")
     smoke_login: str | None = Field(default=None, description="Login the smoke tests authenticate as.")
     smoke_password_ref: str | None = Field(default=None, description="Secret reference to that login's password.")
+    odoo_command: str | None = Field(default=None, description="Command template starting this environment's Odoo"
+                                     " (None: the settings' odoo_command).")
+    worker_mode: WorkerMode | None = Field(default=None, description="threaded (the websocket on the HTTP port) or"
+                                           " prefork (a websocket port of its own); None: a websocket port of its own"
+                                           " when the command template names {websocket_port}.")
+    workers: int | None = Field(default=None, description="Odoo worker processes in prefork mode ({workers}).")
 
 
 class DeploymentRecord(Record):
@@ -64,6 +71,9 @@ class DeploymentRecord(Record):
     endpoint_port: int | None = Field(default=None, description="Port of its PgBouncer on loopback: the only way its"
                                       " Odoo reaches PostgreSQL.")
     endpoint_pid: int | None = Field(default=None, description="Its PgBouncer process, while one runs.")
+    owns_data_dir: bool = Field(default=True, description="True: a promotion made its data_dir and removing it"
+                                " removes the folder; False: adopted, in the operator's data_dir, of which removing it"
+                                " removes only its filestore folder and sessions link.")
 
     @property
     def served_db(self) -> str:
@@ -136,6 +146,33 @@ class TaskRequest(BaseModel):
     delay: timedelta = Field(description="How long from now it becomes due.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="What the task works on.")
     run_id: str | None = Field(default=None, description="The run scheduling it.")
+
+
+class ProjectRecord(Record):
+    """One row of ``ops.projects``."""
+
+    project_id: str = Field(description="Primary key.")
+    name: str = Field(description="What people call it.")
+
+
+class PermissionRecord(Record):
+    """One row of ``ops.permissions``: ``user_id`` may do ``permission`` on ``project_id`` ('admin': anything)."""
+
+    user_id: str = Field(description="Who.")
+    project_id: str = Field(description="On which project.")
+    permission: str = Field(description="promote or admin.")
+
+
+class SchemaState(BaseModel):
+    """Whether the ops database exists and which migrations it still lacks (read without changing anything)."""
+
+    database_exists: bool = Field(description="The ops database is on its server.")
+    pending: list[str] = Field(description="Migrations not applied yet, in order (all of them when it does not"
+                               " exist).")
+
+    @property
+    def ready(self) -> bool:
+        return self.database_exists and not self.pending
 
 
 class CompletedRun(BaseModel):

@@ -14,6 +14,8 @@ The run's state machine (``status``); these methods are the only code that moves
     success | failed        ──► rolled_back   mark_run_rolled_back: a person's (or the safety net's) rollback,
                                               decided under the environment's lock from the status it read
     (record_completed_run)  ──► success       history written after the fact (a seed deploy, a copy)
+    (begin_adoption)        ──► running       an adoption (operation_type 'adopt') with its deployment, in one
+                                              transaction (deployments.py); ended by mark_run_finished
 
 A promotion's ``success`` or ``failed`` may still end in ``rolled_back``; nothing here moves a run out of
 ``rolled_back`` except ``mark_run_finished``, which takes the caller's word for it. (So a worker whose finalize
@@ -35,6 +37,20 @@ from resources.ops_db.tasks import insert_task
 _INSERT_COMPLETED = ("INSERT INTO ops.runs (run_id, project_id, environment_id, operation_type, status, created_by,"
                      " metadata, completed_at) VALUES (ops.gen_run_id(), %s, %s, %s, 'success', %s, %s, now())"
                      " RETURNING run_id")
+
+
+_INSERT_RUNNING = ("INSERT INTO ops.runs (run_id, project_id, environment_id, operation_type, status, created_by,"
+                   " metadata, dagster_run_id) VALUES (ops.gen_run_id(), %s, %s, %s, 'running', %s, %s, %s)"
+                   " RETURNING run_id")
+
+
+def insert_running_run(conn: Connection, project_id: str, environment_id: str, operation_type: str, user_id: str,
+                       metadata: dict[str, Any], dagster_run_id: str | None = None) -> str:
+    """A new run, ``running``, inside the caller's transaction; returns its id."""
+    row = conn.execute(_INSERT_RUNNING, (project_id, environment_id, operation_type, user_id, Jsonb(metadata),
+                                         dagster_run_id)).fetchone()
+    assert row is not None
+    return str(row["run_id"])
 
 
 def insert_completed_run(conn: Connection, project_id: str, run: CompletedRun) -> str:
@@ -95,14 +111,9 @@ class RunsTable(OpsConnection):
     def create_run(self, project_id: str, environment_id: str, user_id: str, metadata: dict[str, Any],
                    dagster_run_id: str | None, operation_type: str = "promote") -> str:
         """A new run, ``running``; returns its id."""
-        row = self._one(
-            "INSERT INTO ops.runs (run_id, project_id, environment_id, operation_type, status, created_by,"
-            " metadata, dagster_run_id) VALUES (ops.gen_run_id(), %s, %s, %s, 'running', %s, %s, %s)"
-            " RETURNING run_id",
-            (project_id, environment_id, operation_type, user_id, Jsonb(metadata), dagster_run_id),
-        )
-        assert row is not None
-        return str(row["run_id"])
+        with self.connect() as conn:  # not repeated after a cut: a repeat could make a second run
+            return insert_running_run(conn, project_id, environment_id, operation_type, user_id, metadata,
+                                      dagster_run_id)
 
     def record_completed_run(self, project_id: str, run: CompletedRun) -> str:
         """A run that happened elsewhere, recorded as a success; returns its id."""

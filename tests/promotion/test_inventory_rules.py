@@ -1,0 +1,176 @@
+"""The inventory's format and rules, without a service: every field described, unknown keys refused, each
+problem one line naming its path and the rule, all problems at once; the settings declared or referenced."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from promote_pipeline.promotion.inventory import model, rules
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "inventory.yaml"
+
+
+def _example() -> dict[str, Any]:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def _problems(tmp_path: Path, data: Any, text: str | None = None) -> list[str]:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(text if text is not None else yaml.safe_dump(data))
+    with pytest.raises(rules.InventoryProblems) as exc:
+        rules.parse(path)
+    return [str(p) for p in exc.value.problems]
+
+
+def _models() -> list[type[BaseModel]]:
+    return [obj for obj in vars(model).values()
+            if isinstance(obj, type) and issubclass(obj, model.Section) and obj is not model.Section]
+
+
+def test_every_field_is_described_and_unknown_keys_are_refused_everywhere() -> None:
+    assert len(_models()) == 8
+    for cls in _models():
+        assert cls.__doc__ and cls.model_config.get("extra") == "forbid", cls
+        for name, field in cls.model_fields.items():
+            assert field.description, f"{cls.__name__}.{name}"
+
+
+def test_the_example_is_a_valid_inventory_declaring_its_settings() -> None:
+    inv = rules.parse(EXAMPLE)
+    assert rules.declares_settings(inv)
+    assert set(inv.environments) == {"acme_staging", "acme_prod"} and inv.router.fronts.keys() == {"acme_prod"}
+    settings = rules.declared_settings(inv)
+    assert (settings.router_kind, settings.router_dir, settings.artifact_root) == \
+        ("haproxy", "/var/lib/promote/router", "/srv/odoo-data/artifacts")
+    assert inv.environments["acme_prod"].deployment_id("acme_prod") == "dep_acme_prod_2024"
+    assert inv.environments["acme_staging"].deployment_id("acme_staging") == "dep_acme_staging_live"
+
+
+def _broken(change: str) -> dict[str, Any]:
+    """The example with one thing broken (``change`` names it)."""
+    data = copy.deepcopy(_example())
+    prod, staging = data["environments"]["acme_prod"], data["environments"]["acme_staging"]
+    if change == "format":
+        prod["odoo_db_name"] = "my-db"
+        prod["adopt"]["http_port"] = 70000
+        staging["adopt"]["dataa_dir"] = "/x"
+        data["router"]["kind"] = "traefik"
+        data["users"]["alice"]["acme"] = ["promote", "root"]
+        data["environments"]["acme dev"] = data["environments"].pop("acme_staging")
+        del data["storage"]
+    elif change == "parts":
+        del prod["adopt"]["first_blue"]
+        staging["adopt"]["first_blue"] = True
+        data["users"]["bob"] = {"nope": ["promote"]}
+        staging["worker_mode"] = "prefork"
+        prod["worker_mode"] = "threaded"
+        data["router"]["fronts"]["acme_staging"] = {}
+        staging["adopt"]["endpoint_port"] = 8080
+        staging["data_root"] = prod["data_root"]
+        staging["odoo_command"] = "odoo-bin -d {db} --data-dir {data_dir} --http-port {http_port} {nope}"
+    elif change == "settings":
+        for name in ("ops_database", "run_dir"):
+            del data["settings"][name]
+    return data
+
+
+def test_format_problems_are_a_line_each_naming_the_path_and_the_rule(tmp_path: Path) -> None:
+    assert _problems(tmp_path, _broken("format")) == [
+        "storage: is required",
+        "environments.acme dev: the key must be 1-64 ASCII letters, digits, '_', '.' or '-', starting with a letter"
+        " or digit (got 'acme dev')",
+        "environments.acme dev.adopt.dataa_dir: is not a key of the inventory format (examples/inventory.yaml shows"
+        " them all)",
+        "environments.acme_prod.odoo_db_name: must be 1-63 letters, digits or '_' (got 'my-db')",
+        "environments.acme_prod.adopt.http_port: must be a TCP port, 1-65535 (got 70000)",
+        "users.alice.acme[1]: must be 'promote' or 'admin' (got 'root')",
+        "router.kind: must be 'haproxy' or 'nginx' (got 'traefik')",
+    ]
+
+
+def test_rules_between_parts_are_a_line_each(tmp_path: Path) -> None:
+    assert _problems(tmp_path, _broken("parts")) == [
+        "users.bob.nope: must be a project declared under projects",
+        "router.fronts.acme_staging: must be a production environment declared under environments",
+        "environments.acme_prod.adopt.first_blue: must be true for a production environment (its live deployment"
+        " becomes the router's first blue)",
+        "environments.acme_prod.workers: is for prefork mode only (worker_mode is threaded)",
+        "environments.acme_prod.adopt.websocket_port: a threaded Odoo serves its websocket on adopt.http_port: leave"
+        " it out",
+        "environments.acme_staging.adopt.first_blue: only a production environment's live deployment becomes a blue",
+        "environments.acme_staging.workers: is required in prefork mode",
+        "environments.acme_staging.adopt.websocket_port: is required in prefork mode (its gevent server's port)",
+        "router.fronts.acme_prod.active_port: port 8080 is also environments.acme_staging.adopt.endpoint_port",
+        "environments.acme_staging.data_root: folder /srv/odoo-data/prod is also environments.acme_prod.data_root",
+        "environments.acme_staging.odoo_command: names {nope}, which is not a placeholder (they are: python, db,"
+        " data_dir, http_port, websocket_port, workers, environment_id, deployment, db_host, db_port, db_user)",
+        "environments.acme_staging.odoo_command: must name {websocket_port} (prefork mode)",
+        "environments.acme_staging.odoo_command: must name {workers} (prefork mode)",
+    ]
+
+
+def test_declared_settings_must_be_complete(tmp_path: Path) -> None:
+    assert _problems(tmp_path, _broken("settings")) == [
+        f"settings.{name}: is required when the settings are declared here (or give settings.file alone: an existing"
+        " settings file)" for name in ("ops_database", "run_dir")]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("settings: [", "inventory.yaml: not valid YAML: line 1: expected the node content, but found '<stream end>'"),
+    ("- settings", "inventory.yaml: must be a mapping of settings, storage, projects, environments, users and router"),
+])
+def test_a_file_that_is_not_an_inventory_is_one_line(tmp_path: Path, text: str, problem: str) -> None:
+    assert _problems(tmp_path, None, text=text) == [problem]
+
+
+def test_relative_paths_are_read_from_the_inventorys_folder(tmp_path: Path) -> None:
+    data = _example()
+    data["settings"]["file"] = "etc/settings.json"
+    data["environments"]["acme_prod"]["adopt"]["data_dir"] = "../live/prod"
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data))
+    inv = rules.parse(path)
+    assert inv.settings.file == str(tmp_path / "conf" / "etc" / "settings.json")
+    assert inv.environments["acme_prod"].adopt.data_dir == str(tmp_path / "live" / "prod")
+
+
+def _referencing(tmp_path: Path, settings: dict[str, Any] | None) -> model.Inventory:
+    data = _example()
+    data["settings"] = {"file": "settings.json"}
+    if settings is not None:
+        (tmp_path / "settings.json").write_text(json.dumps(settings))
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data))
+    inv = rules.parse(path)
+    assert not rules.declares_settings(inv)
+    return inv
+
+
+def test_a_referenced_settings_file_must_exist_and_agree(tmp_path: Path) -> None:
+    with pytest.raises(rules.InventoryProblems) as missing:
+        rules.settings_of(_referencing(tmp_path, None))
+    assert [str(p) for p in missing.value.problems] == [
+        f"settings.file: {tmp_path / 'settings.json'} does not exist (write it, or declare the settings here for apply"
+        " to write it)"]
+
+    agreeing = {**json.loads((REPO / "examples" / "settings.json").read_text()),
+                "artifact_root": "/srv/odoo-data/artifacts"}
+    assert rules.settings_of(_referencing(tmp_path, agreeing)).router_dir == "/var/lib/promote/router"
+
+    with pytest.raises(rules.InventoryProblems) as disagreeing:
+        rules.settings_of(_referencing(tmp_path, {**agreeing, "router_kind": "nginx",
+                                                  "odoo_command": "odoo-bin --http-port {http_port}"}))
+    assert [str(p) for p in disagreeing.value.problems] == [
+        f"router.kind: the settings file {tmp_path / 'settings.json'} says 'nginx'",
+        "settings.odoo_command: must name {db}", "settings.odoo_command: must name {data_dir}",
+        "settings.odoo_command: must name {websocket_port} (prefork mode)",  # acme_prod is prefork
+        "settings.odoo_command: must name {workers} (prefork mode)"]

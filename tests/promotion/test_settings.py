@@ -1,0 +1,74 @@
+"""Which settings file a process reads, and the one-line error outside a sandbox when there is none: never the
+stand-in's command and the ``.sandbox/`` paths in place of a missing file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from promote_pipeline.promotion import settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkout without a sandbox, in a process that no sandbox selected and no PROMOTE_SETTINGS points."""
+    monkeypatch.setattr(settings, "PROJECT_DIR", tmp_path)
+    monkeypatch.setattr(settings, "_selected", None)
+    monkeypatch.delenv("PROMOTE_SETTINGS", raising=False)
+    return tmp_path
+
+
+def test_outside_a_sandbox_without_settings_loading_fails_with_what_to_write(checkout: Path) -> None:
+    with pytest.raises(settings.SettingsError) as exc:
+        settings.load()
+    assert str(exc.value) == (
+        "no settings: set PROMOTE_SETTINGS to a settings file like examples/settings.json (`promote inventory apply`"
+        " writes one from an inventory like examples/inventory.yaml), or run `promote sandbox up` for a sandbox")
+
+
+def test_promote_settings_naming_a_missing_file_is_an_error_naming_it(checkout: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = checkout / "etc" / "settings.json"
+    monkeypatch.setenv("PROMOTE_SETTINGS", str(missing))
+    (checkout / ".sandbox").mkdir()
+    (checkout / ".sandbox" / "settings.json").write_text("{}")  # a sandbox does not stand in for the named file
+    with pytest.raises(settings.SettingsError) as exc:
+        settings.load()
+    assert str(exc.value) == (
+        f"PROMOTE_SETTINGS names {missing}, which does not exist: write there a settings file like"
+        " examples/settings.json (`promote inventory apply` writes one from an inventory like"
+        " examples/inventory.yaml)")
+
+
+def test_the_checkouts_sandbox_is_used_when_promote_settings_is_unset(checkout: Path) -> None:
+    (checkout / ".sandbox").mkdir()
+    (checkout / ".sandbox" / "settings.json").write_text(json.dumps({"ops_database": "promote_ops_sbx_x"}))
+    assert settings.settings_path() == checkout / ".sandbox" / "settings.json"
+    assert settings.load().ops_database == "promote_ops_sbx_x"
+
+
+def test_the_example_settings_file_is_valid_and_names_no_sandbox_path() -> None:
+    text = (REPO / settings.EXAMPLE_FILE).read_text()
+    example = settings.Settings.model_validate(json.loads(text))
+    assert ".sandbox" not in text and "odoo_standin" not in example.odoo_command
+    assert set(json.loads(text)) <= set(settings.Settings.model_fields)
+
+
+def test_the_command_line_says_it_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    # `promote run` in a checkout without a sandbox and with no PROMOTE_SETTINGS.
+    code = ("import sys; from pathlib import Path; from promote_pipeline.promotion import settings;"
+            f" settings.PROJECT_DIR = Path({str(tmp_path)!r}); from promote_pipeline.cli.main import main;"
+            " sys.exit(main(['run', '--project', 'p', '--staging', 's', '--prod', 'e', '--user', 'u']))")
+    env = {k: v for k, v in os.environ.items() if k != "PROMOTE_SETTINGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("promote: no settings: set PROMOTE_SETTINGS to a"
+                                                                 " settings file like examples/settings.json")
