@@ -253,10 +253,12 @@ def story(real_box: RealOdooSandbox, deadline: Callable[[float, str], AbstractCo
     told.seconds["story"] = time.monotonic() - start
     evidence = told.facts.get("first", {}).get("evidence")
     metrics = json.loads((Path(evidence) / steps.STABILITY_METRICS_JSON).read_text()) if evidence else {}
+    restore = json.loads((Path(evidence) / steps.GREEN_RESTORE_JSON).read_text()) if evidence else {}
     print(f"\nreal Odoo through {real_box.router_kind}: "
           + ", ".join(f"{k} {v:.1f}s" for k, v in told.seconds.items())
           + f"; {told.requests} requests by the test; first stability window: {metrics.get('requests')} requests,"
-          f" {metrics.get('http_errors')} errors; story stopped at: {told.error}")
+          f" {metrics.get('http_errors')} errors; green restored and serving in {restore.get('ready_seconds')}s,"
+          f" {len(told.facts.get('green_group', []))} processes in its group; story stopped at: {told.error}")
     yield told
 
 
