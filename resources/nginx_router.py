@@ -75,6 +75,8 @@ upstream {n}_{e}_http {{ server {http}; keepalive 16; }}
 upstream {n}_{e}_ws {{ server {ws}; }}
 """
 
+# Host is the client's own, port included ($host would drop it), as HAProxy passes it: Odoo builds its own
+# address from it (web.base.url on an administrator's login, absolute links).
 _SERVER = """\
 server {{
     listen {bind};
@@ -84,7 +86,7 @@ server {{
         proxy_http_version 1.1;
         proxy_set_header Upgrade $http_upgrade;
         proxy_set_header Connection $promote_connection_upgrade;
-        proxy_set_header Host $host;
+        proxy_set_header Host $http_host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_read_timeout 1h;
         proxy_send_timeout 1h;
@@ -94,7 +96,7 @@ server {{
         proxy_pass http://{n}_{e}_http;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
-        proxy_set_header Host $host;
+        proxy_set_header Host $http_host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         add_header X-Promote-Upstream {label} always;
     }}{extra}

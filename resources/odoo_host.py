@@ -339,7 +339,10 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
             log.close()
         return proc.pid
 
-    def wait_healthy(self, url: str, pid: int) -> None:
+    def wait_healthy(self, url: str, pid: int, websocket_port: int | None = None) -> None:
+        """Until ``/web/health`` answers 200 and, given a ``websocket_port`` of its own, that port accepts
+        connections: a prefork Odoo serves the bus from a separate process that its master starts after the
+        HTTP workers (about a second later), and a websocket sent to it before then is refused."""
         deadline = time.monotonic() + self.startup_timeout_seconds
         last = "no answer"
         with http_clients.client(timeout=1.0) as client:
@@ -349,12 +352,28 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
                 try:
                     resp = client.get(f"{url}/web/health")
                     if resp.status_code == 200:
-                        return
+                        break
                     last = f"HTTP {resp.status_code}"
                 except httpx.HTTPError as exc:
                     last = type(exc).__name__
                 time.sleep(0.05)
-        raise HostError(f"Odoo at {url} did not answer /web/health within {self.startup_timeout_seconds}s ({last})")
+            else:
+                raise HostError(f"Odoo at {url} did not answer /web/health within {self.startup_timeout_seconds}s"
+                                f" ({last})")
+        if websocket_port is not None:
+            self._wait_listening(httpx.URL(url).host, websocket_port, pid, deadline)
+
+    def _wait_listening(self, host: str, port: int, pid: int, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if not self.is_alive(pid):
+                raise HostError(f"Odoo process {pid} exited during start-up (log in {self.run_dir})")
+            try:
+                with socket.create_connection((host, port), timeout=1.0):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise HostError(f"Odoo's websocket server did not listen on {host}:{port} within"
+                        f" {self.startup_timeout_seconds}s (log in {self.run_dir})")
 
     @staticmethod
     def is_alive(pid: int | None) -> bool:

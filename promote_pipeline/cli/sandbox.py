@@ -75,12 +75,14 @@ class Sandbox:
             evidence_root=str(settings_mod.PROJECT_DIR / "docs" / "evidence"),
             artifact_root=str(self.root / "artifacts"), run_dir=str(self.root / "run"),
             router_kind=self.router_kind, router_dir=str(self.root / "router"),
-            # Each deployment's stand-in connects as its own role, through its PgBouncer (never `postgres`,
-            # which it refuses, as odoo-bin does).
-            odoo_command="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}"
-                         f" --fault-file {self.root / 'faults'}/{{environment_id}}.json",
+            odoo_command=self.odoo_command(),
             secrets_file=str(self.secrets_file), role_key_ref=ROLE_KEY_REF,
         )
+
+    def odoo_command(self) -> str:
+        """The template that starts one Odoo server of this sandbox: the stand-in, with its fault switches."""
+        return ("{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}"
+                f" --fault-file {self.root / 'faults'}/{{environment_id}}.json")
 
     def activate(self) -> settings_mod.Settings:
         """Point this process at the sandbox: its settings (which name its secrets file) from now on. A child
@@ -147,9 +149,10 @@ class Sandbox:
         return commit
 
     def _ensure_deployment(self, ops_db: OpsDatabase, host: LocalOdooHost, env_id: str, start: bool = True) -> None:
-        """Production from ``odoo_standin init``; staging as Odoo.sh makes it: a neutralized copy of production.
+        """Production made by ``_make_production``; staging as Odoo.sh makes it: a neutralized copy of production.
         Each seed deployment's physical database carries the environment's name, as a production adopted from
-        an existing installation does; the greens promoted later get databases of their own."""
+        an existing installation does; the greens promoted later get databases of their own. A deployment is
+        recorded as soon as its database exists, so ``down`` finds it whatever fails after."""
         env = ops_db.environment(env_id)
         assert env is not None
         if env.odoo_db_name is None:
@@ -160,25 +163,41 @@ class Sandbox:
         if dep is None:
             dep = deployment.plan(env, f"dep_{env_id}_seed", env.odoo_db_name, host, state="active")
             deployment.prepare_data_dir(env, dep)
-            child_env = {**os.environ, "STANDIN_DSN": secrets.resolve(DSN_REF),
-                         "STANDIN_ADMIN_PASSWORD": secrets.resolve(ADMIN_REF)}
             if env.kind == "production":
-                subprocess.run(
-                    [sys.executable, "-m", "odoo_standin", "init", "--db", dep.db_name, "--data-dir", dep.data_dir,
-                     "--replace", "--partners", str(self.partners), "--attachments", str(self.attachments),
-                     "--attachment-size", str(self.attachment_size),
-                     "--pbkdf2-rounds", str(self.pbkdf2_rounds)],
-                    check=True, env=child_env, stdout=subprocess.DEVNULL)
+                self._make_production(host, dep)
             else:
-                self._copy_production(ops_db, host, dep, child_env)
+                self._copy_production(ops_db, host, dep)
             ops_db.add_deployment(dep)
             deployment.give_database(svc, env, dep)
+            if env.kind != "production":
+                self._neutralize(host, dep)  # as Odoo.sh does, once staging has its data and its own role
         if start and not host.is_alive(dep.pid):
             deployment.start(svc, env, dep)
 
-    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, staging: DeploymentRecord,
-                         child_env: dict[str, str]) -> None:
-        """Staging = production's data, then staging's own work (new contacts), then neutralized."""
+    def _standin_env(self) -> dict[str, str]:
+        return {**os.environ, "STANDIN_DSN": secrets.resolve(DSN_REF),
+                "STANDIN_ADMIN_PASSWORD": secrets.resolve(ADMIN_REF)}
+
+    def _make_production(self, host: LocalOdooHost, prod: DeploymentRecord) -> None:
+        """Production's database and filestore, its admin's password the sandbox's generated one."""
+        subprocess.run(
+            [sys.executable, "-m", "odoo_standin", "init", "--db", prod.db_name, "--data-dir", prod.data_dir,
+             "--replace", "--partners", str(self.partners), "--attachments", str(self.attachments),
+             "--attachment-size", str(self.attachment_size), "--pbkdf2-rounds", str(self.pbkdf2_rounds)],
+            check=True, env=self._standin_env(), stdout=subprocess.DEVNULL)
+
+    def _neutralize(self, host: LocalOdooHost, staging: DeploymentRecord) -> None:
+        subprocess.run([sys.executable, "-m", "odoo_standin", "neutralize", "--db", staging.db_name,
+                        "--base-url", "http://staging.localhost"], check=True, env=self._standin_env())
+
+    def _add_staging_contacts(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("INSERT INTO res_partner (name, email, company_id)"
+                     " SELECT 'Staging contact ' || n, 'staging' || n || '@example.com', 1"
+                     " FROM generate_series(1, 25) AS n")
+
+    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, staging: DeploymentRecord) -> None:
+        """Staging = production's data, then staging's own work (new contacts); neutralized once it is given
+        to its role (``_neutralize``)."""
         prod = ops_db.active_deployment(PROD)
         assert prod is not None
         db = staging.db_name
@@ -196,11 +215,7 @@ class Sandbox:
             metadata={"source_environment_id": PROD, "source_db": prod.db_name,
                       "note": "staging made from a copy of production"}))
         with host.connect(DSN_REF, db) as conn:
-            conn.execute("INSERT INTO res_partner (name, email, company_id)"
-                         " SELECT 'Staging contact ' || n, 'staging' || n || '@example.com', 1"
-                         " FROM generate_series(1, 25) AS n")
-        subprocess.run([sys.executable, "-m", "odoo_standin", "neutralize", "--db", db,
-                        "--base-url", "http://staging.localhost"], check=True, env=child_env)
+            self._add_staging_contacts(conn)
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

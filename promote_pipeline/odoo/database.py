@@ -53,6 +53,20 @@ def parameters(conn: psycopg.Connection[Any], keys: list[str]) -> dict[str, str]
     return {r[0]: r[1] for r in rows}
 
 
+# Odoo's processes cache ir.config_parameter values (ormcache, the 'default' cache) and clear the cache when one
+# of these sequences moves (odoo/modules/registry.py, check_signaling): Odoo 17+ names it per cache, 16 has one.
+_CACHE_SIGNALING = ("base_cache_signaling_default", "base_cache_signaling")
+
+
+def signal_cache_change(conn: psycopg.Connection[Any]) -> None:
+    """Tell a running Odoo's workers that cached values changed, as Odoo itself does after a write: a value set
+    by SQL while Odoo runs is otherwise not seen until each worker's cache is cleared for another reason."""
+    rows = conn.execute("SELECT sequence_name FROM information_schema.sequences WHERE sequence_name = ANY(%s)",
+                        (list(_CACHE_SIGNALING),)).fetchall()
+    for (name,) in rows:
+        conn.execute("SELECT nextval(%s)", (name,))
+
+
 def set_parameter(conn: psycopg.Connection[Any], key: str, value: str | None) -> None:
     """Set ``key`` (None: remove it), as ``ir.config_parameter.set_param`` does."""
     if value is None:

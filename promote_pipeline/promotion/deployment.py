@@ -74,8 +74,8 @@ def give_database(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) 
 
 
 def start(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) -> int:
-    """Its PgBouncer (if not running), then its Odoo through it; waits until Odoo answers. Returns Odoo's pid
-    (also recorded, and set on ``dep``)."""
+    """Its PgBouncer (if not running), then its Odoo through it; waits until Odoo answers, its websocket server
+    included. Returns Odoo's pid (also recorded, and set on ``dep``)."""
     endpoint = None
     if dep.db_role:
         if not svc.host.is_alive(dep.endpoint_pid):
@@ -88,7 +88,8 @@ def start(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) -> int:
                               command_template=env.odoo_command, workers=env.workers or 0)
     dep.pid = pid
     svc.ops_db.set_deployment_pid(dep.deployment_id, pid)
-    svc.host.wait_healthy(f"http://127.0.0.1:{dep.http_port}", pid)
+    separate_bus = dep.websocket_port if dep.websocket_port not in (None, dep.http_port) else None
+    svc.host.wait_healthy(f"http://127.0.0.1:{dep.http_port}", pid, separate_bus)
     return pid
 
 

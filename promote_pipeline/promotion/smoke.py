@@ -188,11 +188,13 @@ class SmokeSuite:
             before = odoo_db.config_parameter(conn, FREEZE)
             if not before:
                 odoo_db.set_parameter(conn, FREEZE, "True")
+                odoo_db.signal_cache_change(conn)  # green runs: its workers must read the flag afresh
         return before
 
     def _thaw_base_url(self, before: str | None) -> None:
         with self.host.connect(self.env.db_dsn_ref, self.green.db_name) as conn:
             odoo_db.set_parameter(conn, FREEZE, before)
+            odoo_db.signal_cache_change(conn)  # no worker may keep the suite's freeze in its cache
 
     def unchanged(self) -> dict[str, Any]:
         """Every watched parameter as the carry-over left it? (``changed``: key -> [before, after])."""
