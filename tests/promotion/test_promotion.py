@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 from promote_pipeline.cli.sandbox import PROD, Sandbox
+from promote_pipeline.promotion import deployment
 from promote_pipeline.promotion import evidence as evidence_mod
+from promote_pipeline.promotion.services import Services
 from resources.haproxy_router import HAProxyRouter
 from resources.nginx_router import NginxRouter
 
@@ -154,6 +156,6 @@ def test_no_auto_rollback_leaves_state_and_says_so(haproxy_box: Sandbox, h: Any)
     # Clean up the green this run left standing, as an operator would.
     res = box.resources()
     for g in res["ops_db"].deployments_created_by(outcome.run_id):
-        res["odoo_host"].stop_odoo(g.pid)
+        deployment.stop(Services.from_resources(res), g)  # its Odoo and its PgBouncer
         res["ops_db"].retire_deployment(g.deployment_id)
     res["router"].set_preview(PROD, res["router"].state(PROD).active)
