@@ -6,26 +6,30 @@ Layout under ``root``::
     <artifact_id>/db/                  pg_dump -Fd (parallel), every file's sha256 in the contract
     <artifact_id>/filestore.index      one line per filestore file: "<sha1> <size> <relative path>"
     .objects/<sha1[:2]>/<sha1>         filestore content, once per distinct content, read-only
-    .objects.lock                      flock: shared while objects are written or linked, exclusive for GC
+    .objects.lock                      flock: shared while objects are written or copied, exclusive for GC
 
 Odoo names every filestore file by the SHA-1 of its content, so the filestore is stored by
 content: a backup copies into ``.objects`` only the files the store does not hold yet (hashing
 them while they are copied, so a file whose name is not its content's SHA-1 is stored under the
-SHA-1 of what it really holds), and writes the index. A second backup of an unchanged filestore
-reads no file content at all. A restore on the same filesystem hard-links the objects into the
-new filestore (a copy otherwise); objects are read-only, and Odoo never rewrites a filestore file
-in place (it writes new names and unlinks old ones), so a link is as good as a copy.
+SHA-1 of what it really holds), and writes the index. Each object keeps its source's mtime, and a
+restore gives each file it copies its object's mtime, so a second backup of an unchanged filestore
+reads no file content at all: a file is trusted by name only when its size and mtime are the object's
+(an in-place write moves the mtime on, and the file is hashed). A restore copies the objects (a
+reflink where the filesystem has them), never hard-links them: Odoo does not rewrite a filestore file
+in place, but anyone else may, and through a link that write would change the object and every
+artifact naming it.
 
 An artifact's references are its index. ``delete`` removes the artifact's folder and then
 collects garbage under the exclusive lock: every object that no remaining index names is
 removed, and nothing else. Backups and restores hold the shared lock for as long as they write
-or link objects, so the collector never runs between a backup's "this object is already there"
+or copy objects, so the collector never runs between a backup's "this object is already there"
 and the moment its index is in place.
 
 Verification re-derives what the contract claims, from the caller's copy of the contract (the
 run's own record, not the file next to the data): before a restore (``full=True``) every dump file
 is hashed again, its table of contents read, and the index hashed, every object it names checked
-for presence and size (``deep=True`` also re-hashes every object). Right after a backup, whose
+for presence and size; ``deep=True`` (what a restore asks for) also re-hashes every object, so green
+gets content proven against its name, not a file of the right size. Right after a backup, whose
 bytes were hashed as they were written, the check is on sizes and the table of contents only.
 """
 

@@ -9,17 +9,19 @@ for the layout and why the filestore is stored by content.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
 import shutil
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from secrets import token_hex
 from typing import TYPE_CHECKING, Any
+
+from resources.file_copy import CopyMethod
 
 CHUNK = 1 << 20
 OBJECTS = ".objects"
@@ -107,6 +109,12 @@ class FilestoreObjects:
         is cheap; across folders it costs as much again) and renamed into place once complete, so an object
         name never points at partial content. ``name_hint`` picks the sub-folder; a file whose content does
         not hash to its name is moved to where its content belongs.
+
+        The object takes the source's mtime (read before its first byte, so a write during the copy leaves the
+        source newer than the object): a live file later found with the object's name, size *and* mtime is
+        the one that was hashed, and a backup may skip it. An object already present under that name with
+        another size or mtime is replaced by the copy just hashed: it may have been written through a hard
+        link of an older restore, and the bytes just hashed are known to be right.
         """
         buf = _buffer()
         digest = hashlib.sha1()
@@ -114,6 +122,7 @@ class FilestoreObjects:
         tmp = f"{objects}/{sub}/.in-{token_hex(8)}"
         fd_in = os.open(src, os.O_RDONLY)
         try:
+            source = os.fstat(fd_in)
             fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
             copied = 0
             try:
@@ -127,42 +136,49 @@ class FilestoreObjects:
                 os.close(fd_out)
         finally:
             os.close(fd_in)
+        os.utime(tmp, ns=(source.st_atime_ns, source.st_mtime_ns))
         sha1 = digest.hexdigest()
         final = f"{objects}/{sha1[:2]}/{sha1}"
         try:
-            if os.stat(final).st_size == copied:  # someone stored the same content meanwhile
-                os.unlink(tmp)
-                return sha1, copied, False
+            present = os.stat(final)
         except FileNotFoundError:
-            pass
-        os.rename(tmp, final)
-        return sha1, copied, True
+            os.rename(tmp, final)
+            return sha1, copied, True
+        if (present.st_size, present.st_mtime_ns) == (copied, source.st_mtime_ns):  # stored meanwhile
+            os.unlink(tmp)
+        else:
+            os.rename(tmp, final)
+        return sha1, copied, False
 
     def ingest_filestore(self, artifact_id: str, src: Path) -> dict[str, Any]:
         """Store the filestore ``src`` for ``artifact_id``: new content into the objects, and the index.
 
-        A file named ``<sha1[:2]>/<sha1>`` (Odoo's layout) whose object is present with the same size is
-        not read at all. Every other file is copied in and hashed while it is copied (one thread: on a
-        loaded machine more threads only fight over the interpreter lock). Returns the index's sha256 and
-        size, and the counts the contract records.
+        A file named ``<sha1[:2]>/<sha1>`` (Odoo's layout) whose object is present with the same size and
+        mtime (a restore gives each file its object's mtime; an in-place write moves it on) is not read at
+        all; a name and a size alone prove nothing. Every other file is copied in and hashed while it is
+        copied (one thread: on a loaded machine more threads only fight over the interpreter lock). Returns
+        the index's sha256 and size, and the counts the contract records.
         """
         index = self.index_path(artifact_id)
         tmp_index = index.with_name(INDEX + ".tmp")
         facts = {"file_count": 0, "size_bytes": 0, "new_objects": 0, "new_bytes": 0, "renamed_by_content": 0,
-                 "skipped_not_regular": 0, "vanished": 0, "changed_while_copied": 0}
+                 "skipped_not_regular": 0, "vanished": 0, "changed_while_copied": 0, "rehashed_by_stat": 0}
         digest = hashlib.sha256()
         index_bytes = 0
         objects = str(self.objects)
         with self._objects_lock(exclusive=False):
             self._ensure_object_dirs()
             with tmp_index.open("wb") as out:
-                for rel, path, size in (self._walk(src, facts) if src.is_dir() else ()):
+                for rel, path, size, mtime_ns in (self._walk(src, facts) if src.is_dir() else ()):
                     name = rel.rpartition("/")[2]
                     sha1 = ""
                     if len(name) == 40 and rel == f"{name[:2]}/{name}" and set(name) <= _HEX:
                         try:
-                            if os.stat(f"{objects}/{name[:2]}/{name}").st_size == size:
+                            obj = os.stat(f"{objects}/{name[:2]}/{name}")
+                            if (obj.st_size, obj.st_mtime_ns) == (size, mtime_ns):
                                 sha1 = name
+                            else:
+                                facts["rehashed_by_stat"] += 1
                         except FileNotFoundError:
                             pass
                     if not sha1:
@@ -189,8 +205,8 @@ class FilestoreObjects:
         return {**facts, "index_sha256": digest.hexdigest(), "index_bytes": index_bytes, "store": objects}
 
     @staticmethod
-    def _walk(src: Path, facts: dict[str, int]) -> Iterator[tuple[str, str, int]]:
-        """(relative path, path, size) of every regular file under ``src``, in a stable order."""
+    def _walk(src: Path, facts: dict[str, int]) -> Iterator[tuple[str, str, int, int]]:
+        """(relative path, path, size, mtime_ns) of every regular file under ``src``, in a stable order."""
         stack = [""]
         while stack:
             rel_dir = stack.pop()
@@ -205,7 +221,8 @@ class FilestoreObjects:
                 if entry.is_dir(follow_symlinks=False):
                     subdirs.append(rel)
                 elif entry.is_file(follow_symlinks=False):
-                    yield rel, entry.path, entry.stat(follow_symlinks=False).st_size
+                    stat = entry.stat(follow_symlinks=False)
+                    yield rel, entry.path, stat.st_size, stat.st_mtime_ns
                 else:
                     facts["skipped_not_regular"] += 1
             stack.extend(reversed(subdirs))
@@ -217,13 +234,15 @@ class FilestoreObjects:
                 yield sha1, int(size), rel
 
     def materialize_filestore(self, artifact_id: str, dest: Path) -> dict[str, Any]:
-        """Recreate the artifact's filestore at ``dest`` (new or empty): hard links to the objects when they
-        are on the same filesystem, copies otherwise (or where a link is refused)."""
+        """Recreate the artifact's filestore at ``dest`` (new or empty) as copies of the objects: a reflink
+        where the filesystem has them, an in-kernel copy otherwise. Never a hard link: a write into the live
+        file would be a write into the object, and into every artifact that names it. Each file takes its
+        object's mtime, so the next backup of this filestore can trust it without reading it."""
         dest.mkdir(parents=True, exist_ok=True)
-        linked = copied = total = 0
+        total = 0
         objects, root = str(self.objects), str(dest)
+        method = CopyMethod()
         with self._objects_lock(exclusive=False):
-            can_link = os.stat(objects).st_dev == os.stat(root).st_dev
             made: set[str] = set()
             for sha1, size, rel in self.iter_index(artifact_id):
                 if rel.startswith("/") or ".." in rel.split("/"):
@@ -234,18 +253,10 @@ class FilestoreObjects:
                     made.add(parent)
                 target, obj = f"{root}/{rel}", f"{objects}/{sha1[:2]}/{sha1}"
                 total += size
-                if can_link:
-                    try:
-                        os.link(obj, target)
-                        linked += 1
-                        continue
-                    except OSError as exc:
-                        if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
-                            raise
-                        can_link = exc.errno == errno.EMLINK
-                shutil.copyfile(obj, target)
-                copied += 1
-        return {"linked": linked, "copied": copied, "bytes": total}
+                method.copy(obj, target, size)
+                stamp = os.stat(obj)
+                os.utime(target, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        return {**method.counts, "bytes": total}
 
     def verify_filestore(self, artifact_id: str, filestore: Mapping[str, Any], full: bool = True,
                          deep: bool = False) -> dict[str, object]:
@@ -264,6 +275,7 @@ class FilestoreObjects:
             raise ArtifactError(f"artifact {artifact_id}: filestore index checksum mismatch (expected sha256"
                                 f" {str(filestore['sha256'])[:12]}…, found {sha[:12]}…)")
         count = total = 0
+        named: dict[str, str] = {}
         with self._objects_lock(exclusive=False):
             objects = str(self.objects)
             for sha1, want, rel in self.iter_index(artifact_id):
@@ -275,10 +287,18 @@ class FilestoreObjects:
                 if got != want:
                     raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) has {got} bytes,"
                                         f" the index says {want}")
-                if deep and hash_file(Path(obj), "sha1")[0] != sha1:
-                    raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is corrupt")
+                named.setdefault(sha1, rel)
                 count += 1
                 total += want
+            if deep:
+                # Two threads: hashlib lets go of the interpreter lock while it hashes a 1 MiB chunk, and the
+                # objects are usually in the page cache (just written by the backups), so both cores hash.
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    sums = pool.map(lambda s: hash_file(Path(f"{objects}/{s[:2]}/{s}"), "sha1")[0], named)
+                    for (sha1, rel), got_sha1 in zip(named.items(), sums, strict=True):
+                        if got_sha1 != sha1:
+                            raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is corrupt:"
+                                                f" its content hashes to {got_sha1}")
         if count != int(filestore["file_count"]) or total != int(filestore["size_bytes"]):
             raise ArtifactError(f"artifact {artifact_id}: filestore index holds {count} files / {total} bytes, the"
                                 f" contract says {filestore['file_count']} / {filestore['size_bytes']}")

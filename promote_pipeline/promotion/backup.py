@@ -95,7 +95,8 @@ def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
     return fn(*args), time.monotonic() - start
 
 
-def verify(store: LocalArtifactStore, artifact: Artifact, full: bool = True) -> dict[str, Any]:
-    """``full`` (before a restore): every dump file and the index hashed again, every object present."""
+def verify(store: LocalArtifactStore, artifact: Artifact, full: bool = True, deep: bool = False) -> dict[str, Any]:
+    """``full``: every dump file and the index hashed again, every object present with its size. ``deep``
+    (before a restore): every object the index names hashed again too, so what green gets is proven content."""
     return store.verify(artifact.artifact_id, artifact.db_dump.model_dump(), artifact.filestore.model_dump(),
-                        full=full)
+                        full=full, deep=deep)

@@ -1,4 +1,4 @@
-"""The artifact store: content-addressed filestore, hard-link restore, verification, deletion with GC.
+"""The artifact store: content-addressed filestore, restore by copy, verification, deletion with GC.
 
 Real files, a real pg_dump/pg_restore against the machine's PostgreSQL; nothing mocked.
 """
@@ -61,7 +61,7 @@ def test_second_backup_of_an_unchanged_filestore_copies_nothing(store: LocalArti
     for sha1, size, rel in store.iter_index(first_id):
         obj = store.object_path(sha1)
         assert obj.stat().st_size == size and rel.endswith(sha1)
-        assert obj.stat().st_mode & 0o777 == 0o444  # objects are read-only: a hard-linked copy cannot be edited
+        assert obj.stat().st_mode & 0o777 == 0o444  # objects are read-only
 
 
 def test_a_file_whose_name_is_not_its_content_is_stored_by_content(store: LocalArtifactStore, tmp_path: Path) -> None:
@@ -79,16 +79,19 @@ def test_a_file_whose_name_is_not_its_content_is_stored_by_content(store: LocalA
     assert (dest / "checklist" / "notes.txt").read_bytes() == b"not content-addressed"
 
 
-def test_restore_hard_links_the_objects(store: LocalArtifactStore, tmp_path: Path) -> None:
+def test_restore_copies_the_objects(store: LocalArtifactStore, tmp_path: Path) -> None:
     src = tmp_path / "fs"
     rels = [odoo_file(src, os.urandom(5000)) for _ in range(10)]
     artifact_id, facts = backup(store, src)
     dest = tmp_path / "green"
     result = store.materialize_filestore(artifact_id, dest)
-    assert result == {"linked": 10, "copied": 0, "bytes": facts["size_bytes"]}
+    assert sum(result[k] for k in ("reflinked", "kernel_copied", "copied")) == 10
+    assert result["bytes"] == facts["size_bytes"]
     for rel in rels:
+        obj = store.object_path(rel.rsplit("/", 1)[1])
         assert (dest / rel).read_bytes() == (src / rel).read_bytes()
-        assert (dest / rel).stat().st_ino == store.object_path(rel.rsplit("/", 1)[1]).stat().st_ino
+        assert (dest / rel).stat().st_ino != obj.stat().st_ino  # a copy, never a link to the object
+        assert (dest / rel).stat().st_mtime_ns == obj.stat().st_mtime_ns  # so the next backup can trust it
     store.verify_filestore(artifact_id, contract(store, artifact_id, facts), full=True, deep=True)
 
 
@@ -113,7 +116,7 @@ def test_delete_keeps_objects_another_artifact_references(store: LocalArtifactSt
     assert not present(only_a) and present(shared) and present(only_b)
     assert not store.folder(a_id).exists()
     store.verify_filestore(b_id, contract(store, b_id, b_facts), full=True, deep=True)
-    # a filestore restored from the deleted artifact keeps its files (its links are its own)
+    # a filestore restored from the deleted artifact keeps its files (they are copies)
     assert sorted(p.read_bytes() for p in dest.rglob("*") if p.is_file()) == sorted([only_a, shared])
     store.delete(b_id)
     assert not present(shared) and not present(only_b)

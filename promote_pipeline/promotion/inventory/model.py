@@ -92,7 +92,8 @@ class Storage(Section):
     evidence_root: PathText = Field(description="Each run writes its evidence folder under it"
                                     " (<date>/promote/<run_id>/).")
     artifact_root: PathText = Field(description="The artifact store: dumps, filestore indexes, content-addressed"
-                                    " objects (on the data roots' filesystem, restores hard-link instead of copying).")
+                                    " objects (restores copy them; on the data roots' filesystem, a reflink where it"
+                                    " has them).")
 
 
 class Project(Section):
