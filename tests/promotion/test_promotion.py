@@ -154,6 +154,6 @@ def test_no_auto_rollback_leaves_state_and_says_so(haproxy_box: Sandbox, h: Any)
     # Clean up the green this run left standing, as an operator would.
     res = box.resources()
     for g in res["ops_db"].deployments_created_by(outcome.run_id):
-        res["odoo_host"].stop_odoo(g.pid)
+        res["odoo_host"].stop_odoo(g.pid, g.pid_started)
         res["ops_db"].retire_deployment(g.deployment_id)
     res["router"].set_preview(PROD, res["router"].state(PROD).active)
