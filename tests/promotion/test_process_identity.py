@@ -52,8 +52,10 @@ def test_cleanup_leaves_an_unrelated_process_holding_a_recorded_pid_alone(haprox
     started = db_endpoint.process_started(genuine.pid)
     genuine.kill()
     genuine.wait()
+    time.sleep(0.05)  # start times count clock ticks (10 ms): the two must not share one
     unrelated = _sleep()  # the pid recorded for the deployment now names this one, started later
     try:
+        assert db_endpoint.process_started(unrelated.pid) != started
         dep = _retired_with_pid(svc, unrelated.pid, started)
         record = _clean_up(svc, dep, tmp_path)
         time.sleep(0.2)
