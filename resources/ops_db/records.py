@@ -94,6 +94,14 @@ class DeploymentOnServer(DeploymentRecord):
     created_by_run: str | None = Field(default=None, description="The run that created it (None for a seed).")
 
 
+class AbortRequest(Record):
+    """Someone asked a running promotion to stop and roll back (an ``abort`` event in ``ops.run_events``)."""
+
+    requested_by: str = Field(description="Who asked (holds 'promote' on the run's project).")
+    reason: str = Field(description="Why, as given.")
+    at: datetime = Field(description="When it was asked.")
+
+
 class RunRecord(Record):
     """One row of ``ops.runs``: a promotion, a restore or a deploy, and how it ended."""
 
