@@ -134,15 +134,24 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
         ops_db.upgrade()
         ops_db.record_rejection(exc.check, rejection, redact(input_rules.printable(raw)))
         return EXIT_REJECTED, None, f"promotion rejected: {rejection}"
+    def work() -> tuple[str, PromotionOutcome | None, tuple[str | None, str | None, str | None]]:
+        # The result is read in the job's thread, before its instance is disposed there.
+        from promote_pipeline.defs.in_process import instance_for
+
+        with instance_for(instance) as inst:
+            result = _execute("promote_staging_to_prod", input_rules.run_config(raw), input_rules.run_tags(raw),
+                              quiet, inst, resource_overrides)
+            if result.success:
+                return result.run_id, result.output_for_node(steps.FINALIZE.name), (None, None, None)
+            return result.run_id, None, _failure_message(result)
+
     with _signals_abort():
-        result = _off_main_thread(lambda: _execute("promote_staging_to_prod", input_rules.run_config(raw),
-                                                   input_rules.run_tags(raw), quiet, instance, resource_overrides))
-    if result.success:
-        return EXIT_OK, result.output_for_node(steps.FINALIZE.name), None
-    step, cls_name, message = _failure_message(result)
+        dagster_run_id, succeeded, (step, cls_name, message) = _off_main_thread(work)
+    if succeeded is not None:
+        return EXIT_OK, succeeded, None
     if step == steps.CREATE_OPS_RUN.name and "PromotionRejected" in (cls_name or ""):
         return EXIT_REJECTED, None, message
-    row = ops_db.promote_run_for_dagster_run(result.run_id)
+    row = ops_db.promote_run_for_dagster_run(dagster_run_id)
     if row is None:
         return EXIT_FAILED, None, message
     meta = row.metadata
