@@ -152,8 +152,50 @@ def wait_listening(host: str, port: int, pid: int, timeout: float = 10.0) -> Non
     raise RuntimeError(f"PgBouncer {pid} did not listen on {host}:{port} within {timeout}s")
 
 
+def process_started(pid: int) -> int | None:
+    """When ``pid`` started: field 22 of ``/proc/PID/stat``, in clock ticks since boot (None: no such process).
+    With the pid it names one process for the machine's uptime, where the pid alone may be reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces and parentheses); field 3 is the first of them.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def identity_mismatch(pid: int, started: int | None) -> str | None:
+    """Why ``pid`` is not provably the process recorded as started at ``started`` (None: it is, and it still
+    leads its own process group, so signalling that group reaches it and what it started, nothing else)."""
+    if started is None:
+        return f"pid {pid}: no start time recorded, so not provably the deployment's process; left alone"
+    live = process_started(pid)
+    if live is None:
+        return None if not Path(f"/proc/{pid}").exists() else f"pid {pid}: start time unreadable; left alone"
+    if live != started:
+        return f"pid {pid}: started at tick {live}, not {started} as recorded (a reused pid); left alone"
+    try:
+        if os.getpgid(pid) != pid:
+            return f"pid {pid}: no longer leads its own process group; left alone"
+    except ProcessLookupError:
+        return None
+    return None
+
+
+def stop_recorded(pid: int | None, started: int | None, timeout: float = 10.0) -> str | None:
+    """``stop_group`` for a pid read from the records: only if it is still the process started then. Returns
+    the one-line reason when it was left alone (None: stopped, or already gone)."""
+    if not pid or not Path(f"/proc/{pid}").exists():
+        return None
+    mismatch = identity_mismatch(pid, started)
+    if mismatch is not None:
+        return mismatch
+    stop_group(pid, timeout)
+    return None
+
+
 def stop_group(pid: int | None, timeout: float = 10.0) -> None:
-    """SIGTERM the process group led by ``pid`` (every process started with it), SIGKILL what remains."""
+    """SIGTERM the process group led by ``pid`` (every process started with it), SIGKILL what remains. For a pid
+    of this process's own making; one read from the records goes through ``stop_recorded``."""
     if not pid:
         return
     try:

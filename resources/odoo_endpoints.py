@@ -126,8 +126,14 @@ class DeploymentEndpoints:
         db_endpoint.wait_listening("127.0.0.1", dep.endpoint_port, pid)
         return pid
 
-    def stop_endpoint(self, pid: int | None) -> None:
-        db_endpoint.stop_group(pid)
+    def stop_endpoint(self, pid: int | None, started: int | None) -> str | None:
+        """Stop a PgBouncer read from the records, only if it is still the one started then (else: why not)."""
+        return db_endpoint.stop_recorded(pid, started)
+
+    @staticmethod
+    def process_started(pid: int) -> int | None:
+        """The start time that, recorded with ``pid``, lets a later stop prove it is the same process."""
+        return db_endpoint.process_started(pid)
 
     def processes_of(self, pid: int | None) -> Iterator[int]:
         """Every live process of the group ``pid`` leads (a prefork Odoo: master, workers, its websocket server)."""

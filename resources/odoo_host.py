@@ -390,9 +390,10 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
             return False
         return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
-    def stop_odoo(self, pid: int | None, timeout: float = 10.0) -> None:
+    def stop_odoo(self, pid: int | None, started: int | None, timeout: float = 10.0) -> str | None:
         """Stop an Odoo and everything it started: its process group (a prefork master's workers and websocket
-        server are its children in that group; signalling the master alone can leave a worker running)."""
+        server are its children in that group; signalling the master alone can leave a worker running). Only if
+        ``pid`` is still the process started at ``started``; else the reason it was left alone."""
         if not pid or not self.is_alive(pid):
-            return
-        db_endpoint.stop_group(pid, timeout)
+            return None
+        return db_endpoint.stop_recorded(pid, started, timeout)

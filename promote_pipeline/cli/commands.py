@@ -289,6 +289,25 @@ def _services() -> Any:
     return Services.from_resources(res)
 
 
+def cmd_abort(args: argparse.Namespace) -> int:
+    """Ask a promotion running elsewhere to stop and roll back, and wait until it has."""
+    from promote_pipeline.promotion import abort
+
+    svc = _services()
+    try:
+        abort.request(svc, args.run_id, args.user, args.reason)
+    except abort.AbortRefused as exc:
+        print(f"abort refused: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    status = abort.wait_ended(svc, args.run_id, args.wait)
+    if status == "running":
+        print(f"abort requested: run {args.run_id} still running after {args.wait:g}s (its job takes the request"
+              " at its next step boundary)", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{status}: run {args.run_id} aborted by {args.user}")
+    return EXIT_OK if status in ("rolled_back", "failed") else EXIT_FAILED
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
     from promote_pipeline.promotion.odoo_aware import export_green_writes
 

@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--user", default=os.environ.get("PROMOTE_USER") or getpass.getuser())
     rb.set_defaults(func=cmd.cmd_rollback)
 
+    ab = sub.add_parser("abort", help="stop a running promotion (in any process) and roll it back")
+    ab.add_argument("run_id", help="the promotion's run id (ops.runs)")
+    ab.add_argument("--user", default=os.environ.get("PROMOTE_USER") or getpass.getuser())
+    ab.add_argument("--reason", default="aborted by hand")
+    ab.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the run to end (default 120)")
+    ab.set_defaults(func=cmd.cmd_abort)
+
     rec = sub.add_parser("recover", help="export as CSV what was written on a rolled-back green since cutover")
     rec.add_argument("run_id")
     rec.add_argument("--out", help="folder (default: <evidence_dir>/recovered)")

@@ -8,10 +8,15 @@ acts on: an exit code, the seed's outputs object, and one message.
 from __future__ import annotations
 
 import gc
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from promote_pipeline.cli.printer import Printer
-from promote_pipeline.promotion import progress, settings, steps
+from promote_pipeline.promotion import abort, progress, settings, steps
 from promote_pipeline.promotion.models import PromotionOutcome
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
@@ -52,6 +57,55 @@ def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], qu
             listener.close()
 
 
+@contextmanager
+def _signals_abort() -> Iterator[None]:
+    """SIGINT and SIGTERM ask the promotion to stop and roll back instead of killing this process mid-step
+    (which left green live and the run ``running``); a second signal only says it is under way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; a caller off it has its own way to stop
+        return
+
+    def on_signal(signo: int, _frame: Any) -> None:
+        name = signal.Signals(signo).name
+        if abort.request_here(f"{name} received"):
+            print(f"promote: {name} received: aborting the promotion (it rolls back, then exits 1)",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"promote: {name} received: the abort is under way", file=sys.stderr, flush=True)
+
+    previous = {signo: signal.getsignal(signo) for signo in (signal.SIGINT, signal.SIGTERM)}
+    abort.clear_here()
+    for signo in previous:
+        signal.signal(signo, on_signal)
+    try:
+        yield
+    finally:
+        for signo, handler in previous.items():
+            signal.signal(signo, handler)
+        abort.clear_here()
+
+
+def _off_main_thread(work: Callable[[], Any]) -> Any:
+    """``work()`` in a thread of its own while this (main) thread takes the signals: Dagster replaces SIGINT's
+    handler on the main thread while it executes a job (raising inside whatever step runs), and leaves it alone
+    elsewhere, so the job then stops only where ``abort.check`` lets it, with its failure handling intact."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="promotion")
+    worker.start()
+    while worker.is_alive():
+        worker.join(timeout=0.2)  # a bounded wait, so that a signal's handler runs at once
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 def _failure_message(result: Any) -> tuple[str | None, str | None, str | None]:
     from promote_pipeline.defs.in_process import first_failure
 
@@ -80,14 +134,24 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
         ops_db.upgrade()
         ops_db.record_rejection(exc.check, rejection, redact(input_rules.printable(raw)))
         return EXIT_REJECTED, None, f"promotion rejected: {rejection}"
-    result = _execute("promote_staging_to_prod", input_rules.run_config(raw), input_rules.run_tags(raw),
-                      quiet, instance, resource_overrides)
-    if result.success:
-        return EXIT_OK, result.output_for_node(steps.FINALIZE.name), None
-    step, cls_name, message = _failure_message(result)
+    def work() -> tuple[str, PromotionOutcome | None, tuple[str | None, str | None, str | None]]:
+        # The result is read in the job's thread, before its instance is disposed there.
+        from promote_pipeline.defs.in_process import instance_for
+
+        with instance_for(instance) as inst:
+            result = _execute("promote_staging_to_prod", input_rules.run_config(raw), input_rules.run_tags(raw),
+                              quiet, inst, resource_overrides)
+            if result.success:
+                return result.run_id, result.output_for_node(steps.FINALIZE.name), (None, None, None)
+            return result.run_id, None, _failure_message(result)
+
+    with _signals_abort():
+        dagster_run_id, succeeded, (step, cls_name, message) = _off_main_thread(work)
+    if succeeded is not None:
+        return EXIT_OK, succeeded, None
     if step == steps.CREATE_OPS_RUN.name and "PromotionRejected" in (cls_name or ""):
         return EXIT_REJECTED, None, message
-    row = ops_db.promote_run_for_dagster_run(result.run_id)
+    row = ops_db.promote_run_for_dagster_run(dagster_run_id)
     if row is None:
         return EXIT_FAILED, None, message
     meta = row.metadata

@@ -256,7 +256,8 @@ class Sandbox:
             rows = []
         svc = Services.from_resources(res)
         for row in rows:
-            deployment.remove(svc, DSN_REF, row)
+            for note in deployment.remove(svc, DSN_REF, row):  # a reused pid is another's process: said, not killed
+                print(note)
         dsn = secrets.resolve(DSN_REF)
         with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(cfg.ops_database)))

@@ -8,13 +8,25 @@ unset), with Dagster's own console logging quiet (progress lines are the CLI's b
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from promote_pipeline.defs.location import build_definitions
 from promote_pipeline.promotion.settings import Settings
+
+
+@contextmanager
+def instance_for(instance: DagsterInstance | None) -> Iterator[DagsterInstance]:
+    """``instance``, else that of ``DAGSTER_HOME``, else an ephemeral one, disposed on exit: in the thread that made
+    it, since its SQLite connections refuse to be closed from another (at garbage collection, with a traceback)."""
+    if instance is not None:
+        yield instance
+        return
+    with (DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()) as made:
+        yield made
 
 
 def execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], settings: Settings,

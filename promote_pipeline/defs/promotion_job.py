@@ -18,7 +18,7 @@ from dagster import Failure, OpExecutionContext, op
 
 from promote_pipeline.defs import event_log, run_view
 from promote_pipeline.defs.config import PromotionConfig
-from promote_pipeline.promotion import guardrails, inputs, odoo_aware, progress, steps
+from promote_pipeline.promotion import abort, guardrails, inputs, odoo_aware, progress, steps
 from promote_pipeline.promotion.backup import back_up
 from promote_pipeline.promotion.evidence import Evidence, evidence_dir_for
 from promote_pipeline.promotion.failure import handle_failure
@@ -85,13 +85,16 @@ def guarded(svc: Services, run: RunStarted, current: Step, **ids: Any) -> Iterat
                       allow_retries=False)
     with progress.step(current):
         try:
+            abort.check(svc, run.run_id)  # a step boundary: where an abort request takes effect
             yield
         except Exception as exc:
             detected = time.monotonic()
             if lock is not None and not _holds(lock):
                 progress.say(f"run {run.run_id}: lost the environment lock; the safety net owns the rollback")
+            # An abort rolls back whatever auto_rollback says: a person asked for it, and green may serve.
+            forced = isinstance(exc, abort.PromotionAborted) and current.after_green
             try:
-                outcome = handle_failure(svc, run, current, exc, detected, **ids)
+                outcome = handle_failure(svc, run, current, exc, detected, force_rollback=forced, **ids)
             finally:
                 _release(run.run_id)
             failure = Failure(
@@ -297,7 +300,8 @@ def monitor_stability(context: OpExecutionContext, cut: CutOver) -> StabilityWat
 
     with guarded(svc, cut, steps.MONITOR_STABILITY, **ids):
         url = svc.router.state(cut.prod.environment_id).active_url
-        metrics = watch(svc.host, cut.prod, cut.green, url, cut.inputs.stability_window_seconds, report)
+        metrics = watch(svc.host, cut.prod, cut.green, url, cut.inputs.stability_window_seconds, report,
+                        stop_check=lambda: abort.check(svc, cut.run_id))
         Evidence(cut.evidence_dir).write_json(steps.STABILITY_METRICS_JSON, {**metrics.model_dump(), "target": url})
         if not metrics.passed:
             raise StepFailed(f"stability: {metrics.reason}")

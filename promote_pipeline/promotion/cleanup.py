@@ -46,10 +46,13 @@ def _remove_deployment(svc: Services, deployment_id: str | None) -> str:
         current = svc.ops_db.deployment(deployment_id)  # read again under the lock
         if current and current.state == "active":
             raise TaskSkipped(f"deployment {deployment_id} is active again (rolled back to): not deleted")
-        deployment.remove(svc, dep.db_dsn_ref, dep)
+        left_alone = deployment.remove(svc, dep.db_dsn_ref, dep)
         svc.ops_db.mark_deployment_deleted(deployment_id)
     finally:
         lock.release()
+    if left_alone:  # a reused pid is another's process: reported, never signalled
+        return (f"deployment {deployment_id}: database {dep.db_name}, its role and its files removed; "
+                + "; ".join(left_alone))
     return (f"deployment {deployment_id}: processes stopped, database {dep.db_name}, its role and its files"
             " removed")
 

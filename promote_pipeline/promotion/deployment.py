@@ -79,18 +79,24 @@ def start(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) -> int:
     endpoint = None
     if dep.db_role:
         if not svc.host.is_alive(dep.endpoint_pid):
-            dep.endpoint_pid = svc.host.start_endpoint(env.db_dsn_ref, dep)
-            svc.ops_db.set_endpoint_pid(dep.deployment_id, dep.endpoint_pid)
+            _started_endpoint(svc, env, dep)
         endpoint = svc.host.endpoint(dep)
     assert dep.http_port is not None
     pid = svc.host.start_odoo(env.db_dsn_ref, env.environment_id, dep.deployment_id, dep.db_name, dep.data_dir,
                               dep.http_port, dep.websocket_port or dep.http_port, endpoint,
                               command_template=env.odoo_command, workers=env.workers or 0)
-    dep.pid = pid
-    svc.ops_db.set_deployment_pid(dep.deployment_id, pid)
+    dep.pid, dep.pid_started = pid, svc.host.process_started(pid)
+    svc.ops_db.set_deployment_pid(dep.deployment_id, pid, dep.pid_started)
     separate_bus = dep.websocket_port if dep.websocket_port not in (None, dep.http_port) else None
     svc.host.wait_healthy(f"http://127.0.0.1:{dep.http_port}", pid, separate_bus)
     return pid
+
+
+def _started_endpoint(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) -> None:
+    """Its PgBouncer started and recorded with its start time (what lets a later stop prove it is the same)."""
+    dep.endpoint_pid = svc.host.start_endpoint(env.db_dsn_ref, dep)
+    dep.endpoint_started = svc.host.process_started(dep.endpoint_pid)
+    svc.ops_db.set_endpoint_pid(dep.deployment_id, dep.endpoint_pid, dep.endpoint_started)
 
 
 def ensure_running(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord) -> list[str]:
@@ -98,8 +104,7 @@ def ensure_running(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord)
     if svc.host.is_alive(dep.pid):
         if not dep.db_role or svc.host.is_alive(dep.endpoint_pid):
             return []
-        dep.endpoint_pid = svc.host.start_endpoint(env.db_dsn_ref, dep)  # Odoo reconnects through it
-        svc.ops_db.set_endpoint_pid(dep.deployment_id, dep.endpoint_pid)
+        _started_endpoint(svc, env, dep)  # Odoo reconnects through it
         return [f"PgBouncer on port {dep.endpoint_port} (pid {dep.endpoint_pid})"]
     endpoint_was_alive = svc.host.is_alive(dep.endpoint_pid)
     pid = start(svc, env, dep)
@@ -108,25 +113,28 @@ def ensure_running(svc: Services, env: EnvironmentRecord, dep: DeploymentRecord)
     return [*started, f"Odoo on port {dep.http_port} (pid {pid})"]
 
 
-def stop(svc: Services, dep: DeploymentRecord) -> None:
-    """Its Odoo (the whole process group), then its PgBouncer."""
-    svc.host.stop_odoo(dep.pid)
-    svc.host.stop_endpoint(dep.endpoint_pid)
+def stop(svc: Services, dep: DeploymentRecord) -> list[str]:
+    """Its Odoo (the whole process group), then its PgBouncer; each only if its recorded pid still names the
+    process started then (hours later the pid may be another's). Returns a line per process left alone."""
+    left = {"Odoo": svc.host.stop_odoo(dep.pid, dep.pid_started),
+            "PgBouncer": svc.host.stop_endpoint(dep.endpoint_pid, dep.endpoint_started)}
+    return [f"{dep.deployment_id}: {what} not stopped: {why}" for what, why in left.items() if why]
 
 
-def remove(svc: Services, dsn_ref: str, dep: DeploymentRecord) -> None:
+def remove(svc: Services, dsn_ref: str, dep: DeploymentRecord) -> list[str]:
     """Stopped, its database, role and files gone (the shared sessions folder stays: it is the environment's). An
     adopted deployment's data_dir is the operator's, and may hold other databases' filestores: only its own
-    filestore folder and sessions link go."""
-    stop(svc, dep)
+    filestore folder and sessions link go. Returns ``stop``'s lines."""
+    notes = stop(svc, dep)
     svc.host.drop_database(dsn_ref, dep.db_name)
     svc.host.drop_role(dsn_ref, dep.db_role)
     if dep.odoo_db_name is not None:
         shutil.rmtree(svc.host.endpoint_dir(dep.deployment_id), ignore_errors=True)
     if dep.odoo_db_name is not None and dep.owns_data_dir:
         shutil.rmtree(dep.data_dir, ignore_errors=True)  # the sessions link goes, not what it points to
-        return
+        return notes
     svc.host.remove_filestore(dep.data_dir, dep.served_db)
     link = Path(dep.data_dir) / SESSIONS
     if dep.odoo_db_name is not None and link.is_symlink():
         link.unlink()
+    return notes

@@ -61,12 +61,12 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     kept = False
     for green in greens:
         try:
-            deployment.stop(svc, green)
+            notes.extend(deployment.stop(svc, green))
             if served:
                 kept = True
                 _retire(svc, run, green)
             else:
-                deployment.remove(svc, run.prod.db_dsn_ref, green)
+                deployment.remove(svc, run.prod.db_dsn_ref, green)  # its processes already handled just above
                 svc.ops_db.mark_deployment_deleted(green.deployment_id)
         except Exception as exc:  # traffic is on blue already; a clean-up error is reported, not fatal
             notes.append(f"clean-up of {green.deployment_id} incomplete: {redact_text(f'{type(exc).__name__}: {exc}')}")

@@ -26,7 +26,10 @@ MAX_ERROR_RATE = 0.01
 
 
 def watch(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, public_url: str,
-          window_seconds: int, on_sample: Callable[[StabilityMetrics, float], None] | None = None) -> StabilityMetrics:
+          window_seconds: int, on_sample: Callable[[StabilityMetrics, float], None] | None = None,
+          stop_check: Callable[[], None] | None = None) -> StabilityMetrics:
+    """``stop_check`` is called before every sample and raises to end the window at once (an abort request):
+    a window may be an hour long, and an operator who wants out must not wait for it."""
     expected = max(1, int(window_seconds / SAMPLE_INTERVAL))
     m = StabilityMetrics(window_seconds=window_seconds, samples=0, requests=0, http_errors=0, http_error_rate=0.0,
                          db_connection_errors=0, process_crashes=0, passed=True)
@@ -34,6 +37,8 @@ def watch(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, 
     last_db_check = -1.0
     with http_clients.client(base_url=public_url, timeout=2.0) as client:
         while True:
+            if stop_check:
+                stop_check()
             tick = time.monotonic()
             m.samples += 1
             m.requests += 1

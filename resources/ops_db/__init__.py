@@ -25,6 +25,7 @@ from resources.ops_db.environments import EnvironmentsTable
 from resources.ops_db.events import EventsTable
 from resources.ops_db.locks import EnvironmentLock, EnvironmentLocks
 from resources.ops_db.records import (
+    AbortRequest,
     ArtifactRecord,
     CompletedRun,
     DeploymentOnServer,
@@ -48,6 +49,7 @@ from resources.ops_db.runs import RunsTable
 from resources.ops_db.tasks import ScheduledTasksTable
 
 __all__ = [
+    "AbortRequest",
     "RECONNECT_SECONDS",
     "ArtifactRecord",
     "CompletedRun",

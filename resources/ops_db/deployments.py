@@ -109,15 +109,15 @@ class DeploymentsTable(OpsConnection):
             _insert_deployment(conn, deployment, run_id, None)
         return run_id
 
-    def set_deployment_pid(self, deployment_id: str, pid: int) -> None:
-        """The Odoo process now serving a deployment (not a change of state)."""
-        self._run("UPDATE ops.deployments SET pid = %s, updated_at = now() WHERE deployment_id = %s",
-                  (pid, deployment_id))
+    def set_deployment_pid(self, deployment_id: str, pid: int, started: int | None) -> None:
+        """The Odoo process now serving a deployment, with its start time (not a change of state)."""
+        self._run("UPDATE ops.deployments SET pid = %s, pid_started = %s, updated_at = now()"
+                  " WHERE deployment_id = %s", (pid, started, deployment_id))
 
-    def set_endpoint_pid(self, deployment_id: str, pid: int | None) -> None:
-        """The PgBouncer process now in front of a deployment's database (None: stopped)."""
-        self._run("UPDATE ops.deployments SET endpoint_pid = %s, updated_at = now() WHERE deployment_id = %s",
-                  (pid, deployment_id))
+    def set_endpoint_pid(self, deployment_id: str, pid: int | None, started: int | None) -> None:
+        """The PgBouncer process now in front of a deployment's database, with its start time (None: stopped)."""
+        self._run("UPDATE ops.deployments SET endpoint_pid = %s, endpoint_started = %s, updated_at = now()"
+                  " WHERE deployment_id = %s", (pid, started, deployment_id))
 
     def record_cutover(self, blue_id: str, green_id: str, run_id: str, timestamp: datetime) -> None:
         """The router now serves green: blue standby, green active, the cutover's time in the run; one transaction."""
@@ -143,10 +143,12 @@ class DeploymentsTable(OpsConnection):
 
     def retire_deployment(self, deployment_id: str) -> None:
         """Stopped, its database kept until its scheduled deletion."""
-        self._run("UPDATE ops.deployments SET state = 'retired', pid = NULL, endpoint_pid = NULL, updated_at = now()"
+        self._run("UPDATE ops.deployments SET state = 'retired', pid = NULL, endpoint_pid = NULL, pid_started = NULL,"
+                  " endpoint_started = NULL, updated_at = now()"
                   " WHERE deployment_id = %s", (deployment_id,))
 
     def mark_deployment_deleted(self, deployment_id: str) -> None:
         """Its process, database and filestore are gone."""
-        self._run("UPDATE ops.deployments SET state = 'deleted', pid = NULL, endpoint_pid = NULL, updated_at = now()"
+        self._run("UPDATE ops.deployments SET state = 'deleted', pid = NULL, endpoint_pid = NULL, pid_started = NULL,"
+                  " endpoint_started = NULL, updated_at = now()"
                   " WHERE deployment_id = %s", (deployment_id,))

@@ -71,6 +71,9 @@ class DeploymentRecord(Record):
     endpoint_port: int | None = Field(default=None, description="Port of its PgBouncer on loopback: the only way its"
                                       " Odoo reaches PostgreSQL.")
     endpoint_pid: int | None = Field(default=None, description="Its PgBouncer process, while one runs.")
+    pid_started: int | None = Field(default=None, description="Its Odoo's start time (field 22 of /proc/PID/stat):"
+                                    " a stop signals ``pid`` only while it names that process.")
+    endpoint_started: int | None = Field(default=None, description="Its PgBouncer's start time, likewise.")
     owns_data_dir: bool = Field(default=True, description="True: a promotion made its data_dir and removing it"
                                 " removes the folder; False: adopted, in the operator's data_dir, of which removing it"
                                 " removes only its filestore folder and sessions link.")
@@ -89,6 +92,14 @@ class DeploymentOnServer(DeploymentRecord):
 
     db_dsn_ref: str = Field(description="Secret reference to the DSN of its environment's database server.")
     created_by_run: str | None = Field(default=None, description="The run that created it (None for a seed).")
+
+
+class AbortRequest(Record):
+    """Someone asked a running promotion to stop and roll back (an ``abort`` event in ``ops.run_events``)."""
+
+    requested_by: str = Field(description="Who asked (holds 'promote' on the run's project).")
+    reason: str = Field(description="Why, as given.")
+    at: datetime = Field(description="When it was asked.")
 
 
 class RunRecord(Record):

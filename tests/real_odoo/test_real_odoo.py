@@ -223,7 +223,7 @@ def _rollback(story: Story) -> None:
     story.requests += 1
     host = story.box.resources()["odoo_host"]
     story.facts["green_group_after_rollback"] = sorted(host.processes_of(green_pid))
-    host.stop_odoo(green_pid)  # stopping it again changes nothing
+    host.stop_odoo(green_pid, None)  # stopping it again changes nothing
     story.facts["green_group_after_stop"] = sorted(host.processes_of(green_pid))
 
 

@@ -99,7 +99,7 @@ def test_the_environments_name_opens_the_deployments_own_database_and_nothing_el
                                  (green_db,)).fetchone()
         assert role == (False, False, False)
     finally:
-        host.stop_endpoint(pid)
+        host.stop_endpoint(pid, host.process_started(pid))
     assert list(host.processes_of(pid)) == []
 
 
@@ -119,7 +119,7 @@ def test_no_password_is_stored_the_auth_file_holds_a_verifier_owner_only(
         assert "SCRAM-SHA-256$" in (folder / "userlist.txt").read_text()
         assert password == host.role_password(green_db)  # derived again, the same, by any process with the key
     finally:
-        host.stop_endpoint(pid)
+        host.stop_endpoint(pid, host.process_started(pid))
 
 
 def test_stopping_an_odoo_stops_its_whole_process_group(host: LocalOdooHost) -> None:
@@ -136,7 +136,8 @@ def test_stopping_an_odoo_stops_its_whole_process_group(host: LocalOdooHost) -> 
     while len(list(host.processes_of(proc.pid))) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(list(host.processes_of(proc.pid))) == 4
-    host.stop_odoo(proc.pid, timeout=1)  # SIGTERM ignored by all: the group is killed after the timeout
+    # SIGTERM ignored by all: the group is killed after the timeout
+    host.stop_odoo(proc.pid, host.process_started(proc.pid), timeout=1)
     proc.wait(timeout=5)
     deadline = time.monotonic() + 5
     while list(host.processes_of(proc.pid)) and time.monotonic() < deadline:

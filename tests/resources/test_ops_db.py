@@ -260,7 +260,7 @@ def test_cutover_and_rollback_move_the_deployments(ops_db: OpsDatabase) -> None:
     _seed(ops_db)
     run_id = _promotion(ops_db)
     ops_db.add_deployment(_deployment("dep_green", "standby"), created_by_run=run_id, artifact_id="art_1")
-    ops_db.set_deployment_pid("dep_green", 4242)
+    ops_db.set_deployment_pid("dep_green", 4242, 1234)
     at = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
     ops_db.record_cutover("dep_blue", "dep_green", run_id, at)
