@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from promote_pipeline.promotion import guardrails, steps
+from resources.private_files import make_private_dirs, write_private
 from resources.redaction import redact, redact_text
 
 SCHEMA_VERSION = 1
@@ -39,7 +40,7 @@ def probe(folder: Path) -> None:
     """Create ``folder`` and write and remove a file in it, before anything is recorded that would need it;
     raises EvidenceError naming the folder and the OS error."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(folder)
         fd, name = tempfile.mkstemp(prefix=".probe-", dir=folder)
         os.close(fd)
         os.unlink(name)
@@ -52,7 +53,7 @@ def required_files() -> list[str]:
 
 
 class Evidence:
-    """Writer for one run's evidence folder. Writes are atomic (temp file, then rename)."""
+    """Writer for one run's evidence folder, owner-only. Writes are atomic (temp file, then rename)."""
 
     def __init__(self, folder: str | Path) -> None:
         # An empty folder would be Path("") = the current directory: evidence goes only where it was chosen.
@@ -61,14 +62,13 @@ class Evidence:
         self.folder = Path(folder)
 
     def create(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.folder)
 
     def _write(self, name: str, text: str) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # Owner-only: evidence names the installation's hosts, users and databases.
+        make_private_dirs(self.folder)
         path = self.folder / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_private(path, text.encode())
         return path
 
     def write_json(self, name: str, payload: BaseModel | dict[str, Any]) -> Path:

@@ -3,6 +3,8 @@ and nothing writes evidence to a folder that was not chosen for it (never the cu
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,19 @@ def test_rollback_and_recover_of_a_run_without_evidence_folder_write_nothing_her
     finally:
         ops_db.mark_run_finished(run_id, "failed")
     assert list(here.iterdir()) == []
+
+
+def test_evidence_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    folder = tmp_path / "evidence" / "20260101-0000" / "promote" / "run_x"
+    previous = os.umask(0)
+    try:
+        evidence = Evidence(folder)
+        evidence.create()
+        evidence.write_json("inputs.json", {"user_id": "u"})
+        evidence.write_text("run_id.txt", "run_x\n")
+    finally:
+        os.umask(previous)
+    for made in (folder, folder.parent, folder.parent.parent, tmp_path / "evidence"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
+    assert sorted(p.name for p in folder.iterdir()) == ["inputs.json", "run_id.txt"]  # no temporary left
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o600}
