@@ -50,6 +50,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources.filestore_objects import DUMP_DIR, ArtifactError, FilestoreObjects, dump_digest, hash_file
+from resources.private_files import DIR_MODE, make_private_dirs, write_private
 
 __all__ = ["ArtifactError", "LocalArtifactStore", "dump_digest"]
 
@@ -68,7 +69,9 @@ class LocalArtifactStore(FilestoreObjects, ConfigurableResource):
 
     def allocate(self, artifact_id: str) -> Path:
         path = self.folder(artifact_id)
-        path.mkdir(parents=True, exist_ok=False)
+        make_private_dirs(path.parent)  # the store's root: no one else lists or enters it
+        path.mkdir(exist_ok=False)
+        os.chmod(path, DIR_MODE)  # a dump holds password hashes and database.secret; chmod: whatever the umask
         return path
 
     def dump_dir(self, artifact_id: str) -> Path:
@@ -77,9 +80,7 @@ class LocalArtifactStore(FilestoreObjects, ConfigurableResource):
 
     def write_contract(self, artifact_id: str, contract_json: str) -> Path:
         path = self.folder(artifact_id) / "artifact.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(contract_json)
-        tmp.replace(path)
+        write_private(path, contract_json.encode())
         return path
 
     def read_contract(self, artifact_id: str) -> dict[str, object]:

@@ -22,9 +22,11 @@ from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
 from resources.file_copy import CopyMethod
+from resources.private_files import DIR_MODE, create_exclusive, make_private_dirs
 
 CHUNK = 1 << 20
 OBJECTS = ".objects"
+OBJECT_MODE = 0o400
 INDEX = "filestore.index"
 DUMP_DIR = "db"
 _HEX = frozenset("0123456789abcdef")
@@ -88,8 +90,8 @@ class FilestoreObjects:
 
     @contextmanager
     def _objects_lock(self, exclusive: bool) -> Iterator[None]:
-        Path(self.root).mkdir(parents=True, exist_ok=True)
-        fd = os.open(Path(self.root) / ".objects.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        make_private_dirs(Path(self.root))
+        fd = os.open(Path(self.root) / ".objects.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
@@ -97,10 +99,12 @@ class FilestoreObjects:
             os.close(fd)  # releases the lock
 
     def _ensure_object_dirs(self) -> None:
+        # Owner-only (a store made by older code is tightened here): the objects are production's attachments.
+        make_private_dirs(self.objects)
         if (self.objects / "ff").is_dir():
             return
         for i in range(256):
-            (self.objects / f"{i:02x}").mkdir(parents=True, exist_ok=True)
+            (self.objects / f"{i:02x}").mkdir(mode=DIR_MODE, exist_ok=True)
 
     def _copy_in(self, src: str, name_hint: str, objects: str) -> tuple[str, int, bool]:
         """Copy one file into the store, hashing it on the way; (sha1, size, newly stored).
@@ -123,7 +127,10 @@ class FilestoreObjects:
         fd_in = os.open(src, os.O_RDONLY)
         try:
             source = os.fstat(fd_in)
-            fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            # Read-only (objects are never edited in place: restores copy them) and owner-only (they hold
+            # production's files).
+            fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OBJECT_MODE)
+            os.fchmod(fd_out, OBJECT_MODE)
             copied = 0
             try:
                 while n := os.readv(fd_in, [buf]):
@@ -160,7 +167,6 @@ class FilestoreObjects:
         the index's sha256 and size, and the counts the contract records.
         """
         index = self.index_path(artifact_id)
-        tmp_index = index.with_name(INDEX + ".tmp")
         facts = {"file_count": 0, "size_bytes": 0, "new_objects": 0, "new_bytes": 0, "renamed_by_content": 0,
                  "skipped_not_regular": 0, "vanished": 0, "changed_while_copied": 0, "rehashed_by_stat": 0}
         digest = hashlib.sha256()
@@ -168,7 +174,8 @@ class FilestoreObjects:
         objects = str(self.objects)
         with self._objects_lock(exclusive=False):
             self._ensure_object_dirs()
-            with tmp_index.open("wb") as out:
+            fd, tmp_index = create_exclusive(index.parent, f".{INDEX}.")
+            with os.fdopen(fd, "wb") as out:
                 for rel, path, size, mtime_ns in (self._walk(src, facts) if src.is_dir() else ()):
                     name = rel.rpartition("/")[2]
                     sha1 = ""
@@ -201,7 +208,7 @@ class FilestoreObjects:
                     index_bytes += len(line)
                     facts["file_count"] += 1
                     facts["size_bytes"] += size
-            tmp_index.replace(index)
+            os.replace(tmp_index, index)
         return {**facts, "index_sha256": digest.hexdigest(), "index_bytes": index_bytes, "store": objects}
 
     @staticmethod

@@ -261,7 +261,8 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
                "--no-owner", "-f", str(dest), "-d", db]
         hasher = DirectoryHasher(dest).start()
         try:
-            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            # pg_dump makes the folder 0700 but its files with the umask: owner-only, they hold password hashes.
+            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, umask=0o077)
         except BaseException:
             hasher.close()
             raise

@@ -13,6 +13,12 @@ import json
 import os
 from pathlib import Path
 
+from resources.private_files import write_private
+
+
+class SecretsFileUnsafe(RuntimeError):
+    """The secrets file is readable by group or others: refused, not read."""
+
 
 class SecretNotFound(KeyError):
     def __str__(self) -> str:  # KeyError quotes its argument; say it plainly instead
@@ -54,6 +60,9 @@ def _file_values() -> dict[str, str]:
         st = path.stat()
     except FileNotFoundError:
         return {}
+    if st.st_mode & 0o077:
+        raise SecretsFileUnsafe(f"secrets file {path} has mode {st.st_mode & 0o777:04o}: readable by group or others;"
+                                " chmod 600 it")
     key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
     values = _parsed.get(key)
     if values is None:
@@ -86,8 +95,4 @@ def write_secrets_file(path: Path, values: dict[str, str]) -> None:
     if path.exists():
         current = json.loads(path.read_text())
     current.update(values)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(current, fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(current, indent=2, sort_keys=True).encode())

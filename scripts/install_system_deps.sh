@@ -21,8 +21,11 @@ command -v unzip >/dev/null 2>&1 || need+=(unzip)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 echo "installing from Debian's packages: ${need[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Another apt-get (unattended-upgrades, a second shell) may hold the dpkg lock: wait for it, up to
+# five minutes, instead of failing at once.
+APT_WAIT=(-o DPkg::Lock::Timeout=300)
+$SUDO apt-get "${APT_WAIT[@]}" update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 for service in haproxy nginx pgbouncer; do
   $SUDO service "$service" stop >/dev/null 2>&1 || true
 done

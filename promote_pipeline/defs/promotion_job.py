@@ -19,6 +19,7 @@ from dagster import Failure, OpExecutionContext, op
 from promote_pipeline.defs import event_log, run_view
 from promote_pipeline.defs.config import PromotionConfig
 from promote_pipeline.promotion import abort, guardrails, inputs, odoo_aware, progress, steps
+from promote_pipeline.promotion import evidence as evidence_mod
 from promote_pipeline.promotion.backup import back_up
 from promote_pipeline.promotion.evidence import Evidence, evidence_dir_for
 from promote_pipeline.promotion.failure import handle_failure
@@ -141,6 +142,15 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
                 preflight.release()  # a later check failed after check 5 took the lock
         except inputs.InputRejected as exc:
             check = (exc.check, exc.message)
+        started = datetime.now(UTC)
+        if check is None:
+            # Before the run's row: a run that could not write its evidence would stay `running` and block
+            # every later promotion.
+            try:
+                evidence_mod.probe(evidence_mod.evidence_parent_for(svc.settings.evidence_root, started))
+            except evidence_mod.EvidenceError as exc:
+                check = ("evidence_dir", str(exc))
+                preflight.release()
         if check is not None:
             message = redact_text(f"{check[0]}: {check[1]}")
             svc.ops_db.record_rejection(check[0], message, redact(inputs.printable(raw)))
@@ -153,13 +163,21 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
             "worker_pid": os.getpid(),
         }, context.run_id)
         _LOCKS[run_id] = preflight.lock
-        started = datetime.now(UTC)
         folder = evidence_dir_for(svc.settings.evidence_root, started, run_id)
-        evidence = Evidence(folder)
-        evidence.create()
-        evidence.write_json(steps.INPUTS_JSON, {**promotion.model_dump(), "preflight": [
-            {"check": r.name, "passed": r.passed, "message": r.message} for r in preflight.results]})
-        evidence.write_text(steps.RUN_ID_TXT, run_id + "\n")
+        try:
+            evidence = Evidence(folder)
+            evidence.create()
+            evidence.write_json(steps.INPUTS_JSON, {**promotion.model_dump(), "preflight": [
+                {"check": r.name, "passed": r.passed, "message": r.message} for r in preflight.results]})
+            evidence.write_text(steps.RUN_ID_TXT, run_id + "\n")
+        except (OSError, evidence_mod.EvidenceError) as exc:
+            # The probe passed but the folder went away (disk full, a remount): fail the run now, never leave it
+            # `running`; nothing was touched yet, so there is nothing to roll back.
+            message = f"evidence folder {folder} could not be written: {getattr(exc, 'strerror', None) or exc}"
+            _release(run_id)
+            svc.ops_db.mark_run_finished(run_id, "failed", metadata={"failure": message})
+            raise Failure(description=f"{steps.CREATE_OPS_RUN.name} failed: {message}; the run is failed",
+                          metadata={"run_id": run_id}, allow_retries=False) from None
         svc.ops_db.set_run_evidence_dir(run_id, str(folder))
         svc.ops_db.add_event(run_id, steps.CREATE_OPS_RUN.name, "info", "preconditions passed; production locked")
         context.add_output_metadata(run_view.run_started(context, run_id, folder, preflight.blue.deployment_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,35 @@ from typing import Any
 from pydantic import BaseModel
 
 from promote_pipeline.promotion import guardrails, steps
+from resources.private_files import make_private_dirs, write_private
 from resources.redaction import redact, redact_text
 
 SCHEMA_VERSION = 1
 
 
+class EvidenceError(RuntimeError):
+    """An evidence folder that must not or cannot be written; the message names the folder."""
+
+
 def evidence_dir_for(root: str, started_at: datetime, run_id: str) -> Path:
-    return Path(root) / started_at.strftime("%Y%m%d-%H%M") / "promote" / run_id
+    # Absolute from the start: the ops database stores it, and a rollback run elsewhere writes into it.
+    return evidence_parent_for(root, started_at) / run_id
+
+
+def evidence_parent_for(root: str, started_at: datetime) -> Path:
+    return Path(root).absolute() / started_at.strftime("%Y%m%d-%H%M") / "promote"
+
+
+def probe(folder: Path) -> None:
+    """Create ``folder`` and write and remove a file in it, before anything is recorded that would need it;
+    raises EvidenceError naming the folder and the OS error."""
+    try:
+        make_private_dirs(folder)
+        fd, name = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise EvidenceError(f"evidence folder {folder} is not writable: {exc.strerror or exc}") from exc
 
 
 def required_files() -> list[str]:
@@ -30,20 +53,22 @@ def required_files() -> list[str]:
 
 
 class Evidence:
-    """Writer for one run's evidence folder. Writes are atomic (temp file, then rename)."""
+    """Writer for one run's evidence folder, owner-only. Writes are atomic (temp file, then rename)."""
 
     def __init__(self, folder: str | Path) -> None:
+        # An empty folder would be Path("") = the current directory: evidence goes only where it was chosen.
+        if not str(folder) or not Path(folder).is_absolute():
+            raise EvidenceError(f"evidence: refusing folder {str(folder)!r}: not an absolute path chosen for the run")
         self.folder = Path(folder)
 
     def create(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.folder)
 
     def _write(self, name: str, text: str) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # Owner-only: evidence names the installation's hosts, users and databases.
+        make_private_dirs(self.folder)
         path = self.folder / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_private(path, text.encode())
         return path
 
     def write_json(self, name: str, payload: BaseModel | dict[str, Any]) -> Path:

@@ -114,6 +114,9 @@ def export_green_writes(svc: Services, run_id: str, out: Path | None) -> dict[st
     row = svc.ops_db.run(run_id)
     if row is None or row.operation_type != "promote":
         raise ValueError(f"run_id: {run_id!r} is not a promotion run")
+    if out is None and not row.evidence_dir:
+        # Never the current directory by default: the export holds production rows.
+        raise ValueError(f"run_id: {run_id} has no evidence folder; name one with --out")
     meta = row.metadata
     if "watermarks" not in meta:
         raise ValueError(f"run_id: {run_id} never cut over: green served no traffic, there is nothing to recover")
@@ -122,7 +125,7 @@ def export_green_writes(svc: Services, run_id: str, out: Path | None) -> dict[st
         raise ValueError(f"run_id: {run_id}: green's database is gone (its rollback window ended)")
     if green.state == "active":
         raise ValueError(f"run_id: {run_id}: green is live (the promotion was not rolled back); nothing was lost")
-    folder = out or Path(row.evidence_dir or ".") / "recovered"
+    folder = out or Path(row.evidence_dir or "") / "recovered"
     with svc.host.connect(green.db_dsn_ref, green.db_name) as gdb:
         counts = watermarks.export(gdb, meta["watermarks"], folder)
     return {"run_id": run_id, "database": green.db_name, "folder": str(folder), "rows": counts}

@@ -52,9 +52,12 @@ def load_run(svc: Services, run_id: str) -> tuple[RunRecord, RunStarted]:
     # since). Runs of older code stored the same keys but kept the ids in the row's columns only: those fill in.
     ids = {"project_id": row.project_id, "staging_env_id": staging.environment_id,
            "prod_env_id": prod.environment_id, "user_id": row.created_by}
+    if not row.evidence_dir:
+        # It failed before it had a folder; a rollback's evidence must not land in the current directory.
+        raise RollbackRefused(f"run {run_id}: no evidence folder is recorded (the run failed before it had one)")
     stored = {k: v for k, v in meta.items() if k in PromotionInputs.model_fields}
     inputs = PromotionInputs.model_validate({**ids, **stored})
-    run = RunStarted(run_id=run_id, inputs=inputs, evidence_dir=row.evidence_dir or "",
+    run = RunStarted(run_id=run_id, inputs=inputs, evidence_dir=row.evidence_dir,
                      started_at=row.created_at, staging=staging, prod=prod, blue=blue)
     return row, run
 

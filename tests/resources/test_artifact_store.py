@@ -61,7 +61,7 @@ def test_second_backup_of_an_unchanged_filestore_copies_nothing(store: LocalArti
     for sha1, size, rel in store.iter_index(first_id):
         obj = store.object_path(sha1)
         assert obj.stat().st_size == size and rel.endswith(sha1)
-        assert obj.stat().st_mode & 0o777 == 0o444  # objects are read-only
+        assert obj.stat().st_mode & 0o777 == 0o400  # read-only (never edited in place), owner-only
 
 
 def test_a_file_whose_name_is_not_its_content_is_stored_by_content(store: LocalArtifactStore, tmp_path: Path) -> None:
@@ -216,3 +216,40 @@ def test_directory_hasher_follows_a_growing_file_and_catches_a_rewrite(tmp_path:
     result = dict((name, (sha, size)) for name, sha, size in hasher.finish())
     assert result["data.dat"] == (hashlib.sha256(b"".join(chunks)).hexdigest(), 8 * 300_000)
     assert result["toc.dat"] == (hashlib.sha256(b"TOC").hexdigest(), 3)
+
+
+def _modes(root: Path) -> dict[str, int]:
+    """Mode of every folder and file under ``root`` (the root itself as '.')."""
+    found = {".": root.stat().st_mode & 0o777}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            found[str(path.relative_to(root))] = path.lstat().st_mode & 0o777
+    return found
+
+
+def test_artifacts_are_owner_only_whatever_the_umask(store: LocalArtifactStore, database: str,
+                                                     tmp_path: Path) -> None:
+    # A dump holds password hashes and database.secret: no umask may leave any of it readable by others.
+    previous = os.umask(0)
+    try:
+        host = LocalOdooHost(command_template="true", run_dir=str(tmp_path / "run"))
+        src = tmp_path / "filestore"
+        rel = odoo_file(src, b"attachment content")
+        artifact_id, facts = backup(store, src)
+        host.dump_database(DSN_REF, database, store.dump_dir(artifact_id))
+    finally:
+        os.umask(previous)
+    modes = _modes(Path(store.root))
+    loose = {name: f"{mode:o}" for name, mode in modes.items() if mode & 0o077}
+    assert not loose, loose
+    folder = str(store.folder(artifact_id).relative_to(store.root))
+    assert modes[folder] == 0o700 and modes[f"{folder}/db"] == 0o700
+    assert modes[f"{folder}/artifact.json"] == 0o600 and modes[f"{folder}/filestore.index"] == 0o600
+    assert {mode for name, mode in modes.items() if name.startswith(f"{folder}/db/")} == {0o600}
+    assert modes[f".objects/{rel}"] == 0o400  # read-only, and read by Odoo, as the same user, once linked
+    # The restore still links them, and the linked files are readable by their owner.
+    dest = tmp_path / "restored"
+    assert store.materialize_filestore(artifact_id, dest)["linked"] == 1
+    assert (dest / rel).read_bytes() == b"attachment content"
+    assert contract(store, artifact_id, facts)["file_count"] == 1
