@@ -247,9 +247,10 @@ def test_artifacts_are_owner_only_whatever_the_umask(store: LocalArtifactStore, 
     assert modes[folder] == 0o700 and modes[f"{folder}/db"] == 0o700
     assert modes[f"{folder}/artifact.json"] == 0o600 and modes[f"{folder}/filestore.index"] == 0o600
     assert {mode for name, mode in modes.items() if name.startswith(f"{folder}/db/")} == {0o600}
-    assert modes[f".objects/{rel}"] == 0o400  # read-only, and read by Odoo, as the same user, once linked
-    # The restore still links them, and the linked files are readable by their owner.
+    assert modes[f".objects/{rel}"] == 0o400  # read-only (never edited in place), owner-only
+    # The restore copies them out, and the copies are readable by their owner.
     dest = tmp_path / "restored"
-    assert store.materialize_filestore(artifact_id, dest)["linked"] == 1
+    restored = store.materialize_filestore(artifact_id, dest)
+    assert sum(n for key, n in restored.items() if key != "bytes") == 1
     assert (dest / rel).read_bytes() == b"attachment content"
     assert contract(store, artifact_id, facts)["file_count"] == 1
