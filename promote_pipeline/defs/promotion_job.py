@@ -319,7 +319,7 @@ def monitor_stability(context: OpExecutionContext, cut: CutOver) -> StabilityWat
     with guarded(svc, cut, steps.MONITOR_STABILITY, **ids):
         url = svc.router.state(cut.prod.environment_id).active_url
         metrics = watch(svc.host, cut.prod, cut.green, url, cut.inputs.stability_window_seconds, report,
-                        stop_check=lambda: abort.check(svc, cut.run_id))
+                        stop_check=abort.checker(svc, cut.run_id))
         Evidence(cut.evidence_dir).write_json(steps.STABILITY_METRICS_JSON, {**metrics.model_dump(), "target": url})
         if not metrics.passed:
             raise StepFailed(f"stability: {metrics.reason}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from promote_pipeline.promotion.services import Services
 
@@ -44,6 +45,22 @@ def check(svc: Services, run_id: str) -> None:
     request = svc.ops_db.abort_request(run_id)
     if request is not None:
         raise PromotionAborted(f"aborted by {request.requested_by}: {request.reason}")
+
+
+def checker(svc: Services, run_id: str, every_seconds: float = 1.0) -> Callable[[], None]:
+    """``check`` for a loop that samples four times a second (the stability window): this process's own signal
+    at every call, the ops database's abort requests at most once every ``every_seconds`` (an abort is asked
+    for in seconds; the query need not run at every sample)."""
+    last = [float("-inf")]
+
+    def stop_check() -> None:
+        if _here:
+            raise PromotionAborted(f"aborted: {_here[0]}")
+        if time.monotonic() - last[0] >= every_seconds:
+            last[0] = time.monotonic()
+            check(svc, run_id)
+
+    return stop_check
 
 
 class AbortRefused(ValueError):
