@@ -459,9 +459,14 @@ def rollback_model(text: str) -> type[EvidenceFile]:
     return RollbackCompleted if data.get("completed") is True else RollbackFailed
 
 
-def validate_folder(folder: Path, run_id: str, status: Literal["success", "failed", "rolled_back"]) -> list[str]:
+def validate_folder(folder: Path, run_id: str, status: Literal["success", "failed", "rolled_back"],
+                    dead_run: bool = False) -> list[str]:
     """Every evidence file of one run against its model, and against each other (the run, how it ended); raises
-    ValueError (pydantic's ValidationError is one) naming the file. Returns the names checked."""
+    ValueError (pydantic's ValidationError is one) naming the file. Returns the names checked.
+
+    ``dead_run``: the run was completed by the rollback job after its worker died, possibly inside step 1, before
+    it wrote inputs.json (which then says "not reached"); a run that ended in its own process always wrote it."""
+    may_be_not_reached = MAY_BE_NOT_REACHED | ({steps.INPUTS_JSON} if dead_run else set())
     checked = []
     models: dict[str, EvidenceFile] = {}
     for name in steps.evidence_files():
@@ -476,7 +481,7 @@ def validate_folder(folder: Path, run_id: str, status: Literal["success", "faile
             elif name == steps.PROMOTION_SUMMARY_MD:
                 if not text.startswith(f"# Promotion {run_id}: {SUMMARY_WORDS[status]}\n"):
                     raise ValueError(f"does not start with the run's title ({text.splitlines()[0]!r})")
-            elif name in MAY_BE_NOT_REACHED and json.loads(text).get("reached") is False:
+            elif name in may_be_not_reached and json.loads(text).get("reached") is False:
                 if status == "success":
                     raise ValueError("a successful run reached every step")
                 validate_json(NotReached, text)
