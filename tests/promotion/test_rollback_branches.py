@@ -111,6 +111,10 @@ def read(outcome: Any, name: str) -> dict[str, Any]:
     return data
 
 
+def read_text(outcome: Any, name: str) -> str:
+    return (Path(outcome.evidence_dir) / name).read_text()
+
+
 def active_counts(box: Sandbox, db: str) -> dict[str, int]:
     with box.resources()["odoo_host"].connect(SANDBOX_DSN, db) as conn:
         return carry_over.active_counts(conn)
@@ -186,6 +190,8 @@ def test_switch_back_to_blue_failing_leaves_the_run_failed_and_says_so(router_ru
     assert "RouterError" in rollback["error"] and "not running" in rollback["error"]
     final = json.loads((folder / steps.FINAL_STATUS_JSON).read_text())
     assert final["status"] == "failed" and final["failed_step"] == steps.MONITOR_STABILITY.name
+    summary = (folder / steps.PROMOTION_SUMMARY_MD).read_text()
+    assert "THE ROLLBACK DID NOT COMPLETE" in summary and "Traffic back on blue" not in summary
     logged = [(e["step"], e["level"]) for e in router_runs["failed_events"]]
     assert (steps.MONITOR_STABILITY.name, "error") in logged
     [rollback_error] = [e for e in router_runs["failed_events"] if e["step"] == "rollback"]
@@ -276,8 +282,20 @@ def test_evidence_of_a_failure_then_its_manual_rollback_matches_its_schema(route
 
 
 # -- branches the router does not decide: one router is enough --------------------------------------------------
-def test_unfencing_failing_on_green_still_restores_blue_and_says_so(haproxy_box: Sandbox, h: Any) -> None:
+REFUSE_FUNCTION = ("CREATE FUNCTION promote_test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                   " $$ BEGIN RAISE EXCEPTION 'injected: ir_cron is read-only'; END $$")
+REFUSE_TRIGGER = ("CREATE TRIGGER promote_test_refuse BEFORE UPDATE ON ir_cron"
+                  " FOR EACH STATEMENT EXECUTE FUNCTION promote_test_refuse()")
+UNREFUSE = ("DROP TRIGGER IF EXISTS promote_test_refuse ON ir_cron", "DROP FUNCTION IF EXISTS promote_test_refuse()")
+
+
+@pytest.mark.parametrize("refusing", ["green", "blue"])
+def test_unfencing_failing_on_one_side_still_does_the_other_and_says_so(haproxy_box: Sandbox, h: Any,
+                                                                        refusing: str) -> None:
+    """Green refusing to be fenced off must not leave blue without its crons and mail; blue refusing them back is
+    reported loudly (blue serves without them), and green is fenced off all the same."""
     box = haproxy_box
+    host = box.resources()["odoo_host"]
     ops_db: OpsDatabase = box.resources()["ops_db"]
     blue = ops_db.deployment(box.status()["serving"]["deployment"])
     assert blue is not None
@@ -287,40 +305,56 @@ def test_unfencing_failing_on_green_still_restores_blue_and_says_so(haproxy_box:
     not_before = time.time()  # the fault then spares blue, started before
     greens: list[Any] = []
 
-    def refuse_green_cron_writes() -> None:
-        # After the cutover (which turned green's crons on), green's database refuses every write to ir_cron.
+    def refuse_cron_writes() -> None:
+        # After the cutover (which turned blue's crons off and green's on), one side's database refuses every write
+        # to ir_cron; then green fails its stability window.
         [green] = ops_db.deployments_created_by(running_run(ops_db).run_id)
         greens.append(green)
-        with box.resources()["odoo_host"].connect(SANDBOX_DSN, green.db_name, autocommit=True) as conn:
-            conn.execute("CREATE FUNCTION promote_test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
-                         " $$ BEGIN RAISE EXCEPTION 'injected: ir_cron is read-only'; END $$")
-            conn.execute("CREATE TRIGGER promote_test_refuse BEFORE UPDATE ON ir_cron"
-                         " FOR EACH STATEMENT EXECUTE FUNCTION promote_test_refuse()")
+        with host.connect(SANDBOX_DSN, (green if refusing == "green" else blue).db_name, autocommit=True) as conn:
+            conn.execute(REFUSE_FUNCTION)
+            conn.execute(REFUSE_TRIGGER)
         fault_path.write_text(json.dumps({"not_before": not_before, "error_rate": 0.5}))
 
-    watcher = h.after_cutover(box, refuse_green_cron_writes)
+    watcher = h.after_cutover(box, refuse_cron_writes)
     try:
         code, outcome, message = h.promote(stability_window_seconds=8)
     finally:
         watcher.join(timeout=5)
         h.clear_faults(box)
-    assert code == EXIT_FAILED and outcome is not None and outcome.status == "rolled_back", message
-    assert ops_db.run(outcome.run_id).status == "rolled_back"
-    rollback = read(outcome, steps.ROLLBACK_JSON)
-    assert rollback["completed"] is True and rollback["router_switched_back"] is True
+        with host.connect(SANDBOX_DSN, blue.db_name, autocommit=True) as conn:
+            for statement in UNREFUSE:
+                conn.execute(statement)
     [green] = greens
-    [problem] = rollback["problems"]
-    assert problem["part"] == "unfence" and problem["deployment"] == green.deployment_id
-    assert "injected: ir_cron is read-only" in problem["error"]
-    assert rollback["fence"]["errors"] == {green.deployment_id: problem["error"]}
-    [warning] = [e for e in events(ops_db, outcome.run_id) if e["step"] == "rollback"]
-    assert warning["level"] == "warning" and "injected" in warning["message"]
-    # The other safety actions: traffic on blue, blue's crons and mail back as they were, green stopped and kept.
-    assert served_upstream(box) == blue.deployment_id
-    assert active_counts(box, blue.db_name) == blue_counts
-    green_now = ops_db.deployment(green.deployment_id)
-    assert green_now and green_now.state == "retired" and not box.resources()["odoo_host"].is_alive(green.pid)
-    evidence_schema.validate_folder(Path(outcome.evidence_dir), run_id=outcome.run_id, status="rolled_back")
+    refused = green if refusing == "green" else blue
+    try:
+        assert code == EXIT_FAILED and outcome is not None and outcome.status == "rolled_back", message
+        assert ops_db.run(outcome.run_id).status == "rolled_back"
+        rollback = read(outcome, steps.ROLLBACK_JSON)
+        assert rollback["completed"] is True and rollback["router_switched_back"] is True
+        [problem] = rollback["problems"]
+        assert problem["part"] == "unfence" and problem["deployment"] == refused.deployment_id
+        assert "injected: ir_cron is read-only" in problem["error"]
+        assert rollback["fence"]["errors"] == {refused.deployment_id: problem["error"]}
+        [warning] = [e for e in events(ops_db, outcome.run_id) if e["step"] == "rollback"]
+        assert warning["level"] == "warning" and "injected" in warning["message"]
+        # The other safety actions: traffic on blue, green stopped and kept, and the side that did not refuse
+        # fenced as it should be.
+        assert served_upstream(box) == blue.deployment_id
+        green_now = ops_db.deployment(green.deployment_id)
+        assert green_now and green_now.state == "retired" and not host.is_alive(green.pid)
+        if refusing == "green":
+            assert active_counts(box, blue.db_name) == blue_counts
+        else:
+            assert active_counts(box, blue.db_name)["active_crons"] == 0  # what the problem above reports
+            assert active_counts(box, green.db_name) == {"active_crons": 0, "active_mail_servers": 0}
+            assert rollback["fence"]["green_turned_off"][green.deployment_id]["crons_off"] > 0
+        evidence_schema.validate_folder(Path(outcome.evidence_dir), run_id=outcome.run_id, status="rolled_back")
+    finally:
+        if refusing == "blue":  # blue's crons and mail back as they were, for the tests after this one
+            plan = carry_over.FencePlan.model_validate(ops_db.run(outcome.run_id).metadata["fence"])  # type: ignore
+            with host.connect(SANDBOX_DSN, blue.db_name, autocommit=True) as conn:
+                carry_over.at_rollback_blue(conn, plan)
+            assert active_counts(box, blue.db_name) == blue_counts
 
 
 def test_green_cleanup_failing_is_reported_and_the_rollback_completes(haproxy_box: Sandbox, h: Any) -> None:
@@ -354,6 +388,9 @@ def test_green_cleanup_failing_is_reported_and_the_rollback_completes(haproxy_bo
         assert problem["part"] == "green_cleanup" and "cannot be dropped" in problem["error"]
         [warning] = [e for e in events(ops_db, outcome.run_id) if e["step"] == "rollback"]
         assert warning["level"] == "warning" and warning["details"]["part"] == "green_cleanup"
+        summary = read_text(outcome, steps.PROMOTION_SUMMARY_MD)
+        assert "clean-up incomplete" in summary and "removed (it never served traffic)" not in summary
+        assert f"- green_cleanup: {problem['error']}" in summary
         # Stopped all the same, its database dropped, and its record not claiming more than was done.
         assert rollback["green_stopped"] is True and not res["odoo_host"].is_alive(green.pid)
         assert not res["odoo_host"].database_exists(SANDBOX_DSN, green.db_name)
@@ -429,3 +466,30 @@ def test_evidence_write_failing_still_rolls_back_and_records_why(haproxy_box: Sa
     assert green.state == "deleted" and not box.resources()["odoo_host"].is_alive(green.pid)
     assert served_upstream(box) == blue
     assert not (Path(outcome.evidence_dir) / steps.ROLLBACK_JSON).exists()  # nothing claims more than was written
+
+
+def test_manual_rollback_whose_evidence_cannot_be_written_still_marks_the_run(haproxy_box: Sandbox, h: Any) -> None:
+    """`promote rollback` of a success: traffic back on blue and the run `rolled_back`, even when its evidence
+    folder has become unwritable (the status was once written after the evidence, and stayed `success`)."""
+    box = haproxy_box
+    ops_db: OpsDatabase = box.resources()["ops_db"]
+    blue = box.status()["serving"]["deployment"]
+    code, outcome, message = h.promote()
+    assert code == 0 and outcome is not None, message
+    folder = Path(outcome.evidence_dir)
+    aside = folder.with_name(folder.name + ".aside")
+    folder.rename(aside)
+    folder.write_text("")  # a regular file where the folder was: every write fails with an OSError, root or not
+    try:
+        code, result, message = run_rollback(outcome.run_id, "customer reports", "ops-oncall", quiet=True)
+    finally:
+        folder.unlink()
+        aside.rename(folder)
+    assert code == 0 and result and result["action"] == "rolled_back", message
+    row = ops_db.run(outcome.run_id)
+    assert row and row.status == "rolled_back" and "FileExistsError" in row.metadata["evidence_error"]
+    [logged] = [e for e in events(ops_db, outcome.run_id) if e["step"] == "evidence"]
+    assert logged["level"] == "error" and "FileExistsError" in logged["message"]
+    assert served_upstream(box) == blue
+    # The evidence of the promotion itself is untouched: it still says what the promotion did.
+    evidence_schema.validate_folder(folder, run_id=outcome.run_id, status="success")
