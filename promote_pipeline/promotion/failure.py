@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from promote_pipeline.promotion import deployment, odoo_aware, steps
+from promote_pipeline.promotion import deployment, odoo_aware, progress, steps
 from promote_pipeline.promotion.decisions import OnFailure, on_failure
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
@@ -23,7 +23,6 @@ from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
 from resources.ops_db import DeploymentRecord, FinalRunStatus, TaskRequest
 from resources.redaction import redact_text
-from resources.router import RouterError
 
 
 def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
@@ -32,10 +31,23 @@ def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
 
 
 def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: float) -> dict[str, Any]:
-    """Traffic to blue first (the urgent part), then green's clean-up; returns rollback.json's body."""
+    """Traffic to blue first (the urgent part), then green's clean-up; returns rollback.json's body.
+
+    Only the switch back to blue (and the records saying it happened) may raise: without it nothing else is safe to
+    do, green still serves. Every later part is done whatever the others did, and one that fails is listed in
+    ``problems`` (``part``, ``error``) and in ``notes``; ``completed`` then still says True: traffic is on blue.
+    """
     env_id = run.prod.environment_id
     blue = upstream(run.blue, "blue")
     notes: list[str] = []
+    problems: list[dict[str, str]] = []
+
+    def failed(part: str, what: str, exc: BaseException) -> str:
+        error = redact_text(f"{type(exc).__name__}: {exc}")
+        problems.append({"part": part, "error": error})
+        notes.append(f"{what}: {error}")
+        return error
+
     before = svc.router.state(env_id)
     switched = False
     if before.active is None or before.active.name != blue.name:
@@ -45,23 +57,32 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     traffic_on_blue_at = datetime.now(UTC)
     try:
         svc.router.set_preview(env_id, blue)
-    except RouterError as exc:
-        notes.append(f"preview entry point not reset: {exc}")
+    except Exception as exc:  # the public entry point is on blue already; the preview only serves smoke tests
+        failed("preview_reset", "preview entry point not reset", exc)
     greens = green_deployments(svc, run.run_id)
     # The records say what the router does, before any clean-up can fail.
     svc.ops_db.reactivate_deployment(run.blue.environment_id, run.blue.deployment_id)
     try:
         fencing = odoo_aware.unfence_on_rollback(svc, run, greens)
     except Exception as exc:  # traffic is already on blue; report, do not undo that
-        fencing = {"error": redact_text(f"{type(exc).__name__}: {exc}")}
-        notes.append(f"crons and mail servers not reset: {fencing['error']}")
+        fencing = {"error": failed("unfence", "crons and mail servers not reset", exc)}
+    for deployment_id, error in fencing.get("errors", {}).items():
+        which = "blue's crons and mail servers not restored" if deployment_id == run.blue.deployment_id \
+            else f"{deployment_id}'s crons and mail servers not fenced off"
+        problems.append({"part": "unfence", "deployment": deployment_id, "error": error})
+        notes.append(f"{which}: {error}")
     served = before.active is not None and before.active.name != blue.name
     record = svc.ops_db.run(run.run_id)
     served = served or bool(record and record.metadata.get("cutover_timestamp"))
     kept = False
+    stopped = True
     for green in greens:
         try:
             notes.extend(deployment.stop(svc, green))
+        except Exception as exc:  # its database is still dealt with below (remove stops it again first)
+            stopped = False
+            failed("green_stop", f"{green.deployment_id} not stopped", exc)
+        try:
             if served:
                 kept = True
                 _retire(svc, run, green)
@@ -69,9 +90,10 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
                 deployment.remove(svc, run.prod.db_dsn_ref, green)  # its processes already handled just above
                 svc.ops_db.mark_deployment_deleted(green.deployment_id)
         except Exception as exc:  # traffic is on blue already; a clean-up error is reported, not fatal
-            notes.append(f"clean-up of {green.deployment_id} incomplete: {redact_text(f'{type(exc).__name__}: {exc}')}")
+            failed("green_cleanup", f"clean-up of {green.deployment_id} incomplete", exc)
     return {
         "triggered": True,
+        "completed": True,
         "reason": reason,
         "router_switched_back": switched,
         "traffic_on_blue_at": traffic_on_blue_at.isoformat(),
@@ -80,13 +102,14 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
         "routing_after": svc.router.state(env_id).model_dump(mode="json"),
         "blue_deployment": run.blue.deployment_id,
         "green_deployment": ", ".join(g.deployment_id for g in greens) or None,
-        "green_stopped": True,
+        "green_stopped": stopped,
         "green_database_kept": kept,
         "green_kept_until": (datetime.now(UTC) + timedelta(hours=run.inputs.rollback_window_hours)).isoformat()
         if kept else None,
         "fence": fencing,
         "writes_on_green": fencing.get("writes_on_green", {}),
         "writes_on_green_total": fencing.get("writes_on_green_total", 0),
+        "problems": problems,
         "notes": notes,
     }
 
@@ -98,6 +121,18 @@ def _retire(svc: Services, run: RunStarted, green: DeploymentRecord) -> None:
         task_type="delete_deployment", delay=timedelta(hours=run.inputs.rollback_window_hours), run_id=run.run_id,
         metadata={"deployment_id": green.deployment_id, "db_name": green.db_name,
                   "reason": "green retired by rollback"}))
+
+
+def _event_log_lost(svc: Services, run_id: str, exc: BaseException) -> str:
+    """An event write failed: say so where it can still be seen (the run's row, the progress lines); the caller
+    puts the returned text into rollback.json."""
+    error = redact_text(f"{type(exc).__name__}: {exc}")
+    progress.say(f"run {run_id}: events not recorded in ops.run_events: {error}")
+    try:
+        svc.ops_db.merge_run_metadata(run_id, {"event_log_error": error})
+    except Exception as db_exc:  # noqa: S110 - the progress line and rollback.json still say it
+        progress.say(f"run {run_id}: nor in its ops.runs row: {type(db_exc).__name__}")
+    return error
 
 
 def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseException, detected_monotonic: float,
@@ -138,8 +173,11 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
         svc.ops_db.add_event(run.run_id, step.name, "error", reason)
         if rollback.get("error"):
             svc.ops_db.add_event(run.run_id, "rollback", "error", rollback["error"])
-    except Exception:  # noqa: S110 - the status above is what matters; the event is a courtesy
-        pass
+        for problem in rollback.get("problems", []):
+            svc.ops_db.add_event(run.run_id, "rollback", "warning", f"{problem['part']} failed: {problem['error']}",
+                                 problem)
+    except Exception as exc:  # the status above is what matters; the evidence says the event log is short
+        rollback["event_log_error"] = _event_log_lost(svc, run.run_id, exc)
     outcome = PromotionOutcome(run_id=run.run_id, status=status,
                                evidence_dir=run.evidence_dir, blue_backup_id=blue_backup_id,
                                green_artifact_id=green_artifact_id, cutover_timestamp=cutover_timestamp)
@@ -149,6 +187,12 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
         evidence.write_json(steps.ROLLBACK_JSON, rollback)
         evidence.fill_not_reached(f"not reached: the run failed at {step.name}")
         write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=step.name, reason=reason)
-    except OSError as exc:  # e.g. a full disk: the run is still marked, and says why its evidence is short
-        svc.ops_db.merge_run_metadata(run.run_id, {"evidence_error": redact_text(str(exc))})
+    except Exception as exc:  # e.g. a full disk: the run is still marked, and says why its evidence is short
+        lost = redact_text(f"{type(exc).__name__}: {exc}")
+        progress.say(f"run {run.run_id}: evidence incomplete in {run.evidence_dir}: {lost}")
+        try:
+            svc.ops_db.merge_run_metadata(run.run_id, {"evidence_error": lost})
+            svc.ops_db.add_event(run.run_id, "evidence", "error", f"evidence incomplete: {lost}")
+        except Exception as db_exc:  # noqa: S110 - said above on the progress line; nowhere else is left
+            progress.say(f"run {run.run_id}: and the ops database did not record it: {type(db_exc).__name__}")
     return outcome

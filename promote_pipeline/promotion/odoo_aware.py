@@ -17,6 +17,7 @@ from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion.models import Artifact, RunStarted
 from promote_pipeline.promotion.services import Services
 from resources.ops_db import DeploymentRecord
+from resources.redaction import redact_text
 from resources.router import RoutingState
 
 
@@ -95,17 +96,28 @@ def unfence_on_rollback(svc: Services, run: RunStarted, greens: list[DeploymentR
     plan = carry_over.FencePlan.model_validate(meta["fence"])
     dsn = run.prod.db_dsn_ref
     facts: dict[str, Any] = {"green_turned_off": {}, "writes_on_green": {}}
+    errors: dict[str, str] = {}
+    # Each part on its own: a green that refuses to be fenced off must not leave blue, which serves again,
+    # without its crons and mail, nor the other way round. What failed is reported under "errors".
     for green in greens:
-        if not svc.host.database_exists(dsn, green.db_name):
-            continue
-        with svc.host.connect(dsn, green.db_name, autocommit=True) as gdb:
-            facts["green_turned_off"][green.deployment_id] = carry_over.fence_off(gdb)
-            if "watermarks" in meta:
-                facts["writes_on_green"] = watermarks.changes_since(gdb, meta["watermarks"])
-    with svc.host.connect(dsn, run.blue.db_name, autocommit=True) as blue:
-        facts["blue_restored"] = carry_over.at_rollback_blue(blue, plan)
-        facts["blue_active_after"] = carry_over.active_counts(blue)
+        try:
+            if not svc.host.database_exists(dsn, green.db_name):
+                continue
+            with svc.host.connect(dsn, green.db_name, autocommit=True) as gdb:
+                facts["green_turned_off"][green.deployment_id] = carry_over.fence_off(gdb)
+                if "watermarks" in meta:
+                    facts["writes_on_green"] = watermarks.changes_since(gdb, meta["watermarks"])
+        except Exception as exc:
+            errors[green.deployment_id] = redact_text(f"{type(exc).__name__}: {exc}")
+    try:
+        with svc.host.connect(dsn, run.blue.db_name, autocommit=True) as blue:
+            facts["blue_restored"] = carry_over.at_rollback_blue(blue, plan)
+            facts["blue_active_after"] = carry_over.active_counts(blue)
+    except Exception as exc:
+        errors[run.blue.deployment_id] = redact_text(f"{type(exc).__name__}: {exc}")
     facts["writes_on_green_total"] = sum(v["created"] + v["changed"] for v in facts["writes_on_green"].values())
+    if errors:
+        facts["errors"] = errors
     return facts
 
 

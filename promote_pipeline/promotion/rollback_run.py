@@ -127,14 +127,23 @@ def roll_back_run(svc: Services, run_id: str, reason: str, requested_by: str, ma
         body = roll_back(svc, run, redact_text(reason), detected)
         body.update({"requested_by": requested_by, "manual": manual, "previous_status": status})
         svc.ops_db.cancel_pending_tasks(run_id, "delete_backup", "blue reactivated by rollback")
-        evidence.write_json(steps.ROLLBACK_JSON, body)
-        outcome = PromotionOutcome(run_id=run_id, status="rolled_back", evidence_dir=run.evidence_dir, **_ids(row))
-        write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=None,
-                    reason=f"rolled back after {status} by {requested_by}: {redact_text(reason)}")
+        # The status first: traffic is on blue now, and no evidence write may leave the run saying `success`.
         svc.ops_db.mark_run_rolled_back(run_id, {"rolled_back_by": requested_by,
                                                  "rollback_reason": redact_text(reason)})
         svc.ops_db.add_event(run_id, "rollback", "info", f"traffic back on blue {run.blue.deployment_id}",
                              {"detection_to_blue_ms": body["detection_to_blue_ms"], "requested_by": requested_by})
+        for problem in body["problems"]:
+            svc.ops_db.add_event(run_id, "rollback", "warning", f"{problem['part']} failed: {problem['error']}",
+                                 problem)
+        outcome = PromotionOutcome(run_id=run_id, status="rolled_back", evidence_dir=run.evidence_dir, **_ids(row))
+        try:
+            evidence.write_json(steps.ROLLBACK_JSON, body)
+            write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=None,
+                        reason=f"rolled back after {status} by {requested_by}: {redact_text(reason)}")
+        except OSError as exc:  # the run is rolled back and recorded; its row says why the evidence is short
+            error = redact_text(f"{type(exc).__name__}: {exc}")
+            svc.ops_db.merge_run_metadata(run_id, {"evidence_error": error})
+            svc.ops_db.add_event(run_id, "evidence", "error", f"evidence incomplete: {error}")
         return {"action": "rolled_back", "previous_status": status,
                 "detection_to_blue_ms": body["detection_to_blue_ms"]}
     finally:

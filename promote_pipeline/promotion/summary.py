@@ -86,12 +86,24 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
                   f" database errors {stab['db_connection_errors']}, crashes {stab['process_crashes']}"
                   f" — {'pass' if stab['passed'] else 'FAIL: ' + str(stab.get('reason'))}"]
     rb = _json(evidence, steps.ROLLBACK_JSON)
-    if rb.get("triggered"):
+    if rb.get("triggered") and rb.get("completed") is False:
+        # The switch back itself failed: nothing here may read as if traffic were on blue.
+        lines += ["", "## Rollback", "",
+                  f"**⚠️ THE ROLLBACK DID NOT COMPLETE: {rb.get('error')}.** Traffic was not moved back to blue, and"
+                  " green was left as it was; see `rollback.json` and ask the router what it serves."]
+    elif rb.get("triggered"):
+        problems = rb.get("problems") or []
+        cleanup_failed = any(p.get("part") in ("green_stop", "green_cleanup") for p in problems)
         lines += ["", "## Rollback", "",
                   f"Traffic back on blue `{rb.get('blue_deployment')}` {rb.get('detection_to_blue_ms')} ms after"
                   f" detection. Green `{rb.get('green_deployment')}`: "
-                  + ("database kept until the rollback window ends." if rb.get("green_database_kept")
+                  + ("clean-up incomplete (below)." if cleanup_failed
+                     else "database kept until the rollback window ends." if rb.get("green_database_kept")
                      else "removed (it never served traffic).")]
+        if problems:
+            lines.append("\n**Parts of the rollback that failed** (everything else was done):")
+            lines += [f"- {p.get('part')}{' of ' + p['deployment'] if p.get('deployment') else ''}: {p.get('error')}"
+                      for p in problems]
         if rb.get("writes_on_green_total"):
             lines.append(f"\n**{rb['writes_on_green_total']} row(s) were written on green while it served**"
                          f" ({rb['writes_on_green']}); `promote recover {outcome.run_id}` exports them as CSV.")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from promote_pipeline.cli.sandbox import DSN_REF, PROD, Sandbox
-from promote_pipeline.promotion import cleanup
+from promote_pipeline.promotion import cleanup, evidence_schema
 from promote_pipeline.promotion.services import Services
 from resources.ops_db import DeploymentRecord, EnvironmentRecord, TaskRequest
 
@@ -38,6 +38,17 @@ def _retired_deployment(svc: Services, env_id: str, tag: str) -> str:
     return dep
 
 
+def _task_evidence(folder: Path) -> dict[int, evidence_schema.CleanupTaskEvidence]:
+    """Every clean-up task file under ``folder``, each validated against the evidence schema, by task id."""
+    found = {}
+    for path in folder.rglob("task_*.json"):
+        assert path.parent.name == "cleanup"
+        record = evidence_schema.validate_json(evidence_schema.CleanupTaskEvidence, path.read_text())
+        assert isinstance(record, evidence_schema.CleanupTaskEvidence) and path.name == f"task_{record.task_id}.json"
+        found[record.task_id] = record
+    return found
+
+
 def _task(svc: Services, dep: str) -> int:
     return svc.ops_db.schedule_task(TaskRequest(task_type="delete_deployment", delay=timedelta(seconds=-1),
                                                 metadata={"deployment_id": dep}))
@@ -60,7 +71,9 @@ def test_two_workers_run_each_due_task_exactly_once(haproxy_box: Sandbox, tmp_pa
     for dep in deps:
         row = svc.ops_db.deployment(dep)
         assert row.state == "deleted" and not svc.host.database_exists(DSN_REF, row.db_name)
-    assert {p.name for p in tmp_path.rglob("task_*.json")} >= {f"task_{i}.json" for i in ids}
+    records = _task_evidence(tmp_path)
+    assert set(records) >= ids
+    assert all(records[i].status == "done" and records[i].done and records[i].error is None for i in ids)
 
 
 def test_a_failing_task_is_retried_with_backoff_and_a_live_deployment_is_kept(haproxy_box: Sandbox,
@@ -82,6 +95,10 @@ def test_a_failing_task_is_retried_with_backoff_and_a_live_deployment_is_kept(ha
     assert svc.ops_db.task(kept).status == "cancelled"
     assert svc.ops_db.active_deployment(PROD).deployment_id == live.deployment_id
     assert svc.host.is_alive(live.pid)
+    records = _task_evidence(tmp_path)
+    assert records[failing].status == "retry" and records[failing].attempt == 1
+    assert records[failing].error and "NO_SUCH_SECRET_REF" in records[failing].error
+    assert records[kept].status == "cancelled" and records[kept].error and "active again" in records[kept].error
     svc.ops_db.cancel_task(failing, "test done")
 
 

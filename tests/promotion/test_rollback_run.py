@@ -17,6 +17,7 @@ from promote_pipeline.cli.runner import run_rollback
 from promote_pipeline.cli.sandbox import PROD, Sandbox
 from promote_pipeline.defs.resources import build_resources
 from promote_pipeline.defs.sensors import dead_runs
+from promote_pipeline.promotion import evidence_schema
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +98,8 @@ def test_a_killed_worker_is_found_dead_and_its_run_completed(haproxy_box: Sandbo
         assert run_id not in [r.run_id for r in dead_runs(ops_db)]
         assert sorted(p.name for p in evidence.iterdir() if not p.name.startswith(".")) == sorted(
             h.evidence_files())
+        # What the rollback job wrote for the dead run holds to the evidence schema (the run died in step 1).
+        evidence_schema.validate_folder(evidence, run_id, ops_db.run(run_id).status, dead_run=True)
     finally:
         if proc.poll() is None:
             proc.kill()
