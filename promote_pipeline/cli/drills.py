@@ -4,8 +4,9 @@ A drill passes (exit 0) only when the system ends safe: the run ``rolled_back`` 
 or rejected with blue untouched), the router on the blue that was live before, blue's data
 unchanged (a fingerprint of its tables taken before and after), green stopped, and the
 evidence complete. Faults are injected into the real parts: fault switches of the Odoo
-stand-in, a real refusal of the router, a SIGKILL of the run worker, a PostgreSQL restart, a
-corrupted artifact byte, a disk-space precondition that cannot be met.
+stand-in, a real refusal of the router, a SIGKILL of the run worker, a restart of the sandbox's
+own PostgreSQL cluster (``db-restart`` refuses a server the sandbox did not start: the machine's
+is shared), a corrupted artifact byte, a disk-space precondition that cannot be met.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class Drill:
     def run(self) -> dict[str, Any]:
         from promote_pipeline.cli.runner import run_promotion
 
+        if self.fault == "db-restart" and sbx.private_cluster(self.box.root) is None:
+            raise DrillError("db-restart restarts PostgreSQL, and this sandbox uses a server it did not start (shared"
+                             " with everything else on the machine): bring it up with `promote sandbox up"
+                             " --private-postgres`")
         cfg = self.box.activate()
         before = self.box.status()["serving"]
         blue_print = fingerprint(self.box, before["database"])
