@@ -9,11 +9,14 @@ Three nets, each exact, because evidence that hides its own verdicts is worthles
   that merely contains one: ``passed``, ``token_count`` and ``smoke_password_ref`` (a reference,
   the name of a variable) are evidence. Booleans, numbers and None are never blanked: a secret
   is a string;
-- by *shape*, in text: ``password=...`` and friends (a libpq DSN), a URL's userinfo password,
-  an Authorization header, a bearer token, the row PostgreSQL quotes in a constraint error.
+- by *shape*, in text: ``password=...`` and friends (a libpq DSN), a credential's name with its
+  value (``smtp_pass=…``, ``"client_secret": "…"``, ``('database.secret', '…')``; the names of
+  ``CREDENTIAL_NAMES`` and ``CREDENTIAL_SUFFIXES``), a URL's userinfo password, an Authorization
+  header, a bearer token, the row PostgreSQL quotes in a constraint error and the key values it
+  quotes in a unique or foreign-key violation.
 
-Odoo's credential columns are not this module's business: ``promote_pipeline.odoo.credentials``
-lists them for the code that exports rows.
+Which of Odoo's columns hold credentials is listed here (``CREDENTIAL_NAMES``, ``CREDENTIAL_SUFFIXES``) for the
+text net; ``promote_pipeline.odoo.credentials`` blanks exported rows by the same lists. The key net stays exact.
 """
 
 from __future__ import annotations
@@ -37,6 +40,32 @@ SECRET_KEYS = frozenset({"password", "passwd", "secret", "token", "api_key", "ad
 # Short secrets are still blanked by key and by shape (a password field, a DSN).
 MIN_SECRET_LENGTH = 8
 
+# Odoo's credential columns and config parameters beyond SECRET_KEYS (17 to 19): an exact list and the suffixes its
+# modules use, compared by a name's last dotted part. ``promote_pipeline.odoo.credentials`` blanks exported rows by
+# them; here they name a secret quoted in text (``smtp_pass=…`` in an error, ``('database.secret', '…')`` in SQL).
+CREDENTIAL_NAMES = SECRET_KEYS | {
+    "smtp_pass",  # ir_mail_server: the outgoing mail server's password
+    "access_key",  # web_unsplash.access_key (a config parameter)
+}
+CREDENTIAL_SUFFIXES = (
+    "_password", "_passwd",  # fetchmail and provider passwords
+    "_secret",  # client_secret (OAuth, Gmail, Outlook), totp_secret, *_webhook_secret, razorpay_key_secret
+    "_secret_key",  # stripe_secret_key, xendit_secret_key, flutterwave_secret_key
+    "_api_key",  # adyen_api_key, mollie_api_key
+    "_private_key",  # recaptcha_private_key, smtp_ssl_private_key
+    "_hmac_key", "_signature_key",  # adyen_hmac_key, authorize_signature_key: they sign payment notifications
+    "_token",  # account_token (IAP), access_token (portal links), refresh_token, signup_token, session_token
+)
+# Deliberately absent: "_key" alone (stripe_publishable_key is public, ir_config_parameter.key is a name),
+# "_pass" alone, and any "*_ref" (a reference names a variable, it is not a secret).
+
+
+def is_credential_name(name: str) -> bool:
+    """A column, parameter or variable that holds a credential: an exact name, or one of the suffixes above."""
+    last = name.strip().strip("\"'").lower().replace("-", "_").rsplit(".", 1)[-1]
+    return last in CREDENTIAL_NAMES or last.endswith(CREDENTIAL_SUFFIXES)
+
+
 _KEY_NAMES = "|".join(sorted(SECRET_KEYS - {"authorization"}, key=len, reverse=True))
 # A key only when it stands alone: not the tail of a longer name ("smoke_password_ref=", "x-token:")
 _STANDALONE = r"(?<![\w-])"
@@ -45,9 +74,31 @@ _LIBPQ_PASSWORD = re.compile(_STANDALONE + r"password\s*=\s*(" + _QUOTED + r"|[^
 # scheme://user:password@host; the password stops at '/', '?' or '#', which a URL's userinfo encodes
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]*:)([^@\s/?#]+)(@)", re.IGNORECASE)
 
-_CONTENT_PATTERNS = [
-    # PostgreSQL's constraint errors quote the whole row, whatever secret it holds
-    (re.compile(r"(Failing row contains )\(.*\)", re.IGNORECASE), r"\1(" + REDACTED + ")"),
+# ``name=value``, ``name: value`` or ``"name": "value"`` whose name is a credential's (``smtp_pass``,
+# ``fetchmail_password``, ``PGPASSWORD``, ``client_secret``), and a ``('name', 'value')`` pair (SQL, a tuple)
+_NAMED = re.compile(r"(?<![\w.-])([\"']?)([A-Za-z_][\w.-]*)(\1\s*[=:]\s*|\1\s*,\s*(?=['\"]))(" + _QUOTED
+                    + r"|[^\s,;&)]+)")
+
+
+def _named(match: re.Match[str]) -> str:
+    name = match.group(2)
+    if name.lower() == "authorization":  # its value is a scheme and a credential: the pattern below takes both
+        return match.group(0)
+    if match.group(3).strip().startswith(",") and not match.group(1):
+        return match.group(0)  # a bare word before a comma is prose, not a (name, value) pair
+    if is_credential_name(name) or name.lower().endswith(("password", "passwd")):
+        return match.group(1) + name + match.group(3) + REDACTED
+    return match.group(0)
+
+
+_CONTENT_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
+    # PostgreSQL's constraint errors quote the whole row, whatever secret it holds; a value may hold a newline or a
+    # parenthesis, so up to the text's last parenthesis (more may be blanked, never less)
+    (re.compile(r"(Failing row contains )\(.*\)", re.IGNORECASE | re.DOTALL), r"\1(" + REDACTED + ")"),
+    # ... and a unique or foreign-key violation quotes the key's values: "Key (col)=(value) already exists."
+    (re.compile(r"(\bKey \((?:[^()]|\([^()]*\))*\)=\()(.*?)(\) (?:already exists|is not present|is still referenced))",
+                re.DOTALL), r"\1" + REDACTED + r"\3"),
+    (_NAMED, _named),
     (_URL_PASSWORD, r"\1" + REDACTED + r"\3"),
     # key=value (a libpq DSN, a config line) or "key": "value" (JSON quoted in a message)
     (re.compile(_STANDALONE + r"((?:" + _KEY_NAMES + r")[\"']?\s*[=:]\s*)(" + _QUOTED + r"|[^\s,;&]+)",

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -98,6 +99,31 @@ def drop_database(name: str) -> None:
 
     with psycopg.connect(default_server_dsn(), dbname="postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def mount_tmpfs() -> Iterator[Callable[..., Path]]:
+    """Mount a real, small tmpfs on a test's folder: a real full disk (``size``), or with ``read_only`` a file system
+    nobody writes to, root included (after making the folders of ``make`` in it). Every mount is undone after the
+    test; the test is skipped, saying why, where mounting is not permitted (not root, or a container without it)."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str = "4m", read_only: bool = False, make: tuple[str, ...] = ()) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs for a real full or read-only disk: {done.stderr.strip() or 'not root'}")
+        mounted.append(path)
+        for folder in make:
+            (path / folder).mkdir(parents=True, exist_ok=True)
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ from resources import http_clients
 def _sandbox(args: argparse.Namespace) -> Any:
     from promote_pipeline.cli.sandbox import Sandbox
 
-    return Sandbox(root=Path(args.dir), router_kind=getattr(args, "router", "haproxy"))
+    return Sandbox(root=Path(args.dir), router_kind=getattr(args, "router", "haproxy"),
+                   private_postgres=getattr(args, "private_postgres", False))
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

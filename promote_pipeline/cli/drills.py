@@ -4,18 +4,25 @@ A drill passes (exit 0) only when the system ends safe: the run ``rolled_back`` 
 or rejected with blue untouched), the router on the blue that was live before, blue's data
 unchanged (a fingerprint of its tables taken before and after), green stopped, and the
 evidence complete. Faults are injected into the real parts: fault switches of the Odoo
-stand-in, a real refusal of the router, a SIGKILL of the run worker, a PostgreSQL restart, a
-corrupted artifact byte, a disk-space precondition that cannot be met.
+stand-in, a real refusal of the router, a SIGKILL of the run worker, a restart of the sandbox's
+own PostgreSQL cluster (``db-restart`` refuses a server the sandbox did not start: the machine's
+is shared), a corrupted artifact byte, an artifact store on a full disk (a filled 1 MiB tmpfs; without root,
+a free-space requirement no disk meets, and the report says it was simulated).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +31,7 @@ from promote_pipeline.cli.main import FAULTS
 from promote_pipeline.cli.sandbox import Sandbox
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
+from resources.artifact_store import LocalArtifactStore
 from resources.ops_db import ArtifactRecord, OpsDatabase
 
 T = TypeVar("T")
@@ -33,6 +41,32 @@ FINGERPRINT_TABLES = ("res_partner", "res_users", "ir_attachment", "ir_config_pa
 
 class DrillError(RuntimeError):
     pass
+
+
+@contextmanager
+def full_disk(size: str = "1m") -> Iterator[Path | None]:
+    """A real, small tmpfs in a temporary folder, filled until the kernel says ENOSPC; unmounted and removed
+    afterwards. None where mounting is not permitted (not root)."""
+    folder = Path(tempfile.mkdtemp(prefix="promote-full-disk-"))
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
+        capture_output=True).returncode == 0
+    try:
+        if mounted:
+            (folder / "artifacts").mkdir()
+            try:
+                with (folder / "filler").open("wb") as fh:
+                    while True:
+                        fh.write(b"\0" * 65536)
+                        fh.flush()
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+        yield folder if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=False, capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def fingerprint(box: Sandbox, db: str) -> dict[str, str]:
@@ -80,6 +114,10 @@ class Drill:
     def run(self) -> dict[str, Any]:
         from promote_pipeline.cli.runner import run_promotion
 
+        if self.fault == "db-restart" and sbx.private_cluster(self.box.root) is None:
+            raise DrillError("db-restart restarts PostgreSQL, and this sandbox uses a server it did not start (shared"
+                             " with everything else on the machine): bring it up with `promote sandbox up"
+                             " --private-postgres`")
         cfg = self.box.activate()
         before = self.box.status()["serving"]
         blue_print = fingerprint(self.box, before["database"])
@@ -87,6 +125,7 @@ class Drill:
         start = time.time()
         overrides: dict[str, Any] = {}
         watcher: threading.Thread | None = None
+        stack = ExitStack()
         try:
             if self.fault == "smoke-fail":
                 self._fault(start, refuse_login=True)
@@ -107,8 +146,8 @@ class Drill:
                 # out by the reconnecting steps, and the drill would not test a failed restore.
                 watcher = _watch(self.box, OpsDatabase.restoring_backend_pid, lambda _pid: self._restart_postgres(),
                                  interval=0.005)
-            elif self.fault == "disk-full":  # free space can never be a billion times production's size
-                overrides["settings"] = cfg.model_copy(update={"min_free_space_factor": 1e9})
+            elif self.fault == "disk-full":
+                overrides.update(self._full_disk(cfg, stack))
             if self.fault == "worker-kill":
                 code, outcome = self._worker_kill()
             else:
@@ -118,9 +157,21 @@ class Drill:
                 watcher.join(timeout=10)
         finally:
             self.fault_file.unlink(missing_ok=True)
+            stack.close()
         return self._judge(code, outcome, before, blue_print)
 
     # -- fault actions -------------------------------------------------------------------------------
+    def _full_disk(self, cfg: Any, stack: ExitStack) -> dict[str, Any]:
+        """The artifact store on a real disk with no space left: a 1 MiB tmpfs, filled. Mounting needs root;
+        without it the drill says so and falls back to a free-space requirement no disk can meet."""
+        folder = stack.enter_context(full_disk())
+        if folder is None:
+            self.facts["full_disk"] = "simulated (mounting a tmpfs needs root): free space required x1e9"
+            self.say("disk-full: simulated, not a real full disk (mounting a tmpfs needs root)")
+            return {"settings": cfg.model_copy(update={"min_free_space_factor": 1e9})}
+        self.facts["full_disk"] = f"tmpfs at {folder}, {shutil.disk_usage(folder).free} bytes free"
+        return {"artifact_store": LocalArtifactStore(root=str(folder / "artifacts"))}
+
     def _corrupt(self, artifact: ArtifactRecord) -> None:
         path = Path(artifact.contract["db_dump"]["path"])
         if path.is_dir():  # a directory-format dump: flip a byte of its largest file (a table's data)

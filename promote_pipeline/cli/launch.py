@@ -12,8 +12,10 @@ environment at a time) and a run worker the daemon launches.
   ``on_line``, and returns a ``RunReport``: the Dagster status and the promotion's outputs object;
 - ``report(run_id, url)`` is the same for a run's current state, without waiting.
 
-Every failure of the server or of the request (nothing listening, the job or the code location
-missing, a run config the job refuses, an unknown run) is one ``LaunchError`` with one message.
+Every failure of the server or of the request (nothing listening, a server that accepts and never
+answers within ``PROMOTE_GRAPHQL_TIMEOUT`` seconds (default 60), an answer that is not GraphQL, GraphQL
+errors, HTTP >= 400, the job or the code location missing, a run config the job refuses, an unknown
+run) is one ``LaunchError`` with one message.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ LOCATION = "promote_pipeline"
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 # The outputs object of a promotion (the seed's), as `promote run --json` prints it.
 OUTPUT_KEYS = ("run_id", "status", "evidence_dir", "blue_backup_id", "green_artifact_id", "cutover_timestamp")
+TIMEOUT_VARIABLE = "PROMOTE_GRAPHQL_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 60
 
 
 class LaunchError(RuntimeError):
@@ -69,7 +73,18 @@ def client(url: str | None = None) -> DagsterGraphQLClient:
     parts = urlsplit(base_url(url))
     https = parts.scheme == "https"
     return DagsterGraphQLClient(parts.hostname or "127.0.0.1", port_number=parts.port or (443 if https else 80),
-                                use_https=https, path_prefix=parts.path.rstrip("/"), timeout=60)
+                                use_https=https, path_prefix=parts.path.rstrip("/"), timeout=request_timeout())
+
+
+def request_timeout() -> int:
+    """Seconds one request to the webserver may take (``PROMOTE_GRAPHQL_TIMEOUT``, default 60): a server that
+    accepts the connection and never answers is given up on, never waited for without end."""
+    raw = os.environ.get(TIMEOUT_VARIABLE, "")
+    try:
+        return max(1, int(raw)) if raw else DEFAULT_TIMEOUT_SECONDS
+    except ValueError:
+        raise LaunchError("invalid_config", f"{TIMEOUT_VARIABLE}: must be a whole number of seconds (got {raw!r})")\
+            from None
 
 
 def submit(inputs: dict[str, Any], url: str | None = None, source: str = "graphql",
@@ -96,17 +111,38 @@ def _unreachable(url: str, detail: str) -> LaunchError:
                                       " (`make ui` starts one; --url or DAGSTER_PORT name another)")
 
 
+def _no_answer(url: str) -> LaunchError:
+    return LaunchError("timeout", f"the webserver at {url} accepted the connection but did not answer within"
+                                  f" {request_timeout()}s (it may still take the run: look at its runs before"
+                                  f" launching again; {TIMEOUT_VARIABLE} allows a slower one)")
+
+
 def _client_error(exc: DagsterGraphQLClientError, url: str) -> LaunchError:
     kind = str(exc.args[0]) if exc.args else ""
     detail: Any = exc.args[1] if len(exc.args) > 1 else exc.body
     chain = _causes(exc)
-    cause = chain[0] if chain else None
+    names = [type(c).__name__ for c in chain]
+    # What the server answered comes first: requests' HTTPError is an OSError too, but the server was reached.
+    status = next((getattr(getattr(c, "response", None), "status_code", None) or getattr(c, "code", None)
+                   for c in chain if type(c).__name__ in ("TransportServerError", "HTTPError")), None)
+    if status:
+        return _http_error(url, int(status))
+    if "TransportQueryError" in names:  # a GraphQL answer with errors: the server's own words
+        query_error = chain[names.index("TransportQueryError")]
+        errors = getattr(query_error, "errors", None) or [query_error.args[0] if query_error.args else ""]
+        message = "; ".join(_redacted(str(e.get("message", e) if isinstance(e, dict) else e)) for e in errors)
+        return LaunchError("server", f"the webserver at {url} refused the query: {message[:500]}")
+    if "TransportProtocolError" in names:  # an answer that is not GraphQL (no JSON, or JSON of something else)
+        return LaunchError("server", f"the webserver at {url} answered without a GraphQL result: is it a Dagster"
+                                     " webserver?")
+    if any("Timeout" in name for name in names):
+        connect = any(name in ("ConnectTimeout", "ConnectTimeoutError") for name in names)
+        return _unreachable(url, "connection timed out") if connect else _no_answer(url)
     if kind.startswith("Error when connecting") or any(
-            type(c).__name__ in ("TransportConnectionFailed", "ConnectionError", "Timeout", "ReadTimeout")
-            or isinstance(c, OSError) for c in chain):
+            name in ("TransportConnectionFailed", "ConnectionError") or isinstance(c, OSError)
+            for name, c in zip(names, chain, strict=True)):
         root = chain[-1] if chain else None
-        detail = ("connection refused" if isinstance(root, ConnectionRefusedError)
-                  else "timed out" if "Timeout" in type(root).__name__ else type(root).__name__)
+        detail = "connection refused" if isinstance(root, ConnectionRefusedError) else type(root).__name__
         return _unreachable(url, detail)
     if kind in ("JobNotFoundError", "PipelineNotFoundError"):
         return LaunchError("job_not_found", f"job {JOB} not found on the webserver at {url}"
@@ -117,11 +153,16 @@ def _client_error(exc: DagsterGraphQLClientError, url: str) -> LaunchError:
         messages = "; ".join(_redacted(str(e.get("message", e))).split(' Expected: "')[0] for e in errors)
         return LaunchError("invalid_config", f"invalid run config for {JOB}: {messages}")
     if kind.startswith("Server error") or kind.startswith("Exception occured"):
-        status = getattr(cause, "code", None)
-        return LaunchError("server", f"the webserver at {url} answered with an error"
-                                     f"{f' (HTTP {status})' if status else ''}: is it a Dagster webserver?")
+        return LaunchError("server", f"the webserver at {url} answered with an error: is it a Dagster webserver?")
     text = _redacted(str(detail)) if detail else ""
     return LaunchError("server", f"the webserver at {url} refused the run: {kind}{': ' + text if text else ''}")
+
+
+def _http_error(url: str, status: int) -> LaunchError:
+    hint = ("it refuses this client: does it sit behind a proxy that wants credentials?" if status in (401, 403)
+            else "is it a Dagster webserver, at this address and prefix?" if status in (404, 405)
+            else "its log says why")
+    return LaunchError("server", f"the webserver at {url} answered HTTP {status}: {hint}")
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -161,20 +202,33 @@ def graphql(url: str | None, query: str, variables: dict[str, Any] | None = None
     """POST one GraphQL query to the webserver; its ``data``. Raises LaunchError."""
     base = base_url(url)
     try:
-        with http_clients.client(timeout=60) as client:
+        with http_clients.client(timeout=request_timeout()) as client:
             response = client.post(f"{base}/graphql", json={"query": query, "variables": variables or {}})
+    except httpx.ConnectError as exc:
+        refused = isinstance(exc.__cause__ or exc.__context__, ConnectionRefusedError) or "refused" in str(exc)
+        raise _unreachable(base, "connection refused" if refused else type(exc).__name__) from None
+    except httpx.ConnectTimeout:
+        raise _unreachable(base, "connection timed out") from None
+    except httpx.TimeoutException:
+        raise _no_answer(base) from None
     except httpx.HTTPError as exc:
         raise _unreachable(base, type(exc).__name__) from None
     try:
         body = response.json()
     except ValueError:
-        raise LaunchError("server", f"the webserver at {base} answered HTTP {response.status_code} without JSON:"
-                                    " is it a Dagster webserver?") from None
-    if body.get("errors"):
-        message = "; ".join(_redacted(str(e.get("message", e))) for e in body["errors"])
-        raise LaunchError("server", f"the webserver at {base} refused the query: {message}")
-    if response.status_code >= 400 or not isinstance(body.get("data"), dict):
-        raise LaunchError("server", f"the webserver at {base} answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise _http_error(base, response.status_code) from None
+        raise LaunchError("server", f"the webserver at {base} answered without a GraphQL result: is it a Dagster"
+                                    " webserver?") from None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if errors:
+        message = "; ".join(_redacted(str(e.get("message", e) if isinstance(e, dict) else e)) for e in errors)
+        raise LaunchError("server", f"the webserver at {base} refused the query: {message[:500]}")
+    if response.status_code >= 400:
+        raise _http_error(base, response.status_code)
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise LaunchError("server", f"the webserver at {base} answered without a GraphQL result: is it a Dagster"
+                                    " webserver?")
     data: dict[str, Any] = body["data"]
     return data
 

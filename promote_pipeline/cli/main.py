@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          " users and integrations keep across a promotion")
     box.add_argument("action", choices=["up", "status", "down", "remember", "verify"])
     box.add_argument("--router", choices=["haproxy", "nginx"], default="haproxy")
+    box.add_argument("--private-postgres", action="store_true",
+                     help="up: its databases on a PostgreSQL cluster of its own (needed by `promote drill db-restart`)")
     box.add_argument("--json", action="store_true")
     box.add_argument("--dir", default=str(settings.PROJECT_DIR / ".sandbox"))
     box.set_defaults(func=cmd.cmd_sandbox)

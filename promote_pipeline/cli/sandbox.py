@@ -16,6 +16,7 @@ import secrets as pysecrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from promote_pipeline.promotion import deployment
 from promote_pipeline.promotion import settings as settings_mod
 from promote_pipeline.promotion.services import Services, upstream
 from resources import secrets
-from resources.odoo_host import LocalOdooHost
+from resources.odoo_host import LocalOdooHost, free_port
 from resources.ops_db import CompletedRun, DeploymentRecord, EnvironmentRecord, OpsDatabase
 from resources.router import RouterResource
 
@@ -54,6 +55,8 @@ class Sandbox:
     partners: int = 200
     attachments: int = 40
     attachment_size: int = 2048  # bytes per attachment file (the benchmark sizes filestores with it)
+    # Its databases on a PostgreSQL cluster of its own, on a free port: the only kind a drill may restart.
+    private_postgres: bool = False
 
     # -- layout --------------------------------------------------------------------------------
     @property
@@ -103,11 +106,14 @@ class Sandbox:
     def up(self) -> dict[str, Any]:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "faults").mkdir(exist_ok=True)
-        ensure_postgres(self.root)
+        if self.private_postgres and private_cluster(self.root) is None:
+            server = start_private_postgres(self.root, free_port())
+        else:
+            server = ensure_postgres(self.root)
         if not self.secrets_file.exists():
             secrets.write_secrets_file(self.secrets_file, {
                 # trust auth ignores the password, but it is a real credential in a real DSN: redaction is tested on it
-                DSN_REF: settings_mod.default_server_dsn() + f" password={pysecrets.token_urlsafe(18)}",
+                DSN_REF: server + f" password={pysecrets.token_urlsafe(18)}",
                 ADMIN_REF: pysecrets.token_urlsafe(18),
                 ROLE_KEY_REF: pysecrets.token_urlsafe(32),  # every deployment role's password derives from it
             })
@@ -265,64 +271,110 @@ class Sandbox:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-# -- PostgreSQL: use the machine's, or start a private cluster when none answers -----------------
-def _answers() -> bool:
+# -- PostgreSQL: the machine's, or a private cluster the sandbox starts (on request, or when none answers) ------
+# Only a private cluster may be restarted (the db-restart drill): the machine's server is shared with everything
+# else on it. The cluster's data lives in a folder of its own under the system's temporary folder, which the
+# ``postgres`` OS user can reach (a sandbox's root may sit under a folder only root may enter); the sandbox
+# keeps a symlink to it (``pgdata``) and the port it listens on (``pgdata.port``).
+def _answers(dsn: str | None = None) -> bool:
     try:
-        with psycopg.connect(settings_mod.default_server_dsn() + " dbname=postgres connect_timeout=3"):
+        with psycopg.connect((dsn or settings_mod.default_server_dsn()) + " dbname=postgres connect_timeout=3"):
             return True
     except psycopg.OperationalError:
         return False
 
 
-def ensure_postgres(root: Path) -> None:
-    if _answers():
-        return
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+def _as_postgres() -> list[str]:
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _pg_bin(name: str) -> str:
+    bins = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     if not bins:
-        raise RuntimeError("no PostgreSQL answers at PGHOST/PGPORT and no initdb is installed")
-    bindir = Path(bins[-1]).parent
-    data = root / "pgdata"
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if not data.exists():
-        data.mkdir(parents=True)
-        if as_user:
+        raise RuntimeError(f"no PostgreSQL {name} is installed (/usr/lib/postgresql/*/bin)")
+    return bins[-1]
+
+
+def private_cluster(root: Path) -> Path | None:
+    """The data folder of the cluster this sandbox started, or None if it uses a server it did not start."""
+    link = root / "pgdata"
+    return link.resolve() if link.exists() else None
+
+
+def private_server_dsn(root: Path) -> str | None:
+    """The connection string of the sandbox's own cluster (None if it has none)."""
+    port_file = root / "pgdata.port"
+    if private_cluster(root) is None or not port_file.exists():
+        return None
+    return f"host=127.0.0.1 port={port_file.read_text().strip()} user=postgres"
+
+
+def start_private_postgres(root: Path, port: int) -> str:
+    """Start (making it first if need be) the sandbox's own cluster on ``port``; its connection string."""
+    data = private_cluster(root)
+    if data is None:
+        data = Path(tempfile.mkdtemp(prefix="promote-pg-"))
+        if os.geteuid() == 0:
             shutil.chown(data, "postgres", "postgres")
-        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+        subprocess.run([*_as_postgres(), _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
                        check=True, stdout=subprocess.DEVNULL)
-    port = os.environ.get("PGPORT", "5432")
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
-                    "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k /tmp", "start"], check=True,
-                   stdout=subprocess.DEVNULL)
+        (root / "pgdata").symlink_to(data)
+    if not (root / "pgdata.port").exists():  # an older sandbox's cluster listened on PGPORT
+        (root / "pgdata.port").write_text(f"{port or os.environ.get('PGPORT', '5432')}\n")
+    dsn = private_server_dsn(root)
+    assert dsn is not None
+    if not _answers(dsn):
+        port = int((root / "pgdata.port").read_text())
+        # The options are kept in postmaster.opts, so `pg_ctl restart` brings it back on the same port.
+        subprocess.run([*_as_postgres(), _pg_bin("pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
+                        "-o", f"-p {port} -c listen_addresses=127.0.0.1 -k {data}", "start"], check=True,
+                       stdout=subprocess.DEVNULL)
     for _ in range(50):
-        if _answers():
-            return
+        if _answers(dsn):
+            return dsn
         time.sleep(0.2)
-    raise RuntimeError("the private PostgreSQL cluster did not start")
+    raise RuntimeError(f"the sandbox's private PostgreSQL cluster ({data}) did not start")
+
+
+def ensure_postgres(root: Path) -> str:
+    """The server the sandbox's databases live on: its own cluster if it has one, the machine's if that answers,
+    else a private cluster started on PGPORT. Its connection string."""
+    if private_cluster(root) is not None:
+        return start_private_postgres(root, 0)
+    if _answers():
+        return settings_mod.default_server_dsn()
+    start_private_postgres(root, int(os.environ.get("PGPORT", "5432")))
+    return settings_mod.default_server_dsn()
 
 
 def stop_private_postgres(root: Path) -> None:
-    data = root / "pgdata"
+    data = private_cluster(root)
+    if data is None:
+        return
     if (data / "postmaster.pid").exists():
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*as_user, bins[-1], "-D", str(data), "-m", "fast", "stop"], check=False)
+        subprocess.run([*_as_postgres(), _pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       check=False, stdout=subprocess.DEVNULL)
+    shutil.rmtree(data, ignore_errors=True)
+    (root / "pgdata").unlink(missing_ok=True)
+    (root / "pgdata.port").unlink(missing_ok=True)
+
+
+class NotOurServer(RuntimeError):
+    """A restart was asked of a PostgreSQL server the sandbox did not start."""
 
 
 def restart_postgres(root: Path) -> float:
-    """Restart the PostgreSQL the sandbox uses (its private cluster, or the machine's); return seconds taken."""
+    """Restart the sandbox's own PostgreSQL cluster; return seconds taken. Refuses any other server: the machine's
+    is shared, and restarting it would cut every other user's sessions."""
+    data = private_cluster(root)
+    dsn = private_server_dsn(root)
+    if data is None or dsn is None:
+        raise NotOurServer(f"refusing to restart PostgreSQL: the sandbox in {root} did not start the server it uses"
+                           " (bring it up with `promote sandbox up --private-postgres`)")
     start = time.monotonic()
-    data = root / "pgdata"
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if (data / "postmaster.pid").exists():
-        pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "restart"], check=True,
-                       stdout=subprocess.DEVNULL)
-    else:
-        version = sorted(os.listdir("/etc/postgresql"))[-1]
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", "-m", "fast", version, "main", "restart"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if _answers():
-            break
+    subprocess.run([*_as_postgres(), _pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "restart"], check=True,
+                   stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not _answers(dsn) and time.monotonic() < deadline:
         time.sleep(0.1)
     return time.monotonic() - start

@@ -32,14 +32,14 @@ class TaskSkipped(RuntimeError):
     """The task must not run as planned (e.g. its deployment is live again); it is cancelled, not retried."""
 
 
-def _remove_deployment(svc: Services, deployment_id: str | None) -> str:
+def _remove_deployment(svc: Services, deployment_id: str | None, lock_wait_seconds: float) -> str:
     if not deployment_id:
         return "no deployment named"
     dep = svc.ops_db.deployment_on_server(deployment_id)
     if dep is None or dep.state == "deleted":
         return f"deployment {deployment_id} already deleted"
     # The environment's lock keeps a rollback (which may bring this deployment back) out while it is removed.
-    lock = svc.ops_db.wait_lock_environment(dep.environment_id, LOCK_WAIT_SECONDS)
+    lock = svc.ops_db.wait_lock_environment(dep.environment_id, lock_wait_seconds)
     if lock is None:
         raise RuntimeError(f"environment {dep.environment_id} is busy (a promotion or rollback): retried later")
     try:
@@ -57,11 +57,11 @@ def _remove_deployment(svc: Services, deployment_id: str | None) -> str:
             " removed")
 
 
-def execute(svc: Services, task: ScheduledTaskRecord) -> list[str]:
+def execute(svc: Services, task: ScheduledTaskRecord, lock_wait_seconds: float = LOCK_WAIT_SECONDS) -> list[str]:
     meta = task.metadata
     done: list[str] = []
     if task.task_type == "delete_backup":
-        done.append(_remove_deployment(svc, meta.get("deployment_id")))
+        done.append(_remove_deployment(svc, meta.get("deployment_id"), lock_wait_seconds))
         artifact_id = meta.get("artifact_id")
         if artifact_id:
             # Filestore content is shared by content (SHA-1) between artifacts: the store removes only the
@@ -71,15 +71,17 @@ def execute(svc: Services, task: ScheduledTaskRecord) -> list[str]:
             done.append(f"artifact {artifact_id} deleted; {gc['removed_objects']} filestore objects no other artifact"
                         f" references removed, {gc['live_objects']} still referenced kept")
     elif task.task_type == "delete_deployment":
-        done.append(_remove_deployment(svc, meta.get("deployment_id")))
+        done.append(_remove_deployment(svc, meta.get("deployment_id"), lock_wait_seconds))
     else:
         raise TaskSkipped(f"unknown task_type {task.task_type!r}")
     return done
 
 
-def run_due_tasks(svc: Services, evidence_root: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def run_due_tasks(svc: Services, evidence_root: str | None = None, limit: int = 50,
+                  lock_wait_seconds: float = LOCK_WAIT_SECONDS) -> list[dict[str, Any]]:
     """Execute up to ``limit`` due tasks; return one record per task. Their evidence goes under ``evidence_root``
-    (default: the settings')."""
+    (default: the settings'). A deployment's removal waits up to ``lock_wait_seconds`` for its environment's lock
+    (a promotion or rollback holding it), then is retried later."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
     records = []
     for _ in range(limit):
@@ -91,7 +93,7 @@ def run_due_tasks(svc: Services, evidence_root: str | None = None, limit: int = 
                                   "metadata": task.metadata, "worker": worker,
                                   "started_at": datetime.now(UTC).isoformat()}
         try:
-            record["done"] = execute(svc, task)
+            record["done"] = execute(svc, task, lock_wait_seconds)
             record["status"] = "done"
             svc.ops_db.mark_task_done(task.task_id)
         except TaskSkipped as exc:

@@ -111,11 +111,16 @@ class Preflight:
         }
         for name in CHECKS:
             try:
+                if name != "project_exists" and (self.staging is None or self.prod is None):
+                    # `promote preflight` goes on past a failed check 1: the others have nothing to check
+                    raise PreconditionFailed("not checked: the project's environments were not found")
                 result = CheckResult(name, True, steps[name]())
             except PreconditionFailed as exc:
                 result = CheckResult(name, False, str(exc))
             except psycopg.Error as exc:
                 result = CheckResult(name, False, f"database error: {str(exc).strip()[:200]}")
+            except OSError as exc:  # a folder a check measures is missing or unreadable (free space of a data_dir)
+                result = CheckResult(name, False, f"cannot read {exc.filename or 'a folder'}: {exc.strerror or exc}")
             self.results.append(result)
             if not result.passed and stop_on_failure:
                 break
@@ -204,7 +209,14 @@ class Preflight:
             raise PreconditionFailed(f"production filestore {fs} is missing or not writable")
         return f"database {self.blue.db_name} and filestore reachable"
 
+    def _needs_blue(self) -> None:
+        """A check after check 6 needs production's live deployment; ``promote preflight`` runs it even when
+        check 6 found none, and it then says so rather than fail on the missing record."""
+        if self.blue is None:
+            raise PreconditionFailed("not checked: production has no active deployment (production_accessible)")
+
     def sufficient_disk_space(self) -> str:
+        self._needs_blue()
         assert self.prod and self.blue
         db_bytes = self.host.database_size(self.prod.db_dsn_ref, self.blue.db_name)
         _, fs_bytes = self.host.filestore_stats(self.blue.data_dir, self.blue.served_db)
@@ -228,6 +240,7 @@ class Preflight:
         return live.db_name
 
     def same_odoo_version(self) -> str:
+        self._needs_blue()
         assert self.staging and self.prod and self.blue
         with self.host.connect(self.staging.db_dsn_ref, self._staging_db(), retry=False) as conn:
             staging_series = odoo_db.odoo_series(odoo_db.installed_modules(conn)[0])

@@ -117,8 +117,6 @@ def load(path: Path | None = None) -> Settings:
         settings.evidence_root = os.environ["PROMOTE_EVIDENCE_ROOT"]
     if os.environ.get("PROMOTE_OPS_DATABASE"):
         settings.ops_database = os.environ["PROMOTE_OPS_DATABASE"]
-    if os.environ.get("PROMOTE_MIN_FREE_SPACE_FACTOR"):
-        settings.min_free_space_factor = float(os.environ["PROMOTE_MIN_FREE_SPACE_FACTOR"])
     return settings
 
 

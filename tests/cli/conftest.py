@@ -33,7 +33,7 @@ DSN_REF, ROLE_KEY_REF, ADMIN_REF = "PROMOTE_INV_TEST_PG_DSN", "PROMOTE_INV_TEST_
 STANDIN = "{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}"
 # Variables of the surrounding test session that would redirect a promote process started here.
 _FOREIGN = ("PROMOTE_SETTINGS", "PROMOTE_EVIDENCE_ROOT", "PROMOTE_OPS_DATABASE", "PROMOTE_SECRETS_FILE",
-            "PROMOTE_MIN_FREE_SPACE_FACTOR", "DAGSTER_HOME")
+            "DAGSTER_HOME")
 
 
 @dataclass

@@ -4,27 +4,33 @@
   queue and a run worker; the evidence is complete, the run view's metadata carries what a person
   wants to see, the run's tags name the promotion, and no secret reaches the event log;
 - the CLI: ``promote launch`` does the same with progress lines, ``promote status`` reads it back;
-- errors from the server (invalid config, job not found, server down) are one clear message;
+- errors from the server (invalid config, server down; job not found on a real webserver whose code
+  location lacks the job) are one clear message;
 - the UI: headless Chromium opens the finished run's page; its status and summary are on it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
+import yaml
 
 from promote_pipeline.cli import launch
 from promote_pipeline.cli import main as cli
 from promote_pipeline.cli.sandbox import ADMIN_REF, DSN_REF, PROD, PROJECT, STAGING, USER
 from promote_pipeline.promotion.evidence import required_files
 from promote_pipeline.promotion.settings import PROJECT_DIR
+from resources.odoo_host import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +146,7 @@ def test_promote_launch_follows_the_run_with_progress_lines_and_status_reads_it_
     assert tags["promote/launched_by"] == "cli" and tags["promote/prod_env"] == PROD
 
 
-def test_server_errors_are_one_clear_message(dagster_ui: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_errors_are_one_clear_message(dagster_ui: Any) -> None:
     inputs = {"project_id": PROJECT, "staging_env_id": STAGING, "prod_env_id": PROD, "user_id": USER}
     # Invalid config: the job's config types refuse it before any run exists.
     with pytest.raises(launch.LaunchError) as invalid:
@@ -170,13 +176,70 @@ def test_server_errors_are_one_clear_message(dagster_ui: Any, monkeypatch: pytes
                               capture_output=True, text=True, timeout=60, env=dagster_ui.env)
     assert rejected.returncode == 2 and rejected.stderr.strip() == \
         "rejected: stability_window_seconds: must be >= 0 and <= 3600 (got 9999)"
-    # Job not found (the webserver serves the code location, without that job).
-    monkeypatch.setattr(launch, "JOB", "promote_everything")
+
+
+_OTHER_DEFS = """from dagster import Definitions, job, op
+
+
+@op
+def hello() -> None:
+    pass
+
+
+@job
+def say_hello() -> None:
+    hello()
+
+
+defs = Definitions(jobs=[say_hello])
+"""
+
+
+@pytest.fixture
+def webserver_without_the_job(tmp_path: Path) -> Iterator[str]:
+    """A real dagster-webserver whose code location is called promote_pipeline but holds another job (what an old
+    or foreign deployment of the location looks like to a client), on its own temporary instance."""
+    (tmp_path / "other_defs.py").write_text(_OTHER_DEFS)
+    (tmp_path / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"python_file": {
+        "relative_path": "other_defs.py", "location_name": launch.LOCATION}}]}))
+    (tmp_path / "home").mkdir()
+    port = str(free_port())
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    log = (tmp_path / "webserver.log").open("wb")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "dagster-webserver"), "-w",
+                               str(tmp_path / "workspace.yaml"), "-h", "127.0.0.1", "-p", port], cwd=tmp_path,
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the webserver did not come up: {(tmp_path / 'webserver.log').read_text()[-2000:]}")
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+        log.close()
+
+
+def test_a_webserver_whose_location_lacks_the_job_says_so(webserver_without_the_job: str) -> None:
+    inputs = {"project_id": PROJECT, "staging_env_id": STAGING, "prod_env_id": PROD, "user_id": USER}
     with pytest.raises(launch.LaunchError) as no_job:
-        launch.submit(inputs, dagster_ui.url)
+        launch.submit(inputs, webserver_without_the_job)
     assert no_job.value.kind == "job_not_found"
-    assert str(no_job.value) == (f"job promote_everything not found on the webserver at {dagster_ui.url} (the code"
-                                 " location promote_pipeline is loaded but has no such job)")
+    assert str(no_job.value) == (f"job promote_staging_to_prod not found on the webserver at"
+                                 f" {webserver_without_the_job} (the code location promote_pipeline is loaded but"
+                                 " has no such job)")
 
 
 def test_the_ui_shows_the_finished_run_with_its_status_and_summary(dagster_ui: Any, example_run: dict[str, Any],

@@ -124,3 +124,61 @@ def test_a_login_is_not_blanked_because_a_password_equals_it(fresh_values: None)
     assert redact_text("login 'odoo-admin-2024' ok") == "login 'odoo-admin-2024' ok"
     assert redact({"login": "odoo-admin-2024", "password": "odoo-admin-2024"}) == \
         {"login": "odoo-admin-2024", "password": REDACTED}
+
+
+# Each kind of secret the promoter can meet in a message, a log line or an error, with the secret it must hide.
+@pytest.mark.parametrize("text, secret", [
+    # Odoo's outgoing mail server password (ir_mail_server.smtp_pass), as text, JSON, a Python dict and SQL
+    ("smtp_pass=mail-pw-0042 smtp_user=ops", "mail-pw-0042"),
+    ('{"smtp_pass": "mail-pw-0042", "smtp_host": "smtp.example.com"}', "mail-pw-0042"),
+    ("{'smtp_pass': 'mail pw 0042'}", "mail pw 0042"),
+    ("UPDATE ir_mail_server SET smtp_pass = 'mail-pw-0042' WHERE id = 1", "mail-pw-0042"),
+    # fetchmail's incoming server password (fetchmail.server.password, and *_password columns)
+    ("fetchmail.server password=imap-pw-0042", "imap-pw-0042"),
+    ("fetchmail_password: imap-pw-0042", "imap-pw-0042"),
+    ('"password": "imap pw 0042"', "imap pw 0042"),
+    # the database's secret (ir_config_parameter database.secret): as key=value and as a (key, value) pair
+    ("database.secret=db-secret-0042", "db-secret-0042"),
+    ("database.secret: db-secret-0042", "db-secret-0042"),
+    ("INSERT INTO ir_config_parameter (key, value) VALUES ('database.secret', 'db-secret-0042')", "db-secret-0042"),
+    # PostgreSQL quoting a row, across lines, or a key's values
+    ('new row for relation "ir_mail_server" violates check constraint "c"\nDETAIL:  Failing row contains'
+     " (1, smtp.example.com, ops, mail-pw-0042, t).", "mail-pw-0042"),
+    ("DETAIL:  Failing row contains (1, line one\nmail-pw-0042 (kept?), t).", "mail-pw-0042"),
+    ('DETAIL:  Key (smtp_pass)=(mail-pw-0042) already exists.', "mail-pw-0042"),
+    ('DETAIL:  Key (a, b)=(x, y-0042) is not present in table "t".', "y-0042"),
+    # secret=, token=, api_key= in text: bare, in a query string, spaced, upper case, quoted with an escape
+    ("secret=s3cr3t-0042 next", "s3cr3t-0042"),
+    ("GET /hook?token=tok-0042&page=2", "tok-0042"),
+    ("API_KEY = key-0042", "key-0042"),
+    ("api_key='it\\'s-0042'", "s-0042"),
+    ('token: "tok 0042"', "tok 0042"),
+    ("secret=\"two words-0042\"", "two words-0042"),
+    # Odoo credential names by suffix, and a libpq variable
+    ("client_secret=oauth-0042", "oauth-0042"),
+    ("totp_secret: totp-0042", "totp-0042"),
+    ("access_token=portal-0042", "portal-0042"),
+    ("stripe_secret_key=sk-0042", "sk-0042"),
+    ("PGPASSWORD=pg-0042 pg_dump", "pg-0042"),
+])
+def test_each_kind_of_secret_is_hidden(text: str, secret: str) -> None:
+    got = redact_text(text)
+    assert secret not in got, got
+    assert REDACTED in got
+
+
+@pytest.mark.parametrize("text", [
+    "stripe_publishable_key=pk_live_public", "('web.base.url', 'http://example.com')", "names ('login', 'smtp_user')",
+    "columns login, password, smtp_pass", "at 10:35:20 UTC", "smtp_user=ops smtp_host=smtp.example.com",
+    "api_key_ref=ADYEN_KEY", "token_count=5",
+])
+def test_names_and_neighbours_of_secrets_are_kept(text: str) -> None:
+    assert redact_text(text) == text
+
+
+def test_the_text_net_and_odoos_export_share_one_list_of_credential_names() -> None:
+    from promote_pipeline.odoo.credentials import is_credential
+
+    for name in ("smtp_pass", "database.secret", "fetchmail_password", "client_secret", "access_token"):
+        assert is_credential(name) and redaction.is_credential_name(name)
+        assert REDACTED in redact_text(f"{name}=value-0042")
