@@ -1,8 +1,6 @@
 """What each ``promote`` command does; ``cli/main.py`` parses the command line and calls one of these.
 
-Every command returns its exit code: 0 success, 1 failed or rolled back (or a check failed), 2 rejected
-(an input rule, a precondition, a refused request), 3 the webserver could not take or report a run,
-4 (``status``) not finished yet.
+Every command returns its exit code, from the one table of ``cli/exits.py``.
 """
 
 from __future__ import annotations
@@ -15,14 +13,9 @@ from typing import Any
 
 import httpx
 
+from promote_pipeline.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_RUNNING, EXIT_UNAVAILABLE
 from promote_pipeline.cli.printer import Printer
-from promote_pipeline.cli.runner import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_REJECTED,
-    run_promotion,
-    run_rollback,
-)
+from promote_pipeline.cli.runner import run_promotion, run_rollback
 from promote_pipeline.promotion import inputs, settings
 from resources import http_clients
 
@@ -182,9 +175,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
           + (f"; traffic on blue {result['detection_to_blue_ms']} ms after the request"
              if "detection_to_blue_ms" in result else ""))
     return EXIT_OK
-
-
-EXIT_UNAVAILABLE, EXIT_RUNNING = 3, 4
 
 
 def _outcome_line(report: Any) -> str:

@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from promote_pipeline.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE
 from promote_pipeline.cli.printer import Printer
 from promote_pipeline.promotion import abort, progress, settings, steps
 from promote_pipeline.promotion.models import PromotionOutcome
 
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_REJECTED", "EXIT_UNAVAILABLE", "end_of_start_up", "run_promotion",
+           "run_rollback"]
 
 
 def end_of_start_up() -> None:

@@ -67,7 +67,10 @@ class PromotionInputs(BaseModel):
     auto_rollback_on_failure: bool = Field(
         default_factory=_rollback_default,
         description="Switch traffic back to blue automatically when a step from restore on fails.",
-        json_schema_extra={"flag": "--no-auto-rollback"})
+        json_schema_extra={"flag": "--no-auto-rollback",
+                           "help": "on a failure from restore on, do not switch traffic back to blue: the run is marked"
+                                   " failed and its evidence says what is live (left out: the guardrails'"
+                                   " rollback_default)"})
     carry_over_settings: bool = Field(
         default=True,
         description="Copy production's live settings (mail servers, crons, payment providers, web.base.url and the"
@@ -104,8 +107,10 @@ def flag(name: str) -> str:
     return value
 
 
-def flag_help(name: str) -> str | None:
-    return _extra(name, "help")
+def flag_help(name: str) -> str:
+    """The flag's help: its own text if it has one (a flag that turns an input off says so), else the input's
+    description."""
+    return _extra(name, "help") or PromotionInputs.model_fields[name].description or name
 
 
 def _constraint(name: str, kind: str) -> Any:
