@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from promote_pipeline.promotion.inputs import run_config, run_tags
+from promote_pipeline.promotion.inputs import run_config, run_tags, shown
 from resources import http_clients
 
 if TYPE_CHECKING:  # imported where used: `promote run` and the code location never load gql and requests
@@ -212,9 +212,9 @@ def run_info(run_id: str, url: str | None = None) -> dict[str, Any]:
     """runId, jobName, status, startTime, endTime and tags (a dict) of a Dagster run."""
     run = graphql(url, _RUN, {"runId": run_id})["runOrError"]
     if run["__typename"] == "RunNotFoundError":
-        raise LaunchError("run_not_found", f"no run {run_id} on the webserver at {base_url(url)}")
+        raise LaunchError("run_not_found", f"no run {shown(run_id)} on the webserver at {base_url(url)}")
     if run["__typename"] != "Run":
-        raise LaunchError("server", f"the webserver at {base_url(url)} could not read run {run_id}:"
+        raise LaunchError("server", f"the webserver at {base_url(url)} could not read run {shown(run_id)}:"
                                     f" {_redacted(run.get('message', run['__typename']))}")
     return {**run, "tags": {t["key"]: t["value"] for t in run["tags"]}}
 
@@ -226,7 +226,7 @@ def events(run_id: str, url: str | None = None, cursor: str | None = None) -> tu
         logs = graphql(url, _EVENTS, {"runId": run_id, "cursor": cursor})["logsForRun"]
         if logs["__typename"] != "EventConnection":
             raise LaunchError("run_not_found" if logs["__typename"] == "RunNotFoundError" else "server",
-                              f"cannot read the events of run {run_id}: {_redacted(logs.get('message', ''))}")
+                              f"cannot read the events of run {shown(run_id)}: {_redacted(logs.get('message', ''))}")
         collected += logs["events"]
         cursor = logs["cursor"]
         if not logs["hasMore"]:
