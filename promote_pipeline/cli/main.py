@@ -35,6 +35,8 @@ from promote_pipeline.cli.exits import (
 from promote_pipeline.cli.inventory import cmd_inventory
 from promote_pipeline.cli.runner import end_of_start_up
 from promote_pipeline.promotion import inputs, settings
+from resources import secrets
+from resources.ops_db import OpsDatabaseUnreachable
 
 # The faults `promote drill` can inject (cli/drills.py acts on each).
 FAULTS = ("smoke-fail", "stability-5xx", "green-crash", "router-fail", "worker-kill", "db-restart",
@@ -98,14 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a promotion in this process")
     add_input_flags(run)
     run.add_argument("--json", action="store_true", help="print the outputs object as the last line")
-    run.set_defaults(func=cmd.cmd_run, exit_codes=_ACTION_CODES)
+    run.set_defaults(func=cmd.cmd_run, ops_db=True, exit_codes=_ACTION_CODES)
 
     # The same flags as `run` (copied from it, so the two never drift apart), plus where and whether to wait.
     lau = sub.add_parser("launch", parents=[run], add_help=False, conflict_handler="resolve",
                          help="submit a promotion to a running Dagster webserver (GraphQL) and follow it to its end")
     lau.add_argument("--url", default=None, help="the webserver (default http://127.0.0.1:$DAGSTER_PORT, port 3000)")
     lau.add_argument("--no-wait", action="store_true", help="print the Dagster run id and return at once")
-    lau.set_defaults(func=cmd.cmd_launch, exit_codes=(*_ACTION_CODES, EXIT_RUNNING))
+    lau.set_defaults(func=cmd.cmd_launch, ops_db=False, exit_codes=(*_ACTION_CODES, EXIT_RUNNING))
 
     st = sub.add_parser("status", help="a launched promotion's status and outputs (from the webserver)")
     st.add_argument("run_id", help="the Dagster run id `promote launch` printed")
@@ -119,47 +121,47 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--staging", help="the staging environment (default: the project's staging environment)")
     pre.add_argument("--prod", help="the production environment (default: the project's production environment)")
     _user_flag(pre, "who would promote (precondition 4: the 'promote' permission)")
-    pre.set_defaults(func=cmd.cmd_preflight, exit_codes=_REFUSABLE_CODES)
+    pre.set_defaults(func=cmd.cmd_preflight, ops_db=True, exit_codes=_REFUSABLE_CODES)
 
     ver = sub.add_parser("verify-staging", help="is the latest deploy/restore on staging successful?")
     ver.add_argument("env", help="the staging environment (ops.environments.environment_id)")
-    ver.set_defaults(func=cmd.cmd_verify_staging, exit_codes=_ACTION_CODES)
+    ver.set_defaults(func=cmd.cmd_verify_staging, ops_db=True, exit_codes=_ACTION_CODES)
 
     val = sub.add_parser("validate", help="post-promotion validation of an environment")
     val.add_argument("env", help="the production environment (ops.environments.environment_id)")
-    val.set_defaults(func=cmd.cmd_validate, exit_codes=_ACTION_CODES)
+    val.set_defaults(func=cmd.cmd_validate, ops_db=True, exit_codes=_ACTION_CODES)
 
     db = sub.add_parser("db", help="ops database")
     db.add_argument("action", choices=["upgrade"], help="upgrade: apply the ops schema's pending migrations")
-    db.set_defaults(func=cmd.cmd_db, exit_codes=(EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE))
+    db.set_defaults(func=cmd.cmd_db, ops_db=True, exit_codes=(EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE))
 
     rb = sub.add_parser("rollback", help="roll back a promotion (traffic to blue), or verify one that rolled back")
     rb.add_argument("run_id", help="the promotion's run id (ops.runs)")
     rb.add_argument("--reason", default="requested by hand", help="why (recorded in ops.run_events and evidence)")
     _user_flag(rb, "who asks (recorded with the rollback)")
-    rb.set_defaults(func=cmd.cmd_rollback, exit_codes=_ACTION_CODES)
+    rb.set_defaults(func=cmd.cmd_rollback, ops_db=True, exit_codes=_ACTION_CODES)
 
     ab = sub.add_parser("abort", help="stop a running promotion (in any process) and roll it back")
     ab.add_argument("run_id", help="the promotion's run id (ops.runs)")
     _user_flag(ab, "who asks; needs 'promote' on the run's project")
     ab.add_argument("--reason", default="aborted by hand", help="why (recorded in ops.run_events)")
     ab.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the run to end")
-    ab.set_defaults(func=cmd.cmd_abort, exit_codes=_ACTION_CODES)
+    ab.set_defaults(func=cmd.cmd_abort, ops_db=True, exit_codes=_ACTION_CODES)
 
     rec = sub.add_parser("recover", help="export as CSV what was written on a rolled-back green since cutover")
     rec.add_argument("run_id", help="the rolled-back promotion's run id (ops.runs)")
     rec.add_argument("--out", help="folder (default: <evidence_dir>/recovered)")
-    rec.set_defaults(func=cmd.cmd_recover, exit_codes=_REFUSABLE_CODES)
+    rec.set_defaults(func=cmd.cmd_recover, ops_db=True, exit_codes=_REFUSABLE_CODES)
 
     cl = sub.add_parser("cleanup", help="execute due scheduled tasks (blue deletion after the rollback window)")
-    cl.set_defaults(func=cmd.cmd_cleanup, exit_codes=_ACTION_CODES)
+    cl.set_defaults(func=cmd.cmd_cleanup, ops_db=True, exit_codes=_ACTION_CODES)
 
     win = sub.add_parser("window", help="extend or shorten a promotion's rollback window")
     win.add_argument("run_id", help="the promotion's run id (ops.runs)")
     win.add_argument("--hours", type=int, required=True,
                      help=f"blue is deleted this many hours after the promotion completed"
                           f" ({inputs.MIN_WINDOW_HOURS} to {inputs.MAX_WINDOW_HOURS})")
-    win.set_defaults(func=cmd.cmd_window, exit_codes=_REFUSABLE_CODES)
+    win.set_defaults(func=cmd.cmd_window, ops_db=True, exit_codes=_REFUSABLE_CODES)
 
     dr = sub.add_parser("drill", help="a sandbox promotion with one fault injected; exit 0 only if it ends safe")
     dr.add_argument("fault", choices=FAULTS, help="the fault to inject")
@@ -188,16 +190,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reach_ops_db() -> None:
+    """Make sure the ops database answers before a command that needs it starts: one attempt, so that a
+    command started while it is away says so at once (raises OpsDatabaseUnreachable), rather than after the
+    patience a running promotion has for a PostgreSQL restart."""
+    from promote_pipeline.defs.resources import build_resources
+
+    try:
+        build_resources(settings.load())["ops_db"].reach()
+    except (secrets.SecretNotFound, secrets.SecretsFileUnsafe) as exc:  # the settings name a DSN nothing gives
+        raise settings.SettingsError(f"ops database: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     gc.disable()  # until the job is ready to run: see runner.end_of_start_up
     try:
         args = build_parser().parse_args(argv)
         if args.command not in ("run", "rollback"):  # the commands that execute a job turn it on themselves
             end_of_start_up()
+        if getattr(args, "ops_db", False):  # set_defaults(ops_db=True): the command reads the ops database
+            _reach_ops_db()
         return int(args.func(args))
     except settings.SettingsError as exc:  # no settings file where this process looks: one line, what to write
         print(f"promote: {exc}", file=sys.stderr)
         return EXIT_REJECTED
+    except OpsDatabaseUnreachable as exc:  # before the command or during it: one line naming it, no traceback
+        print(f"promote: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     finally:
