@@ -1,15 +1,16 @@
 """The ``promote`` command: run promotions, check preconditions, manage the sandbox.
 
 ``promote run`` executes the Dagster job in this process against the instance of
-``DAGSTER_HOME`` (an ephemeral one when unset) and prints a line per step. Exit codes: 0 success,
-1 failed or rolled back, 2 rejected by input validation or a precondition.
+``DAGSTER_HOME`` (an ephemeral one when unset) and prints a line per step.
 
-``promote inventory check|apply FILE`` onboards an installation (cli/inventory.py: exit 0 fine or applied, 1 a
-change failed, 2 problems, one line each, and nothing changed).
+``promote inventory check|apply FILE`` onboards an installation (cli/inventory.py).
 
 ``promote launch`` (the same flags) submits the promotion to a running webserver through GraphQL
-and follows it there; ``promote status RUN_ID`` reads a launched run back. Both add 3: the
-webserver could not take or report the run; ``status`` adds 4: not finished yet.
+and follows it there; ``promote status RUN_ID`` reads a launched run back.
+
+Every command's exit codes come from the one table of ``cli/exits.py`` (each command's --help ends with
+those it can return). Nothing leaves as a traceback that an operator can cause: no settings (2), an
+unreachable ops database (3, checked before a command that needs it starts) are one line each.
 """
 
 from __future__ import annotations
