@@ -193,7 +193,8 @@ query Events($runId: ID!, $cursor: String) { logsForRun(runId: $runId, afterCurs
   ... on EventConnection { cursor hasMore events { __typename
     ... on MessageEvent { message level stepKey timestamp }
     ... on ExecutionStepOutputEvent { metadataEntries { ...M } }
-    ... on ExecutionStepFailureEvent { error { message className } failureMetadata { metadataEntries { ...M } } } } }
+    ... on ExecutionStepFailureEvent { error { message className cause { message className } }
+                                       failureMetadata { metadataEntries { ...M } } } } }
   ... on RunNotFoundError { message } ... on PythonError { message } } }"""
 
 
@@ -280,10 +281,16 @@ def _apply(report: RunReport, batch: list[dict[str, Any]]) -> None:
         elif event["__typename"] == "ExecutionStepFailureEvent":
             report.failed_step = event.get("stepKey")
             error = event.get("error") or {}
-            report.error = _redacted(error.get("message", "")).split(" Stack Trace:")[0] or None
-            if report.error and report.error.startswith(("promote_pipeline.", "dagster.")) and ": " in report.error:
-                report.error = report.error.split(": ", 1)[1]
-            report.rejected = "PromotionRejected" in (error.get("className") or "")
+            # An exception an op raised (not a Failure) comes wrapped in Dagster's 'Error occurred while executing
+            # op "x":', which says nothing; the exception itself is its cause.
+            while error.get("cause") and (error.get("className") or "").startswith("Dagster"):
+                error = error["cause"]
+            message = " ".join(_redacted(error.get("message", "")).split(" Stack Trace:")[0].split())
+            # "module.path.ClassName: what happened" -> "what happened"
+            cls_name = error.get("className") or ""
+            report.error = (re.sub(rf"^[\w.]*\b{re.escape(cls_name)}: ", "", message, count=1) if cls_name
+                            else message) or None
+            report.rejected = "PromotionRejected" in cls_name
             for entry in (event.get("failureMetadata") or {}).get("metadataEntries", []):
                 if entry["label"] in OUTPUT_KEYS:
                     report.outputs[entry["label"]] = _value(entry)

@@ -164,3 +164,25 @@ def test_ids_are_echoed_escaped_and_cut(ops_env: dict[str, str]) -> None:
         assert _one_line(validate, EXIT_FAILED) == f"FAIL {echo}: unknown environment or no active deployment", name
     # what the rules of the promotion layer refuse, the same way
     assert _one_line(next(results), EXIT_REJECTED) == f"refused: run_id: {TRICKY[0][2]} is not a promotion run"
+
+
+def test_a_launched_run_reports_the_cause_not_dagsters_wrapper() -> None:
+    """`promote launch`/`status` read a failed step from the webserver: the exception the op raised, not the
+    'Error occurred while executing op' Dagster wraps it in; the query asking for it is valid for the webserver."""
+    from dagster_graphql.schema import create_schema
+    from graphql import parse, validate
+
+    from promote_pipeline.cli import launch
+
+    schema = create_schema()
+    assert validate(getattr(schema, "graphql_schema", schema), parse(launch._EVENTS)) == []
+    report = launch.RunReport(dagster_run_id="r", dagster_status="FAILURE")
+    launch._apply(report, [{"__typename": "ExecutionStepFailureEvent", "stepKey": "roll_back_promotion", "error": {
+        "message": 'dagster._core.errors.DagsterExecutionStepExecutionError: Error occurred while executing op'
+                   ' "roll_back_promotion":\n',
+        "className": "DagsterExecutionStepExecutionError",
+        "cause": {"message": "resources.ops_db.connection.OpsDatabaseUnreachable: ops database promote_ops"
+                             " unreachable at 127.0.0.1:1 (connection refused)\n",
+                  "className": "OpsDatabaseUnreachable"}}}])
+    assert report.error == "ops database promote_ops unreachable at 127.0.0.1:1 (connection refused)"
+    assert report.failed_step == "roll_back_promotion" and not report.rejected
