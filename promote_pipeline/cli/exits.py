@@ -23,7 +23,8 @@ MEANINGS: dict[int, str] = {
     EXIT_FAILED: "failed: the promotion or the action failed or was rolled back, a check failed, or the run was"
                  " still going when the wait ended",
     EXIT_REJECTED: "refused: bad input, a precondition or a refused request (one line naming the field or check"
-                   " and the rule; nothing was changed), or no settings file",
+                   " and the rule; nothing was changed), or settings missing (no settings file, or no value for"
+                   " the ops database's DSN reference)",
     EXIT_UNAVAILABLE: "unavailable: a service the command needs did not answer (the ops database, the Dagster"
                       " webserver); one line naming it",
     EXIT_RUNNING: "not finished yet (the run is still going)",

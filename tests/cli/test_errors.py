@@ -82,6 +82,15 @@ def test_an_unreachable_ops_database_is_one_line_naming_it_for_every_command(tmp
     assert wrong == {}
 
 
+def test_an_ops_dsn_reference_nothing_sets_is_one_line(tmp_path: Path) -> None:
+    env = _env(_settings(tmp_path, "PROMOTE_TEST_UNSET_OPS_DSN", "promote_ops_none"))
+    env.pop("PROMOTE_TEST_UNSET_OPS_DSN", None)
+    result = _promote(env, "cleanup")
+    assert (result.returncode, result.stdout, result.stderr.strip()) == (EXIT_REJECTED, "", (
+        "promote: ops database: secret reference 'PROMOTE_TEST_UNSET_OPS_DSN' is not set (environment or"
+        " PROMOTE_SECRETS_FILE)"))
+
+
 def test_a_rollback_whose_job_loses_the_ops_database_names_it(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The rollback job's op fails on the ops database: the caller gets that cause, not Dagster's
