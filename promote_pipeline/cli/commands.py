@@ -1,8 +1,6 @@
 """What each ``promote`` command does; ``cli/main.py`` parses the command line and calls one of these.
 
-Every command returns its exit code: 0 success, 1 failed or rolled back (or a check failed), 2 rejected
-(an input rule, a precondition, a refused request), 3 the webserver could not take or report a run,
-4 (``status``) not finished yet.
+Every command returns its exit code, from the one table of ``cli/exits.py``.
 """
 
 from __future__ import annotations
@@ -15,14 +13,9 @@ from typing import Any
 
 import httpx
 
+from promote_pipeline.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_RUNNING, EXIT_UNAVAILABLE
 from promote_pipeline.cli.printer import Printer
-from promote_pipeline.cli.runner import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_REJECTED,
-    run_promotion,
-    run_rollback,
-)
+from promote_pipeline.cli.runner import run_promotion, run_rollback
 from promote_pipeline.promotion import inputs, settings
 from resources import http_clients
 
@@ -85,8 +78,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     raw = promotion_inputs(args)
     code, outcome, message = run_promotion(raw)
-    if code == EXIT_REJECTED:
-        print(f"rejected: {message}", file=sys.stderr)
+    if code == EXIT_REJECTED:  # the message says "promotion rejected: <check>: <why>" itself
+        print(message, file=sys.stderr)
     elif outcome is not None:
         print(f"{outcome.status}: run {outcome.run_id}; evidence in {outcome.evidence_dir}")
     if args.json:
@@ -96,12 +89,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     from promote_pipeline.defs.resources import build_resources
-    from promote_pipeline.promotion.preflight import CHECKS, Preflight
+    from promote_pipeline.promotion.preflight import CheckResult, Preflight, no_such_project
 
     cfg = settings.load()
     res = build_resources(cfg)
     res["ops_db"].upgrade()
     staging, prod = args.staging, args.prod
+    if (not staging or not prod) and not res["ops_db"].project_exists(args.project):
+        # No environments to look up: check 1 fails, and every other check needs them.
+        return _preflight_lines([CheckResult("project_exists", False, no_such_project(args.project))], False)
     if not staging or not prod:
         envs = res["ops_db"].environments_of(args.project)
         staging = staging or next((e.environment_id for e in envs if e.kind == "staging"), "")
@@ -120,11 +116,18 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         return EXIT_REJECTED
     finally:
         check.release()
+    return _preflight_lines(results, check.passed)
+
+
+def _preflight_lines(results: list[Any], passed: bool) -> int:
+    """A line per check: PASS or FAIL for those that ran, SKIP for the rest; 0 when all passed, else 2."""
+    from promote_pipeline.promotion.preflight import CHECKS
+
     for n, r in enumerate(results, 1):
         print(f"{'PASS' if r.passed else 'FAIL'} {n}. {r.name}: {r.message}")
     for n, name in enumerate(CHECKS[len(results):], len(results) + 1):
         print(f"SKIP {n}. {name}: not reached")
-    return EXIT_OK if check.passed else EXIT_REJECTED
+    return EXIT_OK if passed else EXIT_REJECTED
 
 
 def cmd_verify_staging(args: argparse.Namespace) -> int:
@@ -132,10 +135,11 @@ def cmd_verify_staging(args: argparse.Namespace) -> int:
     from promote_pipeline.defs.resources import build_resources
     from promote_pipeline.promotion.preflight import PreconditionFailed, staging_known_good
 
+    env = inputs.shown(args.env)
     try:
-        print(f"PASS {args.env}: {staging_known_good(build_resources()['ops_db'], args.env)}")
+        print(f"PASS {env}: {staging_known_good(build_resources()['ops_db'], args.env)}")
     except PreconditionFailed as exc:
-        print(f"FAIL {args.env}: {exc}")
+        print(f"FAIL {env}: {exc}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -148,7 +152,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     env = res["ops_db"].environment(args.env)
     dep = res["ops_db"].active_deployment(args.env)
     if not env or not dep:
-        print(f"FAIL {args.env}: unknown environment or no active deployment")
+        print(f"FAIL {inputs.shown(args.env)}: unknown environment or no active deployment")
         return EXIT_FAILED
     state = res["router"].state(args.env)
     checks: list[tuple[str, bool, str]] = []
@@ -172,8 +176,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     code, result, message = run_rollback(args.run_id, args.reason, args.user)
-    if result is None:
-        print(f"rollback refused: {message}", file=sys.stderr)
+    if result is None:  # a refusal says "rollback refused: <why>" itself
+        print(message if code == EXIT_REJECTED else f"rollback failed: {message}", file=sys.stderr)
         return code
     if result.get("action") == "verified":
         print(f"nothing to do: run {args.run_id} had already {result['already'].replace('_', ' ')};"
@@ -183,9 +187,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
           + (f"; traffic on blue {result['detection_to_blue_ms']} ms after the request"
              if "detection_to_blue_ms" in result else ""))
     return EXIT_OK
-
-
-EXIT_UNAVAILABLE, EXIT_RUNNING = 3, 4
 
 
 def _outcome_line(report: Any) -> str:
@@ -214,8 +215,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     try:  # the input rules, here first: a refused input never becomes a run (the job applies them again)
         inputs.validate(raw)
     except inputs.InputRejected as exc:
-        message = redact_text(f"{exc.check}: {exc.message}")
-        print(f"rejected: {message}", file=sys.stderr)
+        message = inputs.REJECTED + redact_text(f"{exc.check}: {exc.message}")
+        print(message, file=sys.stderr)
         if args.json:
             print(json.dumps({"status": "rejected", "error": message}))
         return EXIT_REJECTED
@@ -245,8 +246,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
         print(f"stopped following Dagster run {run_id}; it goes on: `promote status {run_id}`", file=sys.stderr)
         return 130
     printer.close()
-    if report.rejected:
-        print(f"rejected: {report.error}", file=sys.stderr)
+    if report.rejected:  # the job's message says "promotion rejected: <check>: <why>" itself
+        print(report.error, file=sys.stderr)
     else:
         print(_outcome_line(report))
     if args.json:
@@ -277,7 +278,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if key != "status" and out[key]:
             print(f"  {key}: {out[key]}")
     if report.error:
-        print(f"  {'rejected' if report.rejected else 'failed at ' + str(report.failed_step)}: {report.error}")
+        # a rejection's message says "promotion rejected: ..." itself
+        print(f"  {report.error}" if report.rejected else f"  failed at {report.failed_step}: {report.error}")
     return _exit_code(report)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from promote_pipeline.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
+from promote_pipeline.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
 from promote_pipeline.promotion.inventory import apply as inventory_apply
 from promote_pipeline.promotion.inventory import probes, rules
 from promote_pipeline.promotion.inventory.apply import Change

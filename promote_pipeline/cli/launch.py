@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from promote_pipeline.promotion.inputs import run_config, run_tags
+from promote_pipeline.promotion.inputs import run_config, run_tags, shown
 from resources import http_clients
 
 if TYPE_CHECKING:  # imported where used: `promote run` and the code location never load gql and requests
@@ -247,7 +247,8 @@ query Events($runId: ID!, $cursor: String) { logsForRun(runId: $runId, afterCurs
   ... on EventConnection { cursor hasMore events { __typename
     ... on MessageEvent { message level stepKey timestamp }
     ... on ExecutionStepOutputEvent { metadataEntries { ...M } }
-    ... on ExecutionStepFailureEvent { error { message className } failureMetadata { metadataEntries { ...M } } } } }
+    ... on ExecutionStepFailureEvent { error { message className cause { message className } }
+                                       failureMetadata { metadataEntries { ...M } } } } }
   ... on RunNotFoundError { message } ... on PythonError { message } } }"""
 
 
@@ -266,9 +267,9 @@ def run_info(run_id: str, url: str | None = None) -> dict[str, Any]:
     """runId, jobName, status, startTime, endTime and tags (a dict) of a Dagster run."""
     run = graphql(url, _RUN, {"runId": run_id})["runOrError"]
     if run["__typename"] == "RunNotFoundError":
-        raise LaunchError("run_not_found", f"no run {run_id} on the webserver at {base_url(url)}")
+        raise LaunchError("run_not_found", f"no run {shown(run_id)} on the webserver at {base_url(url)}")
     if run["__typename"] != "Run":
-        raise LaunchError("server", f"the webserver at {base_url(url)} could not read run {run_id}:"
+        raise LaunchError("server", f"the webserver at {base_url(url)} could not read run {shown(run_id)}:"
                                     f" {_redacted(run.get('message', run['__typename']))}")
     return {**run, "tags": {t["key"]: t["value"] for t in run["tags"]}}
 
@@ -280,7 +281,7 @@ def events(run_id: str, url: str | None = None, cursor: str | None = None) -> tu
         logs = graphql(url, _EVENTS, {"runId": run_id, "cursor": cursor})["logsForRun"]
         if logs["__typename"] != "EventConnection":
             raise LaunchError("run_not_found" if logs["__typename"] == "RunNotFoundError" else "server",
-                              f"cannot read the events of run {run_id}: {_redacted(logs.get('message', ''))}")
+                              f"cannot read the events of run {shown(run_id)}: {_redacted(logs.get('message', ''))}")
         collected += logs["events"]
         cursor = logs["cursor"]
         if not logs["hasMore"]:
@@ -334,10 +335,16 @@ def _apply(report: RunReport, batch: list[dict[str, Any]]) -> None:
         elif event["__typename"] == "ExecutionStepFailureEvent":
             report.failed_step = event.get("stepKey")
             error = event.get("error") or {}
-            report.error = _redacted(error.get("message", "")).split(" Stack Trace:")[0] or None
-            if report.error and report.error.startswith(("promote_pipeline.", "dagster.")) and ": " in report.error:
-                report.error = report.error.split(": ", 1)[1]
-            report.rejected = "PromotionRejected" in (error.get("className") or "")
+            # An exception an op raised (not a Failure) comes wrapped in Dagster's 'Error occurred while executing
+            # op "x":', which says nothing; the exception itself is its cause.
+            while error.get("cause") and (error.get("className") or "").startswith("Dagster"):
+                error = error["cause"]
+            message = " ".join(_redacted(error.get("message", "")).split(" Stack Trace:")[0].split())
+            # "module.path.ClassName: what happened" -> "what happened"
+            cls_name = error.get("className") or ""
+            report.error = (re.sub(rf"^[\w.]*\b{re.escape(cls_name)}: ", "", message, count=1) if cls_name
+                            else message) or None
+            report.rejected = "PromotionRejected" in cls_name
             for entry in (event.get("failureMetadata") or {}).get("metadataEntries", []):
                 if entry["label"] in OUTPUT_KEYS:
                     report.outputs[entry["label"]] = _value(entry)

@@ -15,11 +15,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from promote_pipeline.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE
 from promote_pipeline.cli.printer import Printer
 from promote_pipeline.promotion import abort, progress, settings, steps
 from promote_pipeline.promotion.models import PromotionOutcome
+from resources.ops_db import OpsDatabaseUnreachable
 
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_REJECTED", "EXIT_UNAVAILABLE", "end_of_start_up", "run_promotion",
+           "run_rollback"]
 
 
 def end_of_start_up() -> None:
@@ -133,7 +136,7 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
         rejection = redact_text(f"{exc.check}: {exc.message}")
         ops_db.upgrade()
         ops_db.record_rejection(exc.check, rejection, redact(input_rules.printable(raw)))
-        return EXIT_REJECTED, None, f"promotion rejected: {rejection}"
+        return EXIT_REJECTED, None, f"{input_rules.REJECTED}{rejection}"
     def work() -> tuple[str, PromotionOutcome | None, tuple[str | None, str | None, str | None]]:
         # The result is read in the job's thread, before its instance is disposed there.
         from promote_pipeline.defs.in_process import instance_for
@@ -151,6 +154,9 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
         return EXIT_OK, succeeded, None
     if step == steps.CREATE_OPS_RUN.name and "PromotionRejected" in (cls_name or ""):
         return EXIT_REJECTED, None, message
+    if step == steps.CREATE_OPS_RUN.name and cls_name == OpsDatabaseUnreachable.__name__:
+        # Before the run had a row: there is nothing to report but where it failed.
+        raise OpsDatabaseUnreachable(message or "ops database unreachable")
     row = ops_db.promote_run_for_dagster_run(dagster_run_id)
     if row is None:
         return EXIT_FAILED, None, message
@@ -164,10 +170,15 @@ def run_promotion(raw: dict[str, Any], quiet: bool = False, instance: Any = None
 
 def run_rollback(run_id: str, reason: str, requested_by: str, quiet: bool = False,
                  instance: Any = None) -> tuple[int, dict[str, Any] | None, str | None]:
-    """Execute rollback_promotion in process for one promotion; (exit code, result, refusal message)."""
+    """Execute rollback_promotion in process for one promotion; (exit code, result, message): 2 and ``rollback
+    refused: why`` when it was refused (nothing changed), 1 and what failed otherwise. Raises
+    OpsDatabaseUnreachable when the ops database could not be reached."""
     config = {"run_id": run_id, "reason": reason, "requested_by": requested_by, "manual": True}
     result = _execute("rollback_promotion", {"ops": {"roll_back_promotion": {"config": config}}},
                       {"promote/rollback_of": run_id}, quiet, instance, None)
     if result.success:
         return EXIT_OK, result.output_for_node("roll_back_promotion"), None
-    return EXIT_FAILED, None, _failure_message(result)[2]
+    _, cls_name, message = _failure_message(result)
+    if cls_name == OpsDatabaseUnreachable.__name__:
+        raise OpsDatabaseUnreachable(message or "ops database unreachable")
+    return (EXIT_REJECTED if cls_name == "RollbackRefusal" else EXIT_FAILED), None, message

@@ -8,6 +8,7 @@ unset), with Dagster's own console logging quiet (progress lines are the CLI's b
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -49,6 +50,11 @@ def first_failure(result: ExecuteInProcessResult) -> tuple[str | None, str | Non
     if not events or events[0].step_failure_data.error is None:
         return None, None, None
     error = events[0].step_failure_data.error
+    # An exception an op raised (not a Failure) comes wrapped in Dagster's 'Error occurred while executing op "x":',
+    # which says nothing; the exception itself is its cause.
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+        error = error.cause
     message: str = " ".join(error.message.split())
-    message = message.split(": ", 1)[1] if message.startswith(("promote_pipeline.", "dagster.")) else message
+    # "module.path.ClassName: what happened" -> "what happened"
+    message = re.sub(rf"^[\w.]*\b{re.escape(error.cls_name)}: ", "", message, count=1) if error.cls_name else message
     return events[0].step_key, error.cls_name, message

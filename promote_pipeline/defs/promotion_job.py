@@ -154,7 +154,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
         if check is not None:
             message = redact_text(f"{check[0]}: {check[1]}")
             svc.ops_db.record_rejection(check[0], message, redact(inputs.printable(raw)))
-            raise PromotionRejected(description=f"promotion rejected: {message}", metadata={"check": check[0]},
+            raise PromotionRejected(description=f"{inputs.REJECTED}{message}", metadata={"check": check[0]},
                                     allow_retries=False)
         assert preflight.staging and preflight.prod and preflight.blue and preflight.lock
         run_id = svc.ops_db.create_run(promotion.project_id, promotion.prod_env_id, promotion.user_id, {

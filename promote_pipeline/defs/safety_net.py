@@ -10,6 +10,11 @@ from promote_pipeline.promotion.rollback_run import RollbackRefused, roll_back_r
 from resources.redaction import redact_text
 
 
+class RollbackRefusal(Failure):
+    """The rollback was refused (no such run, blue deleted, ...): nothing was changed. Its description carries
+    ``rollback refused:``, which the UI shows and the CLI prints as it is."""
+
+
 class RollbackConfig(Config):
     """Which promotion to roll back. Give the ops run id (run_...) or the Dagster run id of the promotion."""
 
@@ -37,14 +42,15 @@ def roll_back_promotion(context: OpExecutionContext, config: RollbackConfig) -> 
             return {"action": "none", "reason": "no ops run (rejected or failed before step 1 finished)"}
         run_id = row.run_id
     if not run_id:
-        raise Failure(description="run_id: give the promotion's run_id or dagster_run_id")
+        raise RollbackRefusal(description="rollback refused: run_id: give the promotion's run_id or dagster_run_id",
+                              allow_retries=False)
     message = None
     try:
         result = roll_back_run(svc, run_id, config.reason, config.requested_by, config.manual)
     except RollbackRefused as exc:
         message = redact_text(str(exc))
     if message is not None:
-        raise Failure(description=f"rollback refused: {message}", allow_retries=False)
+        raise RollbackRefusal(description=f"rollback refused: {message}", allow_retries=False)
     context.add_output_metadata({"run_id": run_id, "action": result["action"],
                                  "result": MetadataValue.json(result)})
     return result

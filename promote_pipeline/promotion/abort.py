@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from promote_pipeline.promotion.inputs import shown
 from promote_pipeline.promotion.services import Services
 
 
@@ -76,7 +77,7 @@ def request(svc: Services, run_id: str, user_id: str, reason: str) -> None:
     request recorded, in the ops database: the job may run in another process or on another host)."""
     row = svc.ops_db.run(run_id)
     if row is None or row.operation_type != "promote":
-        raise AbortRefused("run_exists", f"no promotion run {run_id}")
+        raise AbortRefused("run_exists", f"no promotion run {shown(run_id)}")
     if not svc.ops_db.has_permission(user_id, row.project_id, "promote"):
         raise AbortRefused("permission", f"user {user_id} lacks 'promote' on project {row.project_id}")
     if row.status != "running":

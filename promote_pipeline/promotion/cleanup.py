@@ -18,7 +18,7 @@ from typing import Any
 
 from promote_pipeline.promotion import deployment
 from promote_pipeline.promotion.evidence import Evidence
-from promote_pipeline.promotion.inputs import MAX_WINDOW_HOURS, MIN_WINDOW_HOURS
+from promote_pipeline.promotion.inputs import MAX_WINDOW_HOURS, MIN_WINDOW_HOURS, shown
 from promote_pipeline.promotion.services import Services
 from resources.ops_db import ScheduledTaskRecord
 from resources.redaction import redact_text
@@ -119,7 +119,7 @@ def set_window(svc: Services, run_id: str, hours: int) -> dict[str, Any]:
         raise ValueError(f"hours: must be an integer >= {low} and <= {high} (got {hours!r})")
     row = svc.ops_db.run(run_id)
     if row is None or row.operation_type != "promote":
-        raise ValueError(f"run_id: {run_id!r} is not a promotion run")
+        raise ValueError(f"run_id: {shown(run_id)} is not a promotion run")
     task = svc.ops_db.reschedule_pending_task(run_id, "delete_backup", row.completed_at or row.created_at, hours)
     if task is None:
         raise ValueError(f"run_id: {run_id} has no pending blue deletion (already done, cancelled, or not a success)")

@@ -67,7 +67,10 @@ class PromotionInputs(BaseModel):
     auto_rollback_on_failure: bool = Field(
         default_factory=_rollback_default,
         description="Switch traffic back to blue automatically when a step from restore on fails.",
-        json_schema_extra={"flag": "--no-auto-rollback"})
+        json_schema_extra={"flag": "--no-auto-rollback",
+                           "help": "on a failure from restore on, do not switch traffic back to blue: the run is marked"
+                                   " failed and its evidence says what is live (left out: the guardrails'"
+                                   " rollback_default)"})
     carry_over_settings: bool = Field(
         default=True,
         description="Copy production's live settings (mail servers, crons, payment providers, web.base.url and the"
@@ -104,8 +107,10 @@ def flag(name: str) -> str:
     return value
 
 
-def flag_help(name: str) -> str | None:
-    return _extra(name, "help")
+def flag_help(name: str) -> str:
+    """The flag's help: its own text if it has one (a flag that turns an input off says so), else the input's
+    description."""
+    return _extra(name, "help") or PromotionInputs.model_fields[name].description or name
 
 
 def _constraint(name: str, kind: str) -> Any:
@@ -127,7 +132,33 @@ ID_FIELDS = tuple(name for name, f in PromotionInputs.model_fields.items() if f.
 MIN_WINDOW_HOURS, MAX_WINDOW_HOURS = bounds("rollback_window_hours")
 
 
+# -- echoing what an operator typed --------------------------------------------------------------------
+SHOWN_CHARS = 80
+_PLAIN = re.compile(r"[^\s'\"\\]+")
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS, quote: bool = False) -> str:
+    """``value`` as an error line may echo it: as it is when it is a plain word (printable, no space, quote or
+    backslash, at most ``limit`` characters) unless ``quote``, else quoted with every control character, bidi
+    override and invisible character escaped (``repr``'s ``\\n``, ``\\x1b``, ``\\u202e``), and past ``limit``
+    characters cut, saying how many there were. A typed id could otherwise split the line, reorder it on the
+    reader's terminal (an RTL override), or bury the message under five thousand characters."""
+    if not isinstance(value, str):  # a number, None, a list: as Python writes it, which escapes its strings
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
+    if not quote and len(value) <= limit and value.isprintable() and _PLAIN.fullmatch(value):
+        return value
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}…({len(value)} chars)"
+
+
 # -- the rules ---------------------------------------------------------------------------------------
+# How a refused promotion's message starts wherever it is shown (the job's failure in the UI, `promote run`,
+# `promote launch`): "promotion rejected: <check>: <why>". Only the message carries it; no printer adds it again.
+REJECTED = "promotion rejected: "
+
+
 class InputRejected(ValueError):
     """A promotion refused before it started; ``check`` names the field or precondition."""
 
@@ -143,7 +174,7 @@ def _identifier(field: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InputRejected(field, f"must be a string, got {type(value).__name__}")
     if not re.fullmatch(_constraint(field, "pattern"), value):
-        raise InputRejected(field, f"{IDENTIFIER_RULE} (got {value[:40]!r}{'…' if len(value) > 40 else ''})")
+        raise InputRejected(field, f"{IDENTIFIER_RULE} (got {shown(value, 40, quote=True)})")
     return value
 
 
@@ -152,7 +183,7 @@ def _integer(field: str, value: Any) -> int:
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,6}", value.strip()):
             value = int(value)
         else:
-            raise InputRejected(field, f"must be an integer, got {value!r:.40}")
+            raise InputRejected(field, f"must be an integer, got {shown(value, 40, quote=True)}")
     low, high = bounds(field)
     if not low <= value <= high:
         raise InputRejected(field, f"must be >= {low} and <= {high} (got {value})")
@@ -161,7 +192,7 @@ def _integer(field: str, value: Any) -> int:
 
 def _boolean(field: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise InputRejected(field, f"must be true or false, got {value!r:.40}")
+        raise InputRejected(field, f"must be true or false, got {shown(value, 40, quote=True)}")
     return value
 
 

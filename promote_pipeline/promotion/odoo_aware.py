@@ -14,6 +14,7 @@ from typing import Any
 
 from promote_pipeline.odoo import carry_over, neutralization, watermarks
 from promote_pipeline.odoo import database as odoo_db
+from promote_pipeline.promotion.inputs import shown
 from promote_pipeline.promotion.models import Artifact, RunStarted
 from promote_pipeline.promotion.services import Services
 from resources.ops_db import DeploymentRecord
@@ -125,7 +126,7 @@ def export_green_writes(svc: Services, run_id: str, out: Path | None) -> dict[st
     """CSV per table of what was written on a rolled-back green since cutover (``promote recover``)."""
     row = svc.ops_db.run(run_id)
     if row is None or row.operation_type != "promote":
-        raise ValueError(f"run_id: {run_id!r} is not a promotion run")
+        raise ValueError(f"run_id: {shown(run_id)} is not a promotion run")
     if out is None and not row.evidence_dir:
         # Never the current directory by default: the export holds production rows.
         raise ValueError(f"run_id: {run_id} has no evidence folder; name one with --out")

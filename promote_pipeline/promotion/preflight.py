@@ -57,7 +57,7 @@ def staging_known_good(ops_db: OpsDatabase, environment_id: str) -> str:
     latest operation (an adoption included) fails the check, as does an environment with none."""
     row = ops_db.latest_run(environment_id, KNOWN_STATE_OPERATIONS)
     if not row:
-        raise PreconditionFailed(f"staging {environment_id} has no deploy, restore or adoption run")
+        raise PreconditionFailed(f"staging {inputs.shown(environment_id)} has no deploy, restore or adoption run")
     if row.status != "success":
         raise PreconditionFailed(
             f"latest {row.operation_type} on staging ({row.run_id}) has status {row.status!r}, not 'success'")
@@ -65,6 +65,11 @@ def staging_known_good(ops_db: OpsDatabase, environment_id: str) -> str:
         return (f"staging adopted by {row.run_id} (deployment {row.metadata.get('deployment_id')}), nothing deployed"
                 " or restored since")
     return f"latest {row.operation_type} on staging ({row.run_id}) succeeded"
+
+
+def no_such_project(project_id: str) -> str:
+    """Why check 1 fails (also what ``promote preflight`` says when it cannot even look up the environments)."""
+    return f"ops.projects has no row for project_id {inputs.shown(project_id, quote=True)}"
 
 
 @dataclass
@@ -122,9 +127,9 @@ class Preflight:
             except OSError as exc:  # a folder a check measures is missing or unreadable (free space of a data_dir)
                 result = CheckResult(name, False, f"cannot read {exc.filename or 'a folder'}: {exc.strerror or exc}")
             self.results.append(result)
-            if not result.passed and stop_on_failure:
-                break
-            if name == "project_exists" and result.passed:
+            if not result.passed and (stop_on_failure or name == "project_exists"):
+                break  # every check after the first reads the project's environments: with no project, none can run
+            if name == "project_exists":
                 self._load_environments()  # input rules that need the records: raises InputRejected
         return self.results
 
@@ -140,7 +145,7 @@ class Preflight:
     # -- the seven checks --------------------------------------------------------------------------
     def project_exists(self) -> str:
         if not self.ops_db.project_exists(self.inputs.project_id):
-            raise PreconditionFailed(f"ops.projects has no row for project_id {self.inputs.project_id!r}")
+            raise PreconditionFailed(no_such_project(self.inputs.project_id))
         return f"project {self.inputs.project_id} exists"
 
     def _load_environments(self) -> None:

@@ -21,7 +21,7 @@ from promote_pipeline.promotion import deployment, steps
 from promote_pipeline.promotion.decisions import ForRun, dead_run_rolls_back, for_run
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
-from promote_pipeline.promotion.inputs import PromotionInputs
+from promote_pipeline.promotion.inputs import PromotionInputs, shown
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
 from promote_pipeline.promotion.services import Services
 from promote_pipeline.promotion.steps import Step
@@ -41,7 +41,7 @@ class WorkerDied(RuntimeError):
 def load_run(svc: Services, run_id: str) -> tuple[RunRecord, RunStarted]:
     row = svc.ops_db.run(run_id)
     if row is None or row.operation_type != "promote":
-        raise RollbackRefused(f"run_id {run_id!r} is not a promotion run")
+        raise RollbackRefused(f"run_id {shown(run_id)} is not a promotion run")
     meta = row.metadata
     prod = svc.ops_db.environment(row.environment_id)
     staging = svc.ops_db.environment(meta.get("staging_env_id", ""))

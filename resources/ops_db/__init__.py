@@ -19,7 +19,12 @@ from pydantic import Field
 
 from resources import secrets
 from resources.ops_db.artifacts import ArtifactsTable
-from resources.ops_db.connection import RECONNECT_SECONDS, IdleConnections, connect_retrying
+from resources.ops_db.connection import (
+    RECONNECT_SECONDS,
+    IdleConnections,
+    OpsDatabaseUnreachable,
+    connect_retrying,
+)
 from resources.ops_db.deployments import DeploymentsTable
 from resources.ops_db.environments import EnvironmentsTable
 from resources.ops_db.events import EventsTable
@@ -62,6 +67,7 @@ __all__ = [
     "FinalRunStatus",
     "IdleConnections",
     "OpsDatabase",
+    "OpsDatabaseUnreachable",
     "PermissionRecord",
     "ProjectRecord",
     "Record",

@@ -33,8 +33,28 @@ Row = dict[str, Any]
 Connection = psycopg.Connection[Row]
 
 
+class OpsDatabaseUnreachable(psycopg.OperationalError):
+    """No connection to the ops database could be made. Its message is one line naming the database, where it was
+    looked for and libpq's reason, never the DSN's password: what a command prints, and what a step that failed on
+    it reports (in place of libpq's two-line message)."""
+
+
+def unreachable(conninfo: str, exc: BaseException) -> OpsDatabaseUnreachable:
+    """The error for a connection to ``conninfo`` that failed with ``exc``."""
+    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    host = info.get("host") or info.get("hostaddr") or "the local socket"
+    port = info.get("port") or "5432"
+    # libpq says "connection failed: connection to server at "H", port P failed: <why>\n\t<a hint>"; the why is
+    # what is worth a line (the hint repeats it), without the server's "FATAL:" label.
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    why = text.rsplit(" failed: ", 1)[-1].removeprefix("connection failed: ").replace("FATAL:", "")
+    why = " ".join(why.split())[:200]
+    why = why[:1].lower() + why[1:]
+    return OpsDatabaseUnreachable(f"ops database {info.get('dbname') or ''} unreachable at {host}:{port} ({why})")
+
+
 def connect_retrying(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
-    """Connect, retrying while the server is restarting or briefly unreachable.
+    """Connect, retrying while the server is restarting or briefly unreachable; raises OpsDatabaseUnreachable.
 
     A rollback must still reach the ops database right after a PostgreSQL restart (the restart
     that made the step fail), so connection refusals are retried for up to RECONNECT_SECONDS.
@@ -46,7 +66,7 @@ def connect_retrying(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
         except psycopg.OperationalError as exc:
             # Only a server that is away is worth waiting for; a wrong name or credentials will not heal.
             if time.monotonic() >= deadline or any(s in str(exc) for s in _PERMANENT_CONNECT_ERRORS):
-                raise
+                raise unreachable(conninfo, exc) from exc
             time.sleep(0.2)
 
 
@@ -153,6 +173,8 @@ class OpsConnection:
         try:
             with self.connect() as conn:
                 return work(conn)
+        except OpsDatabaseUnreachable:
+            raise  # no connection even with connect_retrying's patience: a second wait would not help
         except psycopg.OperationalError as exc:
             if exc.sqlstate not in _CONNECTION_LOST:
                 raise
@@ -162,13 +184,28 @@ class OpsConnection:
     def ensure_database(self) -> None:
         """Create the ops database on its server if it is not there yet (two processes may race: both fine)."""
         database = psycopg.conninfo.conninfo_to_dict(self._conninfo())["dbname"]
-        with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
+        try:
+            server = psycopg.connect(self._conninfo("postgres"), autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise unreachable(self._conninfo(), exc) from exc
+        with server as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
             if not exists:
                 try:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(database))))
                 except psycopg.errors.DuplicateDatabase:
                     pass
+
+    def reach(self, timeout: int = 5) -> None:
+        """One attempt to reach the ops server, without connect_retrying's patience (which is for a run that
+        must get through a PostgreSQL restart): a command started while it is away says so at once. An ops
+        database not created yet counts as reached (the command's ``upgrade`` creates it)."""
+        conninfo = self._conninfo()
+        try:
+            psycopg.connect(conninfo, connect_timeout=timeout).close()
+        except psycopg.OperationalError as exc:
+            if f'database "{psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]}" does not exist' not in str(exc):
+                raise unreachable(conninfo, exc) from exc
 
     def upgrade(self) -> list[str]:
         """Apply pending migrations in order; return the versions applied now."""

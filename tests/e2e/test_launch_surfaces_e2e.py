@@ -175,7 +175,7 @@ def test_server_errors_are_one_clear_message(dagster_ui: Any) -> None:
                                "--user", USER, "--stability-seconds", "9999", "--url", dagster_ui.url],
                               capture_output=True, text=True, timeout=60, env=dagster_ui.env)
     assert rejected.returncode == 2 and rejected.stderr.strip() == \
-        "rejected: stability_window_seconds: must be >= 0 and <= 3600 (got 9999)"
+        "promotion rejected: stability_window_seconds: must be >= 0 and <= 3600 (got 9999)"
 
 
 _OTHER_DEFS = """from dagster import Definitions, job, op

@@ -59,7 +59,7 @@ def test_rollback_and_recover_of_a_run_without_evidence_folder_write_nothing_her
     monkeypatch.chdir(here)
     try:
         code, result, message = run_rollback(run_id, "no evidence folder", "ops-oncall", quiet=True)
-        assert code == 1 and result is None and message and "no evidence folder is recorded" in message, message
+        assert code == 2 and result is None and message and "no evidence folder is recorded" in message, message
         assert promote_cli(["recover", run_id]) != 0
     finally:
         ops_db.mark_run_finished(run_id, "failed")

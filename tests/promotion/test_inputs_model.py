@@ -218,3 +218,23 @@ def test_a_run_of_older_code_is_recovered_from_its_flat_metadata_and_columns() -
     _, run = load_run(SimpleNamespace(ops_db=_OpsDb(metadata)), "run_x")  # type: ignore[arg-type]
     assert run.inputs == validate({**GOOD, "rollback_window_hours": 6, "auto_rollback_on_failure": False,
                                    "stability_window_seconds": 30})
+
+
+# -- echoing what an operator typed -------------------------------------------------------------------
+BIDI = [chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))]
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\t", "\x00", "\x1b", "\x7f", "\u2028", "\u200b", "\udcff", *BIDI],
+                         ids=repr)
+def test_shown_escapes_what_would_change_the_line(char: str) -> None:
+    text = inputs.shown(f"env{char}x")
+    assert char not in text and text == repr(f"env{char}x") and text.isprintable()
+
+
+def test_shown_leaves_a_plain_id_alone_and_cuts_a_long_one() -> None:
+    assert inputs.shown("run_0a1b2c") == "run_0a1b2c"
+    assert inputs.shown("run_0a1b2c", quote=True) == "'run_0a1b2c'"
+    assert inputs.shown("demo admin") == "'demo admin'" and inputs.shown("") == "''"
+    assert inputs.shown("x" * 5000) == "'" + "x" * inputs.SHOWN_CHARS + "'…(5000 chars)"
+    assert inputs.shown("x" * inputs.SHOWN_CHARS) == "x" * inputs.SHOWN_CHARS
+    assert inputs.shown(1.5) == "1.5" and inputs.shown(None) == "None"

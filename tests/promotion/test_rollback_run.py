@@ -54,7 +54,8 @@ def test_manual_rollback_of_a_success_then_idempotent_then_refused_after_cleanup
     blue2 = ops_db.deployment(ops_db.run(second.run_id).metadata["blue_deployment_id"])
     assert blue2.state == "deleted"
     code, refused, message = run_rollback(second.run_id, "too late", "ops-oncall", quiet=True)
-    assert code == 1 and refused is None and message and "has been deleted" in message
+    assert code == 2 and refused is None and message and message.startswith("rollback refused: ") and \
+        "has been deleted" in message  # a refusal: 2, as `window` and `recover` refuse
 
 
 WORKER = """
@@ -112,5 +113,5 @@ def test_rollback_of_a_promotion_a_later_one_replaced_is_refused(haproxy_box: Sa
     assert code == 0, message
     live = haproxy_box.status()["serving"]["deployment"]
     code, result, message = run_rollback(first.run_id, "wrong one", "ops-oncall", quiet=True)
-    assert code == 1 and result is None and message and "a later promotion replaced it" in message
+    assert code == 2 and result is None and message and "a later promotion replaced it" in message
     assert haproxy_box.status()["serving"]["deployment"] == live
