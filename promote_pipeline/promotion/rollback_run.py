@@ -130,7 +130,8 @@ def roll_back_run(svc: Services, run_id: str, reason: str, requested_by: str, ma
         evidence.write_json(steps.ROLLBACK_JSON, body)
         outcome = PromotionOutcome(run_id=run_id, status="rolled_back", evidence_dir=run.evidence_dir, **_ids(row))
         write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=None,
-                    reason=f"rolled back after {status} by {requested_by}: {redact_text(reason)}")
+                    reason=f"rolled back after {status} by {requested_by}: {redact_text(reason)}",
+                    retention=svc.settings.retention)
         svc.ops_db.mark_run_rolled_back(run_id, {"rolled_back_by": requested_by,
                                                  "rollback_reason": redact_text(reason)})
         svc.ops_db.add_event(run_id, "rollback", "info", f"traffic back on blue {run.blue.deployment_id}",
