@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from promote_pipeline.cli import artifacts as artifacts_cli
 from promote_pipeline.cli import commands as cmd
 from promote_pipeline.cli.inventory import cmd_inventory
 from promote_pipeline.cli.runner import end_of_start_up
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--user", default=os.environ.get("PROMOTE_USER") or getpass.getuser(),
                      help="who apply records as the adopter of live deployments")
     inv.set_defaults(func=cmd_inventory)
+
+    artifacts_cli.add_parser(sub)
 
     box = sub.add_parser("sandbox", help="the local playground (.sandbox/); remember/verify: what `make demo` shows"
                                          " users and integrations keep across a promotion")
