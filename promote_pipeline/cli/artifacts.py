@@ -65,8 +65,9 @@ def _size(n: int) -> str:
 def _kept(v: ArtifactVerdict) -> str:
     if not v.keep:
         return f"GOES at the next prune: {v.why}"
-    until = v.retained_until.isoformat(timespec="seconds") if v.retained_until else "while that holds"
-    return f"kept until {until}: {v.why}"
+    if v.retained_until is None:
+        return f"kept for as long as this holds: {v.why}"
+    return f"kept until {v.retained_until.isoformat(timespec='seconds')}: {v.why}"
 
 
 def _table(verdicts: list[ArtifactVerdict]) -> list[str]:

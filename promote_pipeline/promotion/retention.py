@@ -8,7 +8,8 @@ Every artifact goes by one rule (``settings.retention``), checked in this order;
    that task deletes it with blue's deployment;
 4. the blue backup of a run whose green an environment runs on now (a failed run left serving, with
    ``--no-auto-rollback``) is kept while that lasts: a rollback is still ahead;
-5. a row whose folder is gone is marked deleted (nothing to free);
+5. a row whose folder is gone is marked deleted (nothing to free), unless the store holds no objects at all (then
+   ``artifact_root`` is more likely wrong than every folder gone, and the row is kept);
 6. any other blue backup (of a failed or rolled-back run; of a success whose deletion task failed) is kept
    ``blue_keep_days`` after its run ended (a success: its rollback window);
 7. a green snapshot is kept while it is among the ``green_keep_last`` newest of its staging environment, and at
@@ -41,8 +42,8 @@ def _when(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _rule_for_row(a: ArtifactState, rank: int, present: bool, now: datetime,
-                  policy: Retention) -> tuple[bool, datetime | None, str]:
+def _rule_for_row(a: ArtifactState, rank: int, present: bool, now: datetime, policy: Retention,
+                  store_ok: bool = True) -> tuple[bool, datetime | None, str]:
     """(keep, retained until, why) of a live row; ``rank``: its place among its environment's greens, newest 0."""
     if a.run_status == "running":
         return True, None, f"its run {a.created_by_run} is still running"
@@ -53,6 +54,8 @@ def _rule_for_row(a: ArtifactState, rank: int, present: bool, now: datetime,
                                           f" at {_when(a.blue_deletion_at)}")
     if a.role == "blue" and a.run_serves:
         return True, None, f"production runs on the green of its run {a.created_by_run}: a rollback may need it"
+    if not present and not store_ok:  # a wrong artifact_root must not cost every row its record
+        return True, None, "its folder is not in the store, which holds no objects at all: is artifact_root right?"
     if not present:
         return False, None, "its folder is missing from the store: the row is marked deleted"
     ended = a.run_completed_at or a.created_at
@@ -96,6 +99,7 @@ def evaluate(svc: Services, now: datetime | None = None) -> list[ArtifactVerdict
     now = now or datetime.now(UTC)
     policy = svc.settings.retention
     folders = set(svc.store.artifact_ids())
+    store_ok = svc.store.objects.is_dir()
     rows = svc.ops_db.live_artifacts()
     ranks: dict[str, int] = {}
     seen: dict[str, int] = {}
@@ -106,7 +110,7 @@ def evaluate(svc: Services, now: datetime | None = None) -> list[ArtifactVerdict
     verdicts = []
     for a in rows:
         present = a.artifact_id in folders
-        keep, until, why = _rule_for_row(a, ranks.get(a.artifact_id, 0), present, now, policy)
+        keep, until, why = _rule_for_row(a, ranks.get(a.artifact_id, 0), present, now, policy, store_ok)
         size = svc.store.folder_usage(a.artifact_id)[0] if present else 0
         size += int((a.contract.get("filestore") or {}).get("size_bytes") or 0) if present else 0
         verdicts.append(ArtifactVerdict(

@@ -224,6 +224,18 @@ def test_an_orphan_folder_waits_for_a_run_that_may_be_writing_it(world: World) -
     assert [v.artifact_id for v in pruned.going] == [orphan] and not world.store.folder(orphan).exists()
 
 
+def test_a_wrong_artifact_root_costs_no_row_its_record(world: World) -> None:
+    old = world.artifact("blue", world.run("rolled_back", 30), 30, [os.urandom(100)])
+    elsewhere = LocalArtifactStore(root=str(world.root / "not-the-store"))
+    svc = Services(ops_db=world.ops_db, host=None, store=elsewhere, router=None,  # type: ignore[arg-type]
+                   settings=world.svc.settings)
+    verdict = _by_id(retention.evaluate(svc))[old]
+    assert verdict.keep and verdict.state == "missing" and "is artifact_root right?" in verdict.why
+    assert not retention.prune(svc).going
+    assert world.ops_db.artifact(old).deleted_at is None
+    assert [v.artifact_id for v in retention.prune(world.svc).going] == [old]  # the right store: it goes
+
+
 def test_summary_lines_say_when_each_artifact_of_a_run_goes() -> None:
     started = datetime(2026, 1, 1, tzinfo=UTC)
     completed = started + timedelta(minutes=5)
@@ -238,3 +250,27 @@ def test_summary_lines_say_when_each_artifact_of_a_run_goes() -> None:
                                                                              inputs)["art_b"]
     early = ok.model_copy(update={"status": "failed", "blue_backup_id": None, "green_artifact_id": None})
     assert retention.summary_lines(POLICY, early, started, completed, inputs) == {}
+
+
+@pytest.mark.slow
+def test_a_real_promotion_says_when_its_artifacts_go_and_keeps_what_production_runs_on(haproxy_box: Any,
+                                                                                        h: Any) -> None:
+    code, outcome, message = h.promote(rollback_window_hours=3)
+    assert code == 0, message
+    summary = (h.evidence(outcome) / "promotion_summary.md").read_text()
+    final = json.loads((h.evidence(outcome) / "final_status.json").read_text())
+    assert "## Artifacts" in summary
+    assert f"`{outcome.blue_backup_id}` blue: deleted with blue's deployment at" in summary
+    assert "the end of the 3 h rollback window" in summary
+    assert f"`{outcome.green_artifact_id}` green: kept while a deployment restored from it exists" in summary
+    assert set(final["artifact_retention"]) == {outcome.blue_backup_id, outcome.green_artifact_id}
+    svc = Services.from_resources(haproxy_box.resources())
+    verdicts = _by_id(retention.evaluate(svc))
+    serving = svc.ops_db.active_deployment(h.demo_inputs()["prod_env_id"])
+    green = verdicts[outcome.green_artifact_id]
+    assert green.keep and f"deployment {serving.deployment_id} (active) was restored from it" in green.why
+    blue = verdicts[outcome.blue_backup_id]
+    assert blue.keep and "rollback window" in blue.why
+    assert abs((blue.retained_until - svc.ops_db.run(outcome.run_id).completed_at).total_seconds() - 3 * 3600) < 5
+    assert not svc.ops_db.claim_artifact_deletion(outcome.blue_backup_id, "test")
+    assert not svc.ops_db.claim_artifact_deletion(outcome.green_artifact_id, "test")
