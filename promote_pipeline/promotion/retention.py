@@ -60,9 +60,9 @@ def _rule_for_row(a: ArtifactState, rank: int, present: bool, now: datetime, pol
         return False, None, "its folder is missing from the store: the row is marked deleted"
     ended = a.run_completed_at or a.created_at
     if a.role == "blue":
-        if a.run_status == "success":
-            until = ended + timedelta(hours=a.run_window_hours or 0)
-            rule = f"blue of a successful run: its rollback window ({a.run_window_hours or 0} h)"
+        if a.run_status == "success" and a.run_window_hours is not None:
+            until = ended + timedelta(hours=a.run_window_hours)
+            rule = f"blue of a successful run: its rollback window ({a.run_window_hours} h)"
         else:
             until = ended + timedelta(days=policy.blue_keep_days)
             rule = f"blue of a {a.run_status or 'recorded'} run: kept {policy.blue_keep_days} days after it ended"

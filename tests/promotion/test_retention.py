@@ -136,6 +136,11 @@ def test_every_kind_of_artifact_has_a_rule_and_prune_frees_what_its_dry_run_said
     failed = world.run("failed", 2)
     g_newest = world.artifact("green", failed, 1, [os.urandom(100)])
     b_failed = world.artifact("blue", failed, 2, [os.urandom(100)])
+    # A success whose blue deletion failed for good: its window is long over, the prune takes the artifact.
+    stuck = world.run("success", 10, window_hours=2)
+    b_stuck = world.artifact("blue", stuck, 10, [os.urandom(100)])
+    world.sql("UPDATE ops.scheduled_tasks SET status = 'failed' WHERE task_id = %s",
+              (world.blue_deletion(stuck, b_stuck, -1),))
     gone = world.run("rolled_back", 10)
     b_missing = world.artifact("blue", gone, 10, [os.urandom(100)])
     world.store.remove_folder(b_missing)
@@ -147,7 +152,8 @@ def test_every_kind_of_artifact_has_a_rule_and_prune_frees_what_its_dry_run_said
 
     verdicts = _by_id(retention.evaluate(world.svc))
     going = {a for a, v in verdicts.items() if not v.keep}
-    assert going == {g_old, b_rolled, b_missing, orphan, leftover}, {a: v.why for a, v in verdicts.items()}
+    assert going == {g_old, b_rolled, b_stuck, b_missing, orphan, leftover}, {a: v.why for a, v in verdicts.items()}
+    assert "rollback window (2 h), over since" in verdicts[b_stuck].why
     assert "restored from it" in verdicts[g_serving].why
     assert "production runs on the green of its run" in verdicts[b_serving].why
     assert "rollback window" in verdicts[b_windowed].why and verdicts[b_windowed].retained_until is not None
@@ -165,8 +171,9 @@ def test_every_kind_of_artifact_has_a_rule_and_prune_frees_what_its_dry_run_said
         "SELECT artifact_id, deleted_at FROM ops.artifacts ORDER BY artifact_id") == rows_before
     assert {v.artifact_id for v in dry.going} == going
     # The unique objects of the green and of the crash go; the object the green shares with a kept one stays.
-    # unique, crashed, the rolled-back blue's, the leftover's, and the one the missing blue left unreferenced
-    assert dry.objects == 5
+    # unique, crashed, the rolled-back blue's, the stuck blue's, the leftover's, and the one the missing blue left
+    # unreferenced
+    assert dry.objects == 6
     assert dry.object_bytes >= len(unique) + len(crashed)
 
     done = retention.prune(world.svc, evidence_root=str(world.root / "evidence"))
