@@ -14,7 +14,6 @@ import re
 import sys
 
 from promote_pipeline.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
-from promote_pipeline.promotion import retention
 from promote_pipeline.promotion.inputs import IDENTIFIER, IDENTIFIER_RULE
 from promote_pipeline.promotion.models import ArtifactVerdict, PruneReport
 
@@ -99,6 +98,7 @@ def print_pruned(report: PruneReport) -> None:
 
 def cmd_artifacts(args: argparse.Namespace) -> int:
     from promote_pipeline.cli.commands import _services
+    from promote_pipeline.promotion import retention  # the store and the ops database: only when asked
 
     env = getattr(args, "environment", None)
     if env is not None and not re.fullmatch(IDENTIFIER, env):
