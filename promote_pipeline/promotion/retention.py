@@ -16,7 +16,8 @@ Every artifact goes by one rule (``settings.retention``), checked in this order;
    least ``green_keep_days`` after it was taken;
 8. a folder with no ops row (a crash mid-backup) is swept ``orphan_grace_hours`` after its last change, never
    while a run that started before that change still runs; a folder whose row says deleted (a deletion cut
-   short) goes at once.
+   short) goes at once. A folder whose name the store would never give (``lost+found`` of a mount) is not the
+   store's, and is left alone.
 
 ``prune`` deletes what the rule lets go: each row is first *claimed* (marked deleted, with the rule, in one
 statement that checks 1–4 again, so two workers never both take one and one needed since is left alone), then its
@@ -122,9 +123,11 @@ def evaluate(svc: Services, now: datetime | None = None) -> list[ArtifactVerdict
     running_since = svc.ops_db.oldest_running_run_start()
     grace = timedelta(hours=policy.orphan_grace_hours)
     for name in sorted(folders - known):
+        env, role = _parse_folder_name(name)
+        if role is None and name not in deleted:  # not a name the store gives (lost+found on a mount): not ours
+            continue
         size, newest = svc.store.folder_usage(name)
         changed = datetime.fromtimestamp(newest, UTC)
-        env, role = _parse_folder_name(name)
         keep, until = False, None
         if name in deleted:
             state, why = "leftover", "its row says deleted: what a deletion cut short left"

@@ -146,6 +146,10 @@ def test_every_kind_of_artifact_has_a_rule_and_prune_frees_what_its_dry_run_said
     world.store.remove_folder(b_missing)
     orphan = world.folder("blue", world.prod, [crashed])  # a crash mid-backup: a folder, no row
     world.age_folder(orphan, 48)
+    foreign = Path(world.store.root) / "lost+found"  # the store on a mount of its own: not an artifact
+    foreign.mkdir()
+    (foreign / "inode_1234").write_bytes(b"fsck found this")
+    os.utime(foreign, (time.time() - 86400 * 30,) * 2)
     fresh = world.folder("green", world.staging, [os.urandom(100)])  # a backup in progress
     leftover = world.artifact("blue", None, 40, [os.urandom(100)])
     world.sql("UPDATE ops.artifacts SET deleted_at = now() WHERE artifact_id = %s", (leftover,))
@@ -190,10 +194,12 @@ def test_every_kind_of_artifact_has_a_rule_and_prune_frees_what_its_dry_run_said
     assert world.store.object_path(hashlib.sha1(shared).hexdigest()).is_file()
     assert not world.store.object_path(hashlib.sha1(unique).hexdigest()).exists()
     assert not world.store.object_path(hashlib.sha1(crashed).hexdigest()).exists()
-    for artifact_id in world.store.artifact_ids():  # what stays is whole: every object its index names is there
+    for artifact_id in set(world.store.artifact_ids()) - {"lost+found"}:  # what stays is whole: every object its
+        # index names is there
         for sha1, size, _rel in world.store.iter_index(artifact_id):
             assert world.store.object_path(sha1).stat().st_size == size
     assert list((world.root / "evidence").rglob("prune_*.json"))
+    assert (foreign / "inode_1234").read_bytes() == b"fsck found this" and "lost+found" not in verdicts
     again = retention.prune(world.svc)
     assert not again.going and again.freed_bytes == 0
 
