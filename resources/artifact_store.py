@@ -166,16 +166,17 @@ class LocalArtifactStore(FilestoreObjects, ConfigurableResource):
                 newest = max(newest, stat.st_mtime)
         return total, newest
 
-    def remove_folder(self, artifact_id: str) -> None:
-        """Remove the artifact's folder (its objects stay until ``collect_garbage``). Renamed away first, so a
-        removal cut short leaves trash the collector removes, never a half-artifact under its own name; a folder
-        another worker removed meanwhile is no error."""
+    def remove_folder(self, artifact_id: str) -> bool:
+        """Remove the artifact's folder (its objects stay until ``collect_garbage``); False when there was none (another
+        worker removed it meanwhile: no error). Renamed away first: a removal cut short leaves trash the collector
+        removes, never a half-artifact under its own name, and of two workers only one renames it."""
         trash = Path(self.root) / f".trash-{artifact_id}-{token_hex(4)}"
         try:
             self.folder(artifact_id).rename(trash)
         except FileNotFoundError:
-            return
+            return False
         shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def delete(self, artifact_id: str) -> dict[str, int]:
         """Remove the artifact, then every object no other artifact's index still names."""

@@ -16,8 +16,8 @@ Every artifact goes by one rule (``settings.retention``), checked in this order;
    least ``green_keep_days`` after it was taken;
 8. a folder with no ops row (a crash mid-backup) is swept ``orphan_grace_hours`` after its last change, never
    while a run that started before that change still runs; a folder whose row says deleted (a deletion cut
-   short) goes at once. A folder whose name the store would never give (``lost+found`` of a mount) is not the
-   store's, and is left alone.
+   short) as long after its row was marked. A folder whose name the store would never give (``lost+found`` of
+   a mount) is not the store's, and is left alone.
 
 ``prune`` deletes what the rule lets go: each row is first *claimed* (marked deleted, with the rule, in one
 statement that checks 1–4 again, so two workers never both take one and one needed since is left alone), then its
@@ -119,7 +119,7 @@ def evaluate(svc: Services, now: datetime | None = None) -> list[ArtifactVerdict
             run_status=a.run_status, state="stored" if present else "missing", size_bytes=size,
             created_at=a.created_at, keep=keep, retained_until=until, why=why))
     known = {a.artifact_id for a in rows}
-    deleted = svc.ops_db.artifact_ids_marked_deleted()
+    deleted = svc.ops_db.artifacts_marked_deleted()
     running_since = svc.ops_db.oldest_running_run_start()
     grace = timedelta(hours=policy.orphan_grace_hours)
     for name in sorted(folders - known):
@@ -130,7 +130,13 @@ def evaluate(svc: Services, now: datetime | None = None) -> list[ArtifactVerdict
         changed = datetime.fromtimestamp(newest, UTC)
         keep, until = False, None
         if name in deleted:
-            state, why = "leftover", "its row says deleted: what a deletion cut short left"
+            # Right after its claim a deletion in progress looks the same: only one older than the grace is left.
+            state = "leftover"
+            if now < deleted[name] + grace:
+                keep, until = True, deleted[name] + grace
+                why = f"its row says deleted {_when(deleted[name])}: a deletion in progress, or one cut short"
+            else:
+                why = f"its row says deleted {_when(deleted[name])}: what a deletion cut short left"
         else:
             state = "orphan"
             if now < changed + grace:
@@ -170,8 +176,11 @@ def prune(svc: Services, dry_run: bool = False, now: datetime | None = None,
                                       " was read")
                 continue
             if v.state != "missing":
-                report.folder_bytes += svc.store.folder_usage(v.artifact_id)[0]
-                svc.store.remove_folder(v.artifact_id)
+                size = svc.store.folder_usage(v.artifact_id)[0]
+                if not svc.store.remove_folder(v.artifact_id) and v.state != "stored":
+                    report.skipped.append(f"{v.artifact_id}: removed by another worker meanwhile")
+                    continue
+                report.folder_bytes += size
             taken.append(v)
         except Exception as exc:  # one artifact's failure stops no other; the row, if taken, says deleted
             report.failures.append(redact_text(f"{v.artifact_id}: {type(exc).__name__}: {exc}")[:500])

@@ -71,10 +71,11 @@ class ArtifactsTable(OpsConnection):
         """Every artifact not marked deleted, oldest first, with what the retention rule decides from."""
         return [ArtifactState.from_row(r) for r in self._all(_LIVE)]
 
-    def artifact_ids_marked_deleted(self) -> set[str]:
-        """Artifacts whose row says deleted (a folder of one of them is what a deletion left half-done)."""
-        rows = self._all("SELECT artifact_id FROM ops.artifacts WHERE deleted_at IS NOT NULL")
-        return {r["artifact_id"] for r in rows}
+    def artifacts_marked_deleted(self) -> dict[str, datetime]:
+        """When each artifact whose row says deleted was marked (a folder of one of them, long after, is what a
+        deletion left half-done)."""
+        rows = self._all("SELECT artifact_id, deleted_at FROM ops.artifacts WHERE deleted_at IS NOT NULL")
+        return {r["artifact_id"]: r["deleted_at"] for r in rows}
 
     def oldest_running_run_start(self) -> datetime | None:
         """When the oldest run still running started (a folder it may be writing is never an orphan)."""

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,7 +153,9 @@ def test_every_kind_of_artifact_has_a_rule_and_prune_frees_what_its_dry_run_said
     os.utime(foreign, (time.time() - 86400 * 30,) * 2)
     fresh = world.folder("green", world.staging, [os.urandom(100)])  # a backup in progress
     leftover = world.artifact("blue", None, 40, [os.urandom(100)])
-    world.sql("UPDATE ops.artifacts SET deleted_at = now() WHERE artifact_id = %s", (leftover,))
+    world.sql("UPDATE ops.artifacts SET deleted_at = now() - interval '2 days' WHERE artifact_id = %s", (leftover,))
+    in_progress = world.artifact("blue", None, 40, [os.urandom(100)])  # claimed a moment ago, folder not yet gone
+    world.sql("UPDATE ops.artifacts SET deleted_at = now() WHERE artifact_id = %s", (in_progress,))
 
     verdicts = _by_id(retention.evaluate(world.svc))
     going = {a for a, v in verdicts.items() if not v.keep}
@@ -165,6 +168,7 @@ def test_every_kind_of_artifact_has_a_rule_and_prune_frees_what_its_dry_run_said
     failed_until = verdicts[b_failed].retained_until
     assert failed_until is not None and 4.9 < (failed_until - datetime.now(UTC)).total_seconds() / 86400 < 5.1
     assert verdicts[fresh].keep and verdicts[fresh].state == "orphan"
+    assert verdicts[in_progress].keep and verdicts[in_progress].state == "leftover"
     assert (verdicts[orphan].state, verdicts[b_missing].state, verdicts[leftover].state) == \
         ("orphan", "missing", "leftover")
 
@@ -223,6 +227,26 @@ def test_the_deletion_claim_refuses_what_something_still_needs(world: World) -> 
     assert not world.ops_db.claim_artifact_deletion(free, "test")  # taken once, by one worker
     kept = {v.artifact_id for v in retention.evaluate(world.svc) if v.keep}
     assert {of_running, restored, in_window, of_serving} <= kept
+
+
+def test_two_prunes_at_once_delete_each_artifact_once(world: World) -> None:
+    old = {world.artifact("green", world.run("success", 30), 30 - i / 10, [os.urandom(1000)]) for i in range(6)}
+    newest = {world.artifact("green", world.run("success", 1), 1 - i / 10, [os.urandom(1000)]) for i in range(2)}
+    reports: list[Any] = []
+    workers = [threading.Thread(target=lambda: reports.append(retention.prune(world.svc, evidence_root=str(
+        world.root / "evidence")))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert len(reports) == 2 and not any(r.failures for r in reports)
+    taken = [v.artifact_id for r in reports for v in r.going]
+    assert sorted(taken) == sorted(old)  # each once, by one of the two
+    assert {a for a in old if not world.store.folder(a).exists()} == old
+    assert all(world.store.folder(a).is_dir() for a in newest)
+    for artifact_id in newest:
+        for sha1, _size, _rel in world.store.iter_index(artifact_id):
+            assert world.store.object_path(sha1).is_file()
 
 
 def test_an_orphan_folder_waits_for_a_run_that_may_be_writing_it(world: World) -> None:
