@@ -134,8 +134,12 @@ def load(path: Path | None = None) -> Settings:
     if path is None or not path.is_file():
         raise _missing(path)
     try:
-        settings = Settings.model_validate(json.loads(path.read_text()))
-    except ValidationError as exc:  # one line: the field and its rule, as for any bad operator input
+        data = json.loads(path.read_text())
+    except ValueError as exc:  # one line, as for any bad operator input: where, and what is wrong
+        raise SettingsError(f"settings file {path}: not JSON ({exc})") from None
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:  # one line: the field and its rule
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise SettingsError(f"settings file {path}: {field}: {first['msg']}") from None

@@ -124,6 +124,9 @@ def test_refusals_are_one_line_and_change_nothing(store: Store) -> None:
     assert got.returncode == 2
     assert len(got.stderr.strip().splitlines()) == 1, got.stderr
     assert "retention.green_keep_last" in got.stderr and "greater than or equal to 1" in got.stderr
+    store.settings.write_text('{"retention": ')
+    got = store.promote("artifacts", "list")
+    assert got.returncode == 2 and len(got.stderr.strip().splitlines()) == 1 and "not JSON" in got.stderr
     assert store.store.folder(old).is_dir()
     assert "exit codes:" in store.promote("artifacts", "prune", "--help").stdout
 
