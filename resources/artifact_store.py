@@ -143,12 +143,42 @@ class LocalArtifactStore(FilestoreObjects, ConfigurableResource):
         return {"sha256": digest, "size_bytes": total, "files": len(want), "hashed": full, "toc_entries": toc,
                 "ok": True}
 
-    # -- deletion ----------------------------------------------------------------------------------
+    # -- listing and deletion ----------------------------------------------------------------------
+    def artifact_ids(self) -> list[str]:
+        """Every artifact folder in the store, whatever state it is in (complete, half-written, half-deleted)."""
+        root = Path(self.root)
+        if not root.is_dir():
+            return []
+        return sorted(e.name for e in os.scandir(root)
+                      if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+
+    def folder_usage(self, artifact_id: str) -> tuple[int, float]:
+        """(bytes on disk of the artifact's own folder: dump, index, contract; its newest mtime). The mtime of
+        every file and folder counts: a backup in progress moves at least one of them on as it writes."""
+        total, newest = 0, 0.0
+        for base, _dirs, files in os.walk(self.folder(artifact_id)):
+            for path in (base, *(os.path.join(base, name) for name in files)):
+                try:
+                    stat = os.stat(path, follow_symlinks=False)
+                except FileNotFoundError:  # removed while we walked (a temporary file renamed into place)
+                    continue
+                total += stat.st_size if path != base else 0
+                newest = max(newest, stat.st_mtime)
+        return total, newest
+
+    def remove_folder(self, artifact_id: str) -> bool:
+        """Remove the artifact's folder (its objects stay until ``collect_garbage``); False when there was none (another
+        worker removed it meanwhile: no error). Renamed away first: a removal cut short leaves trash the collector
+        removes, never a half-artifact under its own name, and of two workers only one renames it."""
+        trash = Path(self.root) / f".trash-{artifact_id}-{token_hex(4)}"
+        try:
+            self.folder(artifact_id).rename(trash)
+        except FileNotFoundError:
+            return False
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
+
     def delete(self, artifact_id: str) -> dict[str, int]:
         """Remove the artifact, then every object no other artifact's index still names."""
-        folder = self.folder(artifact_id)
-        if folder.exists():
-            trash = Path(self.root) / f".trash-{artifact_id}-{token_hex(4)}"
-            folder.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
+        self.remove_folder(artifact_id)
         return self.collect_garbage()

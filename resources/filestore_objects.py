@@ -313,20 +313,36 @@ class FilestoreObjects:
                 "rehashed_objects": deep, "ok": True}
 
     # -- garbage collection --------------------------------------------------------------------------
-    def live_objects(self) -> set[str]:
-        """SHA-1s named by the index of any artifact in the store."""
+    def live_objects(self, without: frozenset[str] = frozenset()) -> set[str]:
+        """SHA-1s named by the index of any artifact in the store (but those named in ``without``)."""
         live: set[str] = set()
         root = Path(self.root)
         if not root.is_dir():
             return live
         for entry in os.scandir(root):
-            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            if entry.name.startswith(".") or entry.name in without or not entry.is_dir(follow_symlinks=False):
                 continue
             index = Path(entry.path) / INDEX
             if index.is_file():
                 with index.open("rb") as fh:
                     live.update(raw[:40].decode() for raw in fh)
         return live
+
+    def objects_freed_by(self, going: frozenset[str]) -> tuple[int, int]:
+        """(objects, bytes) the collector would remove once the artifacts ``going`` are removed: every object no
+        other artifact's index names (what a crash left unreferenced included). Read without the lock: an estimate
+        for a dry run, which a backup finishing meanwhile may make smaller."""
+        live = self.live_objects(without=going)
+        count = total = 0
+        if self.objects.is_dir():
+            for entry in os.scandir(self.objects):
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                for obj in os.scandir(entry.path):
+                    if obj.name not in live:
+                        count += 1
+                        total += obj.stat(follow_symlinks=False).st_size
+        return count, total
 
     def collect_garbage(self) -> dict[str, int]:
         """Under the exclusive lock (no backup or restore in progress): remove unreferenced objects, leftover

@@ -326,14 +326,19 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from promote_pipeline.promotion import cleanup
+    from promote_pipeline.cli.artifacts import print_pruned
+    from promote_pipeline.promotion import cleanup, retention
 
-    records = cleanup.run_due_tasks(_services())
+    svc = _services()
+    records = cleanup.run_due_tasks(svc)
     for r in records:
         print(f"task {r['task_id']} {r['task_type']}: {r['status']}"
               + (f" ({r['error']})" if r.get("error") else f" ({'; '.join(r.get('done', []))})"))
     print(f"{len(records)} due task(s) executed")
-    return EXIT_FAILED if any(r["status"] in ("failed", "retry") for r in records) else EXIT_OK
+    pruned = retention.prune(svc)  # what the clean-up job does after the tasks
+    print_pruned(pruned)
+    failed = any(r["status"] in ("failed", "retry") for r in records) or pruned.failures
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_window(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from promote_pipeline.cli import artifacts as artifacts_cli
 from promote_pipeline.cli import commands as cmd
 from promote_pipeline.cli import exits
 from promote_pipeline.cli.exits import (
@@ -177,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("file", help="the inventory (YAML)")
     _user_flag(inv, "who apply records as the adopter of live deployments")
     inv.set_defaults(func=cmd_inventory, exit_codes=(EXIT_OK, EXIT_FAILED, EXIT_REJECTED))
+
+    artifacts_cli.add_parser(sub)
 
     box = sub.add_parser("sandbox", help="the local playground (.sandbox/); remember/verify: what `make demo` shows"
                                          " users and integrations keep across a promotion")

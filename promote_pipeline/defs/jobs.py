@@ -49,7 +49,8 @@ def rollback_promotion() -> None:
 
 
 @job(description="Execute due scheduled tasks: delete blue (process, database, filestore, artifact) after the"
-                 " rollback window; retry failures with backoff.",
+                 " rollback window; retry failures with backoff. Then delete the artifacts the retention rule lets"
+                 " go (settings.retention), and the filestore objects no remaining artifact names.",
      executor_def=in_process_executor, tags={"kind": "cleanup"})
 def cleanup_due_tasks() -> None:
     run_cleanup_tasks()

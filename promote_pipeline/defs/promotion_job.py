@@ -341,7 +341,8 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched) -> Promotio
                                    cutover_timestamp=ids["cutover_timestamp"])
         hours = watched.inputs.rollback_window_hours
         summary = write_final(evidence, outcome, watched.started_at, watched.inputs.model_dump(), extra={
-            "blue_deletion_scheduled_in_hours": hours, "serving": watched.green.deployment_id})
+            "blue_deletion_scheduled_in_hours": hours, "serving": watched.green.deployment_id},
+            retention=svc.settings.retention)
         missing = evidence.missing()
         if missing and guardrails.current().evidence_required:
             raise StepFailed(f"evidence_required: missing {', '.join(missing)}")

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from promote_pipeline.defs.promotion_job import STEP_RESOURCES
 from promote_pipeline.defs.promotion_job import _services as services
-from promote_pipeline.promotion import cleanup
+from promote_pipeline.promotion import cleanup, retention
 from promote_pipeline.promotion.rollback_run import RollbackRefused, roll_back_run
 from resources.redaction import redact_text
 
@@ -56,12 +56,15 @@ def roll_back_promotion(context: OpExecutionContext, config: RollbackConfig) -> 
     return result
 
 
-@op(description="Execute the due rows of ops.scheduled_tasks (blue deletions after the rollback window).",
-    required_resource_keys=STEP_RESOURCES)
+@op(description="Execute the due rows of ops.scheduled_tasks (blue deletions after the rollback window), then"
+                " delete the artifacts the retention rule lets go.", required_resource_keys=STEP_RESOURCES)
 def run_cleanup_tasks(context: OpExecutionContext) -> list:
     svc = services(context)
     svc.ops_db.upgrade()
     records = cleanup.run_due_tasks(svc)
-    context.add_output_metadata({"tasks": len(records),
-                                 "statuses": MetadataValue.json({str(r["task_id"]): r["status"] for r in records})})
+    pruned = retention.prune(svc)
+    context.add_output_metadata({
+        "tasks": len(records), "statuses": MetadataValue.json({str(r["task_id"]): r["status"] for r in records}),
+        "artifacts_deleted": len(pruned.going), "bytes_freed": pruned.freed_bytes,
+        "artifact_failures": MetadataValue.json(pruned.failures)})
     return records

@@ -11,5 +11,6 @@ from promote_pipeline.defs.jobs import cleanup_due_tasks
 cleanup_schedule = ScheduleDefinition(
     name="cleanup_due_tasks_every_minute", job=cleanup_due_tasks, cron_schedule="* * * * *",
     default_status=DefaultScheduleStatus.RUNNING,
-    description="Delete blue deployments and artifacts whose rollback window has ended (ops.scheduled_tasks).",
+    description="Delete blue deployments and artifacts whose rollback window has ended (ops.scheduled_tasks), and"
+                " the artifacts the retention rule lets go.",
 )

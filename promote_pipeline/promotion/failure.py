@@ -186,7 +186,8 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
             evidence.write_text(steps.RUN_ID_TXT, run.run_id + "\n")
         evidence.write_json(steps.ROLLBACK_JSON, rollback)
         evidence.fill_not_reached(f"not reached: the run failed at {step.name}")
-        write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=step.name, reason=reason)
+        write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=step.name, reason=reason,
+                    retention=svc.settings.retention)
     except Exception as exc:  # e.g. a full disk: the run is still marked, and says why its evidence is short
         lost = redact_text(f"{type(exc).__name__}: {exc}")
         progress.say(f"run {run.run_id}: evidence incomplete in {run.evidence_dir}: {lost}")

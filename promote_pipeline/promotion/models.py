@@ -174,3 +174,42 @@ class PromotionOutcome(BaseModel):
     blue_backup_id: str | None
     green_artifact_id: str | None
     cutover_timestamp: str | None
+
+
+# -- artifact retention ----------------------------------------------------------------------------------
+class ArtifactVerdict(BaseModel):
+    """What the retention rule says of one artifact (a row of ``ops.artifacts``, or a folder with none)."""
+
+    artifact_id: str
+    environment_id: str | None = Field(description="Where it was taken (None: a folder with no ops row).")
+    role: Literal["green", "blue"] | None
+    run_id: str | None = Field(description="The run that took it.")
+    run_status: str | None
+    state: Literal["stored", "missing", "orphan", "leftover"] = Field(
+        description="stored: row and folder; missing: a row whose folder is gone; orphan: a folder with no row (a"
+        " crash mid-backup); leftover: a folder whose row says deleted (a deletion cut short).")
+    size_bytes: int = Field(description="Its folder on disk plus the filestore content its index names (shared"
+                            " objects counted in every artifact naming them).")
+    created_at: datetime | None
+    keep: bool
+    retained_until: datetime | None = Field(description="When the rule lets it go (None: kept for as long as the"
+                                            " reason holds, or going now).")
+    why: str = Field(description="The rule that keeps it, or the one that lets it go.")
+
+
+class PruneReport(BaseModel):
+    """What ``retention.prune`` deleted (or, in a dry run, would delete) and the space that frees."""
+
+    dry_run: bool
+    going: list[ArtifactVerdict]
+    kept: int = Field(description="Artifacts kept.")
+    folder_bytes: int = Field(description="Bytes of the going artifacts' own folders (dumps, indexes).")
+    object_bytes: int = Field(description="Bytes of the filestore objects no remaining artifact names.")
+    objects: int = Field(description="How many such objects.")
+    failures: list[str] = Field(default_factory=list, description="Deletions that failed, one line each.")
+    skipped: list[str] = Field(default_factory=list, description="Artifacts the rule let go but that became needed"
+                               " (or were deleted by another worker) before this pass took them.")
+
+    @property
+    def freed_bytes(self) -> int:
+        return self.folder_bytes + self.object_bytes

@@ -139,7 +139,8 @@ def roll_back_run(svc: Services, run_id: str, reason: str, requested_by: str, ma
         try:
             evidence.write_json(steps.ROLLBACK_JSON, body)
             write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=None,
-                        reason=f"rolled back after {status} by {requested_by}: {redact_text(reason)}")
+                        reason=f"rolled back after {status} by {requested_by}: {redact_text(reason)}",
+                        retention=svc.settings.retention)
         except OSError as exc:  # the run is rolled back and recorded; its row says why the evidence is short
             error = redact_text(f"{type(exc).__name__}: {exc}")
             svc.ops_db.merge_run_metadata(run_id, {"evidence_error": error})

@@ -21,13 +21,33 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from promote_pipeline.odoo.carry_over import DEFAULT_PARAMETERS
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 # The ops DSN's reference when the settings name none; unset, it means the machine's local PostgreSQL.
 DEFAULT_OPS_DSN_REF = "PROMOTE_OPS_DSN"
+
+
+class Retention(BaseModel):
+    """How long artifacts stay in the store (``promotion/retention.py`` applies it; README: Artifact retention).
+
+    Whatever it says, an artifact is kept while something may still need it: a run still running, a deployment
+    restored from it (production's included), a blue backup within its run's rollback window, the blue backup
+    of a run whose green production still runs on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    green_keep_last: int = Field(default=3, ge=1, le=1000, description="Green snapshots kept per staging"
+                                 " environment, newest first, whatever their age.")
+    green_keep_days: int = Field(default=14, ge=0, le=3650, description="Days a green snapshot is kept at least,"
+                                 " even when it is not among the newest.")
+    blue_keep_days: int = Field(default=7, ge=0, le=3650, description="Days the blue backup of a failed or"
+                                " rolled-back run is kept after the run ended.")
+    orphan_grace_hours: int = Field(default=24, ge=1, le=8760, description="Hours an artifact folder with no ops"
+                                    " row (a crash mid-backup) is left alone after its last change before it is"
+                                    " swept; never while a run that started before that change still runs.")
 
 
 class Settings(BaseModel):
@@ -55,6 +75,7 @@ class Settings(BaseModel):
     carry_over_parameters: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PARAMETERS),
         description="ir_config_parameter keys copied from blue onto green (see live_settings.DEFAULT_PARAMETERS).")
+    retention: Retention = Field(default_factory=Retention, description="How long artifacts stay in the store.")
 
 
 EXAMPLE_FILE = "examples/settings.json"
@@ -112,7 +133,16 @@ def load(path: Path | None = None) -> Settings:
     path = path or settings_path()
     if path is None or not path.is_file():
         raise _missing(path)
-    settings = Settings.model_validate(json.loads(path.read_text()))
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:  # one line, as for any bad operator input: where, and what is wrong
+        raise SettingsError(f"settings file {path}: not JSON ({exc})") from None
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:  # one line: the field and its rule
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise SettingsError(f"settings file {path}: {field}: {first['msg']}") from None
     if os.environ.get("PROMOTE_EVIDENCE_ROOT"):
         settings.evidence_root = os.environ["PROMOTE_EVIDENCE_ROOT"]
     if os.environ.get("PROMOTE_OPS_DATABASE"):

@@ -8,13 +8,17 @@ from typing import Any
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome
+from promote_pipeline.promotion.retention import summary_lines
+from promote_pipeline.promotion.settings import Retention
 
 
 def write_final(evidence: Evidence, outcome: PromotionOutcome, started_at: datetime, inputs: dict[str, Any],
                 failed_step: str | None = None, reason: str | None = None,
-                extra: dict[str, Any] | None = None) -> str:
-    """Write final_status.json and promotion_summary.md; return the summary markdown."""
+                extra: dict[str, Any] | None = None, retention: Retention | None = None) -> str:
+    """Write final_status.json and promotion_summary.md; return the summary markdown. ``retention``: the
+    installation's artifact retention, from which both say when this run's artifacts go."""
     completed = datetime.now(UTC)
+    kept = summary_lines(retention or Retention(), outcome, started_at, completed, inputs)
     evidence.write_json(steps.FINAL_STATUS_JSON, {
         **outcome.model_dump(mode="json"),
         "started_at": started_at.isoformat(),
@@ -22,9 +26,10 @@ def write_final(evidence: Evidence, outcome: PromotionOutcome, started_at: datet
         "duration_seconds": round((completed - started_at).total_seconds(), 3),
         "failed_step": failed_step,
         "reason": reason,
+        "artifact_retention": kept,
         **(extra or {}),
     })
-    markdown = render(evidence, outcome, started_at, completed, inputs, failed_step, reason)
+    markdown = render(evidence, outcome, started_at, completed, inputs, failed_step, reason, kept)
     evidence.write_text(steps.PROMOTION_SUMMARY_MD, markdown)
     return markdown
 
@@ -34,7 +39,8 @@ def _json(evidence: Evidence, name: str) -> dict[str, Any]:
 
 
 def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, completed: datetime,
-           inputs: dict[str, Any], failed_step: str | None, reason: str | None) -> str:
+           inputs: dict[str, Any], failed_step: str | None, reason: str | None,
+           kept: dict[str, str] | None = None) -> str:
     word = {"success": "SUCCESS", "failed": "FAILED", "rolled_back": "ROLLED BACK"}[outcome.status]
     lines = [
         f"# Promotion {outcome.run_id}: {word}",
@@ -107,5 +113,7 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
         if rb.get("writes_on_green_total"):
             lines.append(f"\n**{rb['writes_on_green_total']} row(s) were written on green while it served**"
                          f" ({rb['writes_on_green']}); `promote recover {outcome.run_id}` exports them as CSV.")
+    if kept:
+        lines += ["", "## Artifacts", ""] + [f"- `{artifact_id}` {text}" for artifact_id, text in kept.items()]
     lines += ["", "## Evidence", ""] + [f"- `{name}`" for name in evidence.paths()]
     return "\n".join(lines) + "\n"

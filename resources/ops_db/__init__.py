@@ -32,6 +32,7 @@ from resources.ops_db.locks import EnvironmentLock, EnvironmentLocks
 from resources.ops_db.records import (
     AbortRequest,
     ArtifactRecord,
+    ArtifactState,
     CompletedRun,
     DeploymentOnServer,
     DeploymentRecord,
@@ -57,6 +58,7 @@ __all__ = [
     "AbortRequest",
     "RECONNECT_SECONDS",
     "ArtifactRecord",
+    "ArtifactState",
     "CompletedRun",
     "DeploymentOnServer",
     "DeploymentRecord",

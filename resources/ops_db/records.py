@@ -147,7 +147,22 @@ class ArtifactRecord(Record):
     contract: dict[str, Any] = Field(description="The artifact contract (v1) as JSON.")
     verified_at: datetime | None = Field(default=None, description="When it was verified.")
     deleted_at: datetime | None = Field(default=None, description="When the store deleted it.")
+    deleted_reason: str | None = Field(default=None, description="Why: the retention rule that took it, or blue's"
+                                       " deletion after the rollback window.")
     created_at: datetime = Field(description="When it was registered.")
+
+
+class ArtifactState(ArtifactRecord):
+    """A live artifact (not marked deleted) with what the retention rule decides from."""
+
+    run_status: RunStatus | None = Field(default=None, description="Status of the run that took it (None: no run).")
+    run_completed_at: datetime | None = Field(default=None, description="When that run ended.")
+    run_window_hours: int | None = Field(default=None, description="That run's rollback window (hours), as last set.")
+    blue_deletion_at: datetime | None = Field(default=None, description="When its pending blue deletion (the end"
+                                              " of its run's rollback window) is due; None: none pending.")
+    restored_into: list[str] = Field(default_factory=list, description="Deployments restored from it that are not"
+                                     " deleted, as 'deployment_id (state)'.")
+    run_serves: bool = Field(default=False, description="Its run's green is an environment's active deployment.")
 
 
 class TaskRequest(BaseModel):

@@ -112,7 +112,8 @@ def _expected_apply(inst: Any) -> list[str]:
     return [
         f"settings: {inst.settings_file} written (PROMOTE_SETTINGS must name it)",
         f"ops database {inst.ops_database}: created, migrations 001_ops_schema, 002_task_claims,"
-        " 003_database_endpoints, 004_environment_odoo_and_adoption, 005_process_identity applied",
+        " 003_database_endpoints, 004_environment_odoo_and_adoption, 005_process_identity, 006_artifact_retention"
+        " applied",
         f"project {inst.project}: added ('Onboarded')",
         f"environment {inst.staging}: added (staging of {inst.project}, Odoo database name {inst.db('stg')} for life)",
         f"environment {inst.prod}: added (production of {inst.project}, Odoo database name {inst.db('prod')} for"

@@ -174,3 +174,16 @@ def test_a_referenced_settings_file_must_exist_and_agree(tmp_path: Path) -> None
         "settings.odoo_command: must name {db}", "settings.odoo_command: must name {data_dir}",
         "settings.odoo_command: must name {websocket_port} (prefork mode)",  # acme_prod is prefork
         "settings.odoo_command: must name {workers} (prefork mode)"]
+
+
+def test_an_inventory_may_set_the_artifact_retention(tmp_path: Path) -> None:
+    data = _example()
+    data["settings"]["retention"] = {"green_keep_last": 5, "blue_keep_days": 30}
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data))
+    retention = rules.declared_settings(rules.parse(path)).retention
+    assert (retention.green_keep_last, retention.green_keep_days, retention.blue_keep_days) == (5, 14, 30)
+    data["settings"]["retention"] = {"green_keep_last": 0, "keep_forever": True}
+    problems = _problems(tmp_path, data)
+    assert any(p.startswith("settings.retention.green_keep_last") for p in problems), problems
+    assert any(p.startswith("settings.retention.keep_forever") for p in problems), problems

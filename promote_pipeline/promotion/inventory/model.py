@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from promote_pipeline.promotion.inputs import IDENTIFIER, IDENTIFIER_RULE
+from promote_pipeline.promotion.settings import Retention
 from resources.ops_db import EnvironmentKind, WorkerMode
 
 
@@ -84,6 +85,9 @@ class SettingsSection(Section):
                                                 " a multiple of production's size (default 3).")
     carry_over_parameters: list[str] | None = Field(default=None, description="ir_config_parameter keys copied from"
                                                     " blue onto green (default: the built-in list).")
+    retention: Retention | None = Field(default=None, description="How long artifacts stay in the store:"
+                                        " green_keep_last, green_keep_days, blue_keep_days, orphan_grace_hours"
+                                        " (default 3, 14, 7, 24).")
 
 
 class Storage(Section):

@@ -293,6 +293,8 @@ def declared_settings(inv: Inventory) -> Settings:
         values["min_free_space_factor"] = s.min_free_space_factor
     if s.carry_over_parameters is not None:
         values["carry_over_parameters"] = s.carry_over_parameters
+    if s.retention is not None:
+        values["retention"] = s.retention.model_dump()
     return Settings.model_validate(values)
 
 
