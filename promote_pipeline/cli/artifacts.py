@@ -13,22 +13,17 @@ import json
 import re
 import sys
 
-from promote_pipeline.cli.runner import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
+from promote_pipeline.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE
 from promote_pipeline.promotion.inputs import IDENTIFIER, IDENTIFIER_RULE
 from promote_pipeline.promotion.models import ArtifactVerdict, PruneReport
 
-EPILOG = """\
-exit codes:
-  0  list: listed; prune: deleted everything the rule let go (or found nothing to delete); --dry-run: said what
-     would go
-  1  prune: a deletion failed (a line each, on stderr); the others were done, and the next prune tries again
-  2  refused: a flag's value breaks its rule (one line naming it), or no settings file; nothing was changed
-
+RULE = """\
 The rule (settings.json, "retention"): green snapshots kept while among the newest green_keep_last (default 3) of
 their staging environment and at least green_keep_days (14); blue backups of failed and rolled-back runs kept
 blue_keep_days (7) after the run ended; folders with no ops row swept orphan_grace_hours (24) after their last
 change. Never deleted, whatever the rule: an artifact of a run still running, one a live deployment was restored
-from, a blue backup within its rollback window. The clean-up job (every minute) prunes too.
+from, a blue backup within its rollback window. The clean-up job (every minute) prunes too. Exit 1 from prune: a
+deletion failed (a line each, on stderr); the others were done, and the next prune tries again.
 """
 
 
@@ -37,19 +32,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     raw = argparse.RawDescriptionHelpFormatter
     art = sub.add_parser("artifacts", help="the artifact store: list artifacts and their retention, prune them",
                          description="The artifacts in the store, why each is kept and until when; delete those the"
-                         " retention rule lets go.", epilog=EPILOG, formatter_class=raw)
+                         " retention rule lets go.\n\n" + RULE, formatter_class=raw)
     actions = art.add_subparsers(dest="action", required=True, metavar="{list,prune}")
     ls = actions.add_parser("list", help="one line per artifact: size, why kept and until when (changes nothing)",
-                            epilog=EPILOG, formatter_class=raw)
+                            formatter_class=raw)
     ls.add_argument("--environment", default=None, metavar="ENV",
                     help="only this environment's artifacts (default: every environment's, and orphan folders)")
     ls.add_argument("--json", action="store_true", help="one JSON object instead of the table (default: the table)")
     pr = actions.add_parser("prune", help="delete what the retention rule lets go, and the filestore objects no"
-                            " remaining artifact names", epilog=EPILOG, formatter_class=raw)
+                            " remaining artifact names", description=RULE, formatter_class=raw)
     pr.add_argument("--dry-run", action="store_true",
                     help="say what would go and how many bytes it frees, deleting nothing (default: off)")
     pr.add_argument("--json", action="store_true", help="one JSON object instead of the lines (default: the lines)")
-    art.set_defaults(func=cmd_artifacts)
+    # Every action reads the ops database (checked once before it starts) and may find it away: exit 3.
+    codes = (EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_UNAVAILABLE)
+    for parser in (art, ls, pr):
+        parser.set_defaults(func=cmd_artifacts, ops_db=True, exit_codes=codes)
 
 
 def _size(n: int) -> str:
