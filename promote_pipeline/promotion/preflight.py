@@ -1,7 +1,7 @@
-"""The seven preconditions of a promotion (and three of Odoo compatibility), each a named check with one
-clear message.
+"""The seven preconditions of a promotion (then staging's database reachable, and three of Odoo compatibility),
+each a named check with one clear message.
 
-``scripts/odoo_preflight_promote.sh`` and ``promote preflight`` run all seven and print a line
+``scripts/odoo_preflight_promote.sh`` and ``promote preflight`` run all eleven and print a line
 each; the job runs them in order and stops at the first that fails. Check 5 takes the
 environment's advisory lock, and a passing preflight inside the job keeps holding it: the check
 and the exclusion are one act, so no second promotion can slip in between them.
@@ -35,7 +35,9 @@ CHECKS = (
     "no_concurrent_operations",
     "production_accessible",
     "sufficient_disk_space",
-    # Odoo compatibility, beyond the seed's seven:
+    # Beyond the seed's seven: staging's database answers (its own check, so a missing staging database is not
+    # reported as a version mismatch), then Odoo compatibility.
+    "staging_accessible",
     "same_odoo_version",
     "postgres_compatible",
     "no_pending_modules",
@@ -105,6 +107,7 @@ class Preflight:
             "no_concurrent_operations": self.no_concurrent_operations,
             "production_accessible": self.production_accessible,
             "sufficient_disk_space": self.sufficient_disk_space,
+            "staging_accessible": self.staging_accessible,
             "same_odoo_version": self.same_odoo_version,
             "postgres_compatible": self.postgres_compatible,
             "no_pending_modules": self.no_pending_modules,
@@ -226,6 +229,16 @@ class Preflight:
         if not live:
             raise PreconditionFailed(f"staging {self.staging.environment_id} has no active deployment")
         return live.db_name
+
+    def staging_accessible(self) -> str:
+        assert self.staging
+        db = self._staging_db()
+        try:
+            with self.host.connect(self.staging.db_dsn_ref, db, retry=False) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise PreconditionFailed(f"cannot connect to staging database {db}: {str(exc).strip()[:200]}") from None
+        return f"database {db} reachable"
 
     def same_odoo_version(self) -> str:
         assert self.staging and self.prod and self.blue
