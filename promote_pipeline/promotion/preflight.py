@@ -14,14 +14,13 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion import guardrails, inputs
 from promote_pipeline.promotion.inputs import PromotionInputs
-from resources.artifact_store import LocalArtifactStore
+from resources.artifact_store import ArtifactError, LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentLock, EnvironmentRecord, OpsDatabase
 
@@ -212,7 +211,10 @@ class Preflight:
         db_bytes = self.host.database_size(self.prod.db_dsn_ref, self.blue.db_name)
         _, fs_bytes = self.host.filestore_stats(self.blue.data_dir, self.blue.served_db)
         need = int(self.min_free_space_factor * (db_bytes + fs_bytes))
-        Path(self.store.root).mkdir(parents=True, exist_ok=True)
+        try:
+            self.store.ensure_root()
+        except ArtifactError as exc:
+            raise PreconditionFailed(str(exc)) from None
         for label, path in (("artifact store", self.store.root), ("production data dir", self.blue.data_dir)):
             free = shutil.disk_usage(path).free
             if free < need:

@@ -144,3 +144,13 @@ def test_staging_database_must_be_reachable(haproxy_box: Sandbox, h: Any) -> Non
     finally:
         h.ops_sql(ops_db, "UPDATE ops.deployments SET db_name = %s WHERE deployment_id = %s",
                   (staging.db_name, staging.deployment_id))
+
+
+def test_a_missing_artifact_root_is_refused_not_created(haproxy_box: Sandbox, h: Any, tmp_path: Any) -> None:
+    """A typo or an unmounted volume must not send backups elsewhere: unless create_artifact_root says so."""
+    from resources.artifact_store import LocalArtifactStore
+
+    missing = tmp_path / "unmounted" / "artifacts"
+    _assert_rejected(haproxy_box, h, "sufficient_disk_space", f"artifact_root {missing} does not exist",
+                     resource_overrides={"artifact_store": LocalArtifactStore(root=str(missing))})
+    assert not missing.parent.exists()
