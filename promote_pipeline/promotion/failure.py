@@ -23,7 +23,7 @@ from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
 from resources.ops_db import DeploymentRecord, FinalRunStatus, TaskRequest
 from resources.redaction import redact_text
-from resources.router import RouterError
+from resources.router import RouterError, RouterNotPersisted
 
 
 def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
@@ -38,15 +38,25 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     notes: list[str] = []
     before = svc.router.state(env_id)
     switched = False
+    saved = True
     if before.active is None or before.active.name != blue.name:
-        svc.router.switch_active(env_id, blue)
+        try:
+            svc.router.switch_active(env_id, blue)
+        except RouterNotPersisted as exc:  # blue serves: the rollback's urgent part is done; its record is not
+            saved = False
+            notes.append(f"traffic is back on blue, but the router could not save it: {exc}")
         switched = True
     on_blue_ms = int((time.monotonic() - detected_monotonic) * 1000)
     traffic_on_blue_at = datetime.now(UTC)
-    try:
-        svc.router.set_preview(env_id, blue)
-    except RouterError as exc:
-        notes.append(f"preview entry point not reset: {exc}")
+    # A green that never served traffic needs no router write at all: the preview entry point is put back on blue
+    # only if it points elsewhere, and a router folder that cannot be written leaves a note, not a failed rollback.
+    if before.preview is None or before.preview.name != blue.name:
+        try:
+            svc.router.set_preview(env_id, blue)
+        except RouterNotPersisted as exc:
+            notes.append(f"preview entry point back on blue, but the router could not save it: {exc}")
+        except RouterError as exc:
+            notes.append(f"preview entry point not reset to blue (it still names green, which is stopped): {exc}")
     greens = green_deployments(svc, run.run_id)
     # The records say what the router does, before any clean-up can fail.
     svc.ops_db.reactivate_deployment(run.blue.environment_id, run.blue.deployment_id)
@@ -70,14 +80,18 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
                 svc.ops_db.mark_deployment_deleted(green.deployment_id)
         except Exception as exc:  # traffic is on blue already; a clean-up error is reported, not fatal
             notes.append(f"clean-up of {green.deployment_id} incomplete: {redact_text(f'{type(exc).__name__}: {exc}')}")
+    after = svc.router.state(env_id)
+    if not saved:  # the router's files still name green; what it serves is blue
+        after = after.model_copy(update={"active": blue})
     return {
         "triggered": True,
         "reason": reason,
         "router_switched_back": switched,
+        "router_saved": saved,
         "traffic_on_blue_at": traffic_on_blue_at.isoformat(),
         "detection_to_blue_ms": on_blue_ms,
         "routing_before": before.model_dump(mode="json"),
-        "routing_after": svc.router.state(env_id).model_dump(mode="json"),
+        "routing_after": after.model_dump(mode="json"),
         "blue_deployment": run.blue.deployment_id,
         "green_deployment": ", ".join(g.deployment_id for g in greens) or None,
         "green_stopped": True,

@@ -88,6 +88,9 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
                   f" detection. Green `{rb.get('green_deployment')}`: "
                   + ("database kept until the rollback window ends." if rb.get("green_database_kept")
                      else "removed (it never served traffic).")]
+        notes = rb.get("notes") or []
+        if notes:
+            lines += ["", "What the rollback could not do, or left alone:", ""] + [f"- {note}" for note in notes]
         if rb.get("writes_on_green_total"):
             lines.append(f"\n**{rb['writes_on_green_total']} row(s) were written on green while it served**"
                          f" ({rb['writes_on_green']}); `promote recover {outcome.run_id}` exports them as CSV.")
