@@ -31,15 +31,19 @@ def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
     return svc.ops_db.deployments_created_by(run_id, states=("active", "standby"))
 
 
-def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: float) -> dict[str, Any]:
-    """Traffic to blue first (the urgent part), then green's clean-up; returns rollback.json's body."""
+def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: float,
+              live_unsaved: bool = False) -> dict[str, Any]:
+    """Traffic to blue first (the urgent part), then green's clean-up; returns rollback.json's body.
+
+    ``live_unsaved``: the failure was a switch to green that went live but could not be saved (RouterNotPersisted
+    at cutover), so the router's files say blue while green serves: switch back whatever they say."""
     env_id = run.prod.environment_id
     blue = upstream(run.blue, "blue")
     notes: list[str] = []
     before = svc.router.state(env_id)
     switched = False
     saved = True
-    if before.active is None or before.active.name != blue.name:
+    if live_unsaved or before.active is None or before.active.name != blue.name:
         try:
             svc.router.switch_active(env_id, blue)
         except RouterNotPersisted as exc:  # blue serves: the rollback's urgent part is done; its record is not
@@ -65,7 +69,7 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     except Exception as exc:  # traffic is already on blue; report, do not undo that
         fencing = {"error": redact_text(f"{type(exc).__name__}: {exc}")}
         notes.append(f"crons and mail servers not reset: {fencing['error']}")
-    served = before.active is not None and before.active.name != blue.name
+    served = live_unsaved or (before.active is not None and before.active.name != blue.name)
     record = svc.ops_db.run(run.run_id)
     served = served or bool(record and record.metadata.get("cutover_timestamp"))
     kept = False
@@ -134,7 +138,8 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
                     "blue_untouched": not step.after_green}
     elif decision is OnFailure.ROLL_BACK:
         try:
-            rollback = roll_back(svc, run, reason, detected_monotonic)
+            rollback = roll_back(svc, run, reason, detected_monotonic,
+                                 live_unsaved=isinstance(error, RouterNotPersisted) and step.name == steps.CUTOVER.name)
             status = "rolled_back"
         except Exception as exc:  # the rollback itself failed: say so loudly, never pretend
             status = "failed"

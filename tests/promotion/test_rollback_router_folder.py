@@ -25,7 +25,7 @@ from resources.router import RoutingState, Upstream
 
 pytestmark = pytest.mark.slow
 
-FREEZE_ON: list[str] = []  # the entry point whose switch to green freezes the folder
+FREEZE_ON: list[str] = []  # the entry point whose switch to green freezes the folder ("before:" + it: just before)
 FROZEN: list[Path] = []
 
 
@@ -38,13 +38,18 @@ class FreezingHAProxy(HAProxyRouter):
         return self._then_freeze("preview", target, super().set_preview(environment_id, target))
 
     def switch_active(self, environment_id: str, target: Upstream) -> RoutingState:
+        if target.colour == "green" and "before:active" in FREEZE_ON and not FROZEN:
+            self._freeze()
         return self._then_freeze("active", target, super().switch_active(environment_id, target))
+
+    def _freeze(self) -> None:
+        folder = Path(self.work_dir).resolve()
+        _immutable(folder, True)
+        FROZEN.append(folder)
 
     def _then_freeze(self, entry: str, target: Upstream, state: RoutingState) -> RoutingState:
         if target.colour == "green" and entry in FREEZE_ON and not FROZEN:
-            folder = Path(self.work_dir).resolve()
-            _immutable(folder, True)
-            FROZEN.append(folder)
+            self._freeze()
         return state
 
 
@@ -116,3 +121,19 @@ def test_a_green_that_served_is_rolled_back_live_and_the_unsaved_switch_is_said(
     assert any("traffic is back on blue, but the router could not save it" in n for n in rollback["notes"])
     [green] = box.resources()["ops_db"].deployments_created_by(outcome.run_id)
     assert green.state == "retired" and rollback["green_database_kept"] is True
+
+
+def test_a_cutover_live_but_unsaved_is_switched_back_whatever_the_files_say(haproxy_box: Sandbox, h: Any) -> None:
+    """HAProxy switched to green through its runtime API, then could not save it: its files still say blue, and
+    the rollback must not believe them."""
+    box = haproxy_box
+    url = box.status()["router_url"]
+    with _freezing(box, "before:active") as router:
+        code, outcome, message = h.promote(resource_overrides={"router": router})
+        assert FROZEN, "the folder was never frozen"
+        statuses = [httpx.get(f"{url}/web/health", timeout=5).status_code for _ in range(20)]
+    assert code == 1 and outcome is not None and outcome.status == "rolled_back", message
+    assert statuses == [200] * 20  # blue answers; a stopped green behind the router would be 503s
+    rollback = _rollback(outcome)
+    assert rollback["failed_step"] == "cutover" and rollback["router_switched_back"] is True
+    assert rollback["router_saved"] is False and rollback["green_database_kept"] is True  # it served, briefly
