@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from resources.router import RouterError, RouterResource, RoutingState, Upstream
+from resources.router import RouterError, RouterNotPersisted, RouterResource, RoutingState, Upstream
 
 Entry = Literal["active", "preview"]
 ENTRIES: tuple[Entry, ...] = ("active", "preview")
@@ -236,11 +236,21 @@ class RoutesRouter(RouterResource):
         return self._route(environment_id, "active", upstream, refuse=self.drill_refuse_switch)
 
     def _route(self, environment_id: str, entry: Entry, upstream: Upstream, refuse: bool) -> RoutingState:
-        with self._locked():
-            routes = self._load_routes()
-            env = self._env(routes, environment_id)
-            new_env = env.model_copy(update={entry: upstream})
-            routes.environments[environment_id] = new_env
-            self._apply_route(routes, environment_id, entry, upstream, refuse)
-            self._save_routes(routes)
-            return self._state_of(environment_id, new_env)
+        # A folder that cannot be written (a full disk, a read-only mount) is a RouterError naming it, never a bare
+        # OSError: a rollback catches router failures to go on with what it can still do.
+        try:
+            with self._locked():
+                routes = self._load_routes()
+                env = self._env(routes, environment_id)
+                new_env = env.model_copy(update={entry: upstream})
+                routes.environments[environment_id] = new_env
+                self._apply_route(routes, environment_id, entry, upstream, refuse)
+                try:
+                    self._save_routes(routes)
+                except OSError as exc:
+                    raise RouterNotPersisted(
+                        f"{environment_id}'s {entry} entry point serves {upstream.name}, but"
+                        f" {self._dir / 'routes.json'} could not be written ({exc})") from exc
+                return self._state_of(environment_id, new_env)
+        except OSError as exc:
+            raise RouterError(f"router folder {self._dir} could not be written: {exc}") from exc

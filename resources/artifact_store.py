@@ -60,6 +60,8 @@ class LocalArtifactStore(FilestoreObjects, ConfigurableResource):
 
     root: str = Field(description="Folder that holds one sub-folder per artifact, and the shared objects.")
     pg_restore_bin: str = Field(default="pg_restore", description="pg_restore used to list a dump.")
+    create_root: bool = Field(default=False, description="Create ``root`` when it does not exist; otherwise a missing"
+                              " root is an error (the settings' create_artifact_root).")
 
     # -- artifacts ---------------------------------------------------------------------------------
     def new_artifact_id(self, environment_id: str, role: str) -> str:
@@ -67,9 +69,21 @@ class LocalArtifactStore(FilestoreObjects, ConfigurableResource):
         return f"art_{role}_{environment_id}_{stamp}_{token_hex(4)}"
 
 
+    def ensure_root(self) -> Path:
+        """The store's root, owner-only; created only when ``create_root`` says so, otherwise ArtifactError naming
+        the setting. A missing root is more often a typo or an unmounted volume than a wish for a new folder."""
+        root = Path(self.root)
+        if not root.is_dir():
+            if root.exists():
+                raise ArtifactError(f"artifact_root {root} is not a folder")
+            if not self.create_root:
+                raise ArtifactError(f"artifact_root {root} does not exist: create it, or set create_artifact_root"
+                                    " to true in the settings")
+        return make_private_dirs(root)  # no one else lists or enters it
+
     def allocate(self, artifact_id: str) -> Path:
         path = self.folder(artifact_id)
-        make_private_dirs(path.parent)  # the store's root: no one else lists or enters it
+        self.ensure_root()
         path.mkdir(exist_ok=False)
         os.chmod(path, DIR_MODE)  # a dump holds password hashes and database.secret; chmod: whatever the umask
         return path

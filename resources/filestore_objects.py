@@ -72,6 +72,8 @@ class FilestoreObjects:
     if TYPE_CHECKING:
         root: str
 
+        def ensure_root(self) -> Path: ...
+
     # -- content-addressed objects -----------------------------------------------------------------
     def folder(self, artifact_id: str) -> Path:
         if "/" in artifact_id or artifact_id.startswith(".") or not artifact_id:
@@ -90,7 +92,7 @@ class FilestoreObjects:
 
     @contextmanager
     def _objects_lock(self, exclusive: bool) -> Iterator[None]:
-        make_private_dirs(Path(self.root))
+        self.ensure_root()
         fd = os.open(Path(self.root) / ".objects.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

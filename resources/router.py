@@ -18,6 +18,12 @@ class RouterError(RuntimeError):
     """The router refused or failed an operation; the message says which and why."""
 
 
+class RouterNotPersisted(RouterError):
+    """The entry point serves the new upstream now, but the router's folder could not be written: a restart of
+    the router would bring back the previous one. The caller decides whether that is a failure (a cutover) or a
+    note (a rollback, whose traffic is where it must be)."""
+
+
 class Upstream(BaseModel):
     """One Odoo deployment as the router sees it."""
 

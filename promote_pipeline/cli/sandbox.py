@@ -76,7 +76,7 @@ class Sandbox:
         return settings_mod.Settings(
             ops_database=self.ops_database, ops_dsn_ref=DSN_REF, db_prefix=self.db_prefix,
             evidence_root=str(settings_mod.PROJECT_DIR / "docs" / "evidence"),
-            artifact_root=str(self.root / "artifacts"), run_dir=str(self.root / "run"),
+            artifact_root=str(self.root / "artifacts"), create_artifact_root=True, run_dir=str(self.root / "run"),
             router_kind=self.router_kind, router_dir=str(self.root / "router"),
             odoo_command=self.odoo_command(),
             secrets_file=str(self.secrets_file), role_key_ref=ROLE_KEY_REF,

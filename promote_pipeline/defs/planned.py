@@ -15,7 +15,9 @@ Each entry is a promotion to run at a planned time (a promotion for Sunday 02:00
 
 Every entry is checked when the definitions load (its keys, name, cron, time zone, and its inputs
 with ``inputs.validate``, the rules every promotion obeys); a bad entry makes loading fail with
-one message naming the file and the entry. Schedules are created **stopped**: a person starts one
+one message naming the file and the entry. The file is read strictly: a key given twice in one
+mapping is refused (PyYAML would keep the last one silently), and so is a number written as a
+string (``stability_window_seconds: "10"``). Schedules are created **stopped**: a person starts one
 in the UI (Automation) or with ``dagster schedule start``.
 
 A tick whose production environment is busy is skipped with the reason, not queued behind the run
@@ -50,6 +52,7 @@ from dagster import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from promote_pipeline.promotion import inputs as input_rules
+from promote_pipeline.promotion import strict_yaml
 from promote_pipeline.promotion.settings import PROJECT_DIR
 from resources.ops_db import OpsDatabase
 
@@ -66,7 +69,7 @@ class PlannedPromotionError(ValueError):
 class PlannedPromotion(BaseModel):
     """One entry of promotion_schedules.yaml."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(description="Schedule name in Dagster: letters, digits and '_', unique.")
     cron: str = Field(description="When, as a cron expression (minute hour day-of-month month day-of-week).")
@@ -85,9 +88,9 @@ def read(path: Path | None = None) -> list[PlannedPromotion]:
     if not path.exists():
         return []
     try:
-        data = yaml.safe_load(path.read_text())
+        data = strict_yaml.load(path.read_text())
     except yaml.YAMLError as exc:
-        raise PlannedPromotionError(f"{path.name}: not valid YAML: {' '.join(str(exc).split())}") from None
+        raise PlannedPromotionError(f"{path.name}: not valid YAML: {strict_yaml.describe(exc)}") from None
     if data is None:
         return []
     if not isinstance(data, dict) or set(data) - {"schedules"}:
@@ -128,6 +131,13 @@ def _check(entry: Any, label: str, seen: set[str]) -> PlannedPromotion:
     if not _valid_cron(item.cron):
         raise PlannedPromotionError(f"{label}: cron: {item.cron!r} is not a cron expression (five fields:"
                                     " minute hour day-of-month month day-of-week, e.g. '0 2 * * 0')")
+    for name, value in item.inputs.items():
+        # A file is typed: "10" in quotes is a string, and a string where a number belongs is a mistake to name,
+        # not to guess at (``validate`` itself accepts digits in a string, for the command line's flags).
+        field = input_rules.PromotionInputs.model_fields.get(name)
+        if field is not None and field.annotation is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise PlannedPromotionError(f"{label}: inputs.{name}: must be an integer, got {value!r:.40}"
+                                        f" ({type(value).__name__}; write a number without quotes)")
     try:
         promotion = input_rules.validate(item.inputs)
     except input_rules.InputRejected as exc:

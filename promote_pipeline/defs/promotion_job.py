@@ -30,6 +30,7 @@ from promote_pipeline.promotion.models import (
     GreenSmokeTested,
     PromotionOutcome,
     RunStarted,
+    StabilityMetrics,
     StabilityWatched,
     StagingSnapshotTaken,
 )
@@ -318,9 +319,13 @@ def monitor_stability(context: OpExecutionContext, cut: CutOver) -> StabilityWat
 
     with guarded(svc, cut, steps.MONITOR_STABILITY, **ids):
         url = svc.router.state(cut.prod.environment_id).active_url
+
+        def record(m: StabilityMetrics) -> None:  # also when an abort ends the window: what was seen until then
+            Evidence(cut.evidence_dir).write_json(steps.STABILITY_METRICS_JSON,
+                                                  {**m.model_dump(mode="json"), "target": url})
+
         metrics = watch(svc.host, cut.prod, cut.green, url, cut.inputs.stability_window_seconds, report,
-                        stop_check=abort.checker(svc, cut.run_id))
-        Evidence(cut.evidence_dir).write_json(steps.STABILITY_METRICS_JSON, {**metrics.model_dump(), "target": url})
+                        stop_check=abort.checker(svc, cut.run_id), on_end=record)
         if not metrics.passed:
             raise StepFailed(f"stability: {metrics.reason}")
     context.add_output_metadata(run_view.stability_watched(metrics, url, cut.evidence_dir))

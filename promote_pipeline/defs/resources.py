@@ -40,7 +40,7 @@ def build_resources(config: Settings | None = None) -> dict[str, Any]:
         "ops_db": OpsDatabase(dsn_ref=config.ops_dsn_ref, database=config.ops_database),
         "odoo_host": LocalOdooHost(command_template=config.odoo_command, run_dir=config.run_dir,
                                    role_key_ref=config.role_key_ref),
-        "artifact_store": LocalArtifactStore(root=config.artifact_root),
+        "artifact_store": LocalArtifactStore(root=config.artifact_root, create_root=config.create_artifact_root),
         "router": router,
         "io_manager": mem_io_manager,
     }

@@ -188,7 +188,10 @@ def cut_over(before: RoutingState, after: RoutingState, switch_ms: int, timestam
 def stability_watched(metrics: StabilityMetrics, target: str, evidence_dir: str | Path) -> Metadata:
     """Step 7: the figures of the window (and the raw fields, as before)."""
     return {
-        **{k: v for k, v in metrics.model_dump().items() if v is not None},
+        **{k: v for k, v in metrics.model_dump(mode="json").items() if v is not None and k != "errors"},
+        "errors": text("; ".join(f"{e.at.isoformat(timespec='milliseconds')} {e.source}"
+                                 f"{'' if e.counted else ' (not counted)'}: {e.detail}" for e in metrics.errors)
+                       or "none"),
         "error_rate": text(f"{metrics.http_error_rate:.2%} of {metrics.requests} requests (limit 1%)"),
         "verdict": text("pass" if metrics.passed else f"FAIL: {metrics.reason}"),
         "target": text(target),

@@ -81,9 +81,9 @@ def _copy_rows(blue: Conn, green: Conn, table: str, key: str, columns: list[str]
     changes: list[dict[str, Any]] = []
     if not (_has_table(blue, table) and _has_table(green, table)):
         return [{"what": table, "skipped": "table not present on both sides"}]
-    cols = ", ".join(f'"{c}"' for c in columns)
-    blue_rows = {r[0]: r for r in blue.execute(f'SELECT "{key}", {cols} FROM {table}').fetchall()}  # noqa: S608
-    green_rows = {r[0]: r for r in green.execute(f'SELECT "{key}", {cols} FROM {table}').fetchall()}  # noqa: S608
+    select = sql.SQL("SELECT {}, {} FROM {}").format(sql.Identifier(key), _listed(columns), sql.Identifier(table))
+    blue_rows = {r[0]: r for r in blue.execute(select).fetchall()}
+    green_rows = {r[0]: r for r in green.execute(select).fetchall()}
     for name, row in blue_rows.items():
         for column, value in zip(columns, row[1:], strict=True):
             if is_credential(column) and isinstance(value, str):
@@ -94,8 +94,9 @@ def _copy_rows(blue: Conn, green: Conn, table: str, key: str, columns: list[str]
         if before is None:
             _insert_whole_row(blue, green, table, key, name)
         else:
-            sets = ", ".join(f'"{c}" = %s' for c in columns)
-            green.execute(f'UPDATE {table} SET {sets} WHERE "{key}" = %s', (*row[1:], name))  # noqa: S608
+            sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns)
+            green.execute(sql.SQL("UPDATE {} SET {} WHERE {} = %s").format(sql.Identifier(table), sets,
+                                                                          sql.Identifier(key)), (*row[1:], name))
         changes.append({"what": table, "key": name, "before": _shown(columns, before[1:]) if before else None,
                         "after": _shown(columns, row[1:])})
     return changes
@@ -119,9 +120,16 @@ def _insert_whole_row(blue: Conn, green: Conn, table: str, key: str, name: Any) 
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = %s",
         (table,)).fetchall()}
     cols = [c for c in shared if c in blue_cols]
-    listed = ", ".join(f'"{c}"' for c in cols)
-    row = blue.execute(f'SELECT {listed} FROM {table} WHERE "{key}" = %s LIMIT 1', (name,)).fetchone()  # noqa: S608
-    green.execute(f'INSERT INTO {table} ({listed}) VALUES ({", ".join(["%s"] * len(cols))})', row)  # noqa: S608
+    row = blue.execute(sql.SQL("SELECT {} FROM {} WHERE {} = %s LIMIT 1").format(
+        _listed(cols), sql.Identifier(table), sql.Identifier(key)), (name,)).fetchone()
+    green.execute(sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        sql.Identifier(table), _listed(cols), sql.SQL(", ").join(sql.Placeholder() * len(cols))), row)
+
+
+def _listed(columns: list[str]) -> sql.Composed:
+    """Column names read from information_schema are data, not SQL: quoted as identifiers, never pasted in (a
+    column a module names with a quote in it must neither break the statement nor change its meaning)."""
+    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
 
 def carry_over(blue: Conn, green: Conn, parameters: list[str]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
 from resources.ops_db import DeploymentRecord, FinalRunStatus, TaskRequest
 from resources.redaction import redact_text
+from resources.router import RouterNotPersisted
 
 
 def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
@@ -30,13 +31,16 @@ def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
     return svc.ops_db.deployments_created_by(run_id, states=("active", "standby"))
 
 
-def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: float) -> dict[str, Any]:
+def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: float,
+              live_unsaved: bool = False) -> dict[str, Any]:
     """Traffic to blue first (the urgent part), then green's clean-up; returns rollback.json's body.
 
     Only the switch back to blue (and the records saying it happened) may raise: without it nothing else is safe to
     do, green still serves. Every later part is done whatever the others did, and one that fails is listed in
     ``problems`` (``part``, ``error``) and in ``notes``; ``completed`` then still says True: traffic is on blue.
-    """
+
+    ``live_unsaved``: the failure was a switch to green that went live but could not be saved (RouterNotPersisted
+    at cutover), so the router's files say blue while green serves: switch back whatever they say."""
     env_id = run.prod.environment_id
     blue = upstream(run.blue, "blue")
     notes: list[str] = []
@@ -50,15 +54,25 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
 
     before = svc.router.state(env_id)
     switched = False
-    if before.active is None or before.active.name != blue.name:
-        svc.router.switch_active(env_id, blue)
+    saved = True
+    if live_unsaved or before.active is None or before.active.name != blue.name:
+        try:
+            svc.router.switch_active(env_id, blue)
+        except RouterNotPersisted as exc:  # blue serves: the rollback's urgent part is done; its record is not
+            saved = False
+            notes.append(f"traffic is back on blue, but the router could not save it: {exc}")
         switched = True
     on_blue_ms = int((time.monotonic() - detected_monotonic) * 1000)
     traffic_on_blue_at = datetime.now(UTC)
-    try:
-        svc.router.set_preview(env_id, blue)
-    except Exception as exc:  # the public entry point is on blue already; the preview only serves smoke tests
-        failed("preview_reset", "preview entry point not reset", exc)
+    # A green that never served traffic needs no router write at all: the preview entry point is put back on blue
+    # only if it points elsewhere, and a router folder that cannot be written leaves a note, not a failed rollback.
+    if before.preview is None or before.preview.name != blue.name:
+        try:
+            svc.router.set_preview(env_id, blue)
+        except RouterNotPersisted as exc:
+            notes.append(f"preview entry point back on blue, but the router could not save it: {exc}")
+        except Exception as exc:  # the public entry point is on blue already; the preview only serves smoke tests
+            failed("preview_reset", "preview entry point not reset to blue (it may still name green, stopped)", exc)
     greens = green_deployments(svc, run.run_id)
     # The records say what the router does, before any clean-up can fail.
     svc.ops_db.reactivate_deployment(run.blue.environment_id, run.blue.deployment_id)
@@ -71,7 +85,7 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
             else f"{deployment_id}'s crons and mail servers not fenced off"
         problems.append({"part": "unfence", "deployment": deployment_id, "error": error})
         notes.append(f"{which}: {error}")
-    served = before.active is not None and before.active.name != blue.name
+    served = live_unsaved or (before.active is not None and before.active.name != blue.name)
     record = svc.ops_db.run(run.run_id)
     served = served or bool(record and record.metadata.get("cutover_timestamp"))
     kept = False
@@ -91,15 +105,19 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
                 svc.ops_db.mark_deployment_deleted(green.deployment_id)
         except Exception as exc:  # traffic is on blue already; a clean-up error is reported, not fatal
             failed("green_cleanup", f"clean-up of {green.deployment_id} incomplete", exc)
+    after = svc.router.state(env_id)
+    if not saved:  # the router's files still name green; what it serves is blue
+        after = after.model_copy(update={"active": blue})
     return {
         "triggered": True,
         "completed": True,
         "reason": reason,
         "router_switched_back": switched,
+        "router_saved": saved,
         "traffic_on_blue_at": traffic_on_blue_at.isoformat(),
         "detection_to_blue_ms": on_blue_ms,
         "routing_before": before.model_dump(mode="json"),
-        "routing_after": svc.router.state(env_id).model_dump(mode="json"),
+        "routing_after": after.model_dump(mode="json"),
         "blue_deployment": run.blue.deployment_id,
         "green_deployment": ", ".join(g.deployment_id for g in greens) or None,
         "green_stopped": stopped,
@@ -155,7 +173,8 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
                     "blue_untouched": not step.after_green}
     elif decision is OnFailure.ROLL_BACK:
         try:
-            rollback = roll_back(svc, run, reason, detected_monotonic)
+            rollback = roll_back(svc, run, reason, detected_monotonic,
+                                 live_unsaved=isinstance(error, RouterNotPersisted) and step.name == steps.CUTOVER.name)
             status = "rolled_back"
         except Exception as exc:  # the rollback itself failed: say so loudly, never pretend
             status = "failed"

@@ -147,7 +147,29 @@ class CutOver(GreenSmokeTested):
     routing_after: dict[str, Any]
 
 
+StabilitySource = Literal["http", "green_db", "db_probe", "process"]
+
+
+class StabilityEvent(BaseModel):
+    """One error the stability window saw, when and from where.
+
+    ``source``: ``http`` (the request through the router: a 5xx from green, or the monitor's own client failing
+    to get any answer), ``green_db`` (green's own answer says its database is unreachable), ``db_probe`` (the
+    monitor's own ``SELECT 1`` on green's database), ``process`` (green's process is gone). ``counted`` is false
+    for a failure of the monitor's own probe that an immediate retry did not confirm: it is recorded, not held
+    against green.
+    """
+
+    at: datetime
+    source: StabilitySource
+    detail: str
+    counted: bool
+
+
 class StabilityMetrics(BaseModel):
+    """``requests`` and ``watched_seconds`` are those of the window actually watched: an early verdict or an abort
+    ends it before ``window_seconds``, and ``ended_early`` says so."""
+
     window_seconds: int
     samples: int
     requests: int
@@ -157,6 +179,12 @@ class StabilityMetrics(BaseModel):
     process_crashes: int
     passed: bool
     reason: str | None = None
+    started_at: datetime | None = None
+    watched_seconds: float = 0.0
+    ended_early: bool = False
+    unconfirmed_probe_failures: int = 0
+    errors: list[StabilityEvent] = Field(default_factory=list)
+    errors_not_listed: int = 0
 
 
 class StabilityWatched(CutOver):

@@ -1,7 +1,7 @@
-"""The seven preconditions of a promotion (and three of Odoo compatibility), each a named check with one
-clear message.
+"""The seven preconditions of a promotion (then staging's database reachable, and three of Odoo compatibility),
+each a named check with one clear message.
 
-``scripts/odoo_preflight_promote.sh`` and ``promote preflight`` run all seven and print a line
+``scripts/odoo_preflight_promote.sh`` and ``promote preflight`` run all eleven and print a line
 each; the job runs them in order and stops at the first that fails. Check 5 takes the
 environment's advisory lock, and a passing preflight inside the job keeps holding it: the check
 and the exclusion are one act, so no second promotion can slip in between them.
@@ -14,14 +14,13 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion import guardrails, inputs
 from promote_pipeline.promotion.inputs import PromotionInputs
-from resources.artifact_store import LocalArtifactStore
+from resources.artifact_store import ArtifactError, LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentLock, EnvironmentRecord, OpsDatabase
 
@@ -35,7 +34,9 @@ CHECKS = (
     "no_concurrent_operations",
     "production_accessible",
     "sufficient_disk_space",
-    # Odoo compatibility, beyond the seed's seven:
+    # Beyond the seed's seven: staging's database answers (its own check, so a missing staging database is not
+    # reported as a version mismatch), then Odoo compatibility.
+    "staging_accessible",
     "same_odoo_version",
     "postgres_compatible",
     "no_pending_modules",
@@ -110,6 +111,7 @@ class Preflight:
             "no_concurrent_operations": self.no_concurrent_operations,
             "production_accessible": self.production_accessible,
             "sufficient_disk_space": self.sufficient_disk_space,
+            "staging_accessible": self.staging_accessible,
             "same_odoo_version": self.same_odoo_version,
             "postgres_compatible": self.postgres_compatible,
             "no_pending_modules": self.no_pending_modules,
@@ -226,7 +228,10 @@ class Preflight:
         db_bytes = self.host.database_size(self.prod.db_dsn_ref, self.blue.db_name)
         _, fs_bytes = self.host.filestore_stats(self.blue.data_dir, self.blue.served_db)
         need = int(self.min_free_space_factor * (db_bytes + fs_bytes))
-        Path(self.store.root).mkdir(parents=True, exist_ok=True)
+        try:
+            self.store.ensure_root()
+        except ArtifactError as exc:
+            raise PreconditionFailed(str(exc)) from None
         for label, path in (("artifact store", self.store.root), ("production data dir", self.blue.data_dir)):
             free = shutil.disk_usage(path).free
             if free < need:
@@ -243,6 +248,16 @@ class Preflight:
         if not live:
             raise PreconditionFailed(f"staging {self.staging.environment_id} has no active deployment")
         return live.db_name
+
+    def staging_accessible(self) -> str:
+        assert self.staging
+        db = self._staging_db()
+        try:
+            with self.host.connect(self.staging.db_dsn_ref, db, retry=False) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise PreconditionFailed(f"cannot connect to staging database {db}: {str(exc).strip()[:200]}") from None
+        return f"database {db} reachable"
 
     def same_odoo_version(self) -> str:
         self._needs_blue()

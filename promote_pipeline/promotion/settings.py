@@ -58,6 +58,9 @@ class Settings(BaseModel):
                                description="Where each run writes its evidence folder (<date>/promote/<run_id>/).")
     artifact_root: str = Field(default=str(PROJECT_DIR / ".sandbox" / "artifacts"),
                                description="Root of the artifact store (dumps, filestore indexes, .objects/).")
+    create_artifact_root: bool = Field(
+        default=False, description="Create artifact_root (owner-only) when it does not exist. Off, a promotion refuses"
+        " a missing one: a typo or an unmounted volume must not send backups onto whatever disk holds that path.")
     run_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "run"),
                          description="Where started Odoo servers keep their pid and log files.")
     router_kind: str = Field(default="haproxy", description="'haproxy' or 'nginx'.")

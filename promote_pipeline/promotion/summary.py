@@ -86,11 +86,7 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
         lines += ["", "## Smoke tests", "", "**Skipped** (skip_smoke_tests=true)."]
     stab = _json(evidence, steps.STABILITY_METRICS_JSON)
     if stab.get("reached", True) and "requests" in stab:
-        lines += ["", "## Stability", "",
-                  f"{stab['requests']} requests over {stab['window_seconds']} s:"
-                  f" error rate {stab['http_error_rate']:.2%},"
-                  f" database errors {stab['db_connection_errors']}, crashes {stab['process_crashes']}"
-                  f" — {'pass' if stab['passed'] else 'FAIL: ' + str(stab.get('reason'))}"]
+        lines += ["", "## Stability", "", _stability_line(stab)] + _stability_errors(stab)
     rb = _json(evidence, steps.ROLLBACK_JSON)
     if rb.get("triggered") and rb.get("completed") is False:
         # The switch back itself failed: nothing here may read as if traffic were on blue.
@@ -106,10 +102,13 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
                   + ("clean-up incomplete (below)." if cleanup_failed
                      else "database kept until the rollback window ends." if rb.get("green_database_kept")
                      else "removed (it never served traffic).")]
+        notes = rb.get("notes") or []
         if problems:
-            lines.append("\n**Parts of the rollback that failed** (everything else was done):")
+            lines.append(f"\n**{len(problems)} part(s) of the rollback failed** (everything else was done):")
             lines += [f"- {p.get('part')}{' of ' + p['deployment'] if p.get('deployment') else ''}: {p.get('error')}"
                       for p in problems]
+        if notes:
+            lines += ["", "What the rollback could not do, or left alone:", ""] + [f"- {note}" for note in notes]
         if rb.get("writes_on_green_total"):
             lines.append(f"\n**{rb['writes_on_green_total']} row(s) were written on green while it served**"
                          f" ({rb['writes_on_green']}); `promote recover {outcome.run_id}` exports them as CSV.")
@@ -117,3 +116,30 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
         lines += ["", "## Artifacts", ""] + [f"- `{artifact_id}` {text}" for artifact_id, text in kept.items()]
     lines += ["", "## Evidence", ""] + [f"- `{name}`" for name in evidence.paths()]
     return "\n".join(lines) + "\n"
+
+
+def _stability_line(stab: dict[str, Any]) -> str:
+    """The figures of the window actually watched: an early verdict or an abort ends it before its length."""
+    watched = stab.get("watched_seconds")
+    span = f"{watched:.1f} s watched" if watched is not None else f"{stab['window_seconds']} s"
+    if stab.get("ended_early"):
+        span += f" (window {stab['window_seconds']} s, ended early)"
+    unconfirmed = stab.get("unconfirmed_probe_failures") or 0
+    return (f"{stab['requests']} requests over {span}: error rate {stab['http_error_rate']:.2%},"
+            f" database errors {stab['db_connection_errors']}, crashes {stab['process_crashes']}"
+            + (f", {unconfirmed} probe failure(s) of the monitor not confirmed by an immediate retry (not counted)"
+               if unconfirmed else "")
+            + f" — {'pass' if stab['passed'] else 'FAIL: ' + str(stab.get('reason'))}")
+
+
+def _stability_errors(stab: dict[str, Any]) -> list[str]:
+    errors = stab.get("errors") or []
+    if not errors:
+        return []
+    lines = ["", "| time (UTC) | source | counted | detail |", "|---|---|---|---|"]
+    for e in errors:
+        detail = str(e["detail"]).replace("|", "\\|")
+        lines.append(f"| {e['at']} | {e['source']} | {'yes' if e['counted'] else 'no'} | {detail} |")
+    if stab.get("errors_not_listed"):
+        lines.append(f"\n{stab['errors_not_listed']} further error(s) not listed.")
+    return lines

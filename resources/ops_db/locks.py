@@ -6,6 +6,7 @@ holding process dies, which makes it both race-free and a liveness signal (the s
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,12 +14,26 @@ import psycopg
 
 from resources.ops_db.connection import OpsConnection, connect_retrying
 
-_PROMOTION_LOCK_CLASS = 7_142
+_PROMOTION_LOCK_NAMESPACE = b"promote-pipeline/environment-lock/"
+
+
+def lock_key(environment_id: str) -> int:
+    """The environment's 64-bit advisory lock key: the first 8 bytes of a SHA-256 of its id (namespaced), as a
+    signed bigint. A 32-bit ``hashtext`` would let two environments share a lock (collisions are found among a
+    few hundred thousand ids), so one promotion would block, or be mistaken for, another's."""
+    digest = hashlib.sha256(_PROMOTION_LOCK_NAMESPACE + environment_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _pg_locks_ids(key: int) -> tuple[int, int]:
+    """How pg_locks shows a one-bigint advisory lock: ``classid`` the high 32 bits, ``objid`` the low 32 bits
+    (and ``objsubid`` 1, where the two-int4 form shows 2)."""
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    return unsigned >> 32, unsigned & 0xFFFF_FFFF
 
 
 def _try_lock(conn: psycopg.Connection[Any], environment_id: str) -> bool:
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                       (_PROMOTION_LOCK_CLASS, environment_id)).fetchone()
+    row = conn.execute("SELECT pg_try_advisory_lock(%s::bigint)", (lock_key(environment_id),)).fetchone()
     return bool(row and row[0])
 
 
@@ -63,7 +78,7 @@ class EnvironmentLocks(OpsConnection):
         conn = connect_retrying(self._conninfo(), autocommit=True)
         try:
             conn.execute(f"SET lock_timeout = '{int(timeout_seconds * 1000)}ms'")
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_PROMOTION_LOCK_CLASS, environment_id))
+            conn.execute("SELECT pg_advisory_lock(%s::bigint)", (lock_key(environment_id),))
             conn.execute("SET lock_timeout = 0")
         except psycopg.errors.LockNotAvailable:
             conn.close()
@@ -72,10 +87,11 @@ class EnvironmentLocks(OpsConnection):
 
     def lock_holder_pid(self, environment_id: str) -> int | None:
         """Backend pid of the session holding an environment's promotion lock, if any."""
+        high, low = _pg_locks_ids(lock_key(environment_id))
         row = self._one(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = %s AND objid = hashtext(%s)::oid AND database ="
+            " AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1 AND database ="
             " (SELECT oid FROM pg_database WHERE datname = current_database())",
-            (_PROMOTION_LOCK_CLASS, environment_id),
+            (high, low),
         )
         return int(row["pid"]) if row else None

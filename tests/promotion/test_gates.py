@@ -1,4 +1,4 @@
-"""Gates through the real job: input rules and the seven preconditions each refuse on their own,
+"""Gates through the real job: input rules, the seven preconditions and staging's reachability each refuse on their own,
 leave nothing but the rejection record, and the Enterprise-module guardrail refuses before any
 restore."""
 
@@ -141,3 +141,27 @@ def test_enterprise_module_is_refused_before_any_restore(haproxy_box: Sandbox, h
     assert final["failed_step"] == "snapshot_staging"
     assert json.loads((h.evidence(outcome) / "green_restore.json").read_text())["reached"] is False
     assert haproxy_box.status()["serving"]["deployment"] == live_before
+
+
+def test_staging_database_must_be_reachable(haproxy_box: Sandbox, h: Any) -> None:
+    """A staging whose database is gone is refused by a check of its own, not as an Odoo version mismatch."""
+    staging = haproxy_box.resources()["ops_db"].active_deployment(STAGING)
+    assert staging is not None
+    ops_db = haproxy_box.resources()["ops_db"]
+    h.ops_sql(ops_db, "UPDATE ops.deployments SET db_name = db_name || '_gone' WHERE deployment_id = %s",
+              (staging.deployment_id,))
+    try:
+        _assert_rejected(haproxy_box, h, "staging_accessible", f"staging database {staging.db_name}_gone")
+    finally:
+        h.ops_sql(ops_db, "UPDATE ops.deployments SET db_name = %s WHERE deployment_id = %s",
+                  (staging.db_name, staging.deployment_id))
+
+
+def test_a_missing_artifact_root_is_refused_not_created(haproxy_box: Sandbox, h: Any, tmp_path: Any) -> None:
+    """A typo or an unmounted volume must not send backups elsewhere: unless create_artifact_root says so."""
+    from resources.artifact_store import LocalArtifactStore
+
+    missing = tmp_path / "unmounted" / "artifacts"
+    _assert_rejected(haproxy_box, h, "sufficient_disk_space", f"artifact_root {missing} does not exist",
+                     resource_overrides={"artifact_store": LocalArtifactStore(root=str(missing))})
+    assert not missing.parent.exists()

@@ -106,12 +106,13 @@ def test_smoke_failure_rolls_back(box: Sandbox, h: Any) -> None:
     assert not box.resources()["odoo_host"].database_exists("PROMOTE_SANDBOX_PG_DSN", green_db.db_name)
 
 
-@pytest.mark.parametrize("fault,step_reason", [
-    ({"error_rate": 0.5}, "error rate"),
-    ({"crash_after_seconds": 0}, "crash"),
+@pytest.mark.parametrize("fault,step_reason,source", [
+    ({"error_rate": 0.5}, "error rate", "http"),
+    ({"crash_after_seconds": 0}, "crash", "process"),
+    ({"db_down": True}, "database connection error", "green_db"),
 ])
 def test_stability_failure_rolls_back_and_keeps_green(box: Sandbox, h: Any, fault: dict[str, Any],
-                                                      step_reason: str) -> None:
+                                                      step_reason: str, source: str) -> None:
     blue_before = _live(box)
     fault_path = box.root / "faults" / f"{PROD}.json"
     not_before = time.time()
@@ -127,6 +128,13 @@ def test_stability_failure_rolls_back_and_keeps_green(box: Sandbox, h: Any, faul
     assert rollback["green_database_kept"] is True
     metrics = json.loads((h.evidence(outcome) / "stability_metrics.json").read_text())
     assert metrics["passed"] is False and step_reason in metrics["reason"]
+    # What green reported counts at once, and the evidence says when, from where and what.
+    counted = [e for e in metrics["errors"] if e["counted"] and e["source"] == source]
+    assert counted and counted[0]["at"] >= json.loads((h.evidence(outcome) / "cutover.json").read_text())[
+        "cutover_timestamp"] and counted[0]["detail"]
+    assert metrics["requests"] == metrics["samples"] and metrics["ended_early"] is True
+    summary = (h.evidence(outcome) / "promotion_summary.md").read_text()
+    assert f"{metrics['requests']} requests over" in summary and f"| {source} | yes |" in summary
     [green] = box.resources()["ops_db"].deployments_created_by(outcome.run_id)
     assert green.state == "retired"
     assert box.resources()["odoo_host"].database_exists("PROMOTE_SANDBOX_PG_DSN", green.db_name)

@@ -1,9 +1,28 @@
-"""The stability verdict: fail as soon as failure is certain, not before."""
+"""The stability monitor: the verdict (pure logic), and the probes against a real router, stand-in and PostgreSQL.
+
+A failure of the monitor's own probe is made real with a TCP relay that closes the connections it is told to:
+put in front of the router (the HTTP probe gets no answer at all) or of PostgreSQL (the ``SELECT 1`` cannot
+connect), exactly as a loaded promoter host or a flaky link would.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from promote_pipeline.cli.sandbox import PROD, Sandbox
 from promote_pipeline.promotion.models import StabilityMetrics
-from promote_pipeline.promotion.stability import _verdict
+from promote_pipeline.promotion.stability import _verdict, watch
+from resources import secrets
 
 
 def _m(requests: int, errors: int = 0, db: int = 0, crashes: int = 0) -> StabilityMetrics:
@@ -23,3 +42,126 @@ def test_errors_reaching_one_percent_of_the_window_fail_at_once() -> None:
 def test_a_crash_or_a_database_error_fails_at_once() -> None:
     assert "crash" in (_verdict(_m(3, crashes=1), 1200) or "")
     assert "database" in (_verdict(_m(3, db=1), 1200) or "")
+
+
+# -- the probes, for real ------------------------------------------------------------------------------------
+class Relay:
+    """A TCP relay to ``target`` that closes, unanswered, the first ``drop`` connections (all with ``drop=None``)."""
+
+    def __init__(self, target: tuple[str, int], drop: int | None) -> None:
+        self.target, self.drop, self.dropped = target, drop, 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.drop is None or self.dropped < self.drop:
+                self.dropped += 1
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture
+def live(haproxy_box: Sandbox) -> Iterator[dict[str, Any]]:
+    """Production's serving deployment, its environment and its public URL, watched as if it were a fresh green."""
+    res = haproxy_box.resources()
+    env = res["ops_db"].environment(PROD)
+    serving = res["ops_db"].active_deployment(PROD)
+    assert env is not None and serving is not None
+    yield {"host": res["odoo_host"], "env": env, "green": serving,
+           "url": res["router"].state(PROD).active_url}
+
+
+def _http_relay(url: str, drop: int | None) -> Relay:
+    parts = urlsplit(url)
+    return Relay((parts.hostname or "127.0.0.1", parts.port or 80), drop)
+
+
+@contextlib.contextmanager
+def _db_through(env: Any, drop: int | None) -> Iterator[Any]:
+    """``env`` whose database DSN goes through a relay dropping ``drop`` connections."""
+    dsn = secrets.resolve(env.db_dsn_ref)
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    relay = Relay((str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432)), drop)
+    ref = "PROMOTE_TEST_RELAYED_DSN"
+    os.environ[ref] = psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1", port=relay.port, sslmode="disable",
+                                                     gssencmode="disable")
+    try:
+        yield env.model_copy(update={"db_dsn_ref": ref})
+    finally:
+        os.environ.pop(ref, None)
+        relay.close()
+
+
+def test_a_single_failure_of_each_monitor_probe_is_confirmed_not_counted(live: dict[str, Any]) -> None:
+    http = _http_relay(live["url"], drop=1)
+    try:
+        with _db_through(live["env"], drop=1) as env:
+            before = datetime.now(UTC)
+            m = watch(live["host"], env, live["green"], f"http://127.0.0.1:{http.port}", window_seconds=2)
+            after = datetime.now(UTC)
+    finally:
+        http.close()
+    assert m.passed, m.reason
+    assert (m.http_errors, m.db_connection_errors, m.process_crashes) == (0, 0, 0)
+    assert m.unconfirmed_probe_failures == 2 and not m.ended_early
+    assert sorted(e.source for e in m.errors) == ["db_probe", "http"]
+    for e in m.errors:
+        assert not e.counted and before <= e.at <= after and "retry" in e.detail
+    assert m.requests == m.samples and m.watched_seconds >= 2
+
+
+@pytest.mark.parametrize("probe", ["db_probe", "http"])
+def test_a_persistent_failure_of_a_monitor_probe_counts_and_ends_the_window(live: dict[str, Any],
+                                                                            probe: str) -> None:
+    http = _http_relay(live["url"], drop=None if probe == "http" else 0)
+    try:
+        with _db_through(live["env"], drop=None if probe == "db_probe" else 0) as env:
+            m = watch(live["host"], env, live["green"], f"http://127.0.0.1:{http.port}", window_seconds=60)
+    finally:
+        http.close()
+    assert not m.passed and m.ended_early
+    counted = [e for e in m.errors if e.counted]
+    assert counted and {e.source for e in counted} == {probe} and "twice" in counted[0].detail
+    # The figures are those of the window watched, which the verdict ended long before its 60 s.
+    assert m.requests == m.samples < 60 * 4 and m.watched_seconds < 60
+    if probe == "db_probe":
+        assert "db_probe" in (m.reason or "") and m.db_connection_errors == 1
+
+
+def test_an_abort_ends_the_window_and_the_record_says_what_was_watched(live: dict[str, Any]) -> None:
+    calls = [0]
+    seen: list[StabilityMetrics] = []
+
+    def stop_check() -> None:
+        calls[0] += 1
+        if calls[0] == 4:
+            raise RuntimeError("aborted: operator asked")
+
+    with pytest.raises(RuntimeError):
+        watch(live["host"], live["env"], live["green"], live["url"], window_seconds=60, stop_check=stop_check,
+              on_end=seen.append)
+    [m] = seen
+    assert m.requests == 3 and m.ended_early and not m.passed and "operator asked" in (m.reason or "")
+    assert m.watched_seconds < 60

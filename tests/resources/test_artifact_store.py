@@ -46,7 +46,20 @@ def backup(store: LocalArtifactStore, src: Path) -> tuple[str, dict[str, object]
 
 @pytest.fixture
 def store(tmp_path: Path) -> LocalArtifactStore:
-    return LocalArtifactStore(root=str(tmp_path / "artifacts"))
+    return LocalArtifactStore(root=str(tmp_path / "artifacts"), create_root=True)
+
+
+def test_a_missing_root_is_refused_unless_the_settings_say_to_create_it(tmp_path: Path) -> None:
+    missing = tmp_path / "not-mounted" / "artifacts"
+    refusing = LocalArtifactStore(root=str(missing))
+    with pytest.raises(ArtifactError, match="^artifact_root .* does not exist: create it, or set create_artifact_root"):
+        refusing.allocate(refusing.new_artifact_id("env", "blue"))
+    with pytest.raises(ArtifactError, match="does not exist"):
+        refusing.collect_garbage()
+    assert not missing.parent.exists()  # nothing made on the way
+    creating = LocalArtifactStore(root=str(missing), create_root=True)
+    assert creating.allocate(creating.new_artifact_id("env", "blue")).is_dir()
+    assert oct(missing.stat().st_mode & 0o777) == oct(0o700)
 
 
 def test_second_backup_of_an_unchanged_filestore_copies_nothing(store: LocalArtifactStore, tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def all_objects_intact(store: LocalArtifactStore) -> bool:
 
 @pytest.fixture
 def store(tmp_path: Path) -> LocalArtifactStore:
-    return LocalArtifactStore(root=str(tmp_path / "artifacts"))
+    return LocalArtifactStore(root=str(tmp_path / "artifacts"), create_root=True)
 
 
 def test_a_write_into_a_restored_file_leaves_the_object_alone(store: LocalArtifactStore, tmp_path: Path) -> None:

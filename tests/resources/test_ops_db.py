@@ -354,3 +354,37 @@ def test_pending_tasks_are_cancelled_or_moved_by_run_and_type(ops_db: OpsDatabas
     assert ops_db.reschedule_pending_task(run_id, "delete_backup", base, 2) is None  # none pending any more
     assert ops_db.make_pending_tasks_due() == 1
     assert ops_db.claim_due_task("w", timedelta(minutes=10)).task_id == green
+
+
+def _hashtext_twins(ops_db: OpsDatabase) -> tuple[str, str]:
+    """Two environment ids whose 32-bit ``hashtext`` is the same, found on the real server (a few hundred thousand
+    ids hold such pairs: the birthday bound of 32 bits)."""
+    with ops_db.connect() as conn:
+        row = conn.execute(
+            "SELECT min(n), max(n) FROM (SELECT 'env_' || g AS n FROM generate_series(1, 400000) g) s"
+            " GROUP BY hashtext(n) HAVING count(*) > 1 LIMIT 1").fetchone()
+    assert row is not None, "no hashtext collision among 400000 ids"
+    return str(row["min"]), str(row["max"])
+
+
+def test_two_environments_whose_hashtext_collides_do_not_share_a_lock(ops_db: OpsDatabase) -> None:
+    first, second = _hashtext_twins(ops_db)
+    held = ops_db.try_lock_environment(first)
+    assert held is not None and held.conn is not None
+    other = ops_db.try_lock_environment(second)
+    try:
+        assert other is not None, f"{second} is locked by the promotion of {first}"
+        assert ops_db.try_lock_environment(first) is None  # the lock itself still excludes
+        # The safety net's liveness read finds each lock's own holder, and no other.
+        assert ops_db.lock_holder_pid(first) == held.conn.info.backend_pid
+        assert other.conn is not None and ops_db.lock_holder_pid(second) == other.conn.info.backend_pid
+        other.release()
+        assert ops_db.lock_holder_pid(second) is None and ops_db.lock_holder_pid(first) is not None
+        waited = ops_db.wait_lock_environment(second, timeout_seconds=5)
+        assert waited is not None
+        waited.release()
+    finally:
+        held.release()
+        if other is not None:
+            other.release()
+    assert ops_db.lock_holder_pid(first) is None

@@ -288,7 +288,10 @@ def declared_settings(inv: Inventory) -> Settings:
         "ops_dsn_ref": s.ops_dsn_ref, "ops_database": s.ops_database, "secrets_file": s.secrets_file,
         "role_key_ref": s.role_key_ref, "run_dir": s.run_dir, "odoo_command": s.odoo_command,
         "evidence_root": inv.storage.evidence_root, "artifact_root": inv.storage.artifact_root,
-        "router_kind": inv.router.kind, "router_dir": inv.router.dir, "router_listen_host": inv.router.listen_host}
+        "router_kind": inv.router.kind, "router_dir": inv.router.dir, "router_listen_host": inv.router.listen_host,
+        # The inventory declares its artifact folder, and its check accepts one not made yet under an existing
+        # parent: the first promotion makes it, as declared.
+        "create_artifact_root": True}
     if s.min_free_space_factor is not None:
         values["min_free_space_factor"] = s.min_free_space_factor
     if s.carry_over_parameters is not None:
