@@ -32,7 +32,7 @@ class Store:
             EnvironmentRecord(environment_id=env, project_id=self.project, kind=kind, git_commit_sha=None,
                               db_dsn_ref="X", db_name_prefix="x", filestore_root=str(root / "data"))
             for env, kind in ((self.staging, "staging"), (self.prod, "production"))])
-        self.store = LocalArtifactStore(root=str(root / "artifacts"))
+        self.store = LocalArtifactStore(root=str(root / "artifacts"), create_root=True)
         self.settings = root / "settings.json"
         self.write_settings({"green_keep_last": 1, "green_keep_days": 0})
 

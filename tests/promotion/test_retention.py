@@ -42,7 +42,7 @@ class World:
             EnvironmentRecord(environment_id=env, project_id=self.project, kind=kind, git_commit_sha=None,
                               db_dsn_ref="X", db_name_prefix="x", filestore_root=str(root / "data"))
             for env, kind in ((self.staging, "staging"), (self.prod, "production"))])
-        self.store = LocalArtifactStore(root=str(root / "artifacts"))
+        self.store = LocalArtifactStore(root=str(root / "artifacts"), create_root=True)
         self.svc = Services(ops_db=ops_db, host=None, store=self.store, router=None,  # type: ignore[arg-type]
                             settings=Settings(artifact_root=self.store.root, evidence_root=str(root / "evidence"),
                                               retention=POLICY))

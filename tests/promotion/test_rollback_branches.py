@@ -127,8 +127,8 @@ def router_runs(request: pytest.FixtureRequest, sandbox_factory: Callable[[str],
     """Three promotions through one router, and what was seen at each moment that later ones change.
 
     - ``success``: a plain promotion;
-    - ``preview``: the router stopped as the smoke tests start: the smoke tests fail, and the rollback cannot reset
-      the preview entry point (the public one never left blue, so no switch is needed);
+    - ``preview``: the router stopped as the cutover starts (the preview entry point names green, the public one
+      still blue): the cutover fails, and the rollback cannot reset the preview entry point (no switch is needed);
     - ``failed``: the router stopped after the cutover: the stability window fails and the switch back to blue is
       refused. Its evidence is copied before a manual rollback (router started again) puts traffic back on blue.
     """
@@ -144,7 +144,7 @@ def router_runs(request: pytest.FixtureRequest, sandbox_factory: Callable[[str],
     blue = box.status()["serving"]["deployment"]
     seen["preview_blue"] = blue
     try:
-        with on_step_start(steps.SMOKE_TEST_GREEN, router.stop):
+        with on_step_start(steps.CUTOVER, router.stop):
             seen["preview_result"] = promote()
     finally:
         router.start()
