@@ -24,6 +24,7 @@ from promote_pipeline.cli.main import FAULTS
 from promote_pipeline.cli.sandbox import Sandbox
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
+from promote_pipeline.promotion.services import upstream
 from resources.ops_db import ArtifactRecord, OpsDatabase
 
 T = TypeVar("T")
@@ -157,10 +158,13 @@ class Drill:
         from promote_pipeline.cli.launch import submit
 
         router = self.box.resources()["router"]
-        blue = self.box.status()["serving"]["deployment"]
+        ops_db: OpsDatabase = self.box.resources()["ops_db"]
+        blue_row = ops_db.deployment(self.box.status()["serving"]["deployment"])
+        if blue_row is None:
+            raise DrillError("the router serves no recorded deployment before the drill")
+        blue = upstream(blue_row, "blue")
         dagster_run_id = submit(self._inputs())
         self.facts["dagster_run_id"] = dagster_run_id
-        ops_db: OpsDatabase = self.box.resources()["ops_db"]
         deadline = time.monotonic() + 180
         row = None
         while time.monotonic() < deadline:
@@ -176,8 +180,7 @@ class Drill:
         self.say(f"killed run worker {pid} after cutover of {row.run_id}")
         on_blue = None
         while time.monotonic() < killed + 120:
-            state = router.state(sbx.PROD)
-            if on_blue is None and state.active and state.active.name == blue:
+            if on_blue is None and router.serves(sbx.PROD, blue):  # the router's word, not routes.json
                 on_blue = time.monotonic() - killed
             final = ops_db.run(row.run_id)
             if on_blue is not None and final and final.status != "running":
@@ -194,6 +197,8 @@ class Drill:
 
     # -- verdict -------------------------------------------------------------------------------------
     def _judge(self, code: int, outcome: Any, before: dict[str, Any], blue_print: dict[str, str]) -> dict[str, Any]:
+        # Sandbox.status() names the deployment the running router serves (asked of HAProxy's runtime API or
+        # through nginx's public port), never routes.json: a switch back the router did not make fails here.
         after = self.box.status()["serving"]
         checks: dict[str, bool] = {
             "router_on_blue": after["deployment"] == before["deployment"],

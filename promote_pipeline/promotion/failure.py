@@ -18,7 +18,7 @@ from promote_pipeline.promotion import deployment, odoo_aware, steps
 from promote_pipeline.promotion.decisions import OnFailure, on_failure
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
-from promote_pipeline.promotion.services import Services, upstream
+from promote_pipeline.promotion.services import Services, switch_confirmed, upstream
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
 from resources.ops_db import DeploymentRecord, FinalRunStatus, TaskRequest
@@ -38,8 +38,10 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     notes: list[str] = []
     before = svc.router.state(env_id)
     switched = False
-    if before.active is None or before.active.name != blue.name:
-        svc.router.switch_active(env_id, blue)
+    # Asked of the running router, not of routes.json: a switch to green the router recorded but never made
+    # still needs no undo, and one it made while the record says blue still does.
+    if not svc.router.serves(env_id, blue):
+        switch_confirmed(svc.router, env_id, blue)
         switched = True
     on_blue_ms = int((time.monotonic() - detected_monotonic) * 1000)
     traffic_on_blue_at = datetime.now(UTC)
@@ -78,6 +80,7 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
         "detection_to_blue_ms": on_blue_ms,
         "routing_before": before.model_dump(mode="json"),
         "routing_after": svc.router.state(env_id).model_dump(mode="json"),
+        "router_serves_after": _served(svc, env_id),
         "blue_deployment": run.blue.deployment_id,
         "green_deployment": ", ".join(g.deployment_id for g in greens) or None,
         "green_stopped": True,
@@ -89,6 +92,14 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
         "writes_on_green_total": fencing.get("writes_on_green_total", 0),
         "notes": notes,
     }
+
+
+def _served(svc: Services, env_id: str) -> dict[str, Any]:
+    """The running router's own answer for the evidence; traffic is already on blue, so a failure is reported."""
+    try:
+        return svc.router.served_upstream(env_id).model_dump(mode="json")
+    except RouterError as exc:
+        return {"error": redact_text(str(exc))}
 
 
 def _retire(svc: Services, run: RunStarted, green: DeploymentRecord) -> None:
@@ -130,6 +141,7 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
         status = "failed"
         rollback = {"triggered": False, "reason": "auto_rollback_on_failure=false: left as it stands",
                     "live_routing": svc.router.state(run.prod.environment_id).model_dump(mode="json"),
+                    "live_served": _served(svc, run.prod.environment_id),
                     "green_deployments": [g.model_dump() for g in green_deployments(svc, run.run_id)]}
     rollback["failed_step"] = step.name
     svc.ops_db.mark_run_finished(run.run_id, status, evidence_dir=run.evidence_dir,
