@@ -1,7 +1,7 @@
 """Continuous requests over keep-alive connections through the sandbox router, during a cutover and a
 rollback. HAProxy: not one failed request. nginx: every switch (cutover: preview then active; rollback: active
-then preview) is a reload whose old workers close idle keep-alive connections, so a client may lose at most one
-request per reload, and only as a closed connection, never as an error answer (see resources/nginx_router.py).
+then preview) is a reload whose old workers close idle keep-alive connections, so a client may lose a request or
+two per reload, and only as a closed connection, never as an error answer (see resources/nginx_router.py).
 Both: the load really crossed over to green and back to blue, as the router's own header says."""
 
 from __future__ import annotations
@@ -107,5 +107,7 @@ def test_no_request_fails_during_cutover_and_rollback(box: Sandbox, h: Any) -> N
         assert load.failed == []
     else:
         assert {what for _, what in load.failed} <= CLOSED_CONNECTION, load.failed
+        # One closed connection per client per reload, and possibly one more: a client reconnecting while
+        # the reload runs may land on an old worker that has not stopped accepting yet.
         per_client = Counter(c for c, _ in load.failed)
-        assert all(n <= RELOADS for n in per_client.values()), per_client
+        assert all(n <= 2 * RELOADS for n in per_client.values()), per_client
