@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -49,6 +50,21 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     for folder in _suite_settings:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_pure(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test marked ``unit`` (``make unit``) connects to no PostgreSQL and starts no process: enforced here,
+    so the marker cannot drift into a promise the fast run does not keep."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError(f"{request.node.nodeid} is marked unit but connects to PostgreSQL or starts a process")
+
+    monkeypatch.setattr(psycopg.Connection, "connect", classmethod(refuse))
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from promote_pipeline.promotion.models import StabilityMetrics
 from promote_pipeline.promotion.stability import _verdict
+
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
 
 
 def _m(requests: int, errors: int = 0, db: int = 0, crashes: int = 0) -> StabilityMetrics:
