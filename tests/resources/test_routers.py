@@ -210,7 +210,7 @@ def test_switches_under_load(kind: Kind, router: Any, deployments, net) -> None:
     result = net.load(st.active_url, _switches(router, "prod-load", blue, green))
     print(f"\n{kind.name}: {result.requests} requests, {result.failures} failed, {result.stale} stale,"
           f" {result.connections} connections; errors: {sorted(set(result.errors))}")
-    assert result.requests > 100
+    assert result.requests >= 5 * 200  # every window carried its load (net.load counts, it does not pause)
     if kind.switches_drop_nothing:
         assert result.failures == 0, result.errors[:5]
         assert result.connections == 4
@@ -233,10 +233,10 @@ def test_nginx_without_keepalive_drops_nothing(tmp_path: Path, deployments, net)
     try:
         blue, green = deployments["blue"].upstream, deployments["green"].upstream
         st = router.register_environment("prod-load", blue)
-        result = net.load(st.active_url, _switches(router, "prod-load", blue, green), pause=0.4)
+        result = net.load(st.active_url, _switches(router, "prod-load", blue, green))
         print(f"\nnginx keepalive_timeout=0: {result.requests} requests, {result.failures} failed, "
               f"{result.stale} stale")
-        assert result.requests > 100
+        assert result.requests >= 5 * 200  # every window carried its load (net.load counts, it does not pause)
         assert result.failures == 0, result.errors[:5]
         assert result.stale == 0
     finally:
