@@ -10,6 +10,9 @@ reports what the router really does. Each would fail if that verdict read routes
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -68,10 +71,20 @@ def test_status_and_drill_verdict_follow_the_router_not_routes_json(box: Sandbox
         assert status["serving"]["colour"] is None  # the recorded colour belongs to another deployment
         verdict = drill._judge(2, None, before, blue_print)
         assert verdict["checks"]["router_on_blue"] is False and verdict["safe"] is False, verdict
+        cli = _sandbox_status(box)
+        assert cli.returncode == 1 and f"serves {other.deployment_id} (" in cli.stdout, cli
+        assert f"routes.json records {blue.deployment_id}" in cli.stderr, cli
     finally:
         router.switch_active(PROD, blue_up)  # a real switch: the shared sandbox goes on serving blue
     assert router.serves(PROD, blue_up) and box.status()["serving"]["deployment"] == blue.deployment_id
     assert drill._judge(2, None, before, blue_print)["safe"] is True
+    cli = _sandbox_status(box)
+    assert cli.returncode == 0 and f"serves {blue.deployment_id} (blue" in cli.stdout, cli
+
+
+def _sandbox_status(box: Sandbox) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "promote_pipeline", "sandbox", "status", "--dir", str(box.root)],
+                          capture_output=True, text=True, timeout=300, env=os.environ.copy())
 
 
 def test_a_rollback_the_router_did_not_make_is_never_claimed(box: Sandbox, h: Any) -> None:
@@ -101,3 +114,39 @@ def test_a_rollback_the_router_did_not_make_is_never_claimed(box: Sandbox, h: An
     rollback = json.loads((h.evidence(outcome) / "rollback.json").read_text())
     assert rollback["router_switched_back"] is True
     assert rollback["router_serves_after"]["name"] == blue_before["deployment"]
+
+
+def test_sandbox_verify_names_what_the_router_serves(haproxy_box: Sandbox, h: Any) -> None:
+    """`promote sandbox verify` checks the router itself serves production's active deployment: it passes while
+    routes.json wrongly says blue (users are on green) and fails once the router really serves blue."""
+    from promote_pipeline.cli import demo_check
+
+    box = haproxy_box
+    demo_check.remember(box)
+    code, outcome, message = h.promote()
+    assert code == 0 and outcome is not None, message
+    res = box.resources()
+    router, ops_db = res["router"], res["ops_db"]
+    green, blue = ops_db.active_deployment(PROD), ops_db.deployment(demo_check_blue(box))
+    assert green is not None and blue is not None and green.deployment_id != blue.deployment_id
+
+    def router_check() -> tuple[bool, str]:
+        [(ok, detail)] = [(ok, detail) for name, ok, detail in demo_check.verify(box)
+                          if name == "router serves the active deployment"]
+        return ok, detail
+
+    try:
+        assert router_check()[0] is True
+        _losing(box).switch_active(PROD, upstream(blue, "blue"))  # routes.json: blue; router: still green
+        ok, detail = router_check()
+        assert ok is True and f"serves {green.deployment_id}" in detail, detail
+        router.switch_active(PROD, upstream(blue, "blue"))  # the router really on blue; the ops records green
+        ok, detail = router_check()
+        assert ok is False and f"serves {blue.deployment_id}" in detail, detail
+    finally:
+        router.switch_active(PROD, upstream(green, "green"))
+    assert router_check()[0] is True
+
+
+def demo_check_blue(box: Sandbox) -> str:
+    return str(json.loads((box.root / "demo_before.json").read_text())["blue_deployment"])
