@@ -57,7 +57,8 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     except Exception as exc:  # traffic is already on blue; report, do not undo that
         fencing = {"error": redact_text(f"{type(exc).__name__}: {exc}")}
         notes.append(f"crons and mail servers not reset: {fencing['error']}")
-    served = before.active is not None and before.active.name != blue.name
+    # Green served traffic if the router had to be moved off it, or if it was recorded as routed there.
+    served = switched or (before.active is not None and before.active.name != blue.name)
     record = svc.ops_db.run(run.run_id)
     served = served or bool(record and record.metadata.get("cutover_timestamp"))
     kept = False
