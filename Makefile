@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: demo test deps system-deps lint typecheck layers sandbox-down clean ui ui-down
+.PHONY: demo test unit deps system-deps lint typecheck layers sandbox-down clean ui ui-down
 
 deps: system-deps $(STAMP)
 
@@ -39,6 +39,11 @@ layers: deps
 
 test: lint typecheck layers
 	$(BIN)/pytest -q
+
+# Only the pure-logic tests (marker `unit`: no PostgreSQL, no process; tests/conftest.py refuses both), in
+# seconds. pytest exits 5 when the marker selects nothing, so a `make unit` that ran no test fails.
+unit: $(STAMP)
+	$(BIN)/pytest -q -m unit
 
 sandbox-down: deps
 	$(BIN)/promote sandbox down

@@ -1,8 +1,10 @@
 """What the HAProxy and nginx routers share: ``routes.json``, atomic files, locks, pids, ports.
 
-``routes.json`` is the source of truth for both routers: ``state()`` reads it and every router
+``routes.json`` records what we asked both routers to do: ``state()`` reads it and every router
 config is regenerated from it, so a crash between "the router switched" and "the config file was
-rewritten" is healed by the next ``start()``. The flow that is identical for both routers
+rewritten" is healed by the next ``start()``. It is not evidence of what the router does: a switch
+the router never carried out leaves it saying otherwise, so verdicts ask ``served_upstream()``,
+which each router answers from the running process. The flow that is identical for both routers
 (lock, load, validate, save, build the state) lives in :class:`RoutesRouter`; the subclasses only
 say how a route change reaches their real router.
 """

@@ -10,8 +10,9 @@ the default. ``keepalive_timeout=0`` avoids it (no idle connection to close) but
 client keep-alive; no other server-side setting of nginx 1.22 we know of does.
 
 Each served location answers ``X-Promote-Upstream: <deployment>``, and ``/__promote_router``
-answers "<deployment> <generation>": after a reload we poll it until the new workers answer the
-generation we just wrote, so a switch returns only once new connections reach the new upstream.
+answers "<deployment> <generation> <http address> <websocket address>": after a reload we poll it
+until the new workers answer the generation we just wrote, so a switch returns only once new
+connections reach the new upstream; ``served_upstream`` reads the same answer to say what is live.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from resources._router_common import (
     stop_processes,
     wait_for,
 )
-from resources.router import RouterError, Upstream
+from resources.router import RouterError, ServedUpstream, Upstream
 
 PROBE_PATH = "/__promote_router"
 _TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -80,7 +81,7 @@ upstream {n}_{e}_ws {{ server {ws}; }}
 _SERVER = """\
 server {{
     listen {bind};
-    location = {probe} {{ default_type text/plain; return 200 "{label} {gen}\\n"; }}
+    location = {probe} {{ default_type text/plain; return 200 "{label} {gen} {http} {ws}\\n"; }}
     location {ws_path} {{
         proxy_pass http://{n}_{e}_ws;
         proxy_http_version 1.1;
@@ -102,6 +103,17 @@ server {{
     }}{extra}
 }}
 """
+
+
+def _probe_text(upstream: Upstream, gen: str) -> str:
+    """What the probe location answers: the label, the config's generation, the http and websocket addresses."""
+    return (f"{safe_label(upstream.name)} {gen} {host_port(upstream.host, upstream.http_port)}"
+            f" {host_port(upstream.host, upstream.websocket_port)}")
+
+
+def _split_host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 class NginxRouter(RoutesRouter):
@@ -145,11 +157,13 @@ class NginxRouter(RoutesRouter):
             text += _UPSTREAMS.format(n=n, e=entry, http=host_port(up.host, up.http_port),
                                       ws=host_port(up.host, up.websocket_port))
         for entry in ENTRIES:
+            up = env.upstream(entry)
             # A drill adds a directive nginx does not know, so the real ``nginx -t`` refuses it.
             extra = "\n    promote_drill_refuse_switch on;" if refuse and entry == "active" else ""
             text += _SERVER.format(
                 n=n, e=entry, bind=host_port(self.listen_host, env.port(entry)), probe=PROBE_PATH,
                 label=safe_label(env.upstream(entry).name), gen=gen, ws_path=WEBSOCKET_PATH, extra=extra,
+                http=host_port(up.host, up.http_port), ws=host_port(up.host, up.websocket_port),
             )
         return text
 
@@ -182,6 +196,23 @@ class NginxRouter(RoutesRouter):
             return ""
         finally:
             conn.close()
+
+    def served_upstream(self, environment_id: str, entry: str = "active") -> ServedUpstream:
+        """Asked of the running nginx through the entry point's own public port: a new connection's probe is
+        answered by the workers now accepting, from the config they loaded (the files on disk, what ``nginx
+        -T`` would print, may be a config that never got loaded)."""
+        if entry not in ENTRIES:
+            raise RouterError(f"no entry point {entry!r}")
+        port = self._env(self._load_routes(), environment_id).port(entry)  # where to ask; not the verdict
+        answer = self._probe(port).split()
+        if len(answer) != 4:
+            raise RouterError(f"nginx on port {port} did not answer its probe {PROBE_PATH} (got {answer!r})")
+        label, _gen, http_addr, ws_addr = answer
+        host, http_port = _split_host_port(http_addr)
+        return ServedUpstream(
+            environment_id=environment_id, entry=entry, name=label, host=host, http_port=http_port,
+            websocket_port=_split_host_port(ws_addr)[1],
+            source=f"nginx probe {PROBE_PATH} on {host_port(self.listen_host, port)}")
 
     def _wait_serving(self, expected: dict[int, str], timeout: float = 10) -> None:
         """Wait until a new connection to each port is answered by the config we just wrote."""
@@ -242,7 +273,7 @@ class NginxRouter(RoutesRouter):
             if self.is_running():
                 return
             self._nginx([], "start")
-            self._wait_serving({env.port(e): f"{safe_label(env.upstream(e).name)} {gen}"
+            self._wait_serving({env.port(e): _probe_text(env.upstream(e), gen)
                                 for env in routes.environments.values() for e in ENTRIES})
 
     def stop(self) -> None:
@@ -279,9 +310,9 @@ class NginxRouter(RoutesRouter):
 
     def _install_environment(self, routes: Routes, environment_id: str) -> None:
         env, gen = routes.environments[environment_id], str(time.time_ns())
-        label = safe_label(env.active.name)
+        probe = _probe_text(env.active, gen)
         self._replace_include(environment_id, self._render(environment_id, env, gen),
-                              {env.active_port: f"{label} {gen}", env.preview_port: f"{label} {gen}"})
+                              {env.active_port: probe, env.preview_port: probe})
 
     def _apply_route(self, routes: Routes, environment_id: str, entry: Entry, upstream: Upstream,
                      refuse: bool) -> None:
@@ -289,4 +320,4 @@ class NginxRouter(RoutesRouter):
             raise RouterError("nginx is not running; start() it before routing")
         env, gen = routes.environments[environment_id], str(time.time_ns())
         self._replace_include(environment_id, self._render(environment_id, env, gen, refuse),
-                              {env.port(entry): f"{safe_label(upstream.name)} {gen}"})
+                              {env.port(entry): _probe_text(upstream, gen)})

@@ -46,8 +46,34 @@ class RoutingState(BaseModel):
     config_path: str
 
 
+class ServedUpstream(BaseModel):
+    """What the running router itself says one entry point serves, asked of the router, never of routes.json.
+
+    ``routes.json`` records what we *asked* the router to do; a switch the router did not carry out (a lost
+    reload, a runtime-API call that went nowhere) leaves the file saying one thing and the traffic going
+    elsewhere. Every verdict about routing ("traffic is back on blue") is made from this instead.
+    """
+
+    environment_id: str
+    entry: str = Field(description="'active' (public) or 'preview'.")
+    name: str | None = Field(description="The deployment the router labels its responses with; None if it "
+                                         "serves nothing (no answer, server down or in maintenance).")
+    host: str | None = None
+    http_port: int | None = None
+    websocket_port: int | None = None
+    source: str = Field(description="How the router was asked (for evidence and error messages).")
+
+    def is_upstream(self, upstream: Upstream | None) -> bool:
+        """The router serves exactly ``upstream``: its name, and its addresses where the router tells them."""
+        if upstream is None or self.name != upstream.name:
+            return False
+        return all(got is None or got == want for got, want in (
+            (self.host, upstream.host), (self.http_port, upstream.http_port),
+            (self.websocket_port, upstream.websocket_port)))
+
+
 class RouterResource(ConfigurableResource):
-    """Base for routers. Subclasses implement the five methods below against a real router.
+    """Base for routers. Subclasses implement the methods below against a real router.
 
     ``work_dir`` holds the router's configuration, pid file, sockets, logs and a ``routes.json``
     that records, per environment, the listen ports and the current upstreams.
@@ -95,4 +121,17 @@ class RouterResource(ConfigurableResource):
         raise NotImplementedError
 
     def state(self, environment_id: str) -> RoutingState:
+        """What routes.json records (what we asked for); ``served_upstream`` says what the router does."""
         raise NotImplementedError
+
+    def served_upstream(self, environment_id: str, entry: str = "active") -> ServedUpstream:
+        """Ask the running router which upstream the entry point sends traffic to (never routes.json)."""
+        raise NotImplementedError
+
+    def serves(self, environment_id: str, upstream: Upstream | None, entry: str = "active") -> bool:
+        """The verdict helper: the running router sends ``entry`` to ``upstream`` (RouterError if unreachable
+        counts as no)."""
+        try:
+            return self.served_upstream(environment_id, entry).is_upstream(upstream)
+        except RouterError:
+            return False

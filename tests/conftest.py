@@ -52,6 +52,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_pure(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test marked ``unit`` (``make unit``) connects to no PostgreSQL and starts no process: enforced here,
+    so the marker cannot drift into a promise the fast run does not keep."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError(f"{request.node.nodeid} is marked unit but connects to PostgreSQL or starts a process")
+
+    monkeypatch.setattr(psycopg.Connection, "connect", classmethod(refuse))
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
 @pytest.fixture(scope="session")
 def sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Sandbox]]:
     evidence_root = tmp_path_factory.mktemp("evidence")
@@ -159,21 +174,65 @@ def ops_sql(ops_db: OpsDatabase, query: str, params: tuple[Any, ...] = ()) -> li
         return cur.fetchall() if cur.description else []
 
 
-def after_cutover(box: Sandbox, action: Callable[[], None], timeout: float = 60) -> threading.Thread:
-    """Run ``action`` once the running promotion has cut over (read from the ops database)."""
-    ops_db = box.resources()["ops_db"]
+class AfterCutover:
+    """Runs ``action`` once the running promotion has cut over (read from the ops database), in a thread that
+    never outlives its test: ``finish()`` stops the polling and joins the thread (an action under way runs to
+    its end), re-raises what the action raised, and fails the test if the action was required and never ran.
+    Use it as a context manager around the promotion; an autouse fixture finishes any the test left."""
 
-    def wait() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ops_db.running_promotion_after_cutover():
-                action()
+    def __init__(self, box: Sandbox, action: Callable[[], None], timeout: float = 300) -> None:
+        self._ops_db = box.resources()["ops_db"]
+        self._action = action
+        self._deadline = time.monotonic() + timeout
+        self._stop = threading.Event()
+        self.fired = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._wait, daemon=True)
+        _watchers.append(self)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            if self._ops_db.running_promotion_after_cutover():
+                try:
+                    self._action()
+                except BaseException as exc:  # handed to the test's thread by finish()
+                    self.error = exc
+                finally:
+                    self.fired.set()
                 return
-            time.sleep(0.05)
+            self._stop.wait(0.05)
 
-    thread = threading.Thread(target=wait, daemon=True)
-    thread.start()
-    return thread
+    def finish(self, required: bool = True) -> None:
+        self._stop.set()
+        self._thread.join(timeout=max(0.0, self._deadline - time.monotonic()) + 60)
+        if self._thread.is_alive():
+            pytest.fail("the after-cutover action is still running long after its deadline")
+        if self.error is not None:
+            raise self.error
+        if required and not self.fired.is_set():
+            pytest.fail("the promotion was never seen after its cutover: the after-cutover action never ran")
+
+    def __enter__(self) -> AfterCutover:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        # With the test already failing, only stop and join: its own error says more than "never fired".
+        self.finish(required=exc_type is None)
+
+
+_watchers: list[AfterCutover] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_watcher_outlives_its_test() -> Iterator[None]:
+    yield
+    while _watchers:
+        _watchers.pop().finish(required=False)
+
+
+def after_cutover(box: Sandbox, action: Callable[[], None], timeout: float = 300) -> AfterCutover:
+    return AfterCutover(box, action, timeout)
 
 
 class Helpers:

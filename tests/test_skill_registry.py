@@ -10,6 +10,8 @@ import yaml
 from promote_pipeline.promotion import guardrails
 from promote_pipeline.promotion.evidence import Evidence
 
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
+
 REQUIRED = {"prod_requires_staging_success", "forbid_enterprise_modules", "rollback_default", "evidence_required"}
 
 

@@ -49,6 +49,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     else:
         print(f"router {info['router']} at {info['router_url']} serves {info['serving']['deployment']}"
               f" ({info['serving']['colour']}, database {info['serving']['database']})")
+    # What is live is the router's answer; a routes.json that says otherwise is a switch the router never made.
+    if info["serving"]["deployment"] is None or info["serving"]["deployment"] != info["recorded"]["deployment"]:
+        print(f"router disagrees with routes.json: the router ({info['serving']['asked']}) serves"
+              f" {info['serving']['deployment']}, routes.json records {info['recorded']['deployment']}",
+              file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

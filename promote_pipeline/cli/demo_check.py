@@ -8,6 +8,8 @@ verify``), each check is one line, PASS or FAIL:
 - an integration: Python's standard ``xmlrpc.client``, logging in through the router with production's
   database name *as it was before the promotion*, reads and writes, and the partner it wrote is in the
   physical database the router now serves (not in blue's);
+- the router itself (its runtime API, or a request through its public port) serves the deployment the ops
+  database records as active;
 - the session cookie taken before the cutover is still logged in;
 - green's ``web.base.url`` equals blue's;
 - no trace of staging's neutralization remains on green;
@@ -69,11 +71,20 @@ def verify(box: Any) -> list[Check]:
     res = box.resources()
     ops_db, host = res["ops_db"], res["odoo_host"]
     env = ops_db.environment(PROD)
-    live = ops_db.active_deployment(PROD)
+    recorded = ops_db.active_deployment(PROD)
     blue = ops_db.deployment(before["blue_deployment"])
-    assert env is not None and live is not None and blue is not None
+    assert env is not None and recorded is not None and blue is not None
     url = res["router"].state(PROD).active_url
-    checks: list[Check] = [_integration(url, before["database"], env, host, live)]
+    # What is live is what the running router serves (box.status() asks it), not what any file records.
+    serving = box.status()["serving"]
+    live = ops_db.deployment(serving["deployment"]) if serving["deployment"] else None
+    checks: list[Check] = [("router serves the active deployment",
+                            live is not None and live.deployment_id == recorded.deployment_id,
+                            f"the router ({serving['asked']}) serves {serving['deployment']}; the ops database"
+                            f" records {recorded.deployment_id} as production's active deployment")]
+    if live is None:
+        return checks
+    checks.append(_integration(url, before["database"], env, host, live))
     checks.append(_session(url, before))
     with host.connect(env.db_dsn_ref, live.db_name) as green, host.connect(env.db_dsn_ref, blue.db_name) as old:
         now = odoo_db.config_parameter(green, "web.base.url")

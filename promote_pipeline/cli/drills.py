@@ -31,6 +31,7 @@ from promote_pipeline.cli.main import FAULTS
 from promote_pipeline.cli.sandbox import Sandbox
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
+from promote_pipeline.promotion.services import upstream
 from resources.artifact_store import LocalArtifactStore
 from resources.ops_db import ArtifactRecord, OpsDatabase
 
@@ -76,24 +77,39 @@ def fingerprint(box: Sandbox, db: str) -> dict[str, str]:
                                     f" FROM {t} x").fetchone()[0]) for t in FINGERPRINT_TABLES}
 
 
-def _watch(box: Sandbox, probe: Callable[[OpsDatabase], T | None], action: Callable[[T], None],
-           timeout: float = 120, interval: float = 0.02) -> threading.Thread:
+class _Watch:
     """Run ``action(found)`` as soon as ``probe`` finds something in the ops database (polled every ``interval``
-    seconds)."""
-    ops_db: OpsDatabase = box.resources()["ops_db"]
+    seconds), in a thread that ``finish()`` stops and joins: it never outlives its drill (a fault injected into
+    the next drill's promotion would judge the wrong run)."""
 
-    def loop() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = probe(ops_db)
+    def __init__(self, box: Sandbox, probe: Callable[[OpsDatabase], T | None], action: Callable[[T], None],
+                 interval: float = 0.02) -> None:
+        self._ops_db: OpsDatabase = box.resources()["ops_db"]
+        self._probe, self._action, self._interval = probe, action, interval
+        self._stop = threading.Event()
+        self.fired = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            found = self._probe(self._ops_db)
             if found is not None:
-                action(found)
+                self.fired = True
+                try:
+                    self._action(found)
+                except BaseException as exc:  # reported by the drill, not lost in a thread
+                    self.error = exc
                 return
-            time.sleep(interval)
+            self._stop.wait(self._interval)
 
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
+    def finish(self) -> None:
+        """Stop polling; wait for an action under way to end (a PostgreSQL restart can take a while)."""
+        self._stop.set()
+        self._thread.join(timeout=600)
+        if self._thread.is_alive():
+            raise DrillError("the drill's fault action did not end within 10 minutes")
 
 
 class Drill:
@@ -124,27 +140,27 @@ class Drill:
         self.say(f"drill {self.fault}: blue is {before['deployment']} ({before['database']})")
         start = time.time()
         overrides: dict[str, Any] = {}
-        watcher: threading.Thread | None = None
+        watcher: _Watch | None = None
         stack = ExitStack()
         try:
             if self.fault == "smoke-fail":
                 self._fault(start, refuse_login=True)
             elif self.fault == "stability-5xx":
-                watcher = _watch(self.box, OpsDatabase.running_promotion_after_cutover,
+                watcher = _Watch(self.box, OpsDatabase.running_promotion_after_cutover,
                                  lambda _r: self._write_on_green_then_fail(start))
             elif self.fault == "green-crash":
-                watcher = _watch(self.box, OpsDatabase.running_promotion_after_cutover,
+                watcher = _Watch(self.box, OpsDatabase.running_promotion_after_cutover,
                                  lambda _r: self._fault(start, crash_after_seconds=0))
             elif self.fault == "router-fail":
                 cfg = self.box.settings()
                 router = self.box.resources()["router"]
                 overrides["router"] = type(router)(work_dir=cfg.router_dir, drill_refuse_switch=True)
             elif self.fault == "corrupt-artifact":
-                watcher = _watch(self.box, lambda db: db.running_run_artifact("green"), self._corrupt)
+                watcher = _Watch(self.box, lambda db: db.running_run_artifact("green"), self._corrupt)
             elif self.fault == "db-restart":
                 # Only once pg_restore is connected to green's database: a restart before it would be ridden
                 # out by the reconnecting steps, and the drill would not test a failed restore.
-                watcher = _watch(self.box, OpsDatabase.restoring_backend_pid, lambda _pid: self._restart_postgres(),
+                watcher = _Watch(self.box, OpsDatabase.restoring_backend_pid, lambda _pid: self._restart_postgres(),
                                  interval=0.005)
             elif self.fault == "disk-full":
                 overrides.update(self._full_disk(cfg, stack))
@@ -153,11 +169,16 @@ class Drill:
             else:
                 code, outcome, message = run_promotion(self._inputs(), quiet=True, resource_overrides=overrides)
                 self.facts["message"] = message
-            if watcher:
-                watcher.join(timeout=10)
         finally:
+            if watcher:
+                watcher.finish()
             self.fault_file.unlink(missing_ok=True)
             stack.close()
+        if watcher:
+            # A drill whose fault never happened proves nothing, whatever state it ends in.
+            self.facts["fault_injected"] = watcher.fired and watcher.error is None
+            if watcher.error is not None:
+                self.facts["fault_error"] = f"{type(watcher.error).__name__}: {watcher.error}"
         return self._judge(code, outcome, before, blue_print)
 
     # -- fault actions -------------------------------------------------------------------------------
@@ -208,10 +229,13 @@ class Drill:
         from promote_pipeline.cli.launch import submit
 
         router = self.box.resources()["router"]
-        blue = self.box.status()["serving"]["deployment"]
+        ops_db: OpsDatabase = self.box.resources()["ops_db"]
+        blue_row = ops_db.deployment(self.box.status()["serving"]["deployment"])
+        if blue_row is None:
+            raise DrillError("the router serves no recorded deployment before the drill")
+        blue = upstream(blue_row, "blue")
         dagster_run_id = submit(self._inputs())
         self.facts["dagster_run_id"] = dagster_run_id
-        ops_db: OpsDatabase = self.box.resources()["ops_db"]
         deadline = time.monotonic() + 180
         row = None
         while time.monotonic() < deadline:
@@ -227,8 +251,7 @@ class Drill:
         self.say(f"killed run worker {pid} after cutover of {row.run_id}")
         on_blue = None
         while time.monotonic() < killed + 120:
-            state = router.state(sbx.PROD)
-            if on_blue is None and state.active and state.active.name == blue:
+            if on_blue is None and router.serves(sbx.PROD, blue):  # the router's word, not routes.json
                 on_blue = time.monotonic() - killed
             final = ops_db.run(row.run_id)
             if on_blue is not None and final and final.status != "running":
@@ -245,11 +268,15 @@ class Drill:
 
     # -- verdict -------------------------------------------------------------------------------------
     def _judge(self, code: int, outcome: Any, before: dict[str, Any], blue_print: dict[str, str]) -> dict[str, Any]:
+        # Sandbox.status() names the deployment the running router serves (asked of HAProxy's runtime API or
+        # through nginx's public port), never routes.json: a switch back the router did not make fails here.
         after = self.box.status()["serving"]
         checks: dict[str, bool] = {
-            "router_on_blue": after["deployment"] == before["deployment"],
+            "router_on_blue": after["deployment"] is not None and after["deployment"] == before["deployment"],
             "blue_data_unchanged": fingerprint(self.box, before["database"]) == blue_print,
         }
+        if "fault_injected" in self.facts:
+            checks["fault_injected"] = self.facts["fault_injected"]
         if outcome is None:  # rejected before anything was created
             checks["rejected"] = code == 2
         else:

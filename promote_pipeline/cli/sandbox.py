@@ -33,7 +33,7 @@ from promote_pipeline.promotion.services import Services, upstream
 from resources import secrets
 from resources.odoo_host import LocalOdooHost, free_port
 from resources.ops_db import CompletedRun, DeploymentRecord, EnvironmentRecord, OpsDatabase
-from resources.router import RouterResource
+from resources.router import RouterError, RouterResource, ServedUpstream
 
 # The sandbox's ids are the code location's (its launchpad opens with them): one definition, in defs/location.py.
 PROJECT = SANDBOX_IDS["project_id"]
@@ -225,24 +225,41 @@ class Sandbox:
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        """What production serves, as the running router says (``served_upstream``), never as routes.json
+        records: a switch the router did not carry out must not show as done. ``recorded`` is routes.json's
+        active upstream, shown apart so a disagreement is visible."""
         self.activate()
         res = self.resources()
         ops_db: OpsDatabase = res["ops_db"]
         router: RouterResource = res["router"]
         state = router.state(PROD)
-        active = state.active
-        row = ops_db.deployment(active.name) if active else None
+        served: ServedUpstream | None = None
+        router_error: str | None = None
+        try:
+            served = router.served_upstream(PROD)
+        except RouterError as exc:
+            router_error = str(exc)
+        row = ops_db.deployment(served.name) if served and served.name else None
+        # The router's name must also be the deployment's address, or the name alone proves nothing.
+        if row is not None and (row.http_port is None or not served or not served.is_upstream(upstream(row, "live"))):
+            row = None
+        recorded = state.active
+        # The router knows no colours; the recorded one holds only if the router agrees on the deployment.
+        colour = recorded.colour if recorded and row and recorded.name == row.deployment_id else None
         return {
             "router": router.kind,
             "router_url": state.active_url,
             "preview_url": state.preview_url,
             "serving": {
-                "deployment": active.name if active else None,
-                "colour": active.colour if active else None,
+                "deployment": row.deployment_id if row else None,
+                "colour": colour,
                 "database": row.db_name if row else None,
                 "odoo_database": row.served_db if row else None,
-                "url": f"http://{active.host}:{active.http_port}" if active else None,
+                "url": f"http://{served.host}:{served.http_port}" if row and served else None,
+                "asked": served.source if served else router_error,
             },
+            "recorded": {"deployment": recorded.name if recorded else None,
+                         "colour": recorded.colour if recorded else None},
             "ops_database": self.settings().ops_database,
             "secrets": json.loads(self.secrets_file.read_text()) if self.secrets_file.exists() else {},
         }

@@ -36,7 +36,7 @@ from promote_pipeline.promotion.models import (
 )
 from promote_pipeline.promotion.preflight import Preflight
 from promote_pipeline.promotion.restore import restore_next_to_blue
-from promote_pipeline.promotion.services import Services, upstream
+from promote_pipeline.promotion.services import Services, switch_confirmed, upstream
 from promote_pipeline.promotion.smoke import SmokeSuite
 from promote_pipeline.promotion.stability import watch
 from promote_pipeline.promotion.steps import Step
@@ -291,7 +291,7 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested) -> CutOver:
         before = svc.router.state(env_id)
         start = time.monotonic()
         after, fencing = odoo_aware.cutover_fenced(
-            svc, tested, tested.green, lambda: svc.router.switch_active(env_id, upstream(tested.green, "green")))
+            svc, tested, tested.green, lambda: switch_confirmed(svc.router, env_id, upstream(tested.green, "green")))
         switch_ms = int((time.monotonic() - start) * 1000)
         timestamp = datetime.now(UTC)
         svc.ops_db.record_cutover(tested.blue.deployment_id, tested.green.deployment_id, tested.run_id, timestamp)

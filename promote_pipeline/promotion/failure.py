@@ -18,12 +18,12 @@ from promote_pipeline.promotion import deployment, odoo_aware, progress, steps
 from promote_pipeline.promotion.decisions import OnFailure, on_failure
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
-from promote_pipeline.promotion.services import Services, upstream
+from promote_pipeline.promotion.services import Services, switch_confirmed, upstream
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
 from resources.ops_db import DeploymentRecord, FinalRunStatus, TaskRequest
 from resources.redaction import redact_text
-from resources.router import RouterNotPersisted
+from resources.router import RouterError, RouterNotPersisted
 
 
 def green_deployments(svc: Services, run_id: str) -> list[DeploymentRecord]:
@@ -55,10 +55,15 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     before = svc.router.state(env_id)
     switched = False
     saved = True
-    if live_unsaved or before.active is None or before.active.name != blue.name:
+    # Asked of the running router, not of routes.json: a switch to green the router recorded but never made
+    # still needs no undo, and one it made while the record says blue (a cutover live but unsaved) still does.
+    if live_unsaved or not svc.router.serves(env_id, blue):
         try:
-            svc.router.switch_active(env_id, blue)
-        except RouterNotPersisted as exc:  # blue serves: the rollback's urgent part is done; its record is not
+            switch_confirmed(svc.router, env_id, blue)
+        except RouterNotPersisted as exc:
+            if not svc.router.serves(env_id, blue):
+                raise
+            # Blue serves: the rollback's urgent part is done; only its record is not.
             saved = False
             notes.append(f"traffic is back on blue, but the router could not save it: {exc}")
         switched = True
@@ -85,7 +90,8 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
             else f"{deployment_id}'s crons and mail servers not fenced off"
         problems.append({"part": "unfence", "deployment": deployment_id, "error": error})
         notes.append(f"{which}: {error}")
-    served = live_unsaved or (before.active is not None and before.active.name != blue.name)
+    # Green served traffic if the router had to be moved off it, or if it was recorded as routed there.
+    served = switched or (before.active is not None and before.active.name != blue.name)
     record = svc.ops_db.run(run.run_id)
     served = served or bool(record and record.metadata.get("cutover_timestamp"))
     kept = False
@@ -118,6 +124,7 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
         "detection_to_blue_ms": on_blue_ms,
         "routing_before": before.model_dump(mode="json"),
         "routing_after": after.model_dump(mode="json"),
+        "router_serves_after": _served(svc, env_id),
         "blue_deployment": run.blue.deployment_id,
         "green_deployment": ", ".join(g.deployment_id for g in greens) or None,
         "green_stopped": stopped,
@@ -130,6 +137,14 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
         "problems": problems,
         "notes": notes,
     }
+
+
+def _served(svc: Services, env_id: str) -> dict[str, Any]:
+    """The running router's own answer for the evidence; traffic is already on blue, so a failure is reported."""
+    try:
+        return svc.router.served_upstream(env_id).model_dump(mode="json")
+    except RouterError as exc:
+        return {"error": redact_text(str(exc))}
 
 
 def _retire(svc: Services, run: RunStarted, green: DeploymentRecord) -> None:
@@ -184,6 +199,7 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
         status = "failed"
         rollback = {"triggered": False, "reason": "auto_rollback_on_failure=false: left as it stands",
                     "live_routing": svc.router.state(run.prod.environment_id).model_dump(mode="json"),
+                    "live_served": _served(svc, run.prod.environment_id),
                     "green_deployments": [g.model_dump() for g in green_deployments(svc, run.run_id)]}
     rollback["failed_step"] = step.name
     svc.ops_db.mark_run_finished(run.run_id, status, evidence_dir=run.evidence_dir,

@@ -23,11 +23,12 @@ from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
 from promote_pipeline.promotion.inputs import PromotionInputs, shown
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
-from promote_pipeline.promotion.services import Services
+from promote_pipeline.promotion.services import Services, upstream
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import write_final
 from resources.ops_db import RunRecord
 from resources.redaction import redact_text
+from resources.router import RouterError
 
 
 class RollbackRefused(RuntimeError):
@@ -69,18 +70,23 @@ def last_step(evidence: Evidence) -> Step:
 
 
 def verify_safe_state(svc: Services, run: RunStarted) -> dict[str, Any]:
-    """Router on blue, no green of this run alive, status final, evidence complete."""
-    state = svc.router.state(run.prod.environment_id)
+    """Router on blue (asked of the running router), no green of this run alive, status final, evidence
+    complete."""
+    try:
+        served = svc.router.served_upstream(run.prod.environment_id)
+        on_blue, router_active = served.is_upstream(upstream(run.blue, "blue")), served.name
+    except RouterError as exc:
+        on_blue, router_active = False, f"router did not answer: {exc}"
     greens_alive = [g.deployment_id for g in green_deployments(svc, run.run_id) if svc.host.is_alive(g.pid)]
     row = svc.ops_db.run(run.run_id)
     checks = {
-        "router_on_blue": bool(state.active and state.active.name == run.blue.deployment_id),
+        "router_on_blue": on_blue,
         "green_stopped": not greens_alive,
         "status_final": row is not None and row.status in ("rolled_back", "failed"),
         "evidence_complete": not Evidence(run.evidence_dir).missing(),
     }
-    return {"safe": all(checks.values()), "checks": checks, "router_active": state.active.name if state.active
-            else None, "at": datetime.now(UTC).isoformat()}
+    return {"safe": all(checks.values()), "checks": checks, "router_active": router_active,
+            "at": datetime.now(UTC).isoformat()}
 
 
 def _ensure_blue_running(svc: Services, run: RunStarted) -> None:

@@ -10,7 +10,7 @@ from promote_pipeline.promotion.settings import Settings
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import DeploymentRecord, OpsDatabase
-from resources.router import RouterResource, Upstream
+from resources.router import RouterError, RouterResource, RoutingState, Upstream
 
 
 @dataclass
@@ -32,3 +32,14 @@ def upstream(deployment: DeploymentRecord, colour: str) -> Upstream:
     assert deployment.http_port is not None
     return Upstream(name=deployment.deployment_id, colour=colour, http_port=deployment.http_port,
                     websocket_port=deployment.websocket_port or deployment.http_port)
+
+
+def switch_confirmed(router: RouterResource, environment_id: str, target: Upstream) -> RoutingState:
+    """``switch_active``, then the running router asked whether it now serves ``target``: a switch is claimed
+    (cutover recorded, "traffic back on blue") only once the router itself says so, never from routes.json."""
+    state = router.switch_active(environment_id, target)
+    served = router.served_upstream(environment_id)
+    if not served.is_upstream(target):
+        raise RouterError(f"the router accepted the switch to {target.name} but serves {served.name!r}"
+                          f" ({served.source})")
+    return state

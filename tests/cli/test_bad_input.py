@@ -3,11 +3,13 @@ message naming the field, and nothing is created but the rejection record."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from promote_pipeline.cli.sandbox import PROD, STAGING, Sandbox
+from promote_pipeline.promotion.inputs import PromotionInputs
 from resources.ops_db import EnvironmentRecord
 
 pytestmark = pytest.mark.slow
@@ -41,6 +43,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("leading dot in staging", {"staging_env_id": ".env"}, "staging_env_id"),
     ("space in user", {"user_id": "demo admin"}, "user_id"),
     ("stability window too long", {"stability_window_seconds": 86400}, "stability_window_seconds"),
+    ("carry-over not a boolean", {"carry_over_settings": "yes"}, "carry_over_settings"),
+    ("an input that does not exist", {"skip_backups": True}, "skip_backups"),
 ]
 
 
@@ -61,8 +65,17 @@ def _counts(box: Sandbox, h: Any) -> dict[str, int]:
             for t in ("runs", "deployments", "artifacts", "rejections", "scheduled_tasks", "run_events")}
 
 
-def test_there_are_at_least_25_cases() -> None:
-    assert len(CASES) >= 25
+@pytest.mark.unit
+def test_the_cases_cover_every_input_and_rule() -> None:
+    """The table grows with the inputs: every field of PromotionInputs is named by at least one refused case (a
+    field added without one fails here), as are the rules that are not about one field's type (the project
+    must exist, unknown inputs are refused); and the 25+ cases are distinct inputs, not repeats."""
+    named = {field for _, _, field in CASES}
+    assert set(PromotionInputs.model_fields) - named == set()
+    assert "project_exists" in named and any(f not in {*PromotionInputs.model_fields, "project_exists"}
+                                             for f in named)
+    distinct = {json.dumps(inputs, sort_keys=True) for _, inputs, _ in CASES}
+    assert len(distinct) == len(CASES) >= 25
 
 
 @pytest.mark.parametrize("name,inputs,field", CASES, ids=[c[0] for c in CASES])

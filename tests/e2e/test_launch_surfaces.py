@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import io
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -202,16 +202,23 @@ def test_plain_lines_when_the_output_is_not_a_terminal() -> None:
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
 
 
-def test_a_terminal_gets_a_status_line_with_elapsed_time_live_error_rate_and_time_left() -> None:
+def test_a_terminal_gets_a_status_line_with_elapsed_time_live_error_rate_and_time_left(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The printer's clock, not the machine's: the countdown is arithmetic on it, and a pause on a loaded machine
+    # would make "7s left" a race (1.2 s of sleep can take 1.6).
+    now = [1000.0]
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: now[0]))
     out = io.StringIO()
     printer = progress.Printer(out, live=True, tick=0.05)
     printer(LINES[0])
     printer(LINES[1])
-    time.sleep(1.2)
+    now[0] += 1.2
     status = printer.status_text()
     assert status is not None and "[7/8] monitor_stability" in status
     assert "40 requests, error rate 0.50%, 7s left" in status  # counted down from the 8 s the run reported
-    assert float(status.split("monitor_stability")[1].split("s")[0]) >= 1.1  # the step's elapsed time
+    assert float(status.split("monitor_stability")[1].split("s")[0]) == 1.2  # the step's elapsed time
+    now[0] += 10
+    assert "0s left" in (printer.status_text() or "")  # never below zero
     for line in LINES[2:]:
         printer(line)
     printer.close()

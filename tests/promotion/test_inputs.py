@@ -9,6 +9,8 @@ import pytest
 from promote_pipeline.promotion.inputs import InputRejected, validate, validate_against_ops
 from resources.ops_db import EnvironmentRecord
 
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
+
 GOOD = {"project_id": "proj_abc123", "staging_env_id": "env_staging_xyz", "prod_env_id": "env_prod_main",
         "user_id": "alice"}
 

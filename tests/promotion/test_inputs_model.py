@@ -22,6 +22,8 @@ from promote_pipeline.promotion.inputs import PromotionInputs, run_config, run_t
 from promote_pipeline.promotion.rollback_run import load_run
 from resources.ops_db import DeploymentRecord, EnvironmentRecord, RunRecord
 
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
+
 FIELDS = PromotionInputs.model_fields
 GOOD = {"project_id": "proj_abc123", "staging_env_id": "env_staging_xyz", "prod_env_id": "env_prod_main",
         "user_id": "alice"}

@@ -14,6 +14,8 @@ from pydantic import BaseModel
 
 from promote_pipeline.promotion.inventory import model, rules
 
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "inventory.yaml"
 

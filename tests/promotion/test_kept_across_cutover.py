@@ -53,9 +53,17 @@ class Integration:
         self._thread.start()
         return self
 
+    def wait_for_calls(self, more: int, timeout: float = 120) -> None:
+        """Until ``more`` further calls have succeeded (a condition, not a pause)."""
+        target, deadline = self.calls + more, time.monotonic() + timeout
+        while self.calls < target and not self.failures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.calls >= target, f"{self.calls} calls, {target} expected within {timeout}s: {self.failures}"
+
     def __exit__(self, *_: Any) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=60)
+        assert not self._thread.is_alive(), "the integration's thread did not stop"
 
 
 def _session(url: str, database: str, login: str, password: str) -> str:
@@ -101,7 +109,7 @@ def test_production_keeps_its_name_its_sessions_and_where_writes_land(haproxy_bo
     assert uid
 
     with Integration(url, name, env.smoke_login, password) as integration:
-        time.sleep(0.3)
+        integration.wait_for_calls(5)  # the integration is calling blue before the promotion starts
         code, outcome, message = h.promote(stability_window_seconds=1)
         assert code == 0, message
         green = res["ops_db"].active_deployment(PROD)
@@ -116,8 +124,7 @@ def test_production_keeps_its_name_its_sessions_and_where_writes_land(haproxy_bo
         assert _logged_in_as(url, cookie) == uid  # and on blue again
         made = integration.execute("res.partner", "create", {"name": "Written after rollback"})
         assert _landed_in(box, made, "Written after rollback") == [blue.db_name]
-        time.sleep(0.3)
-    assert integration.calls > 20
+        integration.wait_for_calls(5)  # and goes on calling after the rollback
     assert integration.failures == []  # not one call of the integration failed over a cutover and a rollback
     # The retired green's physical name is no name production answers to: through the router it opens nothing.
     try:

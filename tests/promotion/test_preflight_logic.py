@@ -95,8 +95,8 @@ def setup(haproxy_box: Sandbox, private_ops_db: OpsDatabase, tmp_path: Path) -> 
     (prod_dir / "filestore" / prod.db_name).mkdir(parents=True)  # served under its physical name here
     private_ops_db.add_deployment(_deployment("dep_e", "e", prod.db_name, prod_dir))
     private_ops_db.add_deployment(_deployment("dep_s", "s", staging.db_name, tmp_path / "staging"))
-    return Setup(private_ops_db, res["odoo_host"], LocalArtifactStore(root=str(tmp_path / "artifacts"), create_root=True),
-                 haproxy_box, prod_dir, prod.db_name, staging.db_name)
+    store = LocalArtifactStore(root=str(tmp_path / "artifacts"), create_root=True)
+    return Setup(private_ops_db, res["odoo_host"], store, haproxy_box, prod_dir, prod.db_name, staging.db_name)
 
 
 def _failed(results: dict[str, tuple[bool, str]]) -> dict[str, str]:

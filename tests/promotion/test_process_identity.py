@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,21 @@ pytestmark = pytest.mark.slow
 def _sleep() -> subprocess.Popen[bytes]:
     # Its own session, as the host starts Odoo and PgBouncer: it leads its own process group.
     return subprocess.Popen(["sleep", "120"], start_new_session=True)
+
+
+def _sleep_holding_signals() -> subprocess.Popen[bytes]:
+    """A sleeper that blocks the catchable stop signals: one sent to it stays pending (visible in /proc) instead
+    of killing it some time later, so "never signalled" is checked at once, not by waiting to see it live on."""
+    script = ("import signal, time; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT,"
+              " signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}); print(flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline()  # the mask is in place
+    return proc
+
+
+def _never_signalled(proc: subprocess.Popen[bytes]) -> bool:
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+    return proc.poll() is None and int(status["SigPnd"], 16) == 0 and int(status["ShdPnd"], 16) == 0
 
 
 def _retired_with_pid(svc: Services, pid: int, started: int | None) -> str:
@@ -53,13 +69,12 @@ def test_cleanup_leaves_an_unrelated_process_holding_a_recorded_pid_alone(haprox
     genuine.kill()
     genuine.wait()
     time.sleep(0.05)  # start times count clock ticks (10 ms): the two must not share one
-    unrelated = _sleep()  # the pid recorded for the deployment now names this one, started later
+    unrelated = _sleep_holding_signals()  # the pid recorded for the deployment now names this one, started later
     try:
         assert db_endpoint.process_started(unrelated.pid) != started
         dep = _retired_with_pid(svc, unrelated.pid, started)
         record = _clean_up(svc, dep, tmp_path)
-        time.sleep(0.2)
-        assert unrelated.poll() is None  # still running: never signalled
+        assert _never_signalled(unrelated)
         line = " ".join(record["done"])  # type: ignore[arg-type]
         assert f"Odoo not stopped: pid {unrelated.pid}: started at tick" in line and "left alone" in line
         assert svc.ops_db.deployment(dep).state == "deleted"
@@ -74,7 +89,7 @@ def test_cleanup_stops_the_deployments_own_process(haproxy_box: Sandbox, tmp_pat
     try:
         dep = _retired_with_pid(svc, own.pid, db_endpoint.process_started(own.pid))
         record = _clean_up(svc, dep, tmp_path)
-        assert own.wait(timeout=5) is not None  # stopped by the clean-up
+        assert own.wait(timeout=60) is not None  # stopped by the clean-up
         assert "processes stopped" in " ".join(record["done"])  # type: ignore[arg-type]
     finally:
         if own.poll() is None:
@@ -83,11 +98,11 @@ def test_cleanup_stops_the_deployments_own_process(haproxy_box: Sandbox, tmp_pat
 
 
 def test_a_pid_without_a_recorded_start_time_is_not_signalled() -> None:
-    proc = _sleep()
+    proc = _sleep_holding_signals()
     try:
         why = db_endpoint.stop_recorded(proc.pid, None, timeout=1)
         assert why is not None and "no start time recorded" in why
-        assert proc.poll() is None
+        assert _never_signalled(proc)
     finally:
         proc.kill()
         proc.wait()

@@ -28,12 +28,16 @@ def _live(box: Sandbox) -> dict[str, Any]:
 
 
 def _served_by_router(box: Sandbox) -> str:
-    """Which database answers through the public entry point, asked over HTTP like a user would."""
+    """The deployment that answers through the public entry point, in the router's own words: the
+    ``X-Promote-Upstream`` header of a real request through its public port, which must agree with what the
+    running router says of itself (``served_upstream``: HAProxy's runtime API, nginx's loaded config)."""
     url = box.status()["router_url"]
     resp = httpx.post(f"{url}/web/webclient/version_info",
-                      json={"jsonrpc": "2.0", "method": "call", "params": {}, "id": 1}, timeout=5)
+                      json={"jsonrpc": "2.0", "method": "call", "params": {}, "id": 1}, timeout=30)
     assert resp.status_code == 200
-    return str(box.status()["serving"]["database"])
+    header = resp.headers.get("X-Promote-Upstream")
+    assert header and box.resources()["router"].served_upstream(PROD).name == header
+    return header
 
 
 def _assert_evidence_complete(folder: Any) -> None:
@@ -51,9 +55,7 @@ def _assert_rolled_back(box: Sandbox, h: Any, code: int, outcome: Any, blue_befo
     final = json.loads((folder / "final_status.json").read_text())
     assert rollback["triggered"] is True and rollback["failed_step"] == step
     assert final["status"] == "rolled_back" and final["failed_step"] == step
-    live = _live(box)
-    assert live["deployment"] == blue_before["deployment"]
-    _served_by_router(box)
+    assert _served_by_router(box) == blue_before["deployment"] == _live(box)["deployment"]
     ops_db = box.resources()["ops_db"]
     greens = ops_db.deployments_created_by(outcome.run_id)
     host = box.resources()["odoo_host"]
@@ -71,7 +73,7 @@ def test_happy_path_then_again(box: Sandbox, h: Any) -> None:
     _assert_evidence_complete(folder)
     live = _live(box)
     assert live["deployment"] != blue_before["deployment"] and live["colour"] == "green"
-    assert live["database"] == _served_by_router(box)
+    assert live["deployment"] == _served_by_router(box)
     ops_db = box.resources()["ops_db"]
     blue_artifact = ops_db.artifact(outcome.blue_backup_id)
     assert blue_artifact and blue_artifact.role == "blue"
@@ -116,15 +118,15 @@ def test_stability_failure_rolls_back_and_keeps_green(box: Sandbox, h: Any, faul
     blue_before = _live(box)
     fault_path = box.root / "faults" / f"{PROD}.json"
     not_before = time.time()
-    watcher = h.after_cutover(box, lambda: fault_path.write_text(json.dumps({"not_before": not_before, **fault})))
     try:
-        code, outcome, _ = h.promote(stability_window_seconds=8)
+        with h.after_cutover(box, lambda: fault_path.write_text(json.dumps({"not_before": not_before, **fault}))):
+            code, outcome, _ = h.promote(stability_window_seconds=8)
     finally:
-        watcher.join(timeout=5)
         h.clear_faults(box)
     rollback = _assert_rolled_back(box, h, code, outcome, blue_before, "monitor_stability")
     assert rollback["router_switched_back"] is True
-    assert rollback["detection_to_blue_ms"] < 1000
+    # recorded, not bounded here: how fast is a measurement (README, bench/), not a behaviour to race against
+    assert isinstance(rollback["detection_to_blue_ms"], int) and rollback["detection_to_blue_ms"] >= 0
     assert rollback["green_database_kept"] is True
     metrics = json.loads((h.evidence(outcome) / "stability_metrics.json").read_text())
     assert metrics["passed"] is False and step_reason in metrics["reason"]
@@ -152,7 +154,10 @@ def test_router_refusing_the_switch_rolls_back(box: Sandbox, h: Any) -> None:
 
 
 def test_no_auto_rollback_leaves_state_and_says_so(haproxy_box: Sandbox, h: Any) -> None:
+    """The smoke test fails before any cutover: with auto-rollback off, nothing is undone, blue still serves
+    (the router says so, and the evidence says so), and green is left standing for an operator."""
     box = haproxy_box
+    blue_before = _live(box)
     h.write_fault(box, refuse_login=True)
     try:
         code, outcome, _ = h.promote(auto_rollback_on_failure=False)
@@ -160,7 +165,12 @@ def test_no_auto_rollback_leaves_state_and_says_so(haproxy_box: Sandbox, h: Any)
         h.clear_faults(box)
     assert code == 1 and outcome is not None and outcome.status == "failed"
     rollback = json.loads((h.evidence(outcome) / "rollback.json").read_text())
-    assert rollback["triggered"] is False and rollback["live_routing"]["active"]["colour"] in ("blue", "green")
+    assert rollback["triggered"] is False and rollback["failed_step"] == "smoke_test_green"
+    assert rollback["live_served"]["name"] == blue_before["deployment"] == _served_by_router(box)
+    assert rollback["live_routing"]["active"]["name"] == blue_before["deployment"]
+    greens = box.resources()["ops_db"].deployments_created_by(outcome.run_id)
+    assert greens and all(box.resources()["odoo_host"].is_alive(g.pid) for g in greens)  # left as it stands
+    assert box.resources()["router"].served_upstream(PROD, "preview").name == greens[0].deployment_id
     # Clean up the green this run left standing, as an operator would.
     res = box.resources()
     for g in res["ops_db"].deployments_created_by(outcome.run_id):

@@ -1,5 +1,5 @@
 """rollback_promotion on real runs: manual rollback within the window, idempotence, refusal once blue
-is deleted, and the completion of a promotion whose worker was killed."""
+is deleted, and the completion of a promotion whose worker was killed after its cutover."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from promote_pipeline.cli.runner import run_rollback
-from promote_pipeline.cli.sandbox import PROD, Sandbox
-from promote_pipeline.defs.resources import build_resources
+from promote_pipeline.cli.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
 from promote_pipeline.defs.sensors import dead_runs
 from promote_pipeline.promotion import evidence_schema
+from promote_pipeline.promotion.services import upstream
 
 pytestmark = pytest.mark.slow
 
@@ -58,52 +59,63 @@ def test_manual_rollback_of_a_success_then_idempotent_then_refused_after_cleanup
         "has been deleted" in message  # a refusal: 2, as `window` and `recover` refuse
 
 
-WORKER = """
-import sys, time
-from promote_pipeline.defs.resources import build_resources
-ops_db = build_resources()["ops_db"]
-lock = ops_db.try_lock_environment(sys.argv[1])
-assert lock is not None
-run_id = ops_db.create_run("proj_demo", sys.argv[1], "demo_admin", {
-    "staging_env_id": "env_demo_staging", "blue_deployment_id": sys.argv[2], "rollback_window_hours": 1,
-    "auto_rollback_on_failure": True}, None)
-print(run_id, flush=True)
-time.sleep(600)
-"""
-
-
-def test_a_killed_worker_is_found_dead_and_its_run_completed(haproxy_box: Sandbox, h: Any, tmp_path: Any) -> None:
-    """A worker holding the lock is alive; SIGKILL releases the lock and the run shows as dead."""
+def test_a_worker_killed_after_cutover_is_found_dead_and_rolled_back(haproxy_box: Sandbox, h: Any,
+                                                                    tmp_path: Any) -> None:
+    """A real promotion (``promote run`` in its own process) cuts over, then its process is SIGKILLed in the
+    stability window: the run shows as dead once its lock is gone, and completing it rolls it back: the router
+    itself serves blue again, green is stopped, the run is ``rolled_back`` (not merely ``failed``), and the
+    evidence is complete."""
     box = haproxy_box
-    blue = box.resources()["ops_db"].active_deployment(PROD)
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, PROD, blue.deployment_id], stdout=subprocess.PIPE,
-                            text=True, env=os.environ.copy())
-    assert proc.stdout is not None
-    run_id = proc.stdout.readline().strip()
-    ops_db = build_resources()["ops_db"]
-    evidence = tmp_path / "evidence"
-    evidence.mkdir()
-    ops_db.set_run_evidence_dir(run_id, str(evidence))
+    res = box.resources()
+    ops_db, router, host = res["ops_db"], res["router"], res["odoo_host"]
+    blue_row = ops_db.deployment(box.status()["serving"]["deployment"])
+    assert blue_row is not None
+    blue = upstream(blue_row, "blue")
+    log = tmp_path / "promote-run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "promote_pipeline", "run", "--project", PROJECT,
+                                 "--staging", STAGING, "--prod", PROD, "--user", USER, "--stability-seconds", "900"],
+                                stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:
-        assert run_id not in [r.run_id for r in dead_runs(ops_db)]
+        deadline = time.monotonic() + 600
+        row = None
+        while row is None and proc.poll() is None and time.monotonic() < deadline:
+            row = ops_db.running_promotion_after_cutover()
+            if row is None:
+                time.sleep(0.1)
+        assert row is not None, f"the promotion never reached its stability window: {log.read_text()[-3000:]}"
+        assert int(row.metadata["worker_pid"]) == proc.pid
+        [green] = ops_db.deployments_created_by(row.run_id)
+        assert router.serves(PROD, upstream(green, "green"))  # the router itself cut over
+        assert row.run_id not in [r.run_id for r in dead_runs(ops_db)]  # alive: it holds the lock
+
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        deadline = time.monotonic() + 5
-        while run_id not in [r.run_id for r in dead_runs(ops_db)] and time.monotonic() < deadline:
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 120  # PostgreSQL ends the dead session's lock when it sees the socket close
+        while row.run_id not in [r.run_id for r in dead_runs(ops_db)] and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert run_id in [r.run_id for r in dead_runs(ops_db)]
-        code, result, message = run_rollback(run_id, "worker died", "test", quiet=True)
+        assert row.run_id in [r.run_id for r in dead_runs(ops_db)]
+        assert router.serves(PROD, upstream(green, "green"))  # nothing moved traffic yet
+
+        code, result, message = run_rollback(row.run_id, "worker died", "test", quiet=True)
         assert code == 0, message
-        assert result and result["action"] == "completed_dead_run"
-        assert ops_db.run(run_id).status in ("failed", "rolled_back")
-        assert run_id not in [r.run_id for r in dead_runs(ops_db)]
+        assert result == {"action": "completed_dead_run", "failed_step": "monitor_stability",
+                          "status": "rolled_back"}, result
+        assert ops_db.run(row.run_id).status == "rolled_back"
+        assert router.serves(PROD, blue) and box.status()["serving"]["deployment"] == blue.name
+        assert not host.is_alive(green.pid)
+        assert row.run_id not in [r.run_id for r in dead_runs(ops_db)]
+        evidence = Path(ops_db.run(row.run_id).evidence_dir)
         assert sorted(p.name for p in evidence.iterdir() if not p.name.startswith(".")) == sorted(
             h.evidence_files())
-        # What the rollback job wrote for the dead run holds to the evidence schema (the run died in step 1).
-        evidence_schema.validate_folder(evidence, run_id, ops_db.run(run_id).status, dead_run=True)
+        # What the rollback job wrote for the dead run holds to the evidence schema.
+        evidence_schema.validate_folder(evidence, row.run_id, "rolled_back", dead_run=True)
+        rollback = json.loads((evidence / "rollback.json").read_text())
+        assert rollback["router_switched_back"] is True and rollback["router_serves_after"]["name"] == blue.name
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(timeout=60)
 
 
 def test_rollback_of_a_promotion_a_later_one_replaced_is_refused(haproxy_box: Sandbox, h: Any) -> None:

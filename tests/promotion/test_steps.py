@@ -6,6 +6,8 @@ import pytest
 
 from promote_pipeline.promotion import guardrails, steps
 
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
+
 
 def test_the_eight_steps_are_numbered_in_the_seeds_order() -> None:
     assert [s.name for s in steps.STEPS] == ["create_ops_run", "snapshot_staging", "backup_production",

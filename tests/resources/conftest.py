@@ -160,9 +160,11 @@ class Net:
         return sock.recv(4096).decode()
 
     def load(self, url: str, switches: list[Callable[[], str]], clients: int = 4,
-             pause: float = 0.6, max_requests: int = 50_000) -> LoadResult:
+             per_window: int = 200, max_requests: int = 50_000, timeout: float = 120) -> LoadResult:
         """``clients`` threads, each on ONE keep-alive connection, GET continuously while the
-        ``switches`` run (``pause`` s apart). A failed request counts and the client reconnects
+        ``switches`` run, ``per_window`` requests apart (counted, not a pause: a loaded machine
+        would otherwise run the switches with next to no load between them; ``timeout`` s at most
+        for each window, then AssertionError). A failed request counts and the client reconnects
         (that counts as a new connection); there is no retry. Each switch returns the body the
         entry point must answer once it has returned: a request made entirely between one
         switch's return and the next switch's start that gets another body counts as stale.
@@ -197,13 +199,24 @@ class Net:
             t.start()
         windows: list[tuple[float, str]] = []  # (switch returned, body from then on)
         starts: list[float] = []
+        def window() -> None:
+            with lock:
+                target = len(samples) + result.failures + per_window
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(samples) + result.failures >= target:
+                        return
+                time.sleep(0.01)
+            raise AssertionError(f"fewer than {per_window} requests through {url} within {timeout}s")
+
         try:
             for switch in switches:
-                time.sleep(pause)
+                window()
                 starts.append(time.monotonic())
                 body = switch()
                 windows.append((time.monotonic(), body))
-            time.sleep(pause)
+            window()
         finally:
             stop.set()
             for t in threads:

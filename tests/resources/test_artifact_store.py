@@ -141,13 +141,30 @@ def test_garbage_collection_waits_for_a_backup_in_progress(store: LocalArtifactS
     odoo_file(src, b"x" * 100)
     a_id, _ = backup(store, src)
     deleted = threading.Event()
+    [(sha1, _size, _rel)] = store.iter_index(a_id)
     with store._objects_lock(exclusive=False):  # what an ingest or a restore holds
-        worker = threading.Thread(target=lambda: (store.delete(a_id), deleted.set()))
+        worker = threading.Thread(target=lambda: (store.delete(a_id), deleted.set()), daemon=True)
         worker.start()
-        time.sleep(0.3)
-        assert not deleted.is_set()
-    worker.join(timeout=10)
-    assert deleted.is_set()
+        # Not "nothing happened within a pause" (true of a thread that is merely slow): the kernel shows the
+        # collection blocked on its exclusive lock, behind ours.
+        assert _waits_for_exclusive_lock(Path(store.root) / ".objects.lock", timeout=60)
+        assert not deleted.is_set() and store.object_path(sha1).exists()
+    worker.join(timeout=60)
+    assert deleted.is_set() and not store.object_path(sha1).exists()
+
+
+def _waits_for_exclusive_lock(lock_file: Path, timeout: float) -> bool:
+    """A process of ours is queued in /proc/locks ("->") for an exclusive flock on ``lock_file``."""
+    inode, deadline = os.stat(lock_file).st_ino, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in Path("/proc/locks").read_text().splitlines():
+            # "N: -> FLOCK  ADVISORY  WRITE <pid> <maj>:<min>:<inode> 0 EOF" is a request waiting for the lock
+            waiting = line.split("->", 1)[1].split() if "->" in line else []
+            if (waiting[:3] == ["FLOCK", "ADVISORY", "WRITE"] and int(waiting[3]) == os.getpid()
+                    and int(waiting[4].rsplit(":", 1)[1]) == inode):
+                return True
+        time.sleep(0.01)
+    return False
 
 
 def test_an_index_that_escapes_the_filestore_is_refused(store: LocalArtifactStore, tmp_path: Path) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import ssl
 
+import pytest
+
 from resources import http_clients
+
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
 
 
 def test_clients_share_one_verifying_tls_context() -> None:

@@ -17,6 +17,8 @@ from resources.redaction import (
     register_secret,
 )
 
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
+
 
 @pytest.fixture
 def fresh_values(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from resources._router_common import safe_name
 from resources.haproxy_router import HAProxyRouter
 from resources.nginx_router import NginxRouter
 from resources.router import RouterError
@@ -115,6 +116,65 @@ def test_routing_lifecycle(kind: Kind, router: Any, deployments, net) -> None:
     assert not router.is_running()
 
 
+class _HAProxyLosingSwitches(HAProxyRouter):
+    """An adapter bug in miniature: the runtime-API calls never reach HAProxy, yet routes.json is written."""
+
+    def _apply_route(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class _NginxLosingReloads(NginxRouter):
+    """The include file is rewritten and passes ``nginx -t``, routes.json is written, but the reload is lost."""
+
+    def _reload(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+LOSING = {"haproxy": _HAProxyLosingSwitches, "nginx": _NginxLosingReloads}
+
+
+def test_served_upstream_asks_the_router_not_routes_json(kind: Kind, router: Any, deployments, net) -> None:
+    """A switch the router never carried out: routes.json says green, the router (and every user) is on blue.
+    ``served_upstream``/``serves`` must say blue; a verdict that read routes.json would say green."""
+    blue, green = deployments["blue"].upstream, deployments["green"].upstream
+    st = router.register_environment("prod-lost", blue)
+    served = router.served_upstream("prod-lost")
+    assert (served.name, served.host, served.http_port, served.websocket_port) == (
+        "prod-blue", "127.0.0.1", blue.http_port, blue.websocket_port)
+    assert router.serves("prod-lost", blue) and not router.serves("prod-lost", green)
+
+    LOSING[kind.name](work_dir=router.work_dir).switch_active("prod-lost", green)
+    assert router.state("prod-lost").active == green  # what was asked for, recorded
+    assert net.get(st.active_url) == "blue"  # what users get
+    served = router.served_upstream("prod-lost")
+    assert served.name == "prod-blue" and served.http_port == blue.http_port, served
+    assert router.serves("prod-lost", blue) and not router.serves("prod-lost", green)
+
+    router.switch_active("prod-lost", green)  # a real switch: now the router itself says green
+    assert router.serves("prod-lost", green) and not router.serves("prod-lost", blue)
+    assert router.served_upstream("prod-lost", "preview").name == "prod-blue"
+    assert net.served_by(st.active_url) == "prod-green"
+    with pytest.raises(RouterError, match="not registered"):
+        router.served_upstream("nope")
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+def test_haproxy_server_in_maintenance_serves_nothing(tmp_path: Path, deployments) -> None:
+    """A server HAProxy holds in maintenance serves no one, whatever its address and routes.json say."""
+    router = HAProxyRouter(work_dir=str(tmp_path / "hp"))
+    router.start()
+    try:
+        blue = deployments["blue"].upstream
+        router.register_environment("prod-maint", blue)
+        assert router.serves("prod-maint", blue)
+        router._command(f"disable server {safe_name('prod-maint')}_active_http/app")
+        served = router.served_upstream("prod-maint")
+        assert served.name is None and not router.serves("prod-maint", blue)
+        assert router.state("prod-maint").active == blue
+    finally:
+        router.stop()
+
+
 def test_refusals(kind: Kind, router: Any, deployments) -> None:
     blue = deployments["blue"].upstream
     with pytest.raises(RouterError, match="not registered"):
@@ -150,7 +210,7 @@ def test_switches_under_load(kind: Kind, router: Any, deployments, net) -> None:
     result = net.load(st.active_url, _switches(router, "prod-load", blue, green))
     print(f"\n{kind.name}: {result.requests} requests, {result.failures} failed, {result.stale} stale,"
           f" {result.connections} connections; errors: {sorted(set(result.errors))}")
-    assert result.requests > 100
+    assert result.requests >= 5 * 200  # every window carried its load (net.load counts, it does not pause)
     if kind.switches_drop_nothing:
         assert result.failures == 0, result.errors[:5]
         assert result.connections == 4
@@ -173,10 +233,10 @@ def test_nginx_without_keepalive_drops_nothing(tmp_path: Path, deployments, net)
     try:
         blue, green = deployments["blue"].upstream, deployments["green"].upstream
         st = router.register_environment("prod-load", blue)
-        result = net.load(st.active_url, _switches(router, "prod-load", blue, green), pause=0.4)
+        result = net.load(st.active_url, _switches(router, "prod-load", blue, green))
         print(f"\nnginx keepalive_timeout=0: {result.requests} requests, {result.failures} failed, "
               f"{result.stale} stale")
-        assert result.requests > 100
+        assert result.requests >= 5 * 200  # every window carried its load (net.load counts, it does not pause)
         assert result.failures == 0, result.errors[:5]
         assert result.stale == 0
     finally:

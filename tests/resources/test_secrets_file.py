@@ -10,6 +10,8 @@ import pytest
 
 from resources import secrets
 
+pytestmark = pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
+
 
 def test_a_changed_secrets_file_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "secrets.json"
