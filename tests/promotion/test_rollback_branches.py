@@ -35,7 +35,10 @@ from promote_pipeline.odoo import carry_over
 from promote_pipeline.promotion import deployment, evidence_schema, progress, steps
 from promote_pipeline.promotion.models import PromotionOutcome
 from promote_pipeline.promotion.services import Services
+from resources.haproxy_router import HAProxyRouter
+from resources.nginx_router import NginxRouter
 from resources.ops_db import OpsDatabase, RunRecord
+from resources.router import RouterError, RouterResource, RoutingState, Upstream
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +93,38 @@ def promote(**overrides: Any) -> tuple[int, PromotionOutcome | None, str | None]
                           **overrides}, quiet=True)
 
 
+def write_fault(box: Sandbox, **faults: Any) -> None:
+    """The conftest's ``h.write_fault``: fault switches for the stand-ins started from now on (blue is spared)."""
+    (box.root / "faults" / f"{PROD}.json").write_text(json.dumps({"not_before": time.time(), **faults}))
+
+
+def clear_faults(box: Sandbox) -> None:
+    (box.root / "faults" / f"{PROD}.json").unlink(missing_ok=True)
+
+
+def promote_with(router: RouterResource) -> tuple[int, PromotionOutcome | None, str | None]:
+    return run_promotion({"project_id": sandbox_mod.PROJECT, "staging_env_id": sandbox_mod.STAGING,
+                          "prod_env_id": PROD, "user_id": sandbox_mod.USER, "stability_window_seconds": 1},
+                         quiet=True, resource_overrides={"router": router})
+
+
+def refusing_preview_reset(box: Sandbox) -> RouterResource:
+    """The sandbox's own router (same kind, same folder, same processes) whose preview entry point refuses to go
+    back to blue. The one adapter method overridden, because no real fault can break only that switch: the preview
+    and the public entry point change through the same runtime API, and stopping the router breaks both (that is
+    the switch-back branch above)."""
+    cfg = box.settings()
+    base = NginxRouter if box.router_kind == "nginx" else HAProxyRouter
+
+    class RefusingPreviewReset(base):  # type: ignore[valid-type,misc]
+        def set_preview(self, environment_id: str, target: Upstream) -> RoutingState:
+            if target.colour == "blue":
+                raise RouterError("injected: the preview entry point refuses to change")
+            return super().set_preview(environment_id, target)
+
+    return RefusingPreviewReset(work_dir=cfg.router_dir, listen_host=cfg.router_listen_host)
+
+
 def after_cutover(ops_db: OpsDatabase, action: Callable[[], None], timeout: float = 60) -> threading.Thread:
     """The conftest's ``h.after_cutover``, for the module-scoped fixture."""
     def wait() -> None:
@@ -127,8 +162,9 @@ def router_runs(request: pytest.FixtureRequest, sandbox_factory: Callable[[str],
     """Three promotions through one router, and what was seen at each moment that later ones change.
 
     - ``success``: a plain promotion;
-    - ``preview``: the router stopped as the cutover starts (the preview entry point names green, the public one
-      still blue): the cutover fails, and the rollback cannot reset the preview entry point (no switch is needed);
+    - ``preview``: green refuses logins, so the smoke tests fail with the preview entry point on green and the
+      public one still on blue, and the router refuses to put the preview back on blue: the rollback needs no
+      switch and cannot reset the preview;
     - ``failed``: the router stopped after the cutover: the stability window fails and the switch back to blue is
       refused. Its evidence is copied before a manual rollback (router started again) puts traffic back on blue.
     """
@@ -144,10 +180,10 @@ def router_runs(request: pytest.FixtureRequest, sandbox_factory: Callable[[str],
     blue = box.status()["serving"]["deployment"]
     seen["preview_blue"] = blue
     try:
-        with on_step_start(steps.CUTOVER, router.stop):
-            seen["preview_result"] = promote()
+        write_fault(box, refuse_login=True)
+        seen["preview_result"] = promote_with(refusing_preview_reset(box))
     finally:
-        router.start()
+        clear_faults(box)
     seen["preview_served"] = served_upstream(box)
 
     blue = box.status()["serving"]["deployment"]
@@ -156,7 +192,8 @@ def router_runs(request: pytest.FixtureRequest, sandbox_factory: Callable[[str],
     try:
         watcher = after_cutover(ops_db, router.stop)
         seen["failed_result"] = promote(stability_window_seconds=8)
-        watcher.join(timeout=5)
+        watcher.join(timeout=90)  # never outlives this fixture: it fires at the cutover or gives up at 60 s
+        assert not watcher.is_alive()
     finally:
         router.start()
     _, failed, _ = seen["failed_result"]
@@ -218,7 +255,7 @@ def test_preview_reset_failing_still_rolls_back_and_says_what_failed(router_runs
     rollback = read(outcome, steps.ROLLBACK_JSON)
     assert rollback["completed"] is True and rollback["router_switched_back"] is False
     [problem] = rollback["problems"]
-    assert problem["part"] == "preview_reset" and "not running" in problem["error"]
+    assert problem["part"] == "preview_reset" and "injected: the preview entry point refuses" in problem["error"]
     warnings = [e for e in events(ops_db, outcome.run_id) if e["step"] == "rollback"]
     assert [(e["level"], e["details"]["part"]) for e in warnings] == [("warning", "preview_reset")]
     # Everything else was done: green stopped and removed, traffic on blue (asked of the router).
@@ -319,11 +356,13 @@ def test_unfencing_failing_on_one_side_still_does_the_other_and_says_so(haproxy_
     try:
         code, outcome, message = h.promote(stability_window_seconds=8)
     finally:
-        watcher.join(timeout=5)
-        h.clear_faults(box)
-        with host.connect(SANDBOX_DSN, blue.db_name, autocommit=True) as conn:
-            for statement in UNREFUSE:
-                conn.execute(statement)
+        try:
+            watcher.finish(required=False)  # whether it fired is what the assertions below are about
+        finally:
+            h.clear_faults(box)  # never left behind: every later promotion in this sandbox would fail
+            with host.connect(SANDBOX_DSN, blue.db_name, autocommit=True) as conn:
+                for statement in UNREFUSE:
+                    conn.execute(statement)
     [green] = greens
     refused = green if refusing == "green" else blue
     try:
