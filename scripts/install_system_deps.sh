@@ -2,7 +2,7 @@
 # Installs the system tools a promotion drives, from Debian's packages, only where missing:
 # HAProxy and nginx (the routers), PgBouncer (each deployment's database endpoint), zstd (filestore
 # archives), the PostgreSQL client tools
-# (pg_dump, pg_restore, psql) and Chromium (the headless browser of the UI's end-to-end test,
+# (pg_dump, pg_restore, psql) and server binaries (initdb, pg_ctl: the test suite's own cluster) and Chromium (the headless browser of the UI's end-to-end test,
 # tests/e2e/). The distribution's own haproxy/nginx services are stopped again after
 # installation: the project runs private instances on loopback ports.
 set -euo pipefail
@@ -13,6 +13,8 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)
+# The server binaries (initdb, pg_ctl): the test suite runs a PostgreSQL cluster of its own.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v zip >/dev/null 2>&1 || need+=(zip)       # the benchmark's Odoo database-manager pipeline
 command -v unzip >/dev/null 2>&1 || need+=(unzip)
@@ -26,6 +28,6 @@ echo "installing from Debian's packages: ${need[*]}"
 APT_WAIT=(-o DPkg::Lock::Timeout=300)
 $SUDO apt-get "${APT_WAIT[@]}" update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-for service in haproxy nginx pgbouncer; do
+for service in haproxy nginx pgbouncer; do  # (not postgresql: the machine's server may be in use)
   $SUDO service "$service" stop >/dev/null 2>&1 || true
 done

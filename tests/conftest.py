@@ -27,16 +27,57 @@ from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.runner import run_promotion
 from promote_pipeline.cli.sandbox import Sandbox
 from promote_pipeline.promotion.models import PromotionOutcome
+from resources.odoo_host import free_port
 from resources.ops_db import OpsDatabase
 
 _boxes: dict[str, Sandbox] = {}
 _suite_settings: list[Path] = []
 
 
+_suite_cluster: list[Path] = []
+
+
+def _start_suite_cluster() -> None:
+    """The suite's own PostgreSQL cluster, started once (by the first pytest process; xdist's workers inherit it
+    through PGHOST/PGPORT): the machine's server may be in use by another suite or a real team, and each of our
+    deployments holds a PgBouncer and a stand-in's connections, so two suites on one server run out of its 100
+    clients. Durability is off (fsync, full pages): its data lives for this run only."""
+    data = Path(tempfile.mkdtemp(prefix="promote-suite-pg-"))
+    if os.geteuid() == 0:  # initdb refuses root; the data folder must be the postgres user's
+        shutil.chown(data, "postgres", "postgres")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not bins:
+        raise pytest.UsageError("no PostgreSQL server is installed (/usr/lib/postgresql/*/bin): run `make deps`")
+    subprocess.run([*as_postgres, str(bins[-1] / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+                   check=True, stdout=subprocess.DEVNULL)
+    port = free_port()
+    options = (f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=400 -c fsync=off"
+               " -c synchronous_commit=off -c full_page_writes=off")
+    subprocess.run([*as_postgres, str(bins[-1] / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
+                    "-o", options, "start"], check=True, stdout=subprocess.DEVNULL)
+    _suite_cluster.append(data)
+    os.environ.update({"PGHOST": "127.0.0.1", "PGPORT": str(port), "PGUSER": "postgres",
+                       "STANDIN_DSN": f"host=127.0.0.1 port={port} user=postgres", "PROMOTE_SUITE_PG": str(port)})
+
+
+def _stop_suite_cluster() -> None:
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    for data in _suite_cluster:
+        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+        subprocess.run([*as_postgres, str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"], check=False,
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+    _suite_cluster.clear()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The suite's own settings file, for what runs before (or without) a sandbox: importing the code location,
     building definitions. Outside a sandbox a missing settings file is an error, so the suite names one of its own
     (unless the caller's PROMOTE_SETTINGS names one), and never reads the checkout's ``.sandbox/``."""
+    pure = config.getoption("markexpr", "") == "unit"  # `make unit`: no test may reach a server anyway
+    if not pure and not os.environ.get("PROMOTE_SUITE_PG") and not os.environ.get("PROMOTE_TEST_SHARED_POSTGRES"):
+        _start_suite_cluster()
     if os.environ.get("PROMOTE_SETTINGS"):
         return
     folder = Path(tempfile.mkdtemp(prefix="promote-suite-"))
@@ -48,6 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop_suite_cluster()
     for folder in _suite_settings:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -36,6 +36,9 @@ with warnings.catch_warnings():
 
 REPO = Path(__file__).resolve().parents[2]
 DSN = os.environ.get("STANDIN_DSN", "host=127.0.0.1 port=5432 user=postgres")
+# The server the DSN names (the suite's own cluster under pytest, see tests/conftest.py), without its user.
+_SERVER = psycopg.conninfo.conninfo_to_dict(DSN)
+SERVER = f"host={_SERVER.get('host', '127.0.0.1')} port={_SERVER.get('port', 5432)}"
 ADMIN_PASSWORD = "Standin-admin-pw-9f3c"
 PASSWORD_ENV = "STANDIN_TEST_ADMIN_PASSWORD"
 FAST_ROUNDS = "1000"
@@ -232,8 +235,8 @@ class PgProxy:
     unreachable.
     """
 
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
-        self.target = target
+    def __init__(self, target: tuple[str, int] | None = None) -> None:
+        self.target = target or (str(_SERVER.get("host", "127.0.0.1")), int(_SERVER.get("port", 5432)))
         self.databases: list[str] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])

@@ -8,7 +8,7 @@ import sys
 
 import httpx
 
-from .conftest import ALLOW_SUPERUSER, REPO, Seeded, Server, free_port
+from .conftest import ALLOW_SUPERUSER, REPO, SERVER, Seeded, Server, free_port
 
 MESSAGE = "Using the database user 'postgres' is a security risk, aborting."
 
@@ -22,20 +22,20 @@ def serve(seeded: Seeded, dsn: str, *extra: str, env: dict[str, str] | None = No
 
 
 def test_the_dsn_user_postgres_is_refused(seeded: Seeded) -> None:
-    result = serve(seeded, "host=127.0.0.1 port=5432 user=postgres")
+    result = serve(seeded, f"{SERVER} user=postgres")
     assert (result.returncode, result.stderr, result.stdout) == (1, MESSAGE, "")
 
 
 def test_pguser_postgres_is_refused_when_the_dsn_names_no_user(seeded: Seeded) -> None:
     env = {**os.environ, "PGUSER": "postgres"}
-    result = serve(seeded, "host=127.0.0.1 port=5432", env=env)
+    result = serve(seeded, SERVER, env=env)
     assert (result.returncode, result.stderr) == (1, MESSAGE)
-    assert serve(seeded, "host=127.0.0.1 port=5432", "--workers", "2", env=env).returncode == 1
+    assert serve(seeded, SERVER, "--workers", "2", env=env).returncode == 1
 
 
 def test_other_roles_are_not_refused(seeded: Seeded) -> None:
     """Only the literal name counts, as in Odoo: another role (superuser or not) starts."""
-    srv = Server(seeded, None, "host=127.0.0.1 port=5432 user=odoo_deploy_role")
+    srv = Server(seeded, None, f"{SERVER} user=odoo_deploy_role")
     srv.args.remove(ALLOW_SUPERUSER)
     srv.start()
     try:
