@@ -33,7 +33,7 @@ def reset_url(seeded: Seeded) -> Iterator[None]:
 
 def web_login(srv: Server, seeded: Seeded, login: str = "admin", password: str = ADMIN_PASSWORD,
               headers: dict[str, str] | None = None) -> None:
-    with httpx.Client(headers=headers) as client:
+    with httpx.Client(headers=headers, timeout=60) as client:
         body = rpc(client, srv.url + AUTH, {"db": seeded.db, "login": login, "password": password})
     assert "result" in body, body
 

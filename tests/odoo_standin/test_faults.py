@@ -33,7 +33,7 @@ def _reads(srv: Server) -> int:
 
 
 def login(srv: Server, seeded: Seeded) -> dict[str, Any]:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         return rpc(client, srv.url + "/web/session/authenticate",
                    {"db": seeded.db, "login": "admin", "password": ADMIN_PASSWORD})
 
@@ -41,14 +41,14 @@ def login(srv: Server, seeded: Seeded) -> dict[str, Any]:
 def test_each_switch_on_a_live_server(make_server, seeded: Seeded, tmp_path: Path) -> None:
     faults = tmp_path / "faults.json"
     srv = make_server(fault_file=faults)  # no file yet: no faults
-    assert httpx.get(f"{srv.url}/web/health").status_code == 200
+    assert httpx.get(f"{srv.url}/web/health", timeout=60).status_code == 200
 
     write_faults(faults, {"error_rate": 0.5}, srv)
-    statuses = [httpx.get(f"{srv.url}{p}").status_code for p in ("/web/health", "/web/login") * 10]
+    statuses = [httpx.get(f"{srv.url}{p}", timeout=60).status_code for p in ("/web/health", "/web/login") * 10]
     assert statuses.count(500) == 10 and statuses.count(200) == 10
 
     write_faults(faults, {"error_rate": 0.25}, srv)
-    statuses = [httpx.get(f"{srv.url}/web/health").status_code for _ in range(20)]
+    statuses = [httpx.get(f"{srv.url}/web/health", timeout=60).status_code for _ in range(20)]
     assert statuses.count(500) == 5
 
     write_faults(faults, {"refuse_login": True}, srv)
@@ -59,24 +59,24 @@ def test_each_switch_on_a_live_server(make_server, seeded: Seeded, tmp_path: Pat
 
     write_faults(faults, {"missing_attachment": True}, srv)
     assert "result" in login(srv, seeded)
-    assert httpx.get(f"{srv.url}/web/content/1").status_code == 404
+    assert httpx.get(f"{srv.url}/web/content/1", timeout=60).status_code == 404
 
     write_faults(faults, {"db_down": True}, srv)
-    down = httpx.get(f"{srv.url}/web/health?db_server_status=1")
+    down = httpx.get(f"{srv.url}/web/health?db_server_status=1", timeout=60)
     assert (down.status_code, down.json()) == (500, {"status": "fail", "db_server_status": False})
-    assert httpx.get(f"{srv.url}/web/health").json() == {"status": "pass"}
-    assert httpx.get(f"{srv.url}/web/content/1").status_code == 200
+    assert httpx.get(f"{srv.url}/web/health", timeout=60).json() == {"status": "pass"}
+    assert httpx.get(f"{srv.url}/web/content/1", timeout=60).status_code == 200
 
     write_faults(faults, {"slow_ms": 400}, srv)
     started = time.monotonic()
-    assert httpx.get(f"{srv.url}/web/health").status_code == 200
+    assert httpx.get(f"{srv.url}/web/health", timeout=60).status_code == 200
     assert time.monotonic() - started >= 0.4  # a lower bound: a loaded machine only makes it slower
 
     seen = _reads(srv)
     faults.unlink()  # no file: no faults, as the server says (how fast it answers then is not a behaviour)
     assert wait_for(lambda: _reads(srv) > seen and srv.output().rstrip().endswith("fault switches now none"),
                     timeout=30), srv.output()[-2000:]
-    assert httpx.get(f"{srv.url}/web/health?db_server_status=1").json()["db_server_status"] is True
+    assert httpx.get(f"{srv.url}/web/health?db_server_status=1", timeout=60).json()["db_server_status"] is True
     assert srv.proc is not None and srv.proc.poll() is None
 
 
@@ -85,9 +85,9 @@ def test_not_before_targets_only_later_processes(make_server, seeded: Seeded, tm
     old = make_server(fault_file=faults)
     write_faults(faults, {"not_before": time.time(), "error_rate": 1.0, "crash_after_seconds": 1.5}, old)
     new = make_server(fault_file=faults)
-    assert [httpx.get(f"{new.url}/web/health").status_code for _ in range(3)] == [500] * 3
+    assert [httpx.get(f"{new.url}/web/health", timeout=60).status_code for _ in range(3)] == [500] * 3
     assert new.proc is not None and new.proc.wait(timeout=60) == 3
-    assert [httpx.get(f"{old.url}/web/health").status_code for _ in range(3)] == [200] * 3
+    assert [httpx.get(f"{old.url}/web/health", timeout=60).status_code for _ in range(3)] == [200] * 3
     assert old.proc is not None and old.proc.poll() is None
 
 
@@ -102,7 +102,7 @@ def test_crash_after_seconds(make_server, tmp_path: Path) -> None:
 
 def test_sigterm_stops_cleanly_with_open_connections(make_server) -> None:
     srv = make_server()
-    with httpx.Client() as client, ws_connect(f"ws://127.0.0.1:{srv.port}/websocket",
+    with httpx.Client(timeout=60) as client, ws_connect(f"ws://127.0.0.1:{srv.port}/websocket",
                                               origin="http://127.0.0.1") as ws:  # type: ignore[arg-type]
         assert client.get(f"{srv.url}/web/health").status_code == 200  # keep-alive connection left open
         ws.send("ping")

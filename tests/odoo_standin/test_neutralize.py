@@ -134,9 +134,9 @@ def test_the_banner_shows_on_a_neutralized_database(tmp_path: Path, scratch_dbs:
     scratch_dbs.append(seeded.db)
     server = Server(seeded).start()
     try:
-        live = httpx.get(f"{server.url}/web/login")
+        live = httpx.get(f"{server.url}/web/login", timeout=60)
         _neutralize(seeded)
-        neutralized = httpx.get(f"{server.url}/web/login")
+        neutralized = httpx.get(f"{server.url}/web/login", timeout=60)
     finally:
         server.stop()
     assert live.status_code == neutralized.status_code == 200

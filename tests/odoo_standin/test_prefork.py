@@ -57,7 +57,7 @@ def test_master_http_workers_and_websocket_process_share_one_group(prefork: Serv
     assert len(members) == 1 + WORKERS + 1  # nothing calls setsid: every child stays in the master's group
     assert {parent_of(pid) for pid in members if pid != master} == {master}
     assert os.getsid(master) == master and {os.getsid(pid) for pid in members} == {master}
-    assert [httpx.get(f"{prefork.url}/web/health").status_code for _ in range(6)] == [200] * 6
+    assert [httpx.get(f"{prefork.url}/web/health", timeout=60).status_code for _ in range(6)] == [200] * 6
 
 
 def test_websockets_only_on_the_websocket_port(prefork: Server) -> None:
@@ -66,7 +66,7 @@ def test_websockets_only_on_the_websocket_port(prefork: Server) -> None:
         _echo(f"ws://127.0.0.1:{prefork.port}/websocket")
     assert refused.value.response.status_code == 500  # Odoo: "Couldn't bind the websocket..."
     assert "Couldn't bind the websocket. Is the connection opened on the evented port" in prefork.output()
-    incomplete = httpx.get(f"{prefork.url}/websocket")
+    incomplete = httpx.get(f"{prefork.url}/websocket", timeout=60)
     assert incomplete.status_code == 400
     with pytest.raises(InvalidStatus) as no_origin:
         with ws_connect(websocket_url(prefork), open_timeout=5):
@@ -129,7 +129,7 @@ def test_a_worker_killed_with_sigterm_dies_and_is_replaced(prefork: Server) -> N
     os.kill(victim, signal.SIGTERM)  # a worker's SIGTERM is the default action: immediate death
     assert wait_for(lambda: victim not in group_members(master), timeout=60)
     assert wait_for(lambda: len(group_members(master)) == 1 + WORKERS + 1, timeout=60)
-    assert httpx.get(f"{prefork.url}/web/health").status_code == 200
+    assert httpx.get(f"{prefork.url}/web/health", timeout=60).status_code == 200
 
 
 def test_a_critical_worker_error_stops_the_master(seeded: Seeded, tmp_path: Path) -> None:

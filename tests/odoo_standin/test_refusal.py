@@ -39,7 +39,7 @@ def test_other_roles_are_not_refused(seeded: Seeded) -> None:
     srv.args.remove(ALLOW_SUPERUSER)
     srv.start()
     try:
-        assert httpx.get(f"{srv.url}/web/health").json() == {"status": "pass"}
+        assert httpx.get(f"{srv.url}/web/health", timeout=60).json() == {"status": "pass"}
     finally:
         srv.stop()
 
@@ -47,4 +47,4 @@ def test_other_roles_are_not_refused(seeded: Seeded) -> None:
 def test_the_explicit_test_flag_lets_postgres_through(make_server) -> None:
     srv = make_server()  # the fixtures pass --allow-superuser-role-for-tests
     assert ALLOW_SUPERUSER in srv.args
-    assert httpx.get(f"{srv.url}/web/health").status_code == 200
+    assert httpx.get(f"{srv.url}/web/health", timeout=60).status_code == 200

@@ -171,7 +171,7 @@ def test_a_database_that_cannot_be_opened_fails_as_in_odoo(server: Server) -> No
     last = failed.faultString.rstrip().splitlines()[-1]
     assert last.startswith("psycopg2.OperationalError: connection to server at")
     assert last.endswith(f'FATAL:  database "{missing}" does not exist')
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         body = rpc(client, f"{server.url}/jsonrpc", {"service": "common", "method": "login",
                                                      "args": [missing, "admin", "x"]}, 9)
     error = body["error"]
@@ -184,7 +184,7 @@ def test_a_database_that_cannot_be_opened_fails_as_in_odoo(server: Server) -> No
 
 def test_jsonrpc(server: Server, seeded: Seeded) -> None:
     url = f"{server.url}/jsonrpc"
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         version = rpc(client, url, {"service": "common", "method": "version", "args": []}, 4)
         assert version["result"]["protocol_version"] == 1 and version["id"] == 4
         uid = rpc(client, url, {"service": "common", "method": "login", "args": [seeded.db, "admin", ADMIN_PASSWORD]})

@@ -40,7 +40,7 @@ def expected_token(db: str, uid: int, sid: str) -> str:
 
 
 def test_login_writes_an_odoo_session_file(server: Server, seeded: Seeded) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         assert login(client, server, seeded.db)["result"]["uid"] == 2
         sid = client.cookies["session_id"]
     assert SID.match(sid)
@@ -56,7 +56,7 @@ def test_login_writes_an_odoo_session_file(server: Server, seeded: Seeded) -> No
 
 
 def test_cookie_attributes(server: Server, seeded: Seeded) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         response = client.post(server.url + AUTH, json={"jsonrpc": "2.0", "method": "call", "params": {
             "db": seeded.db, "login": "admin", "password": ADMIN_PASSWORD}})
     cookie = response.headers["set-cookie"]
@@ -66,7 +66,7 @@ def test_cookie_attributes(server: Server, seeded: Seeded) -> None:
 
 def test_servers_sharing_a_data_dir_share_sessions_and_a_restart_keeps_them(make_server, seeded: Seeded) -> None:
     first, second = make_server(), make_server()
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         login(client, first, seeded.db)
         info = rpc(client, second.url + INFO, {})
         assert info["result"]["uid"] == 2 and info["result"]["db"] == seeded.db
@@ -78,7 +78,7 @@ def test_servers_sharing_a_data_dir_share_sessions_and_a_restart_keeps_them(make
 
 
 def test_every_authenticated_request_checks_the_token(server: Server, seeded: Seeded) -> None:
-    with httpx.Client() as client, connect(seeded.db) as conn:
+    with httpx.Client(timeout=60) as client, connect(seeded.db) as conn:
         login(client, server, seeded.db)
         old_sid = client.cookies["session_id"]
         assert rpc(client, server.url + INFO, {})["result"]["uid"] == 2
@@ -103,7 +103,7 @@ def test_a_password_change_logs_the_users_sessions_out(server: Server, seeded: S
         original = conn.execute("SELECT password FROM res_users WHERE login = 'user2'").fetchone()
         conn.execute("UPDATE res_users SET password = 'first-pw' WHERE login = 'user2'")
     try:
-        with httpx.Client() as client:
+        with httpx.Client(timeout=60) as client:
             assert login(client, server, seeded.db, "user2", "first-pw")["result"]["uid"] == 4
             assert rpc(client, server.url + INFO, {})["result"]["uid"] == 4
             with connect(seeded.db) as conn:
@@ -121,7 +121,7 @@ def test_db_filter_logs_out_a_session_of_another_database(seeded: Seeded, scratc
     served = Server(seeded).start()
     filtered = Server(other, None, DSN, "--db-filter", f"^{other.db}$").start()
     try:
-        with httpx.Client() as client:
+        with httpx.Client(timeout=60) as client:
             login(client, served, seeded.db)
             old_sid = client.cookies["session_id"]
             response = client.get(f"{filtered.url}/odoo", follow_redirects=False)
@@ -143,7 +143,7 @@ def test_db_filter_substitutes_the_host(seeded: Seeded) -> None:
     prefix = seeded.db.split("_")[0]  # "standin"
     srv = Server(seeded, None, DSN, "--db-filter", f"^%d_test_{seeded.db.split('_')[-1]}$").start()
     try:
-        with httpx.Client() as client:
+        with httpx.Client(timeout=60) as client:
             served = client.get(f"{srv.url}/web/content/1", headers={"Host": f"{prefix}.example.com"})
             other = client.get(f"{srv.url}/web/content/1", headers={"Host": "elsewhere.example.com"})
             refused = rpc(client, srv.url + AUTH, {"db": seeded.db, "login": "admin", "password": ADMIN_PASSWORD})
@@ -159,7 +159,7 @@ def test_several_databases_and_no_monodb(seeded: Seeded, scratch_dbs: list[str])
     scratch_dbs.append(other.db)
     srv = Server(seeded, None, DSN, "--db", f"{seeded.db},{other.db}").start()
     try:
-        with httpx.Client() as client:
+        with httpx.Client(timeout=60) as client:
             assert client.get(f"{srv.url}/web/content/1").status_code == 404  # two databases: none chosen
             assert login(client, srv, other.db)["result"]["db"] == other.db
             assert client.get(f"{srv.url}/web/content/1").status_code == 200  # the session's database
@@ -171,7 +171,7 @@ def test_several_databases_and_no_monodb(seeded: Seeded, scratch_dbs: list[str])
 
 
 def test_sessions_folder_is_under_the_data_dir(server: Server, seeded: Seeded) -> None:
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         login(client, server, seeded.db)
     folders = [p for p in (seeded.data_dir / "sessions").iterdir() if p.is_dir()]
     assert folders and all(len(p.name) == 2 for p in folders)
