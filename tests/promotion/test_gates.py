@@ -4,15 +4,14 @@ restore."""
 
 from __future__ import annotations
 
-import errno
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from promote_pipeline.cli.drills import full_disk
 from promote_pipeline.cli.sandbox import DSN_REF, PROD, STAGING, Sandbox
 from resources.artifact_store import LocalArtifactStore
 
@@ -105,21 +104,16 @@ def test_6_production_must_be_accessible(haproxy_box: Sandbox, h: Any) -> None:
         fs.with_name(fs.name + ".away").rename(fs)
 
 
-def test_7_disk_space_must_hold_three_times_production(haproxy_box: Sandbox, h: Any, tmp_path: Path,
-                                                       mount_tmpfs: Callable[..., Path]) -> None:
-    """The artifact store on a real full disk: a 1 MiB tmpfs filled until the kernel refuses another byte."""
-    disk = mount_tmpfs(tmp_path / "disk", size="1m", make=("artifacts",))
-    try:
-        with (disk / "filler").open("wb") as fh:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    store = LocalArtifactStore(root=str(disk / "artifacts"))
-    _assert_rejected(haproxy_box, h, "sufficient_disk_space", f"artifact store {disk / 'artifacts'} has 0 MiB free",
-                     resource_overrides={"artifact_store": store})
-    assert list((disk / "artifacts").iterdir()) == []  # nothing was written to the full disk
+def test_7_disk_space_must_hold_three_times_production(haproxy_box: Sandbox, h: Any) -> None:
+    """The artifact store on a real full disk: a 1 MiB tmpfs filled until the kernel refuses another byte (the
+    disk-full drill's own, so that the drill and this test fill a disk one way)."""
+    with full_disk() as disk:
+        if disk is None:
+            pytest.skip("mounting a tmpfs for a real full disk needs root")
+        store = LocalArtifactStore(root=str(disk / "artifacts"))
+        _assert_rejected(haproxy_box, h, "sufficient_disk_space", f"artifact store {disk / 'artifacts'} has 0 MiB free",
+                         resource_overrides={"artifact_store": store})
+        assert list((disk / "artifacts").iterdir()) == []  # nothing was written to the full disk
 
 
 def test_enterprise_module_is_refused_before_any_restore(haproxy_box: Sandbox, h: Any) -> None:
