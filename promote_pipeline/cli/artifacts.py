@@ -15,7 +15,7 @@ import sys
 
 from promote_pipeline.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_UNAVAILABLE
 from promote_pipeline.promotion.inputs import IDENTIFIER, IDENTIFIER_RULE
-from promote_pipeline.promotion.models import ArtifactVerdict, PruneReport
+from promote_pipeline.promotion.models import ArtifactVerdict, PruneReport, human_size
 
 RULE = """\
 The rule (settings.json, "retention"): green snapshots kept while among the newest green_keep_last (default 3) of
@@ -50,15 +50,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         parser.set_defaults(func=cmd_artifacts, ops_db=True, exit_codes=codes)
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # not reached
-
-
 def _kept(v: ArtifactVerdict) -> str:
     if not v.keep:
         return f"GOES at the next prune: {v.why}"
@@ -70,7 +61,7 @@ def _kept(v: ArtifactVerdict) -> str:
 def _table(verdicts: list[ArtifactVerdict]) -> list[str]:
     head = ("ID", "ENVIRONMENT", "ROLE", "RUN", "STATUS", "SIZE", "CREATED", "RETAINED UNTIL / WHY")
     rows = [(v.artifact_id, v.environment_id or "?", v.role or "?", v.run_id or "-",
-             v.run_status if v.state == "stored" and v.run_status else v.state, _size(v.size_bytes),
+             v.run_status if v.state == "stored" and v.run_status else v.state, human_size(v.size_bytes),
              v.created_at.isoformat(timespec="seconds") if v.created_at else "?", _kept(v)) for v in verdicts]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
     return ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in [head, *rows]]
@@ -80,7 +71,8 @@ def print_pruned(report: PruneReport) -> None:
     """What a prune deleted (or would delete), a line each, and the total."""
     verb = "would delete" if report.dry_run else "deleted"
     for v in report.going:
-        print(f"{verb} {v.artifact_id} ({v.role or '?'} of {v.environment_id or '?'}, {_size(v.size_bytes)}): {v.why}")
+        size = human_size(v.size_bytes)
+        print(f"{verb} {v.artifact_id} ({v.role or '?'} of {v.environment_id or '?'}, {size}): {v.why}")
     for line in report.skipped:
         print(f"left alone {line}")
     for line in report.failures:
@@ -90,7 +82,7 @@ def print_pruned(report: PruneReport) -> None:
         return
     frees = "would free" if report.dry_run else "freed"
     print(f"artifacts: {verb} {len(report.going)}, kept {report.kept}; {frees} {report.freed_bytes} bytes"
-          f" ({_size(report.freed_bytes)}: {report.folder_bytes} in artifact folders, {report.object_bytes} in"
+          f" ({human_size(report.freed_bytes)}: {report.folder_bytes} in artifact folders, {report.object_bytes} in"
           f" {report.objects} filestore object(s) no remaining artifact names)")
 
 

@@ -27,6 +27,7 @@ from promote_pipeline.promotion.models import (
     PromotionOutcome,
     SmokeResult,
     StabilityMetrics,
+    human_size,
 )
 from resources.redaction import redact, redact_text
 from resources.router import RoutingState
@@ -54,15 +55,6 @@ def path(value: str | Path) -> MetadataValue:
 def evidence(evidence_dir: str | Path, *names: str) -> Metadata:
     """``evidence: <file>`` path entries: the files this step wrote, clickable-copyable in the UI."""
     return {f"evidence: {name}": path(Path(evidence_dir) / name) for name in names}
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
 
 
 def duration(step: str) -> Metadata:

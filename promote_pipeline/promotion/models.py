@@ -241,3 +241,13 @@ class PruneReport(BaseModel):
     @property
     def freed_bytes(self) -> int:
         return self.folder_bytes + self.object_bytes
+
+
+def human_size(size: int) -> str:
+    """A byte count as an operator reads it (run view, `promote artifacts`)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
