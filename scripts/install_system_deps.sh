@@ -7,17 +7,29 @@
 # installation: the project runs private instances on loopback ports.
 set -euo pipefail
 
-need=()
-command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
-command -v zstd >/dev/null 2>&1 || need+=(zstd)
-command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)
-# The server binaries (initdb, pg_ctl): the test suite runs a PostgreSQL cluster of its own.
-compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v zip >/dev/null 2>&1 || need+=(zip)       # the benchmark's Odoo database-manager pipeline
-command -v unzip >/dev/null 2>&1 || need+=(unzip)
+missing() {
+  need=()
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+  [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
+  command -v zstd >/dev/null 2>&1 || need+=(zstd)
+  command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client)
+  # The server binaries (initdb, pg_ctl): the test suite runs a PostgreSQL cluster of its own.
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v zip >/dev/null 2>&1 || need+=(zip)       # the benchmark's Odoo database-manager pipeline
+  command -v unzip >/dev/null 2>&1 || need+=(unzip)
+}
+
+missing
+[ ${#need[@]} -eq 0 ] && exit 0
+
+# Two checkouts installing at once (two `make test`s on a fresh machine) would race for apt's locks, and
+# `apt-get update` fails at once on the lists lock whatever DPkg::Lock::Timeout says: take turns, then
+# look again, since the other may have installed what this one was missing.
+exec 9>/tmp/promote-pipeline-system-deps.lock
+flock -w 900 9 || { echo "install_system_deps: another installation held the lock for 15 minutes" >&2; exit 1; }
+missing
 [ ${#need[@]} -eq 0 ] && exit 0
 
 SUDO=""
