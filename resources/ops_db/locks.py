@@ -6,6 +6,7 @@ holding process dies, which makes it both race-free and a liveness signal (the s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,12 @@ class EnvironmentLock:
 
     def release(self) -> None:
         if self.conn is not None and not self.conn.closed:
-            self.conn.close()  # closing the session releases the advisory lock
+            # Unlock before closing: a closed session's locks go only when its backend has exited, after
+            # close() returns, so whoever takes the lock next (a rollback, the next promotion) could still
+            # find it held. A session that is already gone has released it anyway.
+            with contextlib.suppress(psycopg.Error):
+                self.conn.execute("SELECT pg_advisory_unlock_all()")
+            self.conn.close()
         self.conn = None
 
 
