@@ -92,10 +92,11 @@ class RunsTable(OpsConnection):
 
     def rollbacks_to(self, environment_id: str, deployment_id: str) -> list[RunRecord]:
         """The environment's rolled-back promotions whose rollback put ``deployment_id`` (their blue) back live,
-        latest rollback first."""
+        latest rollback first: those that had cut over (before a cutover blue never stopped serving)."""
         return [RunRecord.from_row(r) for r in self._all(
             "SELECT * FROM ops.runs WHERE operation_type = 'promote' AND environment_id = %s"
             " AND status = 'rolled_back' AND metadata->>'blue_deployment_id' = %s AND rolled_back_at IS NOT NULL"
+            " AND metadata ? 'cutover_timestamp'"
             " ORDER BY rolled_back_at DESC", (environment_id, deployment_id))]
 
     def running_promotions(self) -> list[RunRecord]:
