@@ -13,12 +13,16 @@ The planned promotions of ``promotion_schedules.yaml`` are schedules, built and 
 definitions load, and stopped by default.
 """
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
+from dagster import DefaultSensorStatus, ResourceParam, RunRequest, SkipReason, sensor
 
 from promote_pipeline.defs.jobs import cleanup_due_tasks
-from promote_pipeline.defs.promotion_job import STEP_RESOURCES
 from promote_pipeline.promotion import cleanup, retention
 from promote_pipeline.promotion.services import Services
+from promote_pipeline.promotion.settings import Settings
+from resources.artifact_store import LocalArtifactStore
+from resources.odoo_host import LocalOdooHost
+from resources.ops_db import OpsDatabase
+from resources.router import RouterResource
 
 CLEANUP_SENSOR_NAME = "cleanup_when_due"
 CLEANUP_SENSOR_SECONDS = 60  # as often as the schedule it replaced ran; a task is due hours after it was scheduled
@@ -32,16 +36,15 @@ def cleanup_run_key(task_keys: list[str], artifact_ids: list[str]) -> str | None
 
 
 @sensor(name=CLEANUP_SENSOR_NAME, job=cleanup_due_tasks, minimum_interval_seconds=CLEANUP_SENSOR_SECONDS,
-        default_status=DefaultSensorStatus.RUNNING, required_resource_keys=STEP_RESOURCES,
+        default_status=DefaultSensorStatus.RUNNING,
         description="Request a clean-up run when ops.scheduled_tasks has due tasks (blue deleted after its rollback"
                     " window, a kept green) or the retention rule lets artifacts go; skip otherwise.")
-def cleanup_when_due(context: SensorEvaluationContext) -> RunRequest | SkipReason:
-    res = context.resources
-    svc = Services(ops_db=res.ops_db, host=res.odoo_host, store=res.artifact_store, router=res.router,
-                   settings=res.settings)
-    svc.ops_db.upgrade()
-    tasks = svc.ops_db.due_tasks(cleanup.CLAIM_LEASE)
-    going = [v.artifact_id for v in retention.evaluate(svc) if not v.keep]
+def cleanup_when_due(ops_db: OpsDatabase, odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
+                     router: RouterResource, settings: ResourceParam[Settings]) -> RunRequest | SkipReason:
+    svc = Services(ops_db=ops_db, host=odoo_host, store=artifact_store, router=router, settings=settings)
+    ops_db.upgrade()
+    tasks = ops_db.due_tasks(cleanup.CLAIM_LEASE)
+    going = [v.artifact_id for v in retention.evaluate(svc) if not v.keep]  # what the run's prune would delete
     key = cleanup_run_key([f"{t.task_id}.{t.attempts}" for t in tasks], going)
     if key is None:
         return SkipReason("no scheduled task is due and the retention rule lets no artifact go")

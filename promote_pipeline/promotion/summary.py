@@ -155,8 +155,10 @@ def live_now_lines(outcome: PromotionOutcome, inputs: dict[str, Any], completed:
                 f"- To verify what serves: {verify}."]
     if rb.get("triggered") and rb.get("completed"):
         kept = rb.get("green_kept_until")
-        return [f"- `{env}` is served by blue `{rb.get('blue_deployment')}` again, since the rollback at"
-                f" {rb.get('traffic_on_blue_at')}; nothing of blue is deleted by this run.",
+        served = (f"- `{env}` is served by blue `{rb.get('blue_deployment')}` again, since the rollback at"
+                  f" {rb.get('traffic_on_blue_at')}" if outcome.cutover_timestamp else
+                  f"- `{env}` is still served by blue `{rb.get('blue_deployment')}`: the run never cut over")
+        return [f"{served}; nothing of blue is deleted by this run.",
                 f"- Green `{rb.get('green_deployment')}`: "
                 + (f"database kept until {kept} (`promote recover {outcome.run_id}` exports its writes)." if kept
                    else "removed."),

@@ -138,7 +138,8 @@ def test_the_summaries_end_with_what_is_live_and_how_to_roll_back(two_runs: Any)
     assert "will be deleted at" in live_now and f"promote window {ok.run_id} --hours N" in live_now
     back_text = (Path(back.evidence_dir) / "promotion_summary.md").read_text()
     back_now = back_text.split("## Live now\n", 1)[1]
-    assert "is served by blue `" in back_now and "`promote live`" in back_now
+    assert "is still served by blue `" in back_now and "the run never cut over" in back_now
+    assert "`promote live`" in back_now
     assert f"`promote validate {PROD}`" in back_now
 
 
