@@ -14,7 +14,8 @@
 #   PROMOTE_SETTINGS settings of the code location; default .sandbox/settings.json when it exists
 #                    (neither: the code location fails to load, with one line saying what to write)
 #   UI_DAGSTER_HOME  instance folder (default .sandbox/dagster_home): dagster.yaml (a symlink to the
-#                    repository's), the processes' logs in ui_logs/, their pid files *.pid
+#                    repository's), dagster_pg_url (its storage, for `promote run`), the processes' logs in
+#                    ui_logs/, their pid files *.pid
 #   UI_READY_TIMEOUT seconds to wait for each of webserver and daemon (default 60)
 #   UI_STOP_TIMEOUT  seconds to wait after SIGTERM (default 20)
 set -euo pipefail
@@ -159,6 +160,9 @@ cmd_up() {
 
   export DAGSTER_HOME="$HOME_DIR"
   export DAGSTER_PG_URL="postgresql+psycopg2://postgres@$PG_HOST:$PG_PORT/$PG_DB"
+  # `promote run` (in process, no webserver) records its runs on this instance when it finds this file beside
+  # the dagster.yaml link, so the UI lists them too (promote_pipeline/defs/in_process.py).
+  printf '%s\n' "$DAGSTER_PG_URL" >"$HOME_DIR/dagster_pg_url"
   if [ -z "${PROMOTE_SETTINGS:-}" ] && [ -f "$REPO/.sandbox/settings.json" ]; then
     export PROMOTE_SETTINGS="$REPO/.sandbox/settings.json"
   fi

@@ -2,8 +2,8 @@
 
 ``list`` prints one line per artifact (a row of ``ops.artifacts`` or a folder of the store with none): what it is,
 its size, and why it is kept and until when, or why the next prune deletes it. ``prune`` deletes what the retention
-rule lets go (the clean-up job does the same every minute) and says what it freed; ``--dry-run`` says what would go
-and how many bytes that frees, changing nothing.
+rule lets go (the clean-up job does the same when its sensor finds work) and says what it freed; ``--dry-run`` says
+what would go and how many bytes that frees, changing nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ The rule (settings.json, "retention"): green snapshots kept while among the newe
 their staging environment and at least green_keep_days (14); blue backups of failed and rolled-back runs kept
 blue_keep_days (7) after the run ended; folders with no ops row swept orphan_grace_hours (24) after their last
 change. Never deleted, whatever the rule: an artifact of a run still running, one a live deployment was restored
-from, a blue backup within its rollback window. The clean-up job (every minute) prunes too. Exit 1 from prune: a
-deletion failed (a line each, on stderr); the others were done, and the next prune tries again.
+from, a blue backup within its rollback window. The clean-up job prunes too (its sensor launches it when a task is
+due or an artifact may go). Exit 1 from prune: a deletion failed (a line each, on stderr); the others were done,
+and the next prune tries again.
 """
 
 

@@ -264,8 +264,21 @@ def cmd_launch(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from promote_pipeline.cli import launch
 
+    dagster_run_id = args.run_id
+    if args.run_id.startswith("run_"):  # the promotion's own id: its Dagster run, from the ops database
+        from promote_pipeline.cli.main import _reach_ops_db
+        from promote_pipeline.promotion.history import find_run
+
+        _reach_ops_db()
+        row = find_run(_services().ops_db, args.run_id)
+        if row is None or not row.dagster_run_id:
+            why = (f"no run {inputs.shown(args.run_id)} in the ops database" if row is None
+                   else f"run {row.run_id} records no Dagster run")
+            print(f"status refused: run: {why} (give a run_… id or a Dagster run id)", file=sys.stderr)
+            return EXIT_REJECTED
+        dagster_run_id = row.dagster_run_id
     try:
-        report = launch.report(args.run_id, args.url)
+        report = launch.report(dagster_run_id, args.url)
     except launch.LaunchError as exc:
         print(f"status unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

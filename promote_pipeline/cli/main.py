@@ -26,6 +26,7 @@ from typing import Any
 from promote_pipeline.cli import artifacts as artifacts_cli
 from promote_pipeline.cli import commands as cmd
 from promote_pipeline.cli import exits
+from promote_pipeline.cli import history as history_cli
 from promote_pipeline.cli.exits import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     lau.set_defaults(func=cmd.cmd_launch, ops_db=False, exit_codes=(*_ACTION_CODES, EXIT_RUNNING))
 
     st = sub.add_parser("status", help="a launched promotion's status and outputs (from the webserver)")
-    st.add_argument("run_id", help="the Dagster run id `promote launch` printed")
+    st.add_argument("run_id", help="the Dagster run id `promote launch` printed, or the promotion's run id (run_…)")
     st.add_argument("--url", default=None, help="the webserver (default http://127.0.0.1:$DAGSTER_PORT, port 3000)")
     st.add_argument("--json", action="store_true", help="print the outputs object as JSON")
     st.set_defaults(func=cmd.cmd_status, exit_codes=(EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_UNAVAILABLE,
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.set_defaults(func=cmd_inventory, exit_codes=(EXIT_OK, EXIT_FAILED, EXIT_REJECTED))
 
     artifacts_cli.add_parser(sub)
+    history_cli.add_parser(sub)
 
     box = sub.add_parser("sandbox", help="the local playground (.sandbox/); remember/verify: what `make demo` shows"
                                          " users and integrations keep across a promotion")

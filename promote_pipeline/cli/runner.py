@@ -1,7 +1,8 @@
 """Running the code location's jobs in this process, for the CLI, drills and tests.
 
 ``promote run`` and ``promote rollback`` execute the job right here (no webserver needed) against
-the instance of ``DAGSTER_HOME``, or an ephemeral one. The result is reduced to what a caller
+the instance of ``DAGSTER_HOME``, else the one `make ui` made beside the settings (its runs then listed in the UI),
+or an ephemeral one. The result is reduced to what a caller
 acts on: an exit code, the seed's outputs object, and one message.
 """
 

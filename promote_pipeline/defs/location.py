@@ -1,6 +1,6 @@
 """The code location: the jobs, the safety net's sensors, the schedules and the resources, from settings.
 
-Besides the clean-up schedule, the planned promotions of ``promotion_schedules.yaml`` become schedules
+The planned promotions of ``promotion_schedules.yaml`` become schedules
 here (``planned``), each checked as the definitions load: a bad entry makes loading fail with a message
 naming it.
 
@@ -20,7 +20,7 @@ from dagster import BetaWarning, Definitions, JobDefinition
 from promote_pipeline.defs import planned
 from promote_pipeline.defs.jobs import cleanup_due_tasks, promote_staging_to_prod, promotion, rollback_promotion
 from promote_pipeline.defs.resources import build_resources, for_definitions
-from promote_pipeline.defs.schedules import cleanup_schedule
+from promote_pipeline.defs.schedules import CLEANUP_SENSOR_NAME, cleanup_when_due
 from promote_pipeline.defs.sensors import (
     detect_dead_promotions,
     rollback_cancelled_promotions,
@@ -73,7 +73,7 @@ def build_definitions(config: Settings | None = None, resource_overrides: dict[s
     job = promotion_job(config)
     return Definitions(
         jobs=[job, rollback_promotion, cleanup_due_tasks],
-        sensors=[rollback_failed_promotions, rollback_cancelled_promotions, detect_dead_promotions],
-        schedules=[cleanup_schedule, *planned.load_schedules(job, taken={cleanup_schedule.name})],
+        sensors=[rollback_failed_promotions, rollback_cancelled_promotions, detect_dead_promotions, cleanup_when_due],
+        schedules=planned.load_schedules(job, taken={CLEANUP_SENSOR_NAME}),
         resources=for_definitions({**build_resources(config), **(resource_overrides or {})}),
     )

@@ -204,5 +204,5 @@ def load_schedules(job: JobDefinition, path: Path | None = None,
     for item in planned:
         if taken and item.name in taken:
             raise PlannedPromotionError(f"{(path or schedules_file()).name}, entry {item.name!r}: name: the code"
-                                        " location already has a schedule of that name")
+                                        " location already has a schedule or sensor of that name")
     return [to_schedule(item, job) for item in planned]

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dagster import Failure, OpExecutionContext, op
+from dagster import DagsterInstance, Failure, OpExecutionContext, op
 
 from promote_pipeline.defs import event_log, run_view
 from promote_pipeline.defs.config import PromotionConfig
@@ -40,7 +40,7 @@ from promote_pipeline.promotion.services import Services, switch_confirmed, upst
 from promote_pipeline.promotion.smoke import SmokeSuite
 from promote_pipeline.promotion.stability import watch
 from promote_pipeline.promotion.steps import Step
-from promote_pipeline.promotion.summary import write_final
+from promote_pipeline.promotion.summary import LiveAfter, write_final
 from resources.ops_db import EnvironmentLock, FinalRunStatus, TaskRequest
 from resources.redaction import redact, redact_text
 
@@ -73,10 +73,43 @@ def _release(run_id: str) -> None:
         lock.release()
 
 
+# The run's tags that say how a promotion ended, for the UI's run list and its filters: `promote/outcome` is
+# success, rolled_back, failed or rejected; `promote/description` one line saying what happened (Dagster runs have
+# no description of their own, and a rolled-back run is a red "Failure" in Dagster's terms).
+OUTCOME_TAG = "promote/outcome"
+DESCRIPTION_TAG = "promote/description"
+_OUTCOME_WORDS = {"success": "promotion succeeded", "rolled_back": "promotion ROLLED BACK",
+                  "failed": "promotion FAILED", "rejected": "promotion rejected"}
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a failure's message is read in the UI's run list and in a terminal, where a line break
+    (a subprocess's stderr, say) would make it look like several messages."""
+    return " ".join(text.split())
+
+
+def tag_outcome(context: OpExecutionContext, outcome: str, detail: str) -> None:
+    """Tag this op's Dagster run with how the promotion ended."""
+    tag_run(context.instance, context.run_id, outcome, detail)
+
+
+def tag_run(instance: DagsterInstance, dagster_run_id: str, outcome: str, detail: str) -> None:
+    """Tag a Dagster run of this instance with how its promotion ended (a later rollback re-tags it). Never raises:
+    a tag is for people, and a storage that refuses it must not turn a finished rollback into an error."""
+    try:
+        if not instance.has_run(dagster_run_id):  # a run executed on another (ephemeral) instance
+            return
+        instance.add_run_tags(dagster_run_id, {
+            OUTCOME_TAG: outcome, DESCRIPTION_TAG: one_line(f"{_OUTCOME_WORDS[outcome]}: {detail}")[:500]})
+    except Exception as exc:
+        progress.say(f"could not tag the Dagster run with its outcome: {type(exc).__name__}")
+
+
 @contextmanager
-def guarded(svc: Services, run: RunStarted, current: Step, **ids: Any) -> Iterator[None]:
-    """Run a step; on failure hand over to rollback.handle_failure, then fail the op (without the cause chain,
-    which could carry unredacted text into Dagster's event log)."""
+def guarded(context: OpExecutionContext, svc: Services, run: RunStarted, current: Step,
+            **ids: Any) -> Iterator[None]:
+    """Run a step; on failure hand over to rollback.handle_failure, tag the run with its outcome, then fail the op
+    with one line (without the cause chain, which could carry unredacted text into Dagster's event log)."""
     failure: Failure | None = None
     lock = _LOCKS.get(run.run_id)
     if lock is not None and not _holds(lock):
@@ -99,8 +132,10 @@ def guarded(svc: Services, run: RunStarted, current: Step, **ids: Any) -> Iterat
                 outcome = handle_failure(svc, run, current, exc, detected, force_rollback=forced, **ids)
             finally:
                 _release(run.run_id)
+            why = one_line(f"{current.name} failed: {redact_text(str(exc))}")
+            tag_outcome(context, outcome.status, f"{why}; run {run.run_id}")
             failure = Failure(
-                description=f"{current.name} failed: {redact_text(str(exc))}; the run is {outcome.status}",
+                description=f"{why}; the run is {outcome.status}",
                 metadata={"status": outcome.status, "evidence_dir": outcome.evidence_dir, "run_id": run.run_id},
                 allow_retries=False,
             )
@@ -155,7 +190,8 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
         if check is not None:
             message = redact_text(f"{check[0]}: {check[1]}")
             svc.ops_db.record_rejection(check[0], message, redact(inputs.printable(raw)))
-            raise PromotionRejected(description=f"{inputs.REJECTED}{message}", metadata={"check": check[0]},
+            tag_outcome(context, "rejected", message)
+            raise PromotionRejected(description=one_line(f"{inputs.REJECTED}{message}"), metadata={"check": check[0]},
                                     allow_retries=False)
         assert preflight.staging and preflight.prod and preflight.blue and preflight.lock
         run_id = svc.ops_db.create_run(promotion.project_id, promotion.prod_env_id, promotion.user_id, {
@@ -177,6 +213,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
             message = f"evidence folder {folder} could not be written: {getattr(exc, 'strerror', None) or exc}"
             _release(run_id)
             svc.ops_db.mark_run_finished(run_id, "failed", metadata={"failure": message})
+            tag_outcome(context, "failed", message)
             raise Failure(description=f"{steps.CREATE_OPS_RUN.name} failed: {message}; the run is failed",
                           metadata={"run_id": run_id}, allow_retries=False) from None
         svc.ops_db.set_run_evidence_dir(run_id, str(folder))
@@ -191,7 +228,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
                 " modules.")
 def snapshot_staging(context: OpExecutionContext, run: RunStarted) -> StagingSnapshotTaken:
     svc = _services(context)
-    with guarded(svc, run, steps.SNAPSHOT_STAGING):
+    with guarded(context, svc, run, steps.SNAPSHOT_STAGING):
         live = svc.ops_db.active_deployment(run.staging.environment_id)
         if live is None:
             raise StepFailed(f"staging {run.staging.environment_id} has no active deployment")
@@ -212,7 +249,7 @@ def snapshot_staging(context: OpExecutionContext, run: RunStarted) -> StagingSna
 @step_op(steps.BACKUP_PRODUCTION, "back up production (blue) into the rollback artifact, verified and registered.")
 def backup_production(context: OpExecutionContext, snap: StagingSnapshotTaken) -> BlueBackedUp:
     svc = _services(context)
-    with guarded(svc, snap, steps.BACKUP_PRODUCTION, green_artifact_id=snap.green_artifact.artifact_id):
+    with guarded(context, svc, snap, steps.BACKUP_PRODUCTION, green_artifact_id=snap.green_artifact.artifact_id):
         artifact, facts = back_up(svc.host, svc.store, svc.ops_db, snap.prod, snap.blue, "blue", snap.run_id)
         Evidence(snap.evidence_dir).write_json(steps.BLUE_BACKUP_JSON, {
             "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts})
@@ -232,7 +269,7 @@ def restore_green(context: OpExecutionContext, backed: BlueBackedUp) -> GreenRes
                                         "verify_post_restore": True, "rollback_on_failure": False}, context.run_id,
                                        operation_type="restore")
     try:
-        with guarded(svc, backed, steps.RESTORE_GREEN, **ids):
+        with guarded(context, svc, backed, steps.RESTORE_GREEN, **ids):
             try:
                 green, facts = restore_next_to_blue(svc, backed.prod, backed.green_artifact, backed.run_id,
                                                 before_start=lambda g: odoo_aware.prepare_green(svc, backed, g))
@@ -257,7 +294,7 @@ def smoke_test_green(context: OpExecutionContext, restored: GreenRestored) -> Gr
            "blue_backup_id": restored.blue_artifact.artifact_id}
     evidence = Evidence(restored.evidence_dir)
     results = []
-    with guarded(svc, restored, steps.SMOKE_TEST_GREEN, **ids):
+    with guarded(context, svc, restored, steps.SMOKE_TEST_GREEN, **ids):
         if restored.inputs.skip_smoke_tests:
             evidence.write_json(steps.SMOKE_TESTS_JSON, {"skipped": True, "results": [],
                                                      "reason": "skip_smoke_tests=true (not a production target)"})
@@ -287,7 +324,7 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested) -> CutOver:
     svc = _services(context)
     ids = {"green_artifact_id": tested.green_artifact.artifact_id, "blue_backup_id": tested.blue_artifact.artifact_id}
     env_id = tested.prod.environment_id
-    with guarded(svc, tested, steps.CUTOVER, **ids):
+    with guarded(context, svc, tested, steps.CUTOVER, **ids):
         before = svc.router.state(env_id)
         start = time.monotonic()
         after, fencing = odoo_aware.cutover_fenced(
@@ -317,7 +354,7 @@ def monitor_stability(context: OpExecutionContext, cut: CutOver) -> StabilityWat
             progress.say(f"      stability: {m.requests} requests, error rate {m.http_error_rate:.2%},"
                          f" {left:.0f}s left")
 
-    with guarded(svc, cut, steps.MONITOR_STABILITY, **ids):
+    with guarded(context, svc, cut, steps.MONITOR_STABILITY, **ids):
         url = svc.router.state(cut.prod.environment_id).active_url
 
         def record(m: StabilityMetrics) -> None:  # also when an abort ends the window: what was seen until then
@@ -339,7 +376,7 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched) -> Promotio
     ids = {"green_artifact_id": watched.green_artifact.artifact_id, "blue_backup_id": watched.blue_artifact.artifact_id,
            "cutover_timestamp": watched.cutover_timestamp.isoformat()}
     evidence = Evidence(watched.evidence_dir)
-    with guarded(svc, watched, steps.FINALIZE, **ids):
+    with guarded(context, svc, watched, steps.FINALIZE, **ids):
         evidence.write_json(steps.ROLLBACK_JSON, {"triggered": False, "reason": "no failure detected"})
         outcome = PromotionOutcome(run_id=watched.run_id, status="success", evidence_dir=watched.evidence_dir,
                                    blue_backup_id=ids["blue_backup_id"], green_artifact_id=ids["green_artifact_id"],
@@ -347,7 +384,9 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched) -> Promotio
         hours = watched.inputs.rollback_window_hours
         summary = write_final(evidence, outcome, watched.started_at, watched.inputs.model_dump(), extra={
             "blue_deletion_scheduled_in_hours": hours, "serving": watched.green.deployment_id},
-            retention=svc.settings.retention)
+            retention=svc.settings.retention, live=LiveAfter(blue_deployment=watched.blue.deployment_id,
+                                                             green_deployment=watched.green.deployment_id,
+                                                             window_hours=hours))
         missing = evidence.missing()
         if missing and guardrails.current().evidence_required:
             raise StepFailed(f"evidence_required: missing {', '.join(missing)}")
@@ -360,5 +399,7 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched) -> Promotio
         svc.ops_db.add_event(watched.run_id, steps.FINALIZE.name, "info",
                              f"promotion succeeded; blue deletion in {hours} h")
     _release(watched.run_id)
+    tag_outcome(context, "success", f"{watched.green.deployment_id} live since {ids['cutover_timestamp']};"
+                                     f" run {watched.run_id}")
     context.add_output_metadata(run_view.finalized(summary, outcome, evidence.paths()))
     return outcome

@@ -3,7 +3,7 @@
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, op
 from pydantic import Field
 
-from promote_pipeline.defs.promotion_job import STEP_RESOURCES
+from promote_pipeline.defs.promotion_job import STEP_RESOURCES, tag_run
 from promote_pipeline.defs.promotion_job import _services as services
 from promote_pipeline.promotion import cleanup, retention
 from promote_pipeline.promotion.rollback_run import RollbackRefused, roll_back_run
@@ -51,6 +51,12 @@ def roll_back_promotion(context: OpExecutionContext, config: RollbackConfig) -> 
         message = redact_text(str(exc))
     if message is not None:
         raise RollbackRefusal(description=f"rollback refused: {message}", allow_retries=False)
+    row = ops_db.run(run_id)
+    if result["action"] in ("rolled_back", "completed_dead_run") and row is not None and row.dagster_run_id:
+        # The promotion's own Dagster run said success (or died saying nothing): its tag now says what it became.
+        tag_run(context.instance, row.dagster_run_id, row.status, f"rolled back by {config.requested_by}"
+                f" ({result['action'].replace('_', ' ')}); run {run_id}" if row.status == "rolled_back" else
+                f"{result['action'].replace('_', ' ')}; run {run_id}")
     context.add_output_metadata({"run_id": run_id, "action": result["action"],
                                  "result": MetadataValue.json(result)})
     return result

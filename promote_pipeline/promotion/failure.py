@@ -20,7 +20,7 @@ from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
 from promote_pipeline.promotion.services import Services, switch_confirmed, upstream
 from promote_pipeline.promotion.steps import Step
-from promote_pipeline.promotion.summary import write_final
+from promote_pipeline.promotion.summary import LiveAfter, write_final
 from resources.ops_db import DeploymentRecord, FinalRunStatus, TaskRequest
 from resources.redaction import redact_text
 from resources.router import RouterError, RouterNotPersisted
@@ -221,8 +221,10 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
             evidence.write_text(steps.RUN_ID_TXT, run.run_id + "\n")
         evidence.write_json(steps.ROLLBACK_JSON, rollback)
         evidence.fill_not_reached(f"not reached: the run failed at {step.name}")
+        greens = ", ".join(g.deployment_id for g in svc.ops_db.deployments_created_by(run.run_id)) or None
         write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=step.name, reason=reason,
-                    retention=svc.settings.retention)
+                    retention=svc.settings.retention,
+                    live=LiveAfter(blue_deployment=run.blue.deployment_id, green_deployment=greens))
     except Exception as exc:  # e.g. a full disk: the run is still marked, and says why its evidence is short
         lost = redact_text(f"{type(exc).__name__}: {exc}")
         progress.say(f"run {run.run_id}: evidence incomplete in {run.evidence_dir}: {lost}")

@@ -25,7 +25,7 @@ from promote_pipeline.promotion.inputs import PromotionInputs, shown
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
 from promote_pipeline.promotion.services import Services, upstream
 from promote_pipeline.promotion.steps import Step
-from promote_pipeline.promotion.summary import write_final
+from promote_pipeline.promotion.summary import LiveAfter, write_final
 from resources.ops_db import RunRecord
 from resources.redaction import redact_text
 from resources.router import RouterError
@@ -146,7 +146,7 @@ def roll_back_run(svc: Services, run_id: str, reason: str, requested_by: str, ma
             evidence.write_json(steps.ROLLBACK_JSON, body)
             write_final(evidence, outcome, run.started_at, run.inputs.model_dump(), failed_step=None,
                         reason=f"rolled back after {status} by {requested_by}: {redact_text(reason)}",
-                        retention=svc.settings.retention)
+                        retention=svc.settings.retention, live=LiveAfter(blue_deployment=run.blue.deployment_id))
         except OSError as exc:  # the run is rolled back and recorded; its row says why the evidence is short
             error = redact_text(f"{type(exc).__name__}: {exc}")
             svc.ops_db.merge_run_metadata(run_id, {"evidence_error": error})

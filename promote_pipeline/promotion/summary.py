@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from promote_pipeline.promotion import steps
@@ -14,9 +15,11 @@ from promote_pipeline.promotion.settings import Retention
 
 def write_final(evidence: Evidence, outcome: PromotionOutcome, started_at: datetime, inputs: dict[str, Any],
                 failed_step: str | None = None, reason: str | None = None,
-                extra: dict[str, Any] | None = None, retention: Retention | None = None) -> str:
+                extra: dict[str, Any] | None = None, retention: Retention | None = None,
+                live: LiveAfter | None = None) -> str:
     """Write final_status.json and promotion_summary.md; return the summary markdown. ``retention``: the
-    installation's artifact retention, from which both say when this run's artifacts go."""
+    installation's artifact retention, from which both say when this run's artifacts go; ``live``: what the run
+    leaves serving, for the summary's closing section (what is live, when blue goes, how to roll back)."""
     completed = datetime.now(UTC)
     kept = summary_lines(retention or Retention(), outcome, started_at, completed, inputs)
     evidence.write_json(steps.FINAL_STATUS_JSON, {
@@ -29,7 +32,7 @@ def write_final(evidence: Evidence, outcome: PromotionOutcome, started_at: datet
         "artifact_retention": kept,
         **(extra or {}),
     })
-    markdown = render(evidence, outcome, started_at, completed, inputs, failed_step, reason, kept)
+    markdown = render(evidence, outcome, started_at, completed, inputs, failed_step, reason, kept, live)
     evidence.write_text(steps.PROMOTION_SUMMARY_MD, markdown)
     return markdown
 
@@ -40,7 +43,7 @@ def _json(evidence: Evidence, name: str) -> dict[str, Any]:
 
 def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, completed: datetime,
            inputs: dict[str, Any], failed_step: str | None, reason: str | None,
-           kept: dict[str, str] | None = None) -> str:
+           kept: dict[str, str] | None = None, live: LiveAfter | None = None) -> str:
     word = {"success": "SUCCESS", "failed": "FAILED", "rolled_back": "ROLLED BACK"}[outcome.status]
     lines = [
         f"# Promotion {outcome.run_id}: {word}",
@@ -115,7 +118,63 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
     if kept:
         lines += ["", "## Artifacts", ""] + [f"- `{artifact_id}` {text}" for artifact_id, text in kept.items()]
     lines += ["", "## Evidence", ""] + [f"- `{name}`" for name in evidence.paths()]
+    lines += ["", "## Live now", ""] + live_now_lines(outcome, inputs, completed, rb, live or LiveAfter())
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class LiveAfter:
+    """What a run leaves serving, as its step knows it (the summary's closing section is made from it and from
+    rollback.json): the blue it started from and, for a success, the green now live and blue's window."""
+
+    blue_deployment: str | None = None
+    green_deployment: str | None = None
+    window_hours: int | None = None
+
+
+def rollback_command(run_id: str) -> str:
+    """The command that rolls ``run_id`` back, as ``promote rollback`` takes it."""
+    return f'promote rollback {run_id} --reason "why"'
+
+
+def live_now_lines(outcome: PromotionOutcome, inputs: dict[str, Any], completed: datetime, rb: dict[str, Any],
+                   live: LiveAfter) -> list[str]:
+    """The summary's last section: what serves production now and since when, when blue goes, and the exact
+    command to roll back (or, when blue serves, how to see that it does). Said at the run's end: `promote live`
+    asks the router what it serves at any later time."""
+    env = inputs.get("prod_env_id")
+    verify = f"`promote live` (asks the router itself) and `promote validate {env}`"
+    if outcome.status == "success":
+        hours = live.window_hours or inputs.get("rollback_window_hours")
+        due = (completed + timedelta(hours=int(hours))).isoformat(timespec="seconds") if hours else "unknown"
+        return [f"- `{env}` is served by green `{live.green_deployment}` since the cutover at"
+                f" {outcome.cutover_timestamp}.",
+                f"- Blue `{live.blue_deployment}` and its backup `{outcome.blue_backup_id}` will be deleted at {due}"
+                f" (the {hours} h rollback window; `promote window {outcome.run_id} --hours N` moves it).",
+                f"- To roll back until then: `{rollback_command(outcome.run_id)}`",
+                f"- To verify what serves: {verify}."]
+    if rb.get("triggered") and rb.get("completed"):
+        kept = rb.get("green_kept_until")
+        served = (f"- `{env}` is served by blue `{rb.get('blue_deployment')}` again, since the rollback at"
+                  f" {rb.get('traffic_on_blue_at')}" if outcome.cutover_timestamp else
+                  f"- `{env}` is still served by blue `{rb.get('blue_deployment')}`: the run never cut over")
+        return [f"{served}; nothing of blue is deleted by this run.",
+                f"- Green `{rb.get('green_deployment')}`: "
+                + (f"database kept until {kept} (`promote recover {outcome.run_id}` exports its writes)." if kept
+                   else "removed."),
+                f"- To verify that blue serves: {verify}."]
+    if rb.get("triggered"):  # the switch back failed: green may still serve
+        return [f"- `{env}`: the rollback did not complete; the router may still serve green. Finish it with"
+                f" `{rollback_command(outcome.run_id)}` once the router answers.",
+                f"- To see what serves: {verify}."]
+    if outcome.cutover_timestamp:  # failed with auto-rollback off: green stays live, as it stands
+        return [f"- `{env}` was left as it stands (auto-rollback off): the router serves what `promote live` says"
+                f" (green {live.green_deployment or 'of this run'} since the cutover at {outcome.cutover_timestamp}).",
+                f"- Blue `{live.blue_deployment}` is kept while production runs on green.",
+                f"- To roll back: `{rollback_command(outcome.run_id)}`"]
+    return [f"- `{env}` is still served by blue `{live.blue_deployment}`: the run ended before the cutover;"
+            " nothing of blue is deleted.",
+            f"- To verify that blue serves: {verify}."]
 
 
 def _stability_line(stab: dict[str, Any]) -> str:

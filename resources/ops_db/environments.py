@@ -48,6 +48,11 @@ class EnvironmentsTable(OpsConnection):
                          (project_id,))
         return [EnvironmentRecord.from_row(r) for r in rows]
 
+    def environments_of_kind(self, kind: str) -> list[EnvironmentRecord]:
+        """Every environment of one kind (``production``: what ``promote live`` reports), by id."""
+        rows = self._all("SELECT * FROM ops.environments WHERE kind = %s ORDER BY environment_id", (kind,))
+        return [EnvironmentRecord.from_row(r) for r in rows]
+
     def project(self, project_id: str) -> ProjectRecord | None:
         row = self._one("SELECT * FROM ops.projects WHERE project_id = %s", (project_id,))
         return ProjectRecord.from_row(row) if row else None

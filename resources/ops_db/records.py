@@ -92,6 +92,8 @@ class DeploymentOnServer(DeploymentRecord):
 
     db_dsn_ref: str = Field(description="Secret reference to the DSN of its environment's database server.")
     created_by_run: str | None = Field(default=None, description="The run that created it (None for a seed).")
+    created_at: datetime | None = Field(default=None, description="When it was recorded (an adopted or seeded"
+                                        " deployment is live since then).")
 
 
 class AbortRequest(Record):

@@ -77,6 +77,28 @@ class RunsTable(OpsConnection):
         return _run_or_none(self._one("SELECT * FROM ops.runs WHERE dagster_run_id = %s AND operation_type = 'promote'",
                                       (dagster_run_id,)))
 
+    def run_by_either_id(self, some_id: str) -> RunRecord | None:
+        """The run named by its own id (``run_…``) or by the Dagster run that executed it (a promotion's): the two
+        id spaces an operator meets, one in the CLI's lines and evidence, the other in the UI."""
+        return _run_or_none(self._one(
+            "SELECT * FROM ops.runs WHERE run_id = %s OR (dagster_run_id = %s AND operation_type = 'promote')"
+            " ORDER BY (run_id = %s) DESC LIMIT 1", (some_id, some_id, some_id)))
+
+    def promotions(self, environment_id: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Promotions, newest first, of one production environment when given, at most ``limit``."""
+        return [RunRecord.from_row(r) for r in self._all(
+            "SELECT * FROM ops.runs WHERE operation_type = 'promote' AND environment_id = coalesce(%s, environment_id)"
+            " ORDER BY created_at DESC, run_id DESC LIMIT %s", (environment_id, limit))]
+
+    def rollbacks_to(self, environment_id: str, deployment_id: str) -> list[RunRecord]:
+        """The environment's rolled-back promotions whose rollback put ``deployment_id`` (their blue) back live,
+        latest rollback first: those that had cut over (before a cutover blue never stopped serving)."""
+        return [RunRecord.from_row(r) for r in self._all(
+            "SELECT * FROM ops.runs WHERE operation_type = 'promote' AND environment_id = %s"
+            " AND status = 'rolled_back' AND metadata->>'blue_deployment_id' = %s AND rolled_back_at IS NOT NULL"
+            " AND metadata ? 'cutover_timestamp'"
+            " ORDER BY rolled_back_at DESC", (environment_id, deployment_id))]
+
     def running_promotions(self) -> list[RunRecord]:
         """Every promotion marked running, in any environment."""
         rows = self._all("SELECT * FROM ops.runs WHERE status = 'running' AND operation_type = 'promote'")

@@ -55,6 +55,20 @@ class ScheduledTasksTable(OpsConnection):
                          " ORDER BY task_id", (run_id, task_type))
         return [ScheduledTaskRecord.from_row(r) for r in rows]
 
+    def tasks_of_runs(self, run_ids: list[str], task_type: str) -> dict[str, ScheduledTaskRecord]:
+        """The latest task of ``task_type`` each of ``run_ids`` scheduled (a run without one is left out)."""
+        rows = self._all("SELECT DISTINCT ON (run_id) * FROM ops.scheduled_tasks WHERE run_id = ANY(%s)"
+                         " AND task_type = %s ORDER BY run_id, task_id DESC", (run_ids, task_type))
+        return {str(r["run_id"]): ScheduledTaskRecord.from_row(r) for r in rows}
+
+    def due_tasks(self, lease: timedelta) -> list[ScheduledTaskRecord]:
+        """The tasks ``claim_due_task`` with the same ``lease`` could take now, in the order it takes them; read
+        without claiming (the clean-up sensor asks before it requests a run, so a run starts only with work)."""
+        rows = self._all("SELECT * FROM ops.scheduled_tasks WHERE execute_at <= now() AND (status = 'pending'"
+                         " OR (status = 'running' AND claimed_at < now() - %s::interval)) ORDER BY execute_at, task_id",
+                         (lease,))
+        return [ScheduledTaskRecord.from_row(r) for r in rows]
+
     def claim_due_task(self, worker: str, lease: timedelta) -> ScheduledTaskRecord | None:
         """Claim the next due task for ``worker`` (pending, or running under a claim older than ``lease``).
 

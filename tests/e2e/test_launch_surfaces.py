@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster import DagsterRunStatus, DefaultScheduleStatus, instance_for_test
+from dagster import DagsterRunStatus, DefaultScheduleStatus, DefaultSensorStatus, instance_for_test
 from dagster import build_schedule_context as schedule_context
 from dagster._config import validate_config
 
@@ -75,7 +75,7 @@ def test_the_repository_file_loads_and_its_commented_example_is_a_valid_entry(tm
      "inputs.prod_env_id: must differ from staging_env_id"),
     ({"when": "sunday"}, "when: Extra inputs are not permitted"),
     ({"cron": None}, "cron: Input should be a valid string"),
-    ({"name": "cleanup_due_tasks_every_minute"}, "name: the code location already has a schedule of that name"),
+    ({"name": "cleanup_when_due"}, "name: the code location already has a schedule or sensor of that name"),
 ])
 def test_a_bad_entry_fails_loading_with_a_message_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             change: dict[str, Any], message: str) -> None:
@@ -123,7 +123,7 @@ def test_planned_promotions_become_stopped_schedules_of_the_promotion_job(tmp_pa
         ("0 2 * * 0", "Europe/Brussels", "promote_staging_to_prod")
     assert sunday.description and sunday.description.startswith("Weekly — Planned promotion of env_demo_staging")
     assert defs.get_schedule_def("daily_at_six").default_status == DefaultScheduleStatus.STOPPED
-    assert defs.get_schedule_def("cleanup_due_tasks_every_minute").default_status == DefaultScheduleStatus.RUNNING
+    assert defs.get_sensor_def("cleanup_when_due").default_status == DefaultSensorStatus.RUNNING
 
 
 @pytest.mark.slow
@@ -249,7 +249,7 @@ def test_every_job_op_sensor_schedule_and_resource_has_a_description(tmp_path: P
     missing += [f"sensor {s.name}" for s in repo.sensor_defs if not s.description]
     missing += [f"resource {k}" for k, r in repo.get_top_level_resources().items() if not r.description]
     assert not missing
-    assert {s.name for s in repo.schedule_defs} == {"cleanup_due_tasks_every_minute", "sunday"}
+    assert {s.name for s in repo.schedule_defs} == {"sunday"}
 
 
 def test_the_launchpad_scaffold_is_the_sandboxs_and_elsewhere_the_ids_stay_required() -> None:

@@ -147,6 +147,10 @@ def test_promote_launch_follows_the_run_with_progress_lines_and_status_reads_it_
     assert {k: as_json[k] for k in outputs} == outputs and as_json["dagster_status"] == "SUCCESS"
     tags = launch.run_info(outputs["dagster_run_id"], dagster_ui.url)["tags"]
     assert tags["promote/launched_by"] == "cli" and tags["promote/prod_env"] == PROD
+    assert tags["promote/outcome"] == "success" and tags["promote/description"].startswith("promotion succeeded: ")
+    # The promotion's own id reads the same run back (its Dagster run found in the ops database).
+    assert cli.main(["status", outputs["run_id"], "--url", dagster_ui.url]) == 0
+    assert capsys.readouterr().out == status
 
 
 def test_server_errors_are_one_clear_message(dagster_ui: Any) -> None:

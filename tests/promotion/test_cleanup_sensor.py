@@ -1,0 +1,69 @@
+"""The clean-up sensor (``cleanup_when_due``) requests a run only when a task is due, evaluated with Dagster's own
+sensor context builder against the sandbox's real ops database (and its artifact store, for the retention rule)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+import pytest
+from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+
+from promote_pipeline.cli.sandbox import PROD, Sandbox
+from promote_pipeline.defs.location import build_definitions
+from promote_pipeline.defs.resources import for_definitions
+from promote_pipeline.defs.schedules import CLEANUP_SENSOR_NAME, cleanup_when_due
+from promote_pipeline.promotion import cleanup, retention
+from promote_pipeline.promotion.services import Services
+from resources.ops_db import DeploymentRecord, TaskRequest
+
+pytestmark = pytest.mark.slow
+
+
+def _tick(box: Sandbox, instance: DagsterInstance) -> RunRequest | SkipReason:
+    with build_sensor_context(instance=instance, resources=for_definitions(box.resources())) as context:
+        result = cleanup_when_due(context)
+    assert isinstance(result, RunRequest | SkipReason)
+    return result
+
+
+def test_the_clean_up_sensor_requests_a_run_only_when_a_task_is_due(haproxy_box: Sandbox) -> None:
+    svc = Services.from_resources(haproxy_box.resources())
+    cleanup.run_due_tasks(svc)  # whatever earlier tests left due is done first: from here on nothing is due
+    retention.prune(svc)
+    with DagsterInstance.ephemeral() as instance:
+        idle = _tick(haproxy_box, instance)
+        assert isinstance(idle, SkipReason)
+        assert idle.skip_message == "no scheduled task is due and the retention rule lets no artifact go"
+
+        # A retired deployment whose deletion is scheduled in an hour: not due, still no run.
+        dep = f"dep_sensor_{secrets.token_hex(3)}"
+        svc.ops_db.add_deployment(DeploymentRecord(deployment_id=dep, environment_id=PROD, db_name=f"pts_{dep}",
+                                                   data_dir="/nonexistent", http_port=None, websocket_port=None,
+                                                   pid=None, state="standby"))
+        svc.ops_db.retire_deployment(dep)
+        later = svc.ops_db.schedule_task(TaskRequest(task_type="delete_deployment", delay=timedelta(hours=1),
+                                                     metadata={"deployment_id": dep}))
+        try:
+            assert isinstance(_tick(haproxy_box, instance), SkipReason)
+        finally:
+            svc.ops_db.cancel_task(later, "test moves on to a due task")  # no other test's task is made due
+        task_id = svc.ops_db.schedule_task(TaskRequest(task_type="delete_deployment", delay=timedelta(seconds=-1),
+                                                       metadata={"deployment_id": dep}))
+        try:
+            # Due now: one run requested, keyed by the task and its attempt; the same work asks for the same key.
+            request = _tick(haproxy_box, instance)
+            assert isinstance(request, RunRequest)
+            assert request.run_key is not None and f"{task_id}.0" in request.run_key.split("|")[0]
+            assert request.tags["promote/cleanup_tasks"] == "1"
+            again = _tick(haproxy_box, instance)
+            assert isinstance(again, RunRequest) and again.run_key == request.run_key
+        finally:
+            svc.ops_db.cancel_task(task_id, "test over")
+        assert isinstance(_tick(haproxy_box, instance), SkipReason)  # cancelled: nothing due again
+
+
+def test_the_sensor_replaced_the_every_minute_schedule() -> None:
+    repo = build_definitions().get_repository_def()
+    assert repo.get_sensor_def(CLEANUP_SENSOR_NAME).job_name == "cleanup_due_tasks"
+    assert not any(s.job_name == "cleanup_due_tasks" for s in repo.schedule_defs)
