@@ -343,10 +343,20 @@ def test_a_receiver_down_is_retried_and_one_that_hangs_holds_up_no_rollback(hapr
 
 def test_a_missing_key_reference_is_a_recorded_try_not_a_failed_promotion(haproxy_box: Sandbox, h: Any,
                                                                           receivers: Any, configure: Any) -> None:
-    hook, _ = receivers
+    hook, mail = receivers
     configure({"webhooks": [{"url": hook.url, "secret_ref": "PROMOTE_TEST_NOT_SET_KEY"}], "attempts": 1})
     code, ok, _ = h.promote()
     assert code == 0 and ok is not None and ok.status == "success"
     outcome = _wait(lambda: _outcome_of(h.evidence(ok), "success", hook.url), "the success outcome")
     assert outcome["delivered"] is False and "PROMOTE_TEST_NOT_SET_KEY" in outcome["tries"][0]["error"]
     assert hook.bodies == []
+
+    # awaiting_approval, as the approval gate sends it: the same call, the same receivers
+    configure(_config(hook))
+    svc = Services.from_resources(haproxy_box.resources())
+    threads = notify.send(svc, ok.run_id, PROD, "awaiting_approval", {"preview_url": "http://127.0.0.1:1/"})
+    assert len(threads) == 2
+    _wait(lambda: hook.events(ok.run_id) == ["awaiting_approval"], "awaiting_approval at the webhook")
+    _wait(lambda: mail.subjects(ok.run_id), "awaiting_approval in the mailbox")
+    assert hook.bodies[-1]["details"] == {"preview_url": "http://127.0.0.1:1/"}
+    assert notify.send(svc, ok.run_id, PROD, "deployed", {}) == []  # type: ignore[arg-type]
