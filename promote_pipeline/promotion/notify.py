@@ -172,23 +172,31 @@ def _deliver(ops_db: OpsDatabase, config: NotificationsConfig, target: _Target, 
                            "attempt": attempt, "attempts": config.attempts, "delivered": delivered, "error": error})
             if delivered:
                 break
-        progress.say(f"run {run_id}: {event} notification to {target.label}:"
-                     f" {'delivered' if delivered else 'NOT delivered'} after {len(tries)} try(s)")
         _record_outcome(body.get("evidence_dir"), {
             "delivery_id": delivery_id, "event": event, "kind": target.kind, "target": target.label,
             "delivered": delivered, "tries": tries})
-    except Exception as exc:  # noqa: S110 - a background thread has no caller to tell; a line is all there is
-        progress.say(f"notification thread failed: {redact_text(f'{type(exc).__name__}: {exc}')}")
+        _say(f"run {run_id}: {event} notification to {target.kind} {target.label}:"
+             f" {'delivered' if delivered else 'NOT delivered'} after {len(tries)} try(s)")
+    except Exception as exc:  # a background thread has no caller to tell; a line is all there is
+        _say(f"notification thread failed: {redact_text(f'{type(exc).__name__}: {exc}')}")
     finally:
         with _lock:
             _pending.discard(threading.current_thread())
+
+
+def _say(line: str) -> None:
+    """A progress line from a delivery thread: a listener that fails (a closed terminal) stops nothing."""
+    try:
+        progress.say(line)
+    except Exception:  # noqa: S110 - the run's events and evidence hold the outcome anyway
+        pass
 
 
 def _record_event(ops_db: OpsDatabase, run_id: str, level: Any, text: str, details: dict[str, Any]) -> None:
     try:
         ops_db.add_event(run_id, NOTIFY_STEP, level, redact_text(text), redact(details))
     except Exception as exc:  # the ops database down: the evidence still gets the outcome
-        progress.say(f"run {run_id}: notification try not recorded in ops.run_events: {type(exc).__name__}")
+        _say(f"run {run_id}: notification try not recorded in ops.run_events: {type(exc).__name__}")
 
 
 # -- the evidence ---------------------------------------------------------------------------------------------------
@@ -229,7 +237,7 @@ def _record_outcome(evidence_dir: str | None, record: dict[str, Any]) -> None:
             data["notifications"] = _merged(data.get("notifications", []), [record])
             evidence.write_json(steps.FINAL_STATUS_JSON, data)
         except (OSError, ValueError) as exc:
-            progress.say(f"notification outcome not added to {evidence.folder}: {type(exc).__name__}")
+            _say(f"notification outcome not added to {evidence.folder}: {type(exc).__name__}")
 
 
 def wait_for_deliveries(seconds: float = EXIT_WAIT_SECONDS) -> bool:
