@@ -176,7 +176,8 @@ def _deliver(ops_db: OpsDatabase, config: NotificationsConfig, target: _Target, 
             "delivery_id": delivery_id, "event": event, "kind": target.kind, "target": target.label,
             "delivered": delivered, "tries": tries})
         _say(f"run {run_id}: {event} notification to {target.kind} {target.label}:"
-             f" {'delivered' if delivered else 'NOT delivered'} after {len(tries)} try(s)")
+             f" {'delivered' if delivered else 'NOT delivered'} after {len(tries)} try(s)"
+             + ("" if delivered else f" ({tries[-1]['error']})"))
     except Exception as exc:  # a background thread has no caller to tell; a line is all there is
         _say(f"notification thread failed: {redact_text(f'{type(exc).__name__}: {exc}')}")
     finally:
