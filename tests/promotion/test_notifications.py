@@ -360,3 +360,27 @@ def test_a_missing_key_reference_is_a_recorded_try_not_a_failed_promotion(haprox
     _wait(lambda: mail.subjects(ok.run_id), "awaiting_approval in the mailbox")
     assert hook.bodies[-1]["details"] == {"preview_url": "http://127.0.0.1:1/"}
     assert notify.send(svc, ok.run_id, PROD, "deployed", {}) == []  # type: ignore[arg-type]
+
+
+def test_a_manual_rollback_is_announced_and_keeps_the_earlier_outcomes(haproxy_box: Sandbox, h: Any,
+                                                                      receivers: Any, configure: Any) -> None:
+    """`promote rollback` after a success (another process, in production): rolled_back is sent with who asked and
+    why, and final_status.json, rewritten by the rollback, keeps the started and success outcomes."""
+    from promote_pipeline.cli.runner import run_rollback
+
+    hook, mail = receivers
+    configure(_config(hook))
+    code, ok, _ = h.promote()
+    assert code == 0 and ok is not None
+    folder = h.evidence(ok)
+    _wait(lambda: all(_outcome_of(folder, e, t).get("delivered") for e in ("started", "success")
+                      for t in (hook.url, "mail")), "started and success recorded")
+    code, result, message = run_rollback(ok.run_id, "customer reports", "ops-oncall", quiet=True)
+    assert code == 0 and result and result["action"] == "rolled_back", message
+    _wait(lambda: _outcome_of(folder, "rolled_back", hook.url).get("delivered"), "rolled_back recorded")
+    rolled = next(b for b in hook.bodies if b["run_id"] == ok.run_id and b["event"] == "rolled_back")
+    assert rolled["status"] == "rolled_back" and "customer reports" in rolled["reason"]
+    assert rolled["details"] == {"requested_by": "ops-oncall", "manual": True}
+    _wait(lambda: len(mail.subjects(ok.run_id)) == 3, "three e-mails")
+    assert {o["event"] for o in _outcomes(folder)} == {"started", "success", "rolled_back"}
+    evidence_schema.validate_folder(folder, ok.run_id, "rolled_back")
