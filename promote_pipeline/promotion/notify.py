@@ -5,7 +5,8 @@ signed JSON webhooks and apprise targets (Slack, e-mail, ...). ``send`` is calle
 announces (the cutover recorded, traffic back on blue, the run's status written) and only starts a thread per
 target: a receiver that is down or hangs costs that thread its bounded tries (``attempts`` of at most
 ``timeout_seconds`` each, ``backoff_seconds`` doubled between them), never a step, a rollback or a lock. ``send``
-itself never raises: a notification that cannot even be prepared is a progress line, not a failed promotion.
+returns at once and never raises: even reading the targets happens in the thread, and a notification that cannot
+be prepared is a progress line, not a failed promotion.
 
 Every try is an ``ops.run_events`` row (step ``notify``), and each target's outcome goes into the run's
 ``final_status.json`` (``notifications``): written with it when the delivery ended first, added to it afterwards
@@ -104,34 +105,42 @@ def _text(body: dict[str, Any]) -> tuple[str, str]:
 
 
 def send(svc: Services, run_id: str, environment_id: str, event: Event,
-         details: dict[str, Any] | None = None) -> list[threading.Thread]:
-    """Announce ``event`` of run ``run_id`` to ``environment_id``'s targets, each in a thread of its own; returns
-    the threads (tests join them). Never raises and never waits on a receiver. ``details``: extra facts for the
-    body (``reason`` becomes its top-level reason), redacted like all of it."""
+         details: dict[str, Any] | None = None) -> threading.Thread:
+    """Announce ``event`` of run ``run_id`` to ``environment_id``'s targets. Returns at once, having started a
+    thread that reads the targets and the run (the ops database may be the very thing that failed) and starts one
+    thread per target; never raises. ``details``: extra facts for the body (``reason`` becomes its top-level
+    reason), redacted like all of it. Tests join the returned thread, then ``wait_for_deliveries``."""
+    thread = threading.Thread(target=_dispatch, args=(svc.ops_db, run_id, environment_id, event, dict(details or {})),
+                              daemon=True, name=f"notify-{event}-{run_id}")
+    _start(thread)
+    return thread
+
+
+def _start(thread: threading.Thread) -> None:
+    with _lock:
+        _pending.add(thread)
+    thread.start()
+
+
+def _dispatch(ops_db: OpsDatabase, run_id: str, environment_id: str, event: Event, details: dict[str, Any]) -> None:
     try:
         if event not in EVENTS:
             raise ValueError(f"unknown notification event {event!r}")
-        env = svc.ops_db.environment(environment_id)
+        env = ops_db.environment(environment_id)
         config = env.notifications if env is not None else None
-        if config is None:
-            return []
-        targets = _targets(config, event)
-        if not targets:
-            return []
-        body = message(svc.ops_db, run_id, environment_id, event, details)
+        targets = _targets(config, event) if config is not None else []
+        if config is None or not targets:
+            return
+        body = message(ops_db, run_id, environment_id, event, details)
+        _say(f"run {run_id}: {event} notification to {len(targets)} target(s), in the background")
+        for target in targets:
+            _start(threading.Thread(target=_deliver, args=(ops_db, config, target, body), daemon=True,
+                                    name=f"notify-{event}-{run_id}-{target.kind}"))
     except Exception as exc:  # a notification never fails the promotion it announces
-        progress.say(f"run {run_id}: {event} notification not sent: {redact_text(f'{type(exc).__name__}: {exc}')}")
-        return []
-    progress.say(f"run {run_id}: {event} notification to {len(targets)} target(s), in the background")
-    threads = []
-    for target in targets:
-        thread = threading.Thread(target=_deliver, args=(svc.ops_db, config, target, body), daemon=True,
-                                  name=f"notify-{event}-{run_id}")
+        _say(f"run {run_id}: {event} notification not sent: {redact_text(f'{type(exc).__name__}: {exc}')}")
+    finally:
         with _lock:
-            _pending.add(thread)
-        thread.start()
-        threads.append(thread)
-    return threads
+            _pending.discard(threading.current_thread())
 
 
 def _try_once(target: _Target, body: dict[str, Any], delivery_id: str, timeout: float) -> None:

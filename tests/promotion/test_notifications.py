@@ -354,12 +354,12 @@ def test_a_missing_key_reference_is_a_recorded_try_not_a_failed_promotion(haprox
     # awaiting_approval, as the approval gate sends it: the same call, the same receivers
     configure(_config(hook))
     svc = Services.from_resources(haproxy_box.resources())
-    threads = notify.send(svc, ok.run_id, PROD, "awaiting_approval", {"preview_url": "http://127.0.0.1:1/"})
-    assert len(threads) == 2
+    notify.send(svc, ok.run_id, PROD, "awaiting_approval", {"preview_url": "http://127.0.0.1:1/"}).join(60)
     _wait(lambda: hook.events(ok.run_id) == ["awaiting_approval"], "awaiting_approval at the webhook")
     _wait(lambda: mail.subjects(ok.run_id), "awaiting_approval in the mailbox")
     assert hook.bodies[-1]["details"] == {"preview_url": "http://127.0.0.1:1/"}
-    assert notify.send(svc, ok.run_id, PROD, "deployed", {}) == []  # type: ignore[arg-type]
+    notify.send(svc, ok.run_id, PROD, "deployed", {}).join(60)  # type: ignore[arg-type]
+    assert notify.wait_for_deliveries(60) and hook.events(ok.run_id) == ["awaiting_approval"]
 
 
 def test_a_manual_rollback_is_announced_and_keeps_the_earlier_outcomes(haproxy_box: Sandbox, h: Any,
