@@ -2,9 +2,10 @@
 
 Each environment says where in the inventory (``environments.<id>.notifications``, kept in ``ops.environments``):
 signed JSON webhooks and apprise targets (Slack, e-mail, ...). ``send`` is called *after* the safety action it
-announces (the cutover recorded, traffic back on blue, the run's status written) and only starts a thread per
-target: a receiver that is down or hangs costs that thread its bounded tries (``attempts`` of at most
-``timeout_seconds`` each, ``backoff_seconds`` doubled between them), never a step, a rollback or a lock. ``send``
+announces (the run recorded a success, traffic back on blue, the run's status written) and only starts a thread,
+which starts one per target: a receiver that is down or hangs costs that thread its bounded tries (``attempts``
+of at most ``timeout_seconds`` each, ``backoff_seconds`` doubled between them), never a step, a rollback or a
+lock. ``send``
 returns at once and never raises: even reading the targets happens in the thread, and a notification that cannot
 be prepared is a progress line, not a failed promotion.
 
