@@ -18,7 +18,7 @@ from dagster import DagsterInstance, Failure, OpExecutionContext, op
 
 from promote_pipeline.defs import event_log, run_view
 from promote_pipeline.defs.config import PromotionConfig
-from promote_pipeline.promotion import abort, guardrails, inputs, odoo_aware, progress, steps
+from promote_pipeline.promotion import abort, guardrails, inputs, notify, odoo_aware, progress, steps
 from promote_pipeline.promotion import evidence as evidence_mod
 from promote_pipeline.promotion.backup import back_up
 from promote_pipeline.promotion.evidence import Evidence, evidence_dir_for
@@ -218,6 +218,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
                           metadata={"run_id": run_id}, allow_retries=False) from None
         svc.ops_db.set_run_evidence_dir(run_id, str(folder))
         svc.ops_db.add_event(run_id, steps.CREATE_OPS_RUN.name, "info", "preconditions passed; production locked")
+        notify.send(svc, run_id, promotion.prod_env_id, "started")
         context.add_output_metadata(run_view.run_started(context, run_id, folder, preflight.blue.deployment_id,
                                                          promotion, preflight.results))
         return RunStarted(run_id=run_id, inputs=promotion, evidence_dir=str(folder), started_at=started,
@@ -401,5 +402,8 @@ def finalize(context: OpExecutionContext, watched: StabilityWatched) -> Promotio
     _release(watched.run_id)
     tag_outcome(context, "success", f"{watched.green.deployment_id} live since {ids['cutover_timestamp']};"
                                      f" run {watched.run_id}")
+    # After the run is recorded a success and its lock released: the message waits on nothing the run needs.
+    notify.send(svc, watched.run_id, watched.prod.environment_id, "success",
+                {"serving": watched.green.deployment_id, "blue_deletion_in_hours": hours})
     context.add_output_metadata(run_view.finalized(summary, outcome, evidence.paths()))
     return outcome

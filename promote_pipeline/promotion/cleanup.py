@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from promote_pipeline.promotion import deployment
+from promote_pipeline.promotion import deployment, notify
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.inputs import MAX_WINDOW_HOURS, MIN_WINDOW_HOURS, shown
 from promote_pipeline.promotion.services import Services
@@ -96,6 +96,8 @@ def run_due_tasks(svc: Services, evidence_root: str | None = None, limit: int = 
             record["done"] = execute(svc, task, lock_wait_seconds)
             record["status"] = "done"
             svc.ops_db.mark_task_done(task.task_id)
+            if task.task_type == "delete_backup" and task.run_id:
+                _announce_blue_deleted(svc, task.run_id, record["done"])
         except TaskSkipped as exc:
             record.update(status="cancelled", error=str(exc))
             svc.ops_db.cancel_task(task.task_id, str(exc))
@@ -110,6 +112,13 @@ def run_due_tasks(svc: Services, evidence_root: str | None = None, limit: int = 
         Evidence(folder).write_json(f"task_{task.task_id}.json", json.loads(json.dumps(record, default=str)))
         records.append(record)
     return records
+
+
+def _announce_blue_deleted(svc: Services, run_id: str, done: list[str]) -> None:
+    """Blue is gone: the rollback window of ``run_id`` is over (sent after the deletion, never delaying one)."""
+    run = svc.ops_db.run(run_id)
+    if run is not None:
+        notify.send(svc, run_id, run.environment_id, "blue_deleted", {"done": "; ".join(done)})
 
 
 def set_window(svc: Services, run_id: str, hours: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt
 
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.preflight import CHECKS
+from resources.notifiers import NotificationEvent
 from resources.redaction import REDACTED, SECRET_KEYS
 
 RunId = Annotated[str, StringConstraints(pattern=r"^run_\d{8}T\d{6}_[0-9a-f]{8}$")]
@@ -371,6 +372,30 @@ class RollbackFailed(EvidenceFile):
     event_log_error: Name | None = None
 
 
+class NotificationTry(Strict):
+    attempt: Annotated[int, Field(ge=1)]
+    at: AwareDatetime
+    delivered: bool
+    error: Name | None
+
+
+class NotificationOutcome(Strict):
+    """One event announced to one target (promotion/notify.py): every try, and whether one got through."""
+
+    delivery_id: Name
+    event: NotificationEvent
+    kind: Literal["webhook", "apprise"]
+    target: Name
+    delivered: bool
+    tries: list[NotificationTry]
+
+    @model_validator(mode="after")
+    def _delivered_by_a_try(self) -> NotificationOutcome:
+        if not self.tries or self.delivered != self.tries[-1].delivered:
+            raise ValueError("an outcome has its tries, the last of which says whether it got through")
+        return self
+
+
 class FinalStatusEvidence(EvidenceFile):
     run_id: RunId
     status: Literal["success", "failed", "rolled_back"]
@@ -383,6 +408,7 @@ class FinalStatusEvidence(EvidenceFile):
     duration_seconds: Annotated[float, Field(ge=0)]
     failed_step: Name | None
     reason: str | None
+    notifications: list[NotificationOutcome] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> FinalStatusEvidence:

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from promote_pipeline.promotion import deployment, odoo_aware, progress, steps
+from promote_pipeline.promotion import deployment, notify, odoo_aware, progress, steps
 from promote_pipeline.promotion.decisions import OnFailure, on_failure
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
@@ -233,4 +233,7 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
             svc.ops_db.add_event(run.run_id, "evidence", "error", f"evidence incomplete: {lost}")
         except Exception as db_exc:  # noqa: S110 - said above on the progress line; nowhere else is left
             progress.say(f"run {run.run_id}: and the ops database did not record it: {type(db_exc).__name__}")
+    # Last: traffic, status and evidence are settled; the message runs in threads and waits on none of them.
+    notify.send(svc, run.run_id, run.prod.environment_id, "rolled_back" if status == "rolled_back" else "failed",
+                {"reason": reason, "failed_step": step.name})
     return outcome

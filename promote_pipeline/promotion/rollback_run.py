@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from promote_pipeline.promotion import deployment, steps
+from promote_pipeline.promotion import deployment, notify, steps
 from promote_pipeline.promotion.decisions import ForRun, dead_run_rolls_back, for_run
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
@@ -151,6 +151,9 @@ def roll_back_run(svc: Services, run_id: str, reason: str, requested_by: str, ma
             error = redact_text(f"{type(exc).__name__}: {exc}")
             svc.ops_db.merge_run_metadata(run_id, {"evidence_error": error})
             svc.ops_db.add_event(run_id, "evidence", "error", f"evidence incomplete: {error}")
+        notify.send(svc, run_id, run.prod.environment_id, "rolled_back",
+                    {"reason": f"rolled back after {status} by {requested_by}: {redact_text(reason)}",
+                     "requested_by": requested_by, "manual": manual})
         return {"action": "rolled_back", "previous_status": status,
                 "detection_to_blue_ms": body["detection_to_blue_ms"]}
     finally:

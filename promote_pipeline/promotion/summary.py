@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from promote_pipeline.promotion import steps
+from promote_pipeline.promotion import notify, steps
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome
 from promote_pipeline.promotion.retention import summary_lines
@@ -22,7 +22,7 @@ def write_final(evidence: Evidence, outcome: PromotionOutcome, started_at: datet
     leaves serving, for the summary's closing section (what is live, when blue goes, how to roll back)."""
     completed = datetime.now(UTC)
     kept = summary_lines(retention or Retention(), outcome, started_at, completed, inputs)
-    evidence.write_json(steps.FINAL_STATUS_JSON, {
+    notify.write_final_status(evidence, {
         **outcome.model_dump(mode="json"),
         "started_at": started_at.isoformat(),
         "completed_at": completed.isoformat(),

@@ -7,6 +7,9 @@ inventory is applied (``promote inventory apply``), which also renames, updates 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from psycopg.types.json import Jsonb
 
 from resources.ops_db.connection import Connection, OpsConnection
 from resources.ops_db.records import CompletedRun, EnvironmentRecord, PermissionRecord, ProjectRecord
@@ -14,7 +17,7 @@ from resources.ops_db.runs import insert_completed_run
 
 _ENVIRONMENT_COLUMNS = ("environment_id", "project_id", "kind", "git_commit_sha", "db_dsn_ref", "db_name_prefix",
                         "filestore_root", "odoo_url", "router_name", "smoke_login", "smoke_password_ref",
-                        "odoo_db_name", "odoo_command", "worker_mode", "workers")
+                        "odoo_db_name", "odoo_command", "worker_mode", "workers", "notifications")
 # What an update may change: an environment's id, project, kind and lifelong database name stay as created.
 _MUTABLE_COLUMNS = tuple(c for c in _ENVIRONMENT_COLUMNS
                          if c not in ("environment_id", "project_id", "kind", "odoo_db_name"))
@@ -22,8 +25,16 @@ _INSERT_ENVIRONMENT = (f"INSERT INTO ops.environments ({', '.join(_ENVIRONMENT_C
                        f" VALUES ({', '.join(['%s'] * len(_ENVIRONMENT_COLUMNS))})")
 
 
+def _value(environment: EnvironmentRecord, column: str) -> Any:
+    """A column's value as psycopg takes it: the notification settings as JSON (references only, no secret)."""
+    value = getattr(environment, column)
+    if column == "notifications":
+        return Jsonb(value.model_dump(mode="json")) if value is not None else None
+    return value
+
+
 def _insert_environment(conn: Connection, environment: EnvironmentRecord) -> None:
-    conn.execute(_INSERT_ENVIRONMENT, tuple(getattr(environment, c) for c in _ENVIRONMENT_COLUMNS))
+    conn.execute(_INSERT_ENVIRONMENT, tuple(_value(environment, c) for c in _ENVIRONMENT_COLUMNS))
 
 
 def _grant(conn: Connection, user_id: str, project_id: str, permission: str) -> None:
@@ -102,4 +113,4 @@ class EnvironmentsTable(OpsConnection):
         """Write ``environment``'s changeable columns (its id, project, kind and database name stay as they are)."""
         assignments = ", ".join(f"{c} = %s" for c in _MUTABLE_COLUMNS)
         self._run(f"UPDATE ops.environments SET {assignments} WHERE environment_id = %s",  # noqa: S608 - fixed names
-                  (*(getattr(environment, c) for c in _MUTABLE_COLUMNS), environment.environment_id))
+                  (*(_value(environment, c) for c in _MUTABLE_COLUMNS), environment.environment_id))

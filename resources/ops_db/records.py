@@ -11,6 +11,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field
 
+from resources.notifiers import NotificationsConfig
+
 RunStatus = Literal["running", "success", "failed", "rolled_back"]
 FinalRunStatus = Literal["success", "failed", "rolled_back"]
 DeploymentState = Literal["active", "standby", "retired", "deleted"]
@@ -51,6 +53,8 @@ class EnvironmentRecord(Record):
                                            " prefork (a websocket port of its own); None: a websocket port of its own"
                                            " when the command template names {websocket_port}.")
     workers: int | None = Field(default=None, description="Odoo worker processes in prefork mode ({workers}).")
+    notifications: NotificationsConfig | None = Field(default=None, description="Where its promotions are announced"
+                                                      " (secret references only); None: nowhere.")
 
 
 class DeploymentRecord(Record):

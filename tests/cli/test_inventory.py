@@ -19,6 +19,7 @@ import httpx
 import psycopg
 import pytest
 
+import resources
 from promote_pipeline.promotion.settings import default_server_dsn
 from resources.odoo_host import port_in_use
 
@@ -107,13 +108,15 @@ def test_check_prints_one_line_per_problem_exits_2_and_writes_nothing(installati
     _nothing_written(inst, before_tree, before_server)
 
 
+# Every migration the package ships, in order (a new one adds itself here).
+_MIGRATIONS = ", ".join(p.stem for p in sorted((Path(resources.__file__).parent / "migrations").glob("*.sql")))
+
+
 def _expected_apply(inst: Any) -> list[str]:
     s, p = inst.data["environments"][inst.staging]["adopt"], inst.data["environments"][inst.prod]["adopt"]
     return [
         f"settings: {inst.settings_file} written (PROMOTE_SETTINGS must name it)",
-        f"ops database {inst.ops_database}: created, migrations 001_ops_schema, 002_task_claims,"
-        " 003_database_endpoints, 004_environment_odoo_and_adoption, 005_process_identity, 006_artifact_retention"
-        " applied",
+        f"ops database {inst.ops_database}: created, migrations {_MIGRATIONS} applied",
         f"project {inst.project}: added ('Onboarded')",
         f"environment {inst.staging}: added (staging of {inst.project}, Odoo database name {inst.db('stg')} for life)",
         f"environment {inst.prod}: added (production of {inst.project}, Odoo database name {inst.db('prod')} for"

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from promote_pipeline.promotion.inputs import IDENTIFIER, IDENTIFIER_RULE
 from promote_pipeline.promotion.settings import Retention
+from resources.notifiers import NotificationsConfig
 from resources.ops_db import EnvironmentKind, WorkerMode
 
 
@@ -153,6 +154,11 @@ class Environment(Section):
     smoke_login: str = Field(min_length=1, description="The Odoo login the smoke tests authenticate as.")
     smoke_password_ref: SecretRef = Field(description="Secret reference to that login's password.")
     adopt: Adopt = Field(description="Its live deployment, adopted as its first deployment.")
+    notifications: NotificationsConfig | None = Field(default=None, description="Where its promotions are announced"
+                                                      " (started, awaiting_approval, success, rolled_back, failed,"
+                                                      " blue_deleted): webhooks (url, secret_ref of the HMAC key) and"
+                                                      " apprise targets (url_ref), with attempts, timeout_seconds and"
+                                                      " backoff_seconds. Secrets by reference only.")
 
     def deployment_id(self, environment_id: str) -> str:
         return self.adopt.deployment_id or f"dep_{environment_id}_live"

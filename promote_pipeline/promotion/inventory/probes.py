@@ -63,6 +63,12 @@ def _secret_problems(inv: Inventory, cfg: Settings) -> Iterator[Problem]:
     for env_id, env in inv.environments.items():
         refs += [(f"environments.{env_id}.db_dsn_ref", env.db_dsn_ref),
                  (f"environments.{env_id}.smoke_password_ref", env.smoke_password_ref)]
+        notifications = env.notifications
+        if notifications is not None:
+            refs += [(f"environments.{env_id}.notifications.webhooks[{i}].secret_ref", w.secret_ref)
+                     for i, w in enumerate(notifications.webhooks)]
+            refs += [(f"environments.{env_id}.notifications.apprise[{i}].url_ref", a.url_ref)
+                     for i, a in enumerate(notifications.apprise)]
     where = f"the environment or the secrets file {cfg.secrets_file}" if cfg.secrets_file else \
         "the environment (no secrets_file is set)"
     for path, ref in refs:

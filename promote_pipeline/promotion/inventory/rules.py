@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from promote_pipeline.promotion.inventory.model import Environment, Inventory
 from promote_pipeline.promotion.settings import Settings
+from resources.redaction import redact_text
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _got(error: Any) -> str:
     value = error.get("input")
     if error["type"] in ("missing", "extra_forbidden") or not isinstance(value, str | int | float | bool):
         return ""
-    shown = repr(value)
+    shown = redact_text(repr(value))  # a URL given with its password in it is not printed back
     return f" (got {shown[:60]}{'…' if len(shown) > 60 else ''})"
 
 
