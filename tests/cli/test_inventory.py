@@ -112,8 +112,8 @@ def _expected_apply(inst: Any) -> list[str]:
     return [
         f"settings: {inst.settings_file} written (PROMOTE_SETTINGS must name it)",
         f"ops database {inst.ops_database}: created, migrations 001_ops_schema, 002_task_claims,"
-        " 003_database_endpoints, 004_environment_odoo_and_adoption, 005_process_identity, 006_artifact_retention"
-        " applied",
+        " 003_database_endpoints, 004_environment_odoo_and_adoption, 005_process_identity, 006_artifact_retention,"
+        " 007_environment_approval applied",
         f"project {inst.project}: added ('Onboarded')",
         f"environment {inst.staging}: added (staging of {inst.project}, Odoo database name {inst.db('stg')} for life)",
         f"environment {inst.prod}: added (production of {inst.project}, Odoo database name {inst.db('prod')} for"
@@ -183,6 +183,13 @@ def test_apply_makes_the_installation_and_a_second_apply_changes_nothing(install
         f"environments.{inst.prod}.adopt.http_port: dep_{inst.prod}_live was adopted with"
         f" {inst.data['environments'][inst.prod]['adopt']['http_port']}: an adopted deployment is not changed"]
     assert h.ops_sql(ops_db, "SELECT count(*) AS runs FROM ops.runs")[0]["runs"] == 2
+
+    # The approval gate is a setting of production that apply changes in place (the run reads it from the record).
+    gated = copy.deepcopy(inst.data)
+    gated["environments"][inst.prod]["require_approval"] = True
+    applied = _lines(inst.promote("inventory", "apply", str(inst.write(gated, "gated.yaml"))), 0)
+    assert f"environment {inst.prod}: require_approval False -> True" in applied, applied
+    assert ops_db.environment(inst.prod).require_approval is True
 
 
 def test_an_environment_onboarded_only_through_apply_is_promoted_through_the_router(installation: Any,
