@@ -19,6 +19,7 @@ is waiting; an approval is recorded only while it is (resources/ops_db/approvals
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -64,11 +65,13 @@ def required_by(run: RunStarted) -> str | None:
 
 
 def in_words(seconds: float) -> str:
-    """A duration as the reminder line says it: 59m, 1h 5m, 45s."""
+    """A duration as the reminder line says it, whole minutes rounded up (a deadline is not met early): 1h 0m, 59m,
+    45s."""
     seconds = max(0, int(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
-    return f"{seconds // 60}m" if seconds >= 120 else f"{seconds}s"
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes // 60}h {minutes % 60}m" if minutes >= 60 else f"{minutes}m"
 
 
 def reminder(run_id: str, left: float) -> str:

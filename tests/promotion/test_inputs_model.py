@@ -74,7 +74,8 @@ def test_every_range_is_written_once_and_shown_in_the_description() -> None:
         assert f"({low} to {high}" in (FIELDS[name].description or "")
     assert (inputs.MIN_WINDOW_HOURS, inputs.MAX_WINDOW_HOURS) == (1, 168)
     assert inputs.bounds("stability_window_seconds") == (0, 3600)
-    assert inputs.bounds("approval_timeout_seconds") == (1, 86400) and inputs.default("approval_timeout_seconds") == 3600
+    assert inputs.bounds("approval_timeout_seconds") == (1, 86400)
+    assert inputs.default("approval_timeout_seconds") == 3600
 
 
 # -- the command line ---------------------------------------------------------------------------------
