@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -220,3 +221,16 @@ def _assert_rolled_back(box: Sandbox, h: Any, row: RunRecord, blue: str) -> None
     assert greens and all(not res["odoo_host"].is_alive(g.pid) for g in greens)
     assert res["router"].state(PROD).preview.name == blue  # the preview entry point no longer names a stopped green
     validate_folder(_folder(final), row.run_id, "rolled_back")
+
+
+def test_ctrl_c_while_awaiting_approval_rolls_back(haproxy_box: Sandbox, h: Any) -> None:
+    """The operator who started the run changes their mind at its terminal: Ctrl-C ends the wait within a poll."""
+    blue = _blue(haproxy_box)
+    run = Run("--require-approval")
+    row = _awaiting(haproxy_box, run)
+    run.proc.send_signal(signal.SIGINT)
+    out, err = run.finish()
+    assert run.proc.returncode == 1 and "Traceback" not in out + err, (out, err)
+    assert "SIGINT received: aborting the promotion" in err
+    _assert_rolled_back(haproxy_box, h, row, blue)
+    assert (haproxy_box.resources()["ops_db"].approval_gate(row.run_id) or {})["state"] == "aborted"
