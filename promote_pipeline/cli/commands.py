@@ -330,6 +330,28 @@ def cmd_abort(args: argparse.Namespace) -> int:
     return EXIT_OK if status in ("rolled_back", "failed") else EXIT_FAILED
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve a promotion awaiting approval (in any process), and wait until it has taken the approval."""
+    from promote_pipeline.promotion import approval
+
+    svc = _services()
+    try:
+        row = approval.request(svc, args.run_id, args.user)
+    except approval.ApprovalRefused as exc:
+        print(f"approval refused: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    state = approval.wait_taken(svc, row.run_id, args.wait)
+    if state == "approved":
+        print(f"approved: run {row.run_id} by {args.user}; it cuts over now (follow it where it runs)")
+        return EXIT_OK
+    if state in ("waiting", "closing"):
+        print(f"approval recorded: run {row.run_id} has not taken it after {args.wait:g}s (it reads approvals every"
+              f" {approval.POLL_SECONDS:g}s while its worker runs)", file=sys.stderr)
+    else:
+        print(f"approval not taken: run {row.run_id} {state.replace('_', ' ')} first", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
     from promote_pipeline.promotion.odoo_aware import export_green_writes
 

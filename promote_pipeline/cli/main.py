@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the run to end")
     ab.set_defaults(func=cmd.cmd_abort, ops_db=True, exit_codes=_ACTION_CODES)
 
+    ap = sub.add_parser("approve", help="approve a promotion awaiting approval (--require-approval): it cuts over")
+    ap.add_argument("run_id", help="the promotion's run id (ops.runs: run_...), or the Dagster run id executing it")
+    _user_flag(ap, "who approves; needs 'promote' on the run's project")
+    ap.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the run to take the approval")
+    ap.set_defaults(func=cmd.cmd_approve, ops_db=True, exit_codes=_ACTION_CODES)
+
     rec = sub.add_parser("recover", help="export as CSV what was written on a rolled-back green since cutover")
     rec.add_argument("run_id", help="the rolled-back promotion's run id (ops.runs)")
     rec.add_argument("--out", help="folder (default: <evidence_dir>/recovered)")

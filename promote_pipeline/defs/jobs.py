@@ -9,6 +9,7 @@ the other resources in ``definitions.py``).
 
 from dagster import graph, in_process_executor, job
 
+from promote_pipeline.defs.approve import approve_waiting_promotion
 from promote_pipeline.defs.promotion_job import (
     backup_production,
     create_ops_run,
@@ -54,3 +55,10 @@ def rollback_promotion() -> None:
      executor_def=in_process_executor, tags={"kind": "cleanup"})
 def cleanup_due_tasks() -> None:
     run_cleanup_tasks()
+
+
+@job(description="Approve a promotion awaiting approval (launched with --require-approval, or into an environment that"
+                 " requires it): give its run id and who approves. The same as `promote approve RUN_ID --user U`.",
+     executor_def=in_process_executor, tags={"kind": "approval"})
+def approve_promotion() -> None:
+    approve_waiting_promotion()

@@ -18,7 +18,13 @@ from typing import Any
 from dagster import BetaWarning, Definitions, JobDefinition
 
 from promote_pipeline.defs import planned
-from promote_pipeline.defs.jobs import cleanup_due_tasks, promote_staging_to_prod, promotion, rollback_promotion
+from promote_pipeline.defs.jobs import (
+    approve_promotion,
+    cleanup_due_tasks,
+    promote_staging_to_prod,
+    promotion,
+    rollback_promotion,
+)
 from promote_pipeline.defs.resources import build_resources, for_definitions
 from promote_pipeline.defs.schedules import CLEANUP_SENSOR_NAME, cleanup_when_due
 from promote_pipeline.defs.sensors import (
@@ -72,7 +78,7 @@ def build_definitions(config: Settings | None = None, resource_overrides: dict[s
     config = config or settings_mod.load()
     job = promotion_job(config)
     return Definitions(
-        jobs=[job, rollback_promotion, cleanup_due_tasks],
+        jobs=[job, rollback_promotion, cleanup_due_tasks, approve_promotion],
         sensors=[rollback_failed_promotions, rollback_cancelled_promotions, detect_dead_promotions, cleanup_when_due],
         schedules=planned.load_schedules(job, taken={CLEANUP_SENSOR_NAME}),
         resources=for_definitions({**build_resources(config), **(resource_overrides or {})}),

@@ -18,7 +18,7 @@ from dagster import DagsterInstance, Failure, OpExecutionContext, op
 
 from promote_pipeline.defs import event_log, run_view
 from promote_pipeline.defs.config import PromotionConfig
-from promote_pipeline.promotion import abort, guardrails, inputs, notify, odoo_aware, progress, steps
+from promote_pipeline.promotion import abort, approval, guardrails, inputs, notify, odoo_aware, progress, steps
 from promote_pipeline.promotion import evidence as evidence_mod
 from promote_pipeline.promotion.backup import back_up
 from promote_pipeline.promotion.evidence import Evidence, evidence_dir_for
@@ -194,6 +194,8 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
             raise PromotionRejected(description=one_line(f"{inputs.REJECTED}{message}"), metadata={"check": check[0]},
                                     allow_retries=False)
         assert preflight.staging and preflight.prod and preflight.blue and preflight.lock
+        if preflight.prod.require_approval:  # the environment requires it whatever the flag said: stored so
+            promotion = promotion.model_copy(update={"require_approval": True})
         run_id = svc.ops_db.create_run(promotion.project_id, promotion.prod_env_id, promotion.user_id, {
             **promotion.model_dump(),  # every input, flat, as rollback_run.load_run reads them back
             "blue_deployment_id": preflight.blue.deployment_id,
@@ -295,7 +297,9 @@ def smoke_test_green(context: OpExecutionContext, restored: GreenRestored) -> Gr
            "blue_backup_id": restored.blue_artifact.artifact_id}
     evidence = Evidence(restored.evidence_dir)
     results = []
+    gate: dict[str, Any] | None = None
     with guarded(context, svc, restored, steps.SMOKE_TEST_GREEN, **ids):
+        state = None
         if restored.inputs.skip_smoke_tests:
             evidence.write_json(steps.SMOKE_TESTS_JSON, {"skipped": True, "results": [],
                                                      "reason": "skip_smoke_tests=true (not a production target)"})
@@ -316,8 +320,47 @@ def smoke_test_green(context: OpExecutionContext, restored: GreenRestored) -> Gr
                     changed = sorted(settings_check["changed"])
                     failed.append(f"carried-over settings changed by the smoke tests: {changed}")
                 raise StepFailed(f"smoke tests failed: {'; '.join(failed)}")
-    context.add_output_metadata(run_view.smoke_tested(results, restored.inputs.skip_smoke_tests, restored.evidence_dir))
+        if approval.required_by(restored) is not None:
+            if state is None:  # no smoke tests put green there: the approver still gets to look at it
+                state = svc.router.set_preview(restored.prod.environment_id, upstream(restored.green, "green"))
+            gate = _await_approval(context, svc, restored, state.preview_url, evidence)
+    context.add_output_metadata({**run_view.smoke_tested(results, restored.inputs.skip_smoke_tests,
+                                                         restored.evidence_dir), **run_view.approval(gate)})
     return GreenSmokeTested(**dict(restored), smoke_skipped=restored.inputs.skip_smoke_tests, smoke_results=results)
+
+
+def _await_approval(context: OpExecutionContext, svc: Services, run: GreenRestored, preview_url: str,
+                    evidence: Evidence) -> dict[str, Any]:
+    """The approval gate (promotion/approval.py), shown in the UI by a run tag while it waits: the run list can be
+    filtered on it, and the run's page shows it in its header. The gate's reminder lines reach the step's log (and
+    `promote launch`) through the progress bridge; how it ended is in the step's output metadata and in
+    smoke_tests.json. (An AssetObservation would need an asset key: it would put a phantom asset in the catalog of a
+    code location that has none.)"""
+    lock = _LOCKS.get(run.run_id)
+
+    def keep_lock() -> None:
+        if lock is not None and not _holds(lock):
+            raise StepFailed(f"run {run.run_id} lost its environment lock while awaiting approval")
+
+    def on_end(gate: dict[str, Any]) -> None:
+        if gate["state"] == "approved":
+            decision = f"approved by {gate['approved_by']}"
+        else:
+            decision = str(gate["state"]).replace("_", " ")
+        _tag(context, {approval.TAG: "false", approval.DECISION_TAG: decision})
+        evidence.write_json(steps.SMOKE_TESTS_JSON, {**evidence.read_json(steps.SMOKE_TESTS_JSON),
+                                                     "approval": gate})
+
+    _tag(context, {approval.TAG: "true"})
+    return approval.await_approval(svc, run, preview_url, keep_lock, on_end)
+
+
+def _tag(context: OpExecutionContext, tags: dict[str, str]) -> None:
+    """Tags on the run (shown in the UI); a run storage that refuses them costs the tag, never the promotion."""
+    try:
+        context.instance.add_run_tags(context.run_id, tags)
+    except Exception as exc:
+        progress.say(f"      run tags {sorted(tags)} not set: {type(exc).__name__}: {redact_text(str(exc))}")
 
 
 @step_op(steps.CUTOVER, "switch production's public entry point to green (cutover) and record it.")

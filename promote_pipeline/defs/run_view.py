@@ -151,6 +151,18 @@ def smoke_tested(results: list[SmokeResult], skipped: bool, evidence_dir: str | 
     return {**meta, **duration(steps.SMOKE_TEST_GREEN.name), **evidence(evidence_dir, steps.SMOKE_TESTS_JSON)}
 
 
+def approval(gate: dict[str, Any] | None) -> Metadata:
+    """Step 5's approval gate, when the run had one: how it ended, who approved, how long it waited."""
+    if gate is None:
+        return {}
+    meta: Metadata = {"approval": text(gate["state"] + (f" by {gate['approved_by']}" if gate.get("approved_by")
+                                                        else "")),
+                      "approval_required_by": text(gate["required_by"]),
+                      "approval_waited_seconds": MetadataValue.float(float(gate.get("waited_seconds") or 0.0)),
+                      "approval_preview_url": MetadataValue.url(gate["preview_url"])}
+    return meta
+
+
 def _routing_row(entry: str, before: RoutingState, after: RoutingState) -> tuple[str, str, str]:
     def where(state: RoutingState) -> str:
         up = state.active if entry == "active" else state.preview

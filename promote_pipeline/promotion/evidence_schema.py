@@ -66,6 +66,9 @@ class InputsEvidence(EvidenceFile):
     auto_rollback_on_failure: bool
     carry_over_settings: bool
     stability_window_seconds: Count
+    # Runs of older code wrote neither: no gate then.
+    require_approval: bool = False
+    approval_timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
     preflight: list[PreflightCheck]
 
     @model_validator(mode="after")
@@ -221,12 +224,34 @@ class CarriedOverCheck(Strict):
     watched: Count
 
 
+class ApprovalEvidence(Strict):
+    """The approval gate after the smoke tests (promotion/approval.py), when the run had one."""
+
+    required_by: Literal["flag", "environment"]
+    state: Literal["waiting", "approved", "timed_out", "aborted"]
+    preview_url: str
+    timeout_seconds: Annotated[int, Field(ge=1, le=86400)]
+    since: str
+    deadline: str
+    decided_at: str | None = None
+    approved_by: str | None = None
+    waited_seconds: Annotated[float, Field(ge=0)] | None = None
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _approved_names_who(self) -> ApprovalEvidence:
+        if (self.state == "approved") != (self.approved_by is not None):
+            raise ValueError("approved_by is given exactly when the state is approved")
+        return self
+
+
 class SmokeTestsEvidence(EvidenceFile):
     skipped: bool
     passed: bool | None = None
     target: str | None = None
     results: list[SmokeResult]
     carried_over_settings: CarriedOverCheck | None = None
+    approval: ApprovalEvidence | None = None
 
     @model_validator(mode="after")
     def _verdict_from_results(self) -> SmokeTestsEvidence:

@@ -1,4 +1,4 @@
-"""The promotion's nine inputs, described once, and the rules they obey before anything is created.
+"""The promotion's eleven inputs, described once, and the rules they obey before anything is created.
 
 ``PromotionInputs`` is the one place an input is defined: its type, default, description, constraints
 and the flag of ``promote run``/``promote launch``. Everything else derives from it: the launchpad's
@@ -42,7 +42,7 @@ def _rollback_default() -> bool:
 
 
 class PromotionInputs(BaseModel):
-    """The seed's six inputs plus the caller and the stability window.
+    """The seed's six inputs plus the caller, the stability window, the settings carry-over and the approval gate.
 
     ``json_schema_extra["flag"]`` is the input's flag on ``promote run``; a flag starting ``--no-`` turns a
     boolean off, any other boolean flag turns it on. ``json_schema_extra["help"]`` is the flag's help, if any.
@@ -80,6 +80,16 @@ class PromotionInputs(BaseModel):
                            "help": "do not copy production's live settings onto green (the summary says so loudly)"})
     stability_window_seconds: int = _bounded(300, 0, 3600, "How long green is watched after cutover ({ge} to {le}"
                                                            " seconds).", "--stability-seconds")
+    require_approval: bool = Field(
+        default=False,
+        description="After the smoke tests, wait (green on the router's preview entry point, traffic on blue) until a"
+        " person with 'promote' on the project approves (`promote approve`, or the approve_promotion job) before the"
+        " cutover; an abort or the approval timeout rolls back. A production environment whose inventory says"
+        " require_approval always waits, whatever this says.",
+        json_schema_extra={"flag": "--require-approval"})
+    approval_timeout_seconds: int = _bounded(3600, 1, 86400, "How long a run awaiting approval waits before it aborts"
+                                                             " and rolls back ({ge} to {le} seconds).",
+                                             "--approval-timeout")
 
 
 # -- what the other layers read from the model --------------------------------------------------------

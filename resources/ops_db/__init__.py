@@ -18,6 +18,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources import secrets
+from resources.ops_db.approvals import ApprovalsTable
 from resources.ops_db.artifacts import ArtifactsTable
 from resources.ops_db.connection import (
     RECONNECT_SECONDS,
@@ -31,6 +32,7 @@ from resources.ops_db.events import EventsTable
 from resources.ops_db.locks import EnvironmentLock, EnvironmentLocks
 from resources.ops_db.records import (
     AbortRequest,
+    ApprovalRecord,
     ArtifactRecord,
     ArtifactState,
     CompletedRun,
@@ -56,6 +58,7 @@ from resources.ops_db.tasks import ScheduledTasksTable
 
 __all__ = [
     "AbortRequest",
+    "ApprovalRecord",
     "RECONNECT_SECONDS",
     "ArtifactRecord",
     "ArtifactState",
@@ -85,7 +88,7 @@ __all__ = [
 
 
 class OpsDatabase(RunsTable, DeploymentsTable, EnvironmentsTable, ScheduledTasksTable, ArtifactsTable, EventsTable,
-                  EnvironmentLocks, ConfigurableResource):
+                  ApprovalsTable, EnvironmentLocks, ConfigurableResource):
     """PostgreSQL database holding the ``ops`` schema.
 
     ``dsn_ref`` names the secret holding the libpq DSN of the server (it may carry a password);

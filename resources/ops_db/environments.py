@@ -17,7 +17,8 @@ from resources.ops_db.runs import insert_completed_run
 
 _ENVIRONMENT_COLUMNS = ("environment_id", "project_id", "kind", "git_commit_sha", "db_dsn_ref", "db_name_prefix",
                         "filestore_root", "odoo_url", "router_name", "smoke_login", "smoke_password_ref",
-                        "odoo_db_name", "odoo_command", "worker_mode", "workers", "notifications")
+                        "odoo_db_name", "odoo_command", "worker_mode", "workers", "notifications",
+                        "require_approval")
 # What an update may change: an environment's id, project, kind and lifelong database name stay as created.
 _MUTABLE_COLUMNS = tuple(c for c in _ENVIRONMENT_COLUMNS
                          if c not in ("environment_id", "project_id", "kind", "odoo_db_name"))

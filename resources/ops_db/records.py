@@ -7,9 +7,9 @@ makes the records safe to put in Dagster's event log and in evidence.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from resources.notifiers import NotificationsConfig
 
@@ -55,6 +55,10 @@ class EnvironmentRecord(Record):
     workers: int | None = Field(default=None, description="Odoo worker processes in prefork mode ({workers}).")
     notifications: NotificationsConfig | None = Field(default=None, description="Where its promotions are announced"
                                                       " (secret references only); None: nowhere.")
+    # A database whose migration 008 is not applied yet has no such column: read as False, the behaviour before it.
+    require_approval: Annotated[bool, BeforeValidator(bool)] = Field(
+        default=False, description="Every promotion into it waits for a person's approval after the smoke tests,"
+        " whatever the promotion's own require_approval says.")
 
 
 class DeploymentRecord(Record):
@@ -106,6 +110,13 @@ class AbortRequest(Record):
     requested_by: str = Field(description="Who asked (holds 'promote' on the run's project).")
     reason: str = Field(description="Why, as given.")
     at: datetime = Field(description="When it was asked.")
+
+
+class ApprovalRecord(Record):
+    """Someone approved a promotion awaiting approval (an ``approve`` event in ``ops.run_events``)."""
+
+    approved_by: str = Field(description="Who approved (holds 'promote' on the run's project).")
+    at: datetime = Field(description="When it was approved.")
 
 
 class RunRecord(Record):

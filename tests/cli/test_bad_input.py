@@ -44,6 +44,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("space in user", {"user_id": "demo admin"}, "user_id"),
     ("stability window too long", {"stability_window_seconds": 86400}, "stability_window_seconds"),
     ("carry-over not a boolean", {"carry_over_settings": "yes"}, "carry_over_settings"),
+    ("approval not a boolean", {"require_approval": "please"}, "require_approval"),
+    ("approval timeout 0", {"approval_timeout_seconds": 0}, "approval_timeout_seconds"),
+    ("approval timeout over a day", {"approval_timeout_seconds": 86401}, "approval_timeout_seconds"),
     ("an input that does not exist", {"skip_backups": True}, "skip_backups"),
 ]
 

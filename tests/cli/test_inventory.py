@@ -187,6 +187,13 @@ def test_apply_makes_the_installation_and_a_second_apply_changes_nothing(install
         f" {inst.data['environments'][inst.prod]['adopt']['http_port']}: an adopted deployment is not changed"]
     assert h.ops_sql(ops_db, "SELECT count(*) AS runs FROM ops.runs")[0]["runs"] == 2
 
+    # The approval gate is a setting of production that apply changes in place (the run reads it from the record).
+    gated = copy.deepcopy(inst.data)
+    gated["environments"][inst.prod]["require_approval"] = True
+    applied = _lines(inst.promote("inventory", "apply", str(inst.write(gated, "gated.yaml"))), 0)
+    assert f"environment {inst.prod}: require_approval False -> True" in applied, applied
+    assert ops_db.environment(inst.prod).require_approval is True
+
 
 def test_an_environment_onboarded_only_through_apply_is_promoted_through_the_router(installation: Any,
                                                                                     h: Any) -> None:

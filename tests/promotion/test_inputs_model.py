@@ -1,4 +1,4 @@
-"""PromotionInputs is the one description of the nine inputs: the launchpad's config, the CLI's flags, the rules'
+"""PromotionInputs is the one description of the eleven inputs: the launchpad's config, the CLI's flags, the rules'
 ranges and defaults, the run config and tags, and a run's recovery all read it."""
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ GOOD = {"project_id": "proj_abc123", "staging_env_id": "env_staging_xyz", "prod_
 FLAGS = {"project_id": "--project", "staging_env_id": "--staging", "prod_env_id": "--prod", "user_id": "--user",
          "rollback_window_hours": "--rollback-window-hours", "skip_smoke_tests": "--skip-smoke-tests",
          "auto_rollback_on_failure": "--no-auto-rollback", "carry_over_settings": "--no-carry-over",
-         "stability_window_seconds": "--stability-seconds"}
+         "stability_window_seconds": "--stability-seconds", "require_approval": "--require-approval",
+         "approval_timeout_seconds": "--approval-timeout"}
 DAGSTER_TYPES = {"StringSourceType": str, "Noneable.IntSourceType": int, "Noneable.BoolSourceType": bool}
 
 
@@ -67,12 +68,14 @@ def test_the_config_has_no_constraints_so_a_refused_input_reaches_the_op_and_its
 
 
 def test_every_range_is_written_once_and_shown_in_the_description() -> None:
-    for name in ("rollback_window_hours", "stability_window_seconds"):
+    for name in ("rollback_window_hours", "stability_window_seconds", "approval_timeout_seconds"):
         low, high = inputs.bounds(name)
         assert {type(m) for m in FIELDS[name].metadata} == {Ge, Le}
         assert f"({low} to {high}" in (FIELDS[name].description or "")
     assert (inputs.MIN_WINDOW_HOURS, inputs.MAX_WINDOW_HOURS) == (1, 168)
     assert inputs.bounds("stability_window_seconds") == (0, 3600)
+    assert inputs.bounds("approval_timeout_seconds") == (1, 86400)
+    assert inputs.default("approval_timeout_seconds") == 3600
 
 
 # -- the command line ---------------------------------------------------------------------------------
@@ -103,17 +106,20 @@ def test_left_out_flags_give_the_models_defaults(command: str) -> None:
                                           "user_id": "u", **inputs.defaults()}
     assert inputs.defaults() == {"rollback_window_hours": 24, "skip_smoke_tests": False,
                                  "auto_rollback_on_failure": True, "carry_over_settings": True,
-                                 "stability_window_seconds": 300}
+                                 "stability_window_seconds": 300, "require_approval": False,
+                                 "approval_timeout_seconds": 3600}
 
 
 def test_every_flag_sets_its_input() -> None:
     args = cli.build_parser().parse_args([
         "run", "--project", "p", "--staging", "s", "--prod", "e", "--user", "u", "--rollback-window-hours", "0",
-        "--skip-smoke-tests", "--no-auto-rollback", "--no-carry-over", "--stability-seconds", "7"])
+        "--skip-smoke-tests", "--no-auto-rollback", "--no-carry-over", "--stability-seconds", "7",
+        "--require-approval", "--approval-timeout", "5"])
     assert cli.promotion_inputs(args) == {"project_id": "p", "staging_env_id": "s", "prod_env_id": "e",
                                           "user_id": "u", "rollback_window_hours": 0, "skip_smoke_tests": True,
                                           "auto_rollback_on_failure": False, "carry_over_settings": False,
-                                          "stability_window_seconds": 7}
+                                          "stability_window_seconds": 7, "require_approval": True,
+                                          "approval_timeout_seconds": 5}
 
 
 def test_the_rollback_default_follows_the_registry_everywhere_it_is_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +131,7 @@ def test_the_rollback_default_follows_the_registry_everywhere_it_is_not_given(mo
 
 
 # -- the rules ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["rollback_window_hours", "stability_window_seconds"])
+@pytest.mark.parametrize("name", ["rollback_window_hours", "stability_window_seconds", "approval_timeout_seconds"])
 def test_a_range_rule_names_the_field_and_the_models_range(name: str) -> None:
     low, high = inputs.bounds(name)
     for value in (low - 1, high + 1):

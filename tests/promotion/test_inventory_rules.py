@@ -189,3 +189,17 @@ def test_an_inventory_may_set_the_artifact_retention(tmp_path: Path) -> None:
     problems = _problems(tmp_path, data)
     assert any(p.startswith("settings.retention.green_keep_last") for p in problems), problems
     assert any(p.startswith("settings.retention.keep_forever") for p in problems), problems
+
+
+def test_only_production_may_require_approval(tmp_path: Path) -> None:
+    data = _example()
+    data["environments"]["acme_prod"]["require_approval"] = True
+    path = tmp_path / "prod.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert rules.parse(path).environments["acme_prod"].require_approval is True
+    data["environments"]["acme_staging"]["require_approval"] = True
+    assert _problems(tmp_path, data) == [
+        "environments.acme_staging.require_approval: only a production environment's promotions wait for approval"
+        " (it is the target of a promotion)"]
+    data["environments"]["acme_staging"]["require_approval"] = "yes please"
+    assert any(p.startswith("environments.acme_staging.require_approval: ") for p in _problems(tmp_path, data))

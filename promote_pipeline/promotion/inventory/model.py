@@ -153,6 +153,9 @@ class Environment(Section):
     odoo_url: str | None = Field(default=None, description="Its public URL, for the record.")
     smoke_login: str = Field(min_length=1, description="The Odoo login the smoke tests authenticate as.")
     smoke_password_ref: SecretRef = Field(description="Secret reference to that login's password.")
+    require_approval: bool = Field(default=False, description="Production only: every promotion into it waits, after"
+                                   " the smoke tests, for a person's approval (`promote approve`) before the cutover,"
+                                   " whatever the promotion's --require-approval says.")
     adopt: Adopt = Field(description="Its live deployment, adopted as its first deployment.")
     notifications: NotificationsConfig | None = Field(default=None, description="Where its promotions are announced"
                                                       " (started, awaiting_approval, success, rolled_back, failed,"

@@ -196,6 +196,9 @@ def _environment_rules(inv: Inventory) -> Iterator[Problem]:
         if env.kind != "production" and adopt.first_blue:
             yield Problem(f"{where}.adopt.first_blue", "only a production environment's live deployment becomes a"
                                                        " blue")
+        if env.kind != "production" and env.require_approval:
+            yield Problem(f"{where}.require_approval", "only a production environment's promotions wait for"
+                                                       " approval (it is the target of a promotion)")
         yield from _worker_rules(where, env)
 
 

@@ -27,7 +27,8 @@ def environment_record(inv: Inventory, env_id: str) -> EnvironmentRecord:
         odoo_db_name=env.odoo_db_name, odoo_url=env.odoo_url,
         router_name=inv.router.kind if env_id in inv.router.fronts else None,
         smoke_login=env.smoke_login, smoke_password_ref=env.smoke_password_ref, odoo_command=env.odoo_command,
-        worker_mode=env.worker_mode, workers=env.workers, notifications=env.notifications)
+        worker_mode=env.worker_mode, workers=env.workers, notifications=env.notifications,
+        require_approval=env.require_approval)
 
 
 def adopted_record(inv: Inventory, env_id: str, endpoint_port: int) -> DeploymentRecord:
