@@ -21,12 +21,23 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from resources.router import RouterError, RouterNotPersisted, RouterResource, RoutingState, Upstream
+from resources.router import (
+    MAX_TRAFFIC_ERRORS,
+    RouterError,
+    RouterNotPersisted,
+    RouterResource,
+    RoutingState,
+    Traffic,
+    TrafficError,
+    Upstream,
+    percentile,
+)
 
 Entry = Literal["active", "preview"]
 ENTRIES: tuple[Entry, ...] = ("active", "preview")
@@ -256,3 +267,51 @@ class RoutesRouter(RouterResource):
                 return self._state_of(environment_id, new_env)
         except OSError as exc:
             raise RouterError(f"router folder {self._dir} could not be written: {exc}") from exc
+
+
+# -- traffic ---------------------------------------------------------------------------------------------------
+class LoggedRequest(BaseModel):
+    """One request as a router's own log line tells it (parsed by each router from its format)."""
+
+    at: datetime
+    entry: str | None
+    status: int
+    ms: float | None = Field(description="Request time; None when the router did not log one.")
+    path: str
+
+
+def upstream_addresses(upstream: Upstream) -> set[str]:
+    """How the router writes the upstream's addresses in its logs and stats."""
+    return {host_port(upstream.host, upstream.http_port), host_port(upstream.host, upstream.websocket_port)}
+
+
+def summarise(requests: list[LoggedRequest], upstream: Upstream, router: str, source: str,
+              since: datetime) -> Traffic:
+    """Counts, failed requests and response times of logged requests. A websocket's ``101`` is left out of the
+    times: its request time is the whole life of the tunnel, minutes, not a response time."""
+    traffic = Traffic(upstream=upstream.name, router=router, source=source, since=since, requests=len(requests))
+    times: list[float] = []
+    for r in requests:
+        field = f"responses_{r.status // 100}xx"
+        if field in Traffic.model_fields:
+            setattr(traffic, field, getattr(traffic, field) + 1)
+        if r.status >= 500:
+            if len(traffic.errors) < MAX_TRAFFIC_ERRORS:
+                traffic.errors.append(TrafficError(at=r.at, path=r.path, status=r.status, entry=r.entry))
+            else:
+                traffic.errors_not_listed += 1
+        if r.ms is not None and r.ms >= 0 and r.status != 101:
+            times.append(r.ms)
+    traffic.timed_requests = len(times)
+    traffic.p95_ms = percentile(times, 0.95)
+    traffic.max_ms = max(times) if times else None
+    return traffic
+
+
+def unix_time(text: str) -> datetime:
+    return datetime.fromtimestamp(float(text), UTC)
+
+
+def logged_since(at: datetime, mark: datetime) -> bool:
+    """Routers log times to the millisecond, truncated: a request accepted in the mark's own millisecond is in."""
+    return at >= mark.replace(microsecond=mark.microsecond // 1000 * 1000)
