@@ -291,7 +291,7 @@ def summarise(requests: list[LoggedRequest], upstream: Upstream, router: str, so
     times: its request time is the whole life of the tunnel, minutes, not a response time."""
     traffic = Traffic(upstream=upstream.name, router=router, source=source, since=since, requests=len(requests))
     times: list[float] = []
-    for r in requests:
+    for r in sorted(requests, key=lambda r: r.at):
         field = f"responses_{r.status // 100}xx"
         if field in Traffic.model_fields:
             setattr(traffic, field, getattr(traffic, field) + 1)
