@@ -48,7 +48,6 @@ from resources._router_common import (
     safe_name,
     stop_processes,
     summarise,
-    unix_time,
     upstream_addresses,
     wait_for,
 )
@@ -375,17 +374,14 @@ class HAProxyRouter(RoutesRouter):
             answer = self._command(f"show events {RING}")
         except OSError as exc:
             raise RouterError(f"haproxy admin socket {self._sock}: {exc}") from exc
-        found = []
+        since, found = logged_since(mark.at), []
         for line in answer.splitlines():
             m = _LOG_LINE.match(line)
-            if not m or m["be"] not in backends or m["addr"] not in addresses:
-                continue
-            at = unix_time(m["at"])
-            if not logged_since(at, mark.at):
+            if not m or m["be"] not in backends or m["addr"] not in addresses or float(m["at"]) < since:
                 continue
             entry = m["fe"].rsplit("_", 1)[-1]
-            found.append(LoggedRequest(at=at, entry=entry if entry in ENTRIES else None, status=int(m["status"]),
-                                       ms=float(m["ms"]), path=m["path"].replace('\\"', '"')))
+            found.append(LoggedRequest(float(m["at"]), entry if entry in ENTRIES else None, int(m["status"]),
+                                       float(m["ms"]), m["path"].replace('\\"', '"')))
         return found
 
     # -- hooks -------------------------------------------------------------------------------

@@ -48,7 +48,6 @@ from resources._router_common import (
     safe_name,
     stop_processes,
     summarise,
-    unix_time,
     upstream_addresses,
     wait_for,
 )
@@ -330,7 +329,7 @@ class NginxRouter(RoutesRouter):
         """From the access logs of the environment's entry points, the lines written since the mark whose
         upstream address is ``upstream``'s: every request nginx sent there. nginx writes a line when a request
         ends, so one in flight is counted once it has ended."""
-        addresses = upstream_addresses(upstream)
+        addresses, since = upstream_addresses(upstream), logged_since(mark.at)
         logged: list[LoggedRequest] = []
         for entry in ENTRIES:
             path = self._traffic_log(mark.environment_id, entry)
@@ -347,12 +346,10 @@ class NginxRouter(RoutesRouter):
             # A line still being written has no newline yet: it is read on the next call.
             for line in data.decode(errors="replace").splitlines()[: data.count(b"\n")]:
                 m = _LOG_LINE.match(line)
-                if not m or not addresses & {a.strip() for a in m["addr"].split(",")}:
+                if not m or float(m["at"]) < since or not addresses & {a.strip() for a in m["addr"].split(",")}:
                     continue
-                at = unix_time(m["at"])
-                if logged_since(at, mark.at):
-                    logged.append(LoggedRequest(at=at, entry=entry, status=int(m["status"]),
-                                                ms=float(m["secs"]) * 1000, path=_unescape(m["path"])))
+                logged.append(LoggedRequest(float(m["at"]), entry, int(m["status"]), float(m["secs"]) * 1000,
+                                            _unescape(m["path"]) if "\\" in m["path"] else m["path"]))
         return summarise(logged, upstream, self.kind, "nginx access logs"
                          f" {self._traffic_log(mark.environment_id, '{active,preview}')}", mark.at)
 
