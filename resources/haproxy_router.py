@@ -15,6 +15,10 @@ Upgraded websocket tunnels stay on the upstream they were opened to until they c
 Registration (new frontends) needs a reload: ``haproxy -D -x <admin socket> -sf <old pid>``
 hands the listening sockets to the new process (no refused connects) and lets the old one
 finish its connections; it happens at sandbox setup, not during a cutover.
+
+What green served (``traffic_since``, for the stability window) is read on the same socket: ``show stat`` for
+the per-server counters (exact), and a ``ring`` of request lines in memory (``show events``) for paths, statuses
+and times. A reload starts a new process with fresh counters and an empty ring.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Each served location answers ``X-Promote-Upstream: <deployment>``, and ``/__prom
 answers "<deployment> <generation> <http address> <websocket address>": after a reload we poll it
 until the new workers answer the generation we just wrote, so a switch returns only once new
 connections reach the new upstream; ``served_upstream`` reads the same answer to say what is live.
+
+What an upstream served (``traffic_since``, for the stability window) is read from each entry point's access
+log, ``traffic/<environment>_<entry>.log``: one line per request with its upstream address, status, request time
+and path (no query string).
 """
 
 from __future__ import annotations

@@ -128,8 +128,9 @@ def _stability_line(stab: dict[str, Any]) -> str:
     traffic = stab.get("traffic")
     if stab.get("judged_on") == "router" and traffic:
         p95 = stab.get("p95_ms")
-        whose = (f" (all green served, users' and the probe's {stab.get('probe_requests', 0)}, as {traffic['router']}"
-                 f" counted them): 5xx {stab.get('http_5xx', 0)}, p95 {'n/a' if p95 is None else f'{p95:.0f} ms'},")
+        whose = (f" (every request green served, as {traffic['router']} counted them; {stab.get('probe_requests', 0)}"
+                 f" of them the probe's): 5xx {stab.get('http_5xx', 0)},"
+                 f" p95 {'n/a' if p95 is None else f'{p95:.0f} ms'},")
     elif "judged_on" in stab:
         whose = " (the probe's; the router's counts were not read):"
     else:  # a file written before green was judged on the router's counts
