@@ -10,6 +10,7 @@ The file is a JSON object, all fields optional::
 
     {"not_before": 1767225600.0,   # only processes started at/after this unix time are affected
      "error_rate": 0.5,            # this fraction of HTTP requests answer 500 (every k-th, exactly)
+     "error_paths": ["/odoo/sale"], # every HTTP request whose path starts with one of these answers 500
      "crash_after_seconds": 30,    # os._exit(3) that long after the switch was first seen
      "refuse_login": true,         # /web/session/authenticate answers AccessDenied, RPC logins False
      "missing_attachment": true,   # /web/content answers 404 as if the file were gone
@@ -54,6 +55,7 @@ class Faults:
 
     not_before: float | None = None
     error_rate: float = 0.0
+    error_paths: tuple[str, ...] = ()
     crash_after_seconds: float | None = None
     refuse_login: bool = False
     missing_attachment: bool = False
@@ -73,7 +75,12 @@ class Faults:
         for key, value in data.items():
             if value is None:
                 continue
-            if key in ("refuse_login", "missing_attachment", "db_down"):
+            if key == "error_paths":
+                # one broken page of a release: users hitting it get a 500 while /web/health stays fine
+                if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
+                    raise ValueError("error_paths must be a list of paths starting with /")
+                values[key] = tuple(value)
+            elif key in ("refuse_login", "missing_attachment", "db_down"):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")
                 values[key] = value
@@ -87,7 +94,7 @@ class Faults:
 
     def describe(self) -> str:
         """The switches that differ from "behave", as compact JSON for the log."""
-        changed = {f.name: getattr(self, f.name) for f in fields(self)
+        changed = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)
                    if getattr(self, f.name) != f.default}
         return json.dumps(changed) if changed else "none"
 
@@ -188,7 +195,7 @@ class FaultSwitch:
 
 
 class FaultMiddleware:
-    """Applies the request-wide switches (``slow_ms``, ``error_rate``) to every HTTP request.
+    """Applies the request-wide switches (``slow_ms``, ``error_rate``, ``error_paths``) to every HTTP request.
 
     WebSocket handshakes and lifespan events pass through untouched; route-specific switches
     (``refuse_login``, ``missing_attachment``, ``db_down``) are applied by the routes themselves.
@@ -205,7 +212,7 @@ class FaultMiddleware:
         faults = self.switch.current()
         if faults.slow_ms > 0:
             await asyncio.sleep(faults.slow_ms / 1000)
-        if self.switch.should_fail():
+        if self.switch.should_fail() or any(scope["path"].startswith(p) for p in faults.error_paths):
             await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -21,12 +21,23 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from resources.router import RouterError, RouterNotPersisted, RouterResource, RoutingState, Upstream
+from resources.router import (
+    MAX_TRAFFIC_ERRORS,
+    RouterError,
+    RouterNotPersisted,
+    RouterResource,
+    RoutingState,
+    Traffic,
+    TrafficError,
+    Upstream,
+    percentile,
+)
 
 Entry = Literal["active", "preview"]
 ENTRIES: tuple[Entry, ...] = ("active", "preview")
@@ -256,3 +267,51 @@ class RoutesRouter(RouterResource):
                 return self._state_of(environment_id, new_env)
         except OSError as exc:
             raise RouterError(f"router folder {self._dir} could not be written: {exc}") from exc
+
+
+# -- traffic ---------------------------------------------------------------------------------------------------
+class LoggedRequest(NamedTuple):
+    """One request as a router's own log line tells it (parsed by each router from its format). A plain tuple, not a
+    model: a busy window's read makes tens of thousands of them every second."""
+
+    at: float  # unix time
+    entry: str | None
+    status: int
+    ms: float | None  # request time; None when the router did not log one
+    path: str
+
+
+def upstream_addresses(upstream: Upstream) -> set[str]:
+    """How the router writes the upstream's addresses in its logs and stats."""
+    return {host_port(upstream.host, upstream.http_port), host_port(upstream.host, upstream.websocket_port)}
+
+
+def summarise(requests: list[LoggedRequest], upstream: Upstream, router: str, source: str,
+              since: datetime) -> Traffic:
+    """Counts, failed requests and response times of logged requests. A websocket's ``101`` is left out of the
+    times: its request time is the whole life of the tunnel, minutes, not a response time."""
+    by_class = dict.fromkeys(range(1, 6), 0)
+    errors: list[TrafficError] = []
+    not_listed = 0
+    times: list[float] = []
+    for r in sorted(requests, key=lambda r: r.at):
+        klass = r.status // 100
+        if klass in by_class:
+            by_class[klass] += 1
+        if r.status >= 500:
+            if len(errors) < MAX_TRAFFIC_ERRORS:
+                errors.append(TrafficError(at=datetime.fromtimestamp(r.at, UTC), path=r.path, status=r.status,
+                                           entry=r.entry))
+            else:
+                not_listed += 1
+        if r.ms is not None and r.ms >= 0 and r.status != 101:
+            times.append(r.ms)
+    return Traffic(upstream=upstream.name, router=router, source=source, since=since, requests=len(requests),
+                   **{f"responses_{k}xx": n for k, n in by_class.items()}, errors=errors, errors_not_listed=not_listed,
+                   timed_requests=len(times), p95_ms=percentile(times, 0.95), max_ms=max(times) if times else None)
+
+
+def logged_since(mark: datetime) -> float:
+    """The unix time from which a logged request counts. Routers log times to the millisecond, truncated: a
+    request accepted in the mark's own millisecond is in."""
+    return int(mark.timestamp() * 1000) / 1000

@@ -13,17 +13,24 @@ Each served location answers ``X-Promote-Upstream: <deployment>``, and ``/__prom
 answers "<deployment> <generation> <http address> <websocket address>": after a reload we poll it
 until the new workers answer the generation we just wrote, so a switch returns only once new
 connections reach the new upstream; ``served_upstream`` reads the same answer to say what is live.
+
+What an upstream served (``traffic_since``, for the stability window) is read from each entry point's access
+log, ``traffic/<environment>_<entry>.log``: one line per request with its upstream address, status, request time
+and path (no query string).
 """
 
 from __future__ import annotations
 
 import grp
 import http.client
+import json
 import os
 import pwd
+import re
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import Field
@@ -33,18 +40,22 @@ from resources._router_common import (
     WEBSOCKET_PATH,
     Entry,
     EnvRoutes,
+    LoggedRequest,
     Routes,
     RoutesRouter,
     atomic_write,
     host_port,
+    logged_since,
     process_alive,
     read_pid,
     safe_label,
     safe_name,
     stop_processes,
+    summarise,
+    upstream_addresses,
     wait_for,
 )
-from resources.router import RouterError, ServedUpstream, Upstream
+from resources.router import RouterError, ServedUpstream, Traffic, TrafficMark, Upstream
 
 PROBE_PATH = "/__promote_router"
 _TEMP_KINDS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -59,6 +70,9 @@ worker_shutdown_timeout 1h;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    # One line per request on an entry point (access_log in each server below), read by traffic_since: accept
+    # time, upstream address, status, request time, path without its query string (which may carry tokens).
+    log_format promote_traffic escape=json '$msec $upstream_addr $status $request_time "$uri"';
     server_tokens off;
 {temp_paths}
     client_max_body_size 0;  # as HAProxy: no limit here, Odoo enforces its own
@@ -81,6 +95,7 @@ upstream {n}_{e}_ws {{ server {ws}; }}
 _SERVER = """\
 server {{
     listen {bind};
+    access_log {log} promote_traffic;
     location = {probe} {{ default_type text/plain; return 200 "{label} {gen} {http} {ws}\\n"; }}
     location {ws_path} {{
         proxy_pass http://{n}_{e}_ws;
@@ -111,6 +126,17 @@ def _probe_text(upstream: Upstream, gen: str) -> str:
             f" {host_port(upstream.host, upstream.websocket_port)}")
 
 
+_LOG_LINE = re.compile(r'^(?P<at>\d+\.\d+) (?P<addr>.+?) (?P<status>\d{3}) (?P<secs>\d+\.\d+) "(?P<path>.*)"$')
+
+
+def _unescape(text: str) -> str:
+    """Undo ``escape=json``."""
+    try:
+        return str(json.loads(f'"{text}"'))
+    except ValueError:
+        return text
+
+
 def _split_host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
@@ -135,6 +161,9 @@ class NginxRouter(RoutesRouter):
 
     def _config_path(self) -> Path:
         return self._dir / "nginx.conf"
+
+    def _traffic_log(self, environment_id: str, entry: str) -> Path:
+        return self._dir / "traffic" / f"{safe_name(environment_id)}_{entry}.log"
 
     def _include(self, environment_id: str) -> Path:
         return self._dir / "routes" / f"{safe_name(environment_id)}.conf"
@@ -162,6 +191,7 @@ class NginxRouter(RoutesRouter):
             extra = "\n    promote_drill_refuse_switch on;" if refuse and entry == "active" else ""
             text += _SERVER.format(
                 n=n, e=entry, bind=host_port(self.listen_host, env.port(entry)), probe=PROBE_PATH,
+                log=self._traffic_log(environment_id, entry),
                 label=safe_label(env.upstream(entry).name), gen=gen, ws_path=WEBSOCKET_PATH, extra=extra,
                 http=host_port(up.host, up.http_port), ws=host_port(up.host, up.websocket_port),
             )
@@ -257,6 +287,7 @@ class NginxRouter(RoutesRouter):
         for kind in _TEMP_KINDS:
             (self._dir / "tmp" / kind).mkdir(parents=True, exist_ok=True)
         (self._dir / "routes").mkdir(exist_ok=True)
+        (self._dir / "traffic").mkdir(exist_ok=True)
         atomic_write(self._config_path(), self._main())
 
     def start(self) -> None:
@@ -283,6 +314,48 @@ class NginxRouter(RoutesRouter):
             if pid is not None:
                 stop_processes([pid], str(self._config_path()), signal.SIGQUIT)
             (self._dir / "nginx.pid").unlink(missing_ok=True)
+
+    # -- traffic -----------------------------------------------------------------------------
+
+    def traffic_mark(self, environment_id: str, upstream: Upstream) -> TrafficMark:
+        """How far each entry point's access log went: only lines written after it are read."""
+        self._env(self._load_routes(), environment_id)
+        at = datetime.now(UTC)
+        baseline = {}
+        for entry in ENTRIES:
+            try:
+                baseline[entry] = self._traffic_log(environment_id, entry).stat().st_size
+            except FileNotFoundError:
+                baseline[entry] = 0
+        return TrafficMark(environment_id=environment_id, upstream=upstream.name, at=at, baseline=baseline)
+
+    def traffic_since(self, mark: TrafficMark, upstream: Upstream) -> Traffic:
+        """From the access logs of the environment's entry points, the lines written since the mark whose
+        upstream address is ``upstream``'s: every request nginx sent there. nginx writes a line when a request
+        ends, so one in flight is counted once it has ended."""
+        addresses, since = upstream_addresses(upstream), logged_since(mark.at)
+        logged: list[LoggedRequest] = []
+        for entry in ENTRIES:
+            path = self._traffic_log(mark.environment_id, entry)
+            try:
+                with open(path, "rb") as fh:
+                    size = fh.seek(0, os.SEEK_END)
+                    start = mark.baseline.get(entry, 0)
+                    fh.seek(start if start <= size else 0)  # a shorter log was rotated: all of it is new
+                    data = fh.read()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise RouterError(f"nginx access log {path}: {exc}") from exc
+            # A line still being written has no newline yet: it is read on the next call.
+            for line in data.decode(errors="replace").splitlines()[: data.count(b"\n")]:
+                m = _LOG_LINE.match(line)
+                if not m or float(m["at"]) < since or not addresses & {a.strip() for a in m["addr"].split(",")}:
+                    continue
+                logged.append(LoggedRequest(float(m["at"]), entry, int(m["status"]), float(m["secs"]) * 1000,
+                                            _unescape(m["path"]) if "\\" in m["path"] else m["path"]))
+        return summarise(logged, upstream, self.kind, "nginx access logs"
+                         f" {self._traffic_log(mark.environment_id, '{active,preview}')}", mark.at)
 
     # -- hooks -------------------------------------------------------------------------------
 

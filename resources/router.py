@@ -10,6 +10,8 @@ configuration so that a restart of the router keeps the routing.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from dagster import ConfigurableResource
 from pydantic import BaseModel, Field
 
@@ -72,6 +74,69 @@ class ServedUpstream(BaseModel):
             (self.websocket_port, upstream.websocket_port)))
 
 
+class TrafficMark(BaseModel):
+    """Where a traffic count starts: what the router had counted for one upstream at ``at``.
+
+    Opaque to callers: the router that made it reads it back."""
+
+    environment_id: str
+    upstream: str = Field(description="The deployment counted (its name).")
+    at: datetime
+    baseline: dict[str, int] = Field(default_factory=dict, description="Router-specific starting points: HAProxy's"
+                                     " counters per backend, nginx's access log sizes.")
+
+
+class TrafficError(BaseModel):
+    """One request the upstream failed, as the router logged it."""
+
+    at: datetime
+    path: str = Field(description="The request's path, without its query string (which may carry tokens).")
+    status: int = Field(description="The status the client got (502/503/504 when the router got no answer).")
+    entry: str | None = Field(default=None, description="The entry point it came through, where the router says.")
+
+
+class Traffic(BaseModel):
+    """What the router itself counted for one upstream since a mark: every request it sent there, users'
+    and probes' alike."""
+
+    upstream: str
+    router: str
+    source: str = Field(description="How the router was read (for evidence).")
+    since: datetime
+    requests: int
+    responses_1xx: int = 0
+    responses_2xx: int = 0
+    responses_3xx: int = 0
+    responses_4xx: int = 0
+    responses_5xx: int = 0
+    connection_errors: int = Field(default=0, description="Requests that never got an answer from the upstream"
+                                   " (refused or broken connection, broken response); the client got the router's"
+                                   " own error answer.")
+    timed_requests: int = Field(default=0, description="Requests the response times below are over.")
+    p95_ms: float | None = Field(default=None, description="95th percentile of the request time (ms).")
+    max_ms: float | None = None
+    errors: list[TrafficError] = Field(default_factory=list, description="Failed requests with their path, oldest"
+                                       " first (at most ``MAX_TRAFFIC_ERRORS``).")
+    errors_not_listed: int = Field(default=0, description="Failed requests counted but not in ``errors``.")
+
+    @property
+    def failed(self) -> int:
+        """Requests green failed: 5xx answers and answers it never gave."""
+        return self.responses_5xx + self.connection_errors
+
+
+MAX_TRAFFIC_ERRORS = 200  # details of the first ones; the counts stay exact
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (no interpolation: it is a time some request really took)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-int(q * 1000) * len(ordered) // 1000))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
 class RouterResource(ConfigurableResource):
     """Base for routers. Subclasses implement the methods below against a real router.
 
@@ -126,6 +191,16 @@ class RouterResource(ConfigurableResource):
 
     def served_upstream(self, environment_id: str, entry: str = "active") -> ServedUpstream:
         """Ask the running router which upstream the entry point sends traffic to (never routes.json)."""
+        raise NotImplementedError
+
+    def traffic_mark(self, environment_id: str, upstream: Upstream) -> TrafficMark:
+        """Start counting the requests the router sends to ``upstream`` (on any of the environment's entry points)
+        from now on."""
+        raise NotImplementedError
+
+    def traffic_since(self, mark: TrafficMark, upstream: Upstream) -> Traffic:
+        """What the running router counted for ``upstream`` since ``mark`` (read from the router, never from
+        our own records); RouterError when it cannot be read."""
         raise NotImplementedError
 
     def serves(self, environment_id: str, upstream: Upstream | None, entry: str = "active") -> bool:

@@ -384,8 +384,8 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested) -> CutOver:
                    routing_after=after.model_dump(mode="json"))
 
 
-@step_op(steps.MONITOR_STABILITY, "watch green for the stability window: HTTP error rate < 1%, no database error,"
-                " no crash.")
+@step_op(steps.MONITOR_STABILITY, "watch green for the stability window, on every request it serves (the router's"
+                " counts): HTTP error rate < 1%, 5xx and p95 within their settings, no database error, no crash.")
 def monitor_stability(context: OpExecutionContext, cut: CutOver) -> StabilityWatched:
     svc = _services(context)
     ids = {"green_artifact_id": cut.green_artifact.artifact_id, "blue_backup_id": cut.blue_artifact.artifact_id,
@@ -405,8 +405,10 @@ def monitor_stability(context: OpExecutionContext, cut: CutOver) -> StabilityWat
             Evidence(cut.evidence_dir).write_json(steps.STABILITY_METRICS_JSON,
                                                   {**m.model_dump(mode="json"), "target": url})
 
+        # judged on the router's own counts of every request green serves, users' and the probe's
         metrics = watch(svc.host, cut.prod, cut.green, url, cut.inputs.stability_window_seconds, report,
-                        stop_check=abort.checker(svc, cut.run_id), on_end=record)
+                        stop_check=abort.checker(svc, cut.run_id), on_end=record, router=svc.router,
+                        green_upstream=upstream(cut.green, "green"), thresholds=svc.settings.stability)
         if not metrics.passed:
             raise StepFailed(f"stability: {metrics.reason}")
     context.add_output_metadata(run_view.stability_watched(metrics, url, cut.evidence_dir))

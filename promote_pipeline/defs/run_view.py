@@ -196,7 +196,10 @@ def stability_watched(metrics: StabilityMetrics, target: str, evidence_dir: str 
         "errors": text("; ".join(f"{e.at.isoformat(timespec='milliseconds')} {e.source}"
                                  f"{'' if e.counted else ' (not counted)'}: {e.detail}" for e in metrics.errors)
                        or "none"),
-        "error_rate": text(f"{metrics.http_error_rate:.2%} of {metrics.requests} requests (limit 1%)"),
+        "error_rate": text(f"{metrics.http_error_rate:.2%} of {metrics.requests} requests"
+                           + (" green served, users' and the probe's" if metrics.judged_on == "router" else
+                              " of the probe (the router's counts were not read)")
+                           + f" (limit {metrics.thresholds.max_error_rate:.2%})"),
         "verdict": text("pass" if metrics.passed else f"FAIL: {metrics.reason}"),
         "target": text(target),
         **duration(steps.MONITOR_STABILITY.name),

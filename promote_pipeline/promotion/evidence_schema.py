@@ -311,6 +311,47 @@ class CutoverEvidence(EvidenceFile):
 
 
 # -- step 7 -------------------------------------------------------------------------------------------------------
+class StabilityError(Strict):
+    """One error of the window: a failed request (path and status), a probe's failure, a crash."""
+
+    at: AwareDatetime
+    source: Literal["http", "green_db", "db_probe", "process", "traffic", "router"]
+    detail: Name
+    counted: bool
+    path: Annotated[str, StringConstraints(pattern=r"^/")] | None = None
+    status: Annotated[int, Field(ge=100, le=599)] | None = None
+
+    @model_validator(mode="after")
+    def _a_failed_request_says_where(self) -> StabilityError:
+        if self.source == "traffic" and (self.path is None or self.status is None):
+            raise ValueError("a failed request the router logged names its path and status")
+        return self
+
+
+class StabilityTraffic(Strict):
+    """The router's own figures for green."""
+
+    router: Literal["haproxy", "nginx"]
+    source: Name
+    requests: Count
+    responses_1xx: Count
+    responses_2xx: Count
+    responses_3xx: Count
+    responses_4xx: Count
+    responses_5xx: Count
+    connection_errors: Count
+    timed_requests: Count
+    p95_ms: Annotated[float, Field(ge=0)] | None
+    max_ms: Annotated[float, Field(ge=0)] | None
+
+
+class StabilityThresholdsEvidence(Strict):
+    max_error_rate: Annotated[float, Field(gt=0, le=1)]
+    max_5xx_responses: Count
+    max_p95_ms: Annotated[int, Field(ge=1)]
+    min_timed_requests: Annotated[int, Field(ge=1)]
+
+
 class StabilityEvidence(EvidenceFile):
     window_seconds: Count
     samples: Count
@@ -322,11 +363,25 @@ class StabilityEvidence(EvidenceFile):
     passed: bool
     reason: str | None
     target: Name
+    errors: list[StabilityError] = Field(default_factory=list)
+    errors_not_listed: Count = 0
+    # how green was judged (absent in files written before it was judged on real traffic)
+    judged_on: Literal["router", "probe"] = "probe"
+    http_5xx: Count = 0
+    p95_ms: Annotated[float, Field(ge=0)] | None = None
+    probe_requests: Count = 0
+    probe_unanswered: Count = 0
+    traffic: StabilityTraffic | None = None
+    thresholds: StabilityThresholdsEvidence | None = None
 
     @model_validator(mode="after")
     def _reason_when_failed(self) -> StabilityEvidence:
         if self.http_errors > self.requests or (not self.passed and not self.reason):
             raise ValueError("errors within requests, and a failed window says why")
+        if self.judged_on == "router" and self.traffic is None:
+            raise ValueError("a window judged on the router's counts carries them")
+        if self.traffic is not None and self.http_5xx > self.traffic.requests:
+            raise ValueError("5xx answers within the requests the router counted")
         return self
 
 

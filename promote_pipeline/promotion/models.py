@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from promote_pipeline.promotion.inputs import PromotionInputs
+from promote_pipeline.promotion.settings import StabilityThresholds
 from resources.ops_db import DeploymentRecord, EnvironmentRecord
 
 CONTRACT_VERSION = "v1"
@@ -147,7 +148,7 @@ class CutOver(GreenSmokeTested):
     routing_after: dict[str, Any]
 
 
-StabilitySource = Literal["http", "green_db", "db_probe", "process"]
+StabilitySource = Literal["http", "green_db", "db_probe", "process", "traffic", "router"]
 
 
 class StabilityEvent(BaseModel):
@@ -155,15 +156,36 @@ class StabilityEvent(BaseModel):
 
     ``source``: ``http`` (the request through the router: a 5xx from green, or the monitor's own client failing
     to get any answer), ``green_db`` (green's own answer says its database is unreachable), ``db_probe`` (the
-    monitor's own ``SELECT 1`` on green's database), ``process`` (green's process is gone). ``counted`` is false
-    for a failure of the monitor's own probe that an immediate retry did not confirm: it is recorded, not held
-    against green.
+    monitor's own ``SELECT 1`` on green's database), ``process`` (green's process is gone), ``traffic`` (a request
+    green failed, users' or the probe's, as the router logged it), ``router`` (the router's counters could not be
+    read). ``counted`` is false for a failure of the monitor's own probe that an immediate retry did not confirm,
+    and for an unread router: it is recorded, not held against green. ``path`` and ``status`` are those of the
+    failed request, where there was one.
     """
 
     at: datetime
     source: StabilitySource
     detail: str
     counted: bool
+    path: str | None = None
+    status: int | None = None
+
+
+class RouterTraffic(BaseModel):
+    """The router's own figures for green over the window (``RouterResource.traffic_since``)."""
+
+    router: str
+    source: str = Field(description="How the router was read.")
+    requests: int = Field(description="Every request the router sent green, users' and the probe's.")
+    responses_1xx: int
+    responses_2xx: int
+    responses_3xx: int
+    responses_4xx: int
+    responses_5xx: int
+    connection_errors: int = Field(description="Requests green never answered (the client got the router's error).")
+    timed_requests: int = Field(description="Requests the response times are over.")
+    p95_ms: float | None
+    max_ms: float | None
 
 
 class StabilityMetrics(BaseModel):
@@ -185,6 +207,16 @@ class StabilityMetrics(BaseModel):
     unconfirmed_probe_failures: int = 0
     errors: list[StabilityEvent] = Field(default_factory=list)
     errors_not_listed: int = 0
+    judged_on: Literal["router", "probe"] = Field(
+        default="probe", description="router: requests and errors are the router's counts for green (users' and the"
+        " probe's requests); probe: the router could not be read, only the probe's requests are counted.")
+    http_5xx: int = Field(default=0, description="5xx answers green gave in the window.")
+    p95_ms: float | None = Field(default=None, description="95th percentile of green's request times (ms).")
+    probe_requests: int = Field(default=0, description="The monitor's own requests (one per sample).")
+    probe_unanswered: int = Field(default=0, description="Probe requests that got no answer from the router, twice:"
+                                  " counted as errors on top of the router's figures, which never saw them.")
+    traffic: RouterTraffic | None = None
+    thresholds: StabilityThresholds = Field(default_factory=StabilityThresholds)
 
 
 class StabilityWatched(CutOver):

@@ -50,6 +50,31 @@ class Retention(BaseModel):
                                     " swept; never while a run that started before that change still runs.")
 
 
+class StabilityThresholds(BaseModel):
+    """What green must hold to during the stability window (``promotion/stability.py``; README: Green judged on
+    real traffic). Judged on every request the router sent green, users' and the monitor's own probe's alike, as
+    the router itself counted them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_error_rate: float = Field(
+        default=0.01, gt=0, le=1, description="The window fails when green's failed requests (5xx answers, and"
+        " requests it never answered) reach this share of all the requests it served. The spec's 'HTTP error rate"
+        " < 1%'. Judged as early as it is certain: against the larger of the requests served and the probe's own"
+        " requests over the whole window.")
+    max_5xx_responses: int = Field(
+        default=50, ge=0, le=1_000_000, description="The window fails at once when green has answered more 5xx"
+        " than this, whatever their share: under heavy traffic 1% may be thousands of users' failed requests. 0:"
+        " any 5xx fails the window.")
+    max_p95_ms: int = Field(
+        default=5000, ge=1, le=3_600_000, description="The window fails when the 95th percentile of green's"
+        " request times (ms, as the router timed them, websocket tunnels left out) is above this at the window's"
+        " end. 5 s: Odoo's heavy pages (reports, large lists) take seconds, not a twentieth of all requests.")
+    min_timed_requests: int = Field(
+        default=20, ge=1, le=1_000_000, description="The p95 is judged only over at least this many timed requests:"
+        " on fewer, one slow request is the percentile.")
+
+
 class Settings(BaseModel):
     ops_database: str = Field(default="promote_ops", description="Database of the ops schema.")
     ops_dsn_ref: str = Field(default=DEFAULT_OPS_DSN_REF, description="Secret reference of the ops server DSN.")
@@ -79,6 +104,8 @@ class Settings(BaseModel):
         default_factory=lambda: list(DEFAULT_PARAMETERS),
         description="ir_config_parameter keys copied from blue onto green (see live_settings.DEFAULT_PARAMETERS).")
     retention: Retention = Field(default_factory=Retention, description="How long artifacts stay in the store.")
+    stability: StabilityThresholds = Field(default_factory=StabilityThresholds,
+                                           description="What green must hold to during the stability window.")
 
 
 EXAMPLE_FILE = "examples/settings.json"

@@ -184,7 +184,17 @@ def _stability_line(stab: dict[str, Any]) -> str:
     if stab.get("ended_early"):
         span += f" (window {stab['window_seconds']} s, ended early)"
     unconfirmed = stab.get("unconfirmed_probe_failures") or 0
-    return (f"{stab['requests']} requests over {span}: error rate {stab['http_error_rate']:.2%},"
+    traffic = stab.get("traffic")
+    if stab.get("judged_on") == "router" and traffic:
+        p95 = stab.get("p95_ms")
+        whose = (f" (every request green served, as {traffic['router']} counted them; {stab.get('probe_requests', 0)}"
+                 f" of them the probe's): 5xx {stab.get('http_5xx', 0)},"
+                 f" p95 {'n/a' if p95 is None else f'{p95:.0f} ms'},")
+    elif "judged_on" in stab:
+        whose = " (the probe's; the router's counts were not read):"
+    else:  # a file written before green was judged on the router's counts
+        whose = ":"
+    return (f"{stab['requests']} requests over {span}{whose} error rate {stab['http_error_rate']:.2%},"
             f" database errors {stab['db_connection_errors']}, crashes {stab['process_crashes']}"
             + (f", {unconfirmed} probe failure(s) of the monitor not confirmed by an immediate retry (not counted)"
                if unconfirmed else "")
@@ -195,10 +205,12 @@ def _stability_errors(stab: dict[str, Any]) -> list[str]:
     errors = stab.get("errors") or []
     if not errors:
         return []
-    lines = ["", "| time (UTC) | source | counted | detail |", "|---|---|---|---|"]
+    lines = ["", "| time (UTC) | source | counted | path | status | detail |", "|---|---|---|---|---|---|"]
     for e in errors:
         detail = str(e["detail"]).replace("|", "\\|")
-        lines.append(f"| {e['at']} | {e['source']} | {'yes' if e['counted'] else 'no'} | {detail} |")
+        path = str(e.get("path") or "").replace("|", "\\|")
+        lines.append(f"| {e['at']} | {e['source']} | {'yes' if e['counted'] else 'no'} | {path} |"
+                     f" {e.get('status') or ''} | {detail} |")
     if stab.get("errors_not_listed"):
         lines.append(f"\n{stab['errors_not_listed']} further error(s) not listed.")
     return lines

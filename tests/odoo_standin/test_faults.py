@@ -51,6 +51,10 @@ def test_each_switch_on_a_live_server(make_server, seeded: Seeded, tmp_path: Pat
     statuses = [httpx.get(f"{srv.url}/web/health", timeout=60).status_code for _ in range(20)]
     assert statuses.count(500) == 5
 
+    write_faults(faults, {"error_paths": ["/web/login"]}, srv)  # one broken page; the health check still fine
+    assert [httpx.get(f"{srv.url}{p}", timeout=60).status_code for p in ("/web/login", "/web/login?x=1",
+                                                                        "/web/health")] == [500, 500, 200]
+
     write_faults(faults, {"refuse_login": True}, srv)
     assert login(srv, seeded)["error"]["data"]["name"] == "odoo.exceptions.AccessDenied"
 

@@ -143,3 +143,31 @@ def test_the_writer_keeps_verdicts_and_a_substring_redaction_would_be_caught(tmp
     assert inputs["preflight"][0]["passed"] == REDACTED
     with pytest.raises(ValueError, match=r"redacted outside a secret's key: \['preflight\[0\]\.passed'"):
         evidence_schema.validate_json(evidence_schema.InputsEvidence, json.dumps(inputs))
+
+
+def test_stability_errors_name_the_failed_request() -> None:
+    """Every error of the window is typed; a failed request the router logged carries its path and status."""
+    error = {"at": "2026-11-30T10:20:00.123+00:00", "source": "traffic", "detail": "HTTP 500 on /odoo/sale",
+             "counted": True, "path": "/odoo/sale", "status": 500}
+    traffic = {"router": "haproxy", "source": "show stat", "requests": 40, "responses_1xx": 0, "responses_2xx": 30,
+               "responses_3xx": 0, "responses_4xx": 0, "responses_5xx": 10, "connection_errors": 0,
+               "timed_requests": 40, "p95_ms": 12.0, "max_ms": 30.0}
+    good = {"schema_version": 1, "window_seconds": 10, "samples": 20, "requests": 40, "http_errors": 10,
+            "http_error_rate": 0.25, "db_connection_errors": 0, "process_crashes": 0, "passed": False,
+            "reason": "HTTP errors 10 of 40 requests", "target": "http://127.0.0.1:1", "errors": [error],
+            "judged_on": "router", "http_5xx": 10, "p95_ms": 12.0, "traffic": traffic,
+            "thresholds": {"max_error_rate": 0.01, "max_5xx_responses": 50, "max_p95_ms": 5000,
+                           "min_timed_requests": 20}}
+    evidence_schema.validate_json(evidence_schema.StabilityEvidence, json.dumps(good))
+    for change, complaint in (
+            (lambda d: d["errors"][0].pop("path"), "path and status"),
+            (lambda d: d["errors"][0].update(status="500"), "valid integer"),
+            (lambda d: d["errors"][0].update(path="odoo/sale"), "pattern"),
+            (lambda d: d["errors"][0].update(source="users"), "source"),
+            (lambda d: d.update(traffic=None), "carries them"),
+            (lambda d: d["traffic"].update(requests=-1), "greater than or equal to 0"),
+            (lambda d: d["thresholds"].update(max_error_rate=0), "greater than 0")):
+        bad = copy.deepcopy(good)
+        change(bad)
+        with pytest.raises(ValueError, match=complaint):
+            evidence_schema.validate_json(evidence_schema.StabilityEvidence, json.dumps(bad))

@@ -203,3 +203,14 @@ def test_only_production_may_require_approval(tmp_path: Path) -> None:
         " (it is the target of a promotion)"]
     data["environments"]["acme_staging"]["require_approval"] = "yes please"
     assert any(p.startswith("environments.acme_staging.require_approval: ") for p in _problems(tmp_path, data))
+
+
+def test_an_inventory_may_set_the_stability_thresholds(tmp_path: Path) -> None:
+    data = _example()
+    data["settings"]["stability"] = {"max_error_rate": 0.005, "max_p95_ms": 3000}
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data))
+    stability = rules.declared_settings(rules.parse(path)).stability
+    assert (stability.max_error_rate, stability.max_5xx_responses, stability.max_p95_ms) == (0.005, 50, 3000)
+    data["settings"]["stability"] = {"max_error_rate": 2}
+    assert any(p.startswith("settings.stability.max_error_rate") for p in _problems(tmp_path, data))

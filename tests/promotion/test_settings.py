@@ -72,3 +72,17 @@ def test_the_command_line_says_it_in_one_line_and_exits_2(tmp_path: Path) -> Non
     assert out.stdout == ""
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("promote: no settings: set PROMOTE_SETTINGS to a"
                                                                  " settings file like examples/settings.json")
+
+
+def test_the_stability_thresholds_are_settings_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"stability": {"max_5xx_responses": 0, "max_p95_ms": 2000}}))
+    loaded = settings.load(path).stability
+    assert (loaded.max_error_rate, loaded.max_5xx_responses, loaded.max_p95_ms) == (0.01, 0, 2000)
+    for bad, complaint in (({"max_error_rate": 0}, "stability.max_error_rate: Input should be greater than 0"),
+                           ({"max_p95": 1}, "stability.max_p95: Extra inputs are not permitted")):
+        path.write_text(json.dumps({"stability": bad}))
+        with pytest.raises(settings.SettingsError) as exc:
+            settings.load(path)
+        assert str(exc.value) == f"settings file {path}: {complaint}"
+    assert all(f.description for f in settings.StabilityThresholds.model_fields.values())

@@ -8,19 +8,25 @@ connect), exactly as a loaded promoter host or a flaky link would.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 import pytest
 
-from promote_pipeline.cli.sandbox import PROD, Sandbox
+from promote_pipeline.cli.sandbox import PROD, STAGING, Sandbox
+from promote_pipeline.promotion import evidence_schema
 from promote_pipeline.promotion.models import StabilityMetrics
+from promote_pipeline.promotion.services import upstream
+from promote_pipeline.promotion.settings import StabilityThresholds
 from promote_pipeline.promotion.stability import _verdict, watch
 from resources import secrets
 
@@ -45,6 +51,15 @@ def test_errors_reaching_one_percent_of_the_window_fail_at_once() -> None:
 def test_a_crash_or_a_database_error_fails_at_once() -> None:
     assert "crash" in (_verdict(_m(3, crashes=1), 1200) or "")
     assert "database" in (_verdict(_m(3, db=1), 1200) or "")
+
+
+@pytest.mark.unit  # pure logic: `make unit` (no PostgreSQL, no process)
+def test_the_thresholds_are_the_settings() -> None:
+    many = _m(100_000, errors=60)
+    many.http_5xx = 60  # 0.06%: under the error rate, over the 5xx count
+    assert "max_5xx_responses=50" in (_verdict(many, 1200) or "")
+    assert _verdict(many, 1200, StabilityThresholds(max_5xx_responses=100)) is None
+    assert _verdict(_m(1000, errors=30), 1200, StabilityThresholds(max_error_rate=0.05)) is None
 
 
 # -- the probes, for real ------------------------------------------------------------------------------------
@@ -168,3 +183,117 @@ def test_an_abort_ends_the_window_and_the_record_says_what_was_watched(live: dic
     [m] = seen
     assert m.requests == 3 and m.ended_early and not m.passed and "operator asked" in (m.reason or "")
     assert m.watched_seconds < 60
+
+
+# -- green judged on real traffic: the router's counts, users' requests included ------------------------------
+@pytest.fixture
+def prod(box: Sandbox) -> Iterator[dict[str, Any]]:
+    """Production's serving deployment, watched as if it were a fresh green, on either router; its fault file
+    (which the running process reads) is removed afterwards."""
+    res = box.resources()
+    env = res["ops_db"].environment(PROD)
+    serving = res["ops_db"].active_deployment(PROD)
+    assert env is not None and serving is not None
+    other = res["ops_db"].active_deployment(STAGING)
+    assert other is not None
+    faults, router = box.root / "faults" / f"{PROD}.json", res["router"]
+    was = router.state(PROD).preview
+    # The preview entry point sends to another deployment (staging's), as it may to blue: the same router, the
+    # same environment's backends, traffic that is not green's.
+    preview = router.set_preview(PROD, upstream(other, "blue")).preview_url
+    try:
+        yield {"host": res["odoo_host"], "env": env, "green": serving, "router": router,
+               "upstream": upstream(serving, "green"), "url": router.state(PROD).active_url,
+               "other_url": preview, "faults": faults}
+    finally:
+        faults.unlink(missing_ok=True)
+        router.set_preview(PROD, was or upstream(serving, "green"))
+
+
+class Users:
+    """Real users through the public entry point: sequential GETs of ``paths`` in turn, started on the window's
+    first sample (the router's mark is taken as the window starts), ``count`` of them."""
+
+    def __init__(self, url: str, paths: list[str], count: int) -> None:
+        self.url, self.paths, self.count = url, paths, count
+        self.statuses: list[tuple[str, int]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def on_sample(self, m: StabilityMetrics, left: float) -> None:
+        if not self.thread.is_alive() and not self.statuses:
+            self.thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30, follow_redirects=False) as client:
+            for i in range(self.count):
+                path = self.paths[i % len(self.paths)]
+                self.statuses.append((path, client.get(path).status_code))
+                time.sleep(0.05)
+
+    def done(self) -> list[tuple[str, int]]:
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive() and len(self.statuses) == self.count
+        return self.statuses
+
+
+def _break_a_page(live: dict[str, Any], path: str) -> None:
+    """The running production process answers 500 on ``path`` (its fault file, re-read every 0.1 s), while
+    /web/health stays 200; waited for on the server itself, not through the router."""
+    live["faults"].write_text(json.dumps({"error_paths": [path]}))
+    direct = f"http://127.0.0.1:{live['green'].http_port}"
+    deadline = time.monotonic() + 60
+    while httpx.get(direct + path, timeout=30).status_code != 500:
+        assert time.monotonic() < deadline, "the stand-in did not take the fault"
+        time.sleep(0.1)
+    assert httpx.get(direct + "/web/health", timeout=30).status_code == 200
+
+
+def _evidence(m: StabilityMetrics, url: str) -> None:
+    """What monitor_stability writes is valid evidence."""
+    evidence_schema.validate_json(evidence_schema.StabilityEvidence,
+                                  json.dumps({"schema_version": 1, **m.model_dump(mode="json"), "target": url}))
+
+
+def test_users_5xx_fail_the_window_that_the_probe_alone_passes(prod: dict[str, Any]) -> None:
+    _break_a_page(prod, "/odoo/sale")
+    # The probe alone (no router counts): green looks healthy, whatever users get.
+    users = Users(prod["url"], ["/web/login", "/odoo/sale/7"], 10)
+    alone = watch(prod["host"], prod["env"], prod["green"], prod["url"], window_seconds=3, on_sample=users.on_sample)
+    assert ("/odoo/sale/7", 500) in users.done()
+    assert alone.passed and alone.judged_on == "probe" and not [e for e in alone.errors if e.counted], alone.reason
+
+    # Judged on every request green served: the users' 500s fail the window, naming the page and the status.
+    users = Users(prod["url"], ["/web/login", "/odoo/sale/7"], 20)
+    m = watch(prod["host"], prod["env"], prod["green"], prod["url"], window_seconds=120, on_sample=users.on_sample,
+              router=prod["router"], green_upstream=prod["upstream"])
+    users.done()
+    assert not m.passed and m.ended_early and m.judged_on == "router"
+    assert "HTTP 500 on /odoo/sale/7" in (m.reason or ""), m.reason
+    failed = [e for e in m.errors if e.counted]
+    assert failed and all((e.source, e.path, e.status) == ("traffic", "/odoo/sale/7", 500) for e in failed), failed
+    assert m.traffic is not None and m.http_5xx == m.traffic.responses_5xx == m.http_errors >= 2
+    assert all(m.started_at is not None and e.at >= m.started_at.replace(microsecond=0) for e in failed)
+    _evidence(m, prod["url"])
+
+
+def test_a_healthy_window_counts_users_requests_and_only_greens(prod: dict[str, Any]) -> None:
+    users = Users(prod["url"], ["/web/login", "/web/health", "/odoo"], 24)
+    others = Users(prod["other_url"], ["/web/login", "/odoo/sale/7"], 30)  # another deployment, same router
+    both = Users.on_sample
+
+    def start(m: StabilityMetrics, left: float) -> None:
+        both(users, m, left)
+        both(others, m, left)
+
+    m = watch(prod["host"], prod["env"], prod["green"], prod["url"], window_seconds=12, on_sample=start,
+              router=prod["router"], green_upstream=prod["upstream"])
+    users.done()
+    others.done()
+    assert m.passed and m.judged_on == "router", m.reason
+    assert m.traffic is not None and m.http_errors == 0 and m.http_5xx == 0
+    # Every user request and every probe request, none of the other deployment's; the probe's last request may
+    # end an instant after the window's last read (the router counts a request once it has ended).
+    retries = m.unconfirmed_probe_failures
+    assert m.probe_requests + 24 - 1 <= m.requests <= m.probe_requests + 24 + retries, (m.requests, m.probe_requests)
+    assert m.traffic.responses_3xx >= 8 and m.traffic.timed_requests > 0 and m.p95_ms is not None
+    _evidence(m, prod["url"])

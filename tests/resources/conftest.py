@@ -1,8 +1,8 @@
 """Real upstreams, real sockets and a load generator for the router tests (no mocks).
 
 A *deployment* is two threaded ``http.server`` instances on loopback: the HTTP port answers
-``blue`` (its colour) and the websocket port answers ``ws-blue``; an ``Upgrade: websocket``
-request on the websocket port gets ``101`` and then echoes ``ws-blue:<bytes>`` — a raw tunnel,
+``blue`` (its colour; a 500 on paths under ``/boom``) and the websocket port answers ``ws-blue``;
+an ``Upgrade: websocket`` request on the websocket port gets ``101`` and then echoes ``ws-blue:<bytes>`` — a raw tunnel,
 which is all a router sees of a websocket once it is upgraded.
 
 Helpers are handed out as fixtures (``net``) rather than imported, because this folder is not
@@ -52,7 +52,8 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         body = f"{label}\n".encode()
-        self.send_response(200)
+        # /boom...: this upstream fails that request, as a broken page of a release would
+        self.send_response(500 if self.path.startswith("/boom") else 200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

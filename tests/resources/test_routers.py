@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from resources._router_common import safe_name
+from resources._router_common import safe_name, wait_for
 from resources.haproxy_router import HAProxyRouter
 from resources.nginx_router import NginxRouter
 from resources.router import RouterError
@@ -241,3 +241,39 @@ def test_nginx_without_keepalive_drops_nothing(tmp_path: Path, deployments, net)
         assert result.stale == 0
     finally:
         router.stop()
+
+
+def test_traffic_since_counts_what_the_router_sent_to_one_upstream(kind: Kind, router: Any, deployments,
+                                                                    net) -> None:
+    """The router's own counters and log for green: its requests since the mark, on either entry point, with the
+    path and status of each failed one; blue's requests, and green's before the mark, are not in them."""
+    blue, green = deployments["blue"].upstream, deployments["green"].upstream
+    st = router.register_environment("prod-main", blue)
+    router.set_preview("prod-main", green)
+    router_wait = 60
+    earlier = router.traffic_mark("prod-main", green)
+    for _ in range(3):  # before the mark: not counted
+        assert net.get(st.preview_url) == "green"
+    # the router counts a request once it has ended, which may be just after the client has its answer
+    assert wait_for(lambda: router.traffic_since(earlier, green).requests == 3, router_wait)
+    mark = router.traffic_mark("prod-main", green)
+    for _ in range(5):
+        assert net.get(st.preview_url, "/web/login") == "green"
+    for _ in range(2):
+        assert net.get(st.preview_url, "/boom/page?access_token=s3cret") == "green"
+    for path in ("/", "/boom/blue", "/web/login", "/boom/blue"):  # blue's, through the public entry point
+        assert net.get(st.active_url, path) == "blue"
+    def all_seen() -> bool:  # HAProxy: the counter may move an instant before the request's log line is written
+        seen = router.traffic_since(mark, green)
+        return seen.requests >= 7 and seen.timed_requests >= 7
+
+    assert wait_for(all_seen, router_wait)
+    traffic = router.traffic_since(mark, green)
+    assert (traffic.requests, traffic.responses_2xx, traffic.responses_5xx, traffic.failed) == (7, 5, 2, 2)
+    assert traffic.upstream == "prod-green" and traffic.router == kind.name
+    assert [(e.path, e.status, e.entry) for e in traffic.errors] == [("/boom/page", 500, "preview")] * 2
+    assert all(e.at >= mark.at for e in traffic.errors) and "s3cret" not in traffic.model_dump_json()
+    assert traffic.timed_requests == 7 and traffic.p95_ms is not None and traffic.p95_ms >= 0
+    blue_traffic = router.traffic_since(router.traffic_mark("prod-main", blue).model_copy(
+        update={"at": mark.at, "baseline": {}}), blue)
+    assert blue_traffic.responses_5xx >= 2 and all(e.path == "/boom/blue" for e in blue_traffic.errors)

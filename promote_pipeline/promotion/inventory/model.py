@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from promote_pipeline.promotion.inputs import IDENTIFIER, IDENTIFIER_RULE
-from promote_pipeline.promotion.settings import Retention
+from promote_pipeline.promotion.settings import Retention, StabilityThresholds
 from resources.notifiers import NotificationsConfig
 from resources.ops_db import EnvironmentKind, WorkerMode
 
@@ -89,6 +89,9 @@ class SettingsSection(Section):
     retention: Retention | None = Field(default=None, description="How long artifacts stay in the store:"
                                         " green_keep_last, green_keep_days, blue_keep_days, orphan_grace_hours"
                                         " (default 3, 14, 7, 24).")
+    stability: StabilityThresholds | None = Field(
+        default=None, description="What green must hold to in the stability window: max_error_rate,"
+        " max_5xx_responses, max_p95_ms, min_timed_requests (default 0.01, 50, 5000, 20).")
 
 
 class Storage(Section):

@@ -302,6 +302,8 @@ def declared_settings(inv: Inventory) -> Settings:
         values["carry_over_parameters"] = s.carry_over_parameters
     if s.retention is not None:
         values["retention"] = s.retention.model_dump()
+    if s.stability is not None:
+        values["stability"] = s.stability.model_dump()
     return Settings.model_validate(values)
 
 
