@@ -21,7 +21,7 @@ def test_every_apt_get_call_waits_for_the_dpkg_lock(tmp_path: Path) -> None:
     (tmp_path / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
     for name in ("apt-get", "service", "sudo"):
         (tmp_path / name).chmod(0o755)
-    for tool in ("id", "sh"):
+    for tool in ("id", "sh", "flock"):
         found = shutil.which(tool)
         assert found, tool
         (tmp_path / tool).symlink_to(found)
@@ -32,3 +32,28 @@ def test_every_apt_get_call_waits_for_the_dpkg_lock(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = calls.read_text().splitlines()
     assert len(lines) == 2 and all("-o DPkg::Lock::Timeout=300" in line for line in lines), lines
+
+
+def test_two_installations_at_once_take_turns(tmp_path: Path) -> None:
+    # apt-get update fails at once on its lists lock whatever DPkg::Lock::Timeout says (apt 2.6): a stand-in
+    # apt-get that fails while another one runs, and two copies of the script started together.
+    busy, calls = tmp_path / "apt-running", tmp_path / "calls"
+    (tmp_path / "apt-get").write_text(
+        f'#!/bin/sh\nif [ -e {busy} ]; then echo "E: Could not get lock /var/lib/apt/lists/lock" >&2; exit 100; fi\n'
+        f'touch {busy}; echo "$*" >> {calls}; sleep 1; rm -f {busy}\n')
+    (tmp_path / "service").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+    for name in ("apt-get", "service", "sudo"):
+        (tmp_path / name).chmod(0o755)
+    for tool in ("id", "sh", "flock", "touch", "rm", "sleep"):
+        found = shutil.which(tool)
+        assert found, tool
+        (tmp_path / tool).symlink_to(found)
+    bash = shutil.which("bash")
+    assert bash
+    env = {**os.environ, "PATH": str(tmp_path)}
+    both = [subprocess.Popen([bash, str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in both]
+    assert all(rc == 0 for rc, _ in results), results
+    assert len(calls.read_text().splitlines()) == 4  # update and install, by each in turn
