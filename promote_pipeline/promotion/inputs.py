@@ -1,4 +1,4 @@
-"""The promotion's nine inputs, described once, and the rules they obey before anything is created.
+"""The promotion's eleven inputs, described once, and the rules they obey before anything is created.
 
 ``PromotionInputs`` is the one place an input is defined: its type, default, description, constraints
 and the flag of ``promote run``/``promote launch``. Everything else derives from it: the launchpad's
@@ -78,6 +78,20 @@ class PromotionInputs(BaseModel):
         " settings come with the artifact.",
         json_schema_extra={"flag": "--no-carry-over",
                            "help": "do not copy production's live settings onto green (the summary says so loudly)"})
+    accept_drift: bool = Field(
+        default=False,
+        description="Promote even though production was written after staging was copied (or nobody can tell when"
+        " it was): those writes will not be on green. Without it, such a promotion is refused before any work"
+        " (precondition no_production_drift), and a write seen at the last check before the cutover fails the run.",
+        json_schema_extra={"flag": "--accept-drift",
+                           "help": "promote even though production changed since staging was copied: those writes"
+                                   " are lost (the summary and cutover.json list them)"})
+    freeze_blue: bool = Field(
+        default=False,
+        description="From the last drift check to the cutover, make production's (blue's) database read-only and end"
+        " its sessions, so that a write attempted there fails with an error instead of being silently lost; undone"
+        " when traffic returns to blue.",
+        json_schema_extra={"flag": "--freeze-blue"})
     stability_window_seconds: int = _bounded(300, 0, 3600, "How long green is watched after cutover ({ge} to {le}"
                                                            " seconds).", "--stability-seconds")
 
