@@ -100,7 +100,8 @@ def test_gate_refuses_a_production_write_then_accept_drift_names_what_is_lost(ha
     # Nothing was created: no run, no deployment; the refusal is recorded like any precondition's.
     assert h.ops_sql(ops_db, "SELECT count(*) AS n FROM ops.runs")[0]["n"] == runs_before
     assert _blue(box).deployment_id == blue.deployment_id
-    rejection = h.ops_sql(ops_db, "SELECT check_name, message FROM ops.rejections ORDER BY rejection_id DESC LIMIT 1")[0]
+    rejection = h.ops_sql(ops_db, "SELECT check_name, message FROM ops.rejections"
+                                  " ORDER BY rejection_id DESC LIMIT 1")[0]
     assert rejection["check_name"] == "no_production_drift" and "res_partner 3" in rejection["message"]
 
     code, outcome, message = h.promote(accept_drift=True)
