@@ -135,7 +135,8 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
         check = None
         try:
             promotion = inputs.validate(raw)
-            preflight = Preflight(svc.ops_db, svc.host, svc.store, promotion, svc.settings.min_free_space_factor)
+            preflight = Preflight(svc.ops_db, svc.host, svc.store, promotion, svc.settings.min_free_space_factor,
+                                  carried_parameters=tuple(svc.settings.carry_over_parameters))
             preflight.run(stop_on_failure=True)
             failed = [r for r in preflight.results if not r.passed]
             if failed:

@@ -86,13 +86,14 @@ def baseline(ops_db: OpsDatabase, staging_env_id: str, prod_env_id: str) -> Drif
 
 
 def measure(ops_db: OpsDatabase, host: LocalOdooHost, staging_env_id: str, prod: EnvironmentRecord,
-            blue_db: str) -> DriftReport:
-    """Count production's (blue's) writes since the baseline, per table with their ids."""
+            blue_db: str, carried_keys: tuple[str, ...] = (), carried_at: datetime | None = None) -> DriftReport:
+    """Count production's (blue's) writes since the baseline, per table with their ids; the settings the
+    carry-over copies onto green (``carried_keys``, written before ``carried_at``) are not lost and not counted."""
     report = baseline(ops_db, staging_env_id, prod.environment_id)
     if not report.known or report.since is None:
         return report
     with host.connect(prod.db_dsn_ref, blue_db, retry=False) as conn:
-        tables = watermarks.drift(conn, datetime.fromisoformat(report.since))
+        tables = watermarks.drift(conn, datetime.fromisoformat(report.since), carried_keys, carried_at)
     report.tables = {name: TableDrift.model_validate(t) for name, t in tables.items()}
     report.total = sum(t.rows for t in report.tables.values())
     report.checked_at = datetime.now(UTC).isoformat()

@@ -42,7 +42,8 @@ def prepare_green(svc: Services, run: RunStarted, green: DeploymentRecord) -> di
     if carry and traces:  # production must not run on staging's neutralization: fail the restore, roll back
         raise NeutralizationRemains(f"neutralization check: {len(traces)} trace(s) of staging's neutralization"
                                     f" remain on green: {'; '.join(traces)}")
-    svc.ops_db.merge_run_metadata(run.run_id, {"fence": plan.model_dump()})
+    svc.ops_db.merge_run_metadata(run.run_id, {"fence": plan.model_dump(),
+                                               "carried_over_at": datetime.now(UTC).isoformat() if carry else None})
     return {"carry_over": {"enabled": carry, "changes": changes,
                            "note": None if carry else "CARRY-OVER TURNED OFF: green keeps the artifact's settings"},
             "neutralization": {"undone": undone, "remaining": traces,
@@ -62,7 +63,8 @@ def snapshot_report(svc: Services, run: RunStarted, artifact: Artifact) -> dict[
             "version_changed": {m: {"blue": blue_modules[m], "green": green_modules[m]} for m in sorted(green_modules)
                                 if m in blue_modules and blue_modules[m] != green_modules[m]},
         }
-    report = drift.measure(svc.ops_db, svc.host, run.staging.environment_id, run.prod, run.blue.db_name)
+    report = drift.measure(svc.ops_db, svc.host, run.staging.environment_id, run.prod, run.blue.db_name,
+                           _carried(svc, run))
     return {"module_diff": diff, "production_drift": report.model_dump()}
 
 
@@ -91,7 +93,14 @@ def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
             ended = odoo_db.freeze(blue)
             freeze = {"frozen": True, "frozen_at": frozen_at.isoformat(), "sessions_ended": ended}
             progress.say(f"      blue frozen read-only ({ended} session(s) ended)")
-        last = drift.measure(svc.ops_db, svc.host, run.staging.environment_id, run.prod, run.blue.db_name)
+        carried_at = datetime.fromisoformat(meta["carried_over_at"]) if meta.get("carried_over_at") else None
+        carried = _carried(svc, run) if carried_at else ()
+
+        def count() -> drift.DriftReport:
+            return drift.measure(svc.ops_db, svc.host, run.staging.environment_id, run.prod, run.blue.db_name,
+                                 carried, carried_at)
+
+        last = count()
         if last.drifted and not run.inputs.accept_drift:
             raise DriftAtCutover(f"no_production_drift at cutover: {drift.gate_refusal(last)}")
         marks = watermarks.take(gdb)
@@ -103,11 +112,16 @@ def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
             svc.ops_db.merge_run_metadata(run.run_id, {"blue_read_only_seconds": freeze["read_only_seconds"]})
         green_on = carry_over.at_cutover_green(gdb, plan)
         active = {"blue": carry_over.active_counts(blue), "green": carry_over.active_counts(gdb)}
-    lost = drift.measure(svc.ops_db, svc.host, run.staging.environment_id, run.prod, run.blue.db_name)
+    lost = count()
     return after, {"fence": {"blue_turned_off": blue_off, "green_turned_on": green_on, "active_after": active},
                    "watermarks_tables": len(marks), "blue_freeze": freeze,
                    "last_drift_check": last.model_dump(),
                    "production_writes_not_on_green": {**lost.model_dump(), "in_words": in_words(lost)}}
+
+
+def _carried(svc: Services, run: RunStarted) -> tuple[str, ...]:
+    """The settings the carry-over copies from blue onto green (none when it is turned off)."""
+    return tuple(svc.settings.carry_over_parameters) if run.inputs.carry_over_settings else ()
 
 
 def in_words(report: drift.DriftReport) -> str:

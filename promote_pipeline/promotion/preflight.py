@@ -92,6 +92,9 @@ class Preflight:
     store: LocalArtifactStore
     inputs: PromotionInputs
     min_free_space_factor: float = 3.0
+    # The ir_config_parameter keys the carry-over copies from blue onto green (settings.carry_over_parameters):
+    # a write to one of them is carried, not lost, so the drift gate does not count it.
+    carried_parameters: tuple[str, ...] = ()
     staging: EnvironmentRecord | None = None
     prod: EnvironmentRecord | None = None
     blue: DeploymentRecord | None = None
@@ -299,7 +302,9 @@ class Preflight:
         """Refuse a promotion that would silently drop production's writes made since staging was copied."""
         self._needs_blue()
         assert self.staging and self.prod and self.blue
-        report = drift.measure(self.ops_db, self.host, self.staging.environment_id, self.prod, self.blue.db_name)
+        carried = self.carried_parameters if self.inputs.carry_over_settings else ()
+        report = drift.measure(self.ops_db, self.host, self.staging.environment_id, self.prod, self.blue.db_name,
+                               carried)
         self.drift_report = report
         if report.drifted and not self.inputs.accept_drift:
             raise PreconditionFailed(drift.gate_refusal(report))
