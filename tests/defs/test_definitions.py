@@ -39,8 +39,9 @@ def test_every_config_field_has_a_description_and_the_seed_defaults() -> None:
     fields = PromotionConfig.model_fields
     assert set(fields) == {"project_id", "staging_env_id", "prod_env_id", "user_id", "rollback_window_hours",
                            "skip_smoke_tests", "auto_rollback_on_failure", "stability_window_seconds",
-                           "carry_over_settings"}
+                           "carry_over_settings", "accept_drift", "freeze_blue"}
     assert all(f.description for f in fields.values())
     defaults = {name: f.default for name, f in fields.items() if not f.is_required()}
     assert defaults == {"rollback_window_hours": 24, "skip_smoke_tests": False, "auto_rollback_on_failure": True,
-                        "stability_window_seconds": 300, "carry_over_settings": True}
+                        "stability_window_seconds": 300, "carry_over_settings": True, "accept_drift": False,
+                        "freeze_blue": False}

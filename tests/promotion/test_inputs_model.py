@@ -1,4 +1,4 @@
-"""PromotionInputs is the one description of the nine inputs: the launchpad's config, the CLI's flags, the rules'
+"""PromotionInputs is the one description of the eleven inputs: the launchpad's config, the CLI's flags, the rules'
 ranges and defaults, the run config and tags, and a run's recovery all read it."""
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ GOOD = {"project_id": "proj_abc123", "staging_env_id": "env_staging_xyz", "prod_
 FLAGS = {"project_id": "--project", "staging_env_id": "--staging", "prod_env_id": "--prod", "user_id": "--user",
          "rollback_window_hours": "--rollback-window-hours", "skip_smoke_tests": "--skip-smoke-tests",
          "auto_rollback_on_failure": "--no-auto-rollback", "carry_over_settings": "--no-carry-over",
-         "stability_window_seconds": "--stability-seconds"}
+         "stability_window_seconds": "--stability-seconds", "accept_drift": "--accept-drift",
+         "freeze_blue": "--freeze-blue"}
 DAGSTER_TYPES = {"StringSourceType": str, "Noneable.IntSourceType": int, "Noneable.BoolSourceType": bool}
 
 
@@ -103,17 +104,19 @@ def test_left_out_flags_give_the_models_defaults(command: str) -> None:
                                           "user_id": "u", **inputs.defaults()}
     assert inputs.defaults() == {"rollback_window_hours": 24, "skip_smoke_tests": False,
                                  "auto_rollback_on_failure": True, "carry_over_settings": True,
-                                 "stability_window_seconds": 300}
+                                 "stability_window_seconds": 300, "accept_drift": False, "freeze_blue": False}
 
 
 def test_every_flag_sets_its_input() -> None:
     args = cli.build_parser().parse_args([
         "run", "--project", "p", "--staging", "s", "--prod", "e", "--user", "u", "--rollback-window-hours", "0",
-        "--skip-smoke-tests", "--no-auto-rollback", "--no-carry-over", "--stability-seconds", "7"])
+        "--skip-smoke-tests", "--no-auto-rollback", "--no-carry-over", "--stability-seconds", "7",
+        "--accept-drift", "--freeze-blue"])
     assert cli.promotion_inputs(args) == {"project_id": "p", "staging_env_id": "s", "prod_env_id": "e",
                                           "user_id": "u", "rollback_window_hours": 0, "skip_smoke_tests": True,
                                           "auto_rollback_on_failure": False, "carry_over_settings": False,
-                                          "stability_window_seconds": 7}
+                                          "stability_window_seconds": 7, "accept_drift": True,
+                                          "freeze_blue": True}
 
 
 def test_the_rollback_default_follows_the_registry_everywhere_it_is_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
