@@ -299,7 +299,7 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested) -> CutOver:
         Evidence(tested.evidence_dir).write_json(steps.CUTOVER_JSON, {
             "cutover_timestamp": timestamp.isoformat(), "router": svc.router.kind, "switch_ms": switch_ms, **fencing,
             "routing_before": before.model_dump(mode="json"), "routing_after": after.model_dump(mode="json")})
-    context.add_output_metadata(run_view.cut_over(before, after, switch_ms, timestamp, tested.evidence_dir))
+    context.add_output_metadata(run_view.cut_over(before, after, switch_ms, timestamp, tested.evidence_dir, fencing))
     return CutOver(**dict(tested), cutover_timestamp=timestamp, routing_before=before.model_dump(mode="json"),
                    routing_after=after.model_dump(mode="json"))
 

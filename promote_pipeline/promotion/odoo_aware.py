@@ -113,6 +113,8 @@ def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
         green_on = carry_over.at_cutover_green(gdb, plan)
         active = {"blue": carry_over.active_counts(blue), "green": carry_over.active_counts(gdb)}
     lost = count()
+    progress.say(f"      production writes green does not contain: {in_words(lost)}"
+                 + (f"; production read-only {freeze['read_only_seconds']} s" if freeze["frozen"] else ""))
     return after, {"fence": {"blue_turned_off": blue_off, "green_turned_on": green_on, "active_after": active},
                    "watermarks_tables": len(marks), "blue_freeze": freeze,
                    "last_drift_check": last.model_dump(),
