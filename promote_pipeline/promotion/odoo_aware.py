@@ -112,7 +112,12 @@ def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
             svc.ops_db.merge_run_metadata(run.run_id, {"blue_read_only_seconds": freeze["read_only_seconds"]})
         green_on = carry_over.at_cutover_green(gdb, plan)
         active = {"blue": carry_over.active_counts(blue), "green": carry_over.active_counts(gdb)}
-    lost = count()
+    try:
+        lost = count()
+    except Exception as exc:  # green serves: a count that fails must not roll back a good cutover; it says so
+        lost = drift.DriftReport(known=False, checked_at=datetime.now(UTC).isoformat(),
+                                 reason=redact_text(f"the count after the switch failed: {type(exc).__name__}: {exc}"
+                                                    f" (the last check before it found {in_words(last)})"))
     progress.say(f"      production writes green does not contain: {in_words(lost)}"
                  + (f"; production read-only {freeze['read_only_seconds']} s" if freeze["frozen"] else ""))
     return after, {"fence": {"blue_turned_off": blue_off, "green_turned_on": green_on, "active_after": active},
