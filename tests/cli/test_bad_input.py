@@ -44,6 +44,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("space in user", {"user_id": "demo admin"}, "user_id"),
     ("stability window too long", {"stability_window_seconds": 86400}, "stability_window_seconds"),
     ("carry-over not a boolean", {"carry_over_settings": "yes"}, "carry_over_settings"),
+    ("accept-drift not a boolean", {"accept_drift": "yes"}, "accept_drift"),
+    ("freeze-blue not a boolean", {"freeze_blue": 1}, "freeze_blue"),
     ("an input that does not exist", {"skip_backups": True}, "skip_backups"),
 ]
 
