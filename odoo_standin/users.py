@@ -64,8 +64,10 @@ def get_param(conn: Conn, key: str) -> str | None:
 
 
 def set_param(conn: Conn, key: str, value: str) -> None:
+    # As ``ir.config_parameter.set_param``: a value already set is not written again (no new write_date).
     conn.execute("INSERT INTO ir_config_parameter (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE"
-                 " SET value = EXCLUDED.value, write_date = now() AT TIME ZONE 'UTC'", (key, value))
+                 " SET value = EXCLUDED.value, write_date = now() AT TIME ZONE 'UTC'"
+                 " WHERE ir_config_parameter.value IS DISTINCT FROM EXCLUDED.value", (key, value))
 
 
 def has_group(conn: Conn, uid: int, xmlid: str) -> bool:

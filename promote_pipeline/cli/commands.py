@@ -114,7 +114,8 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     except inputs.InputRejected as exc:
         print(f"FAIL input {exc}")
         return EXIT_REJECTED
-    check = Preflight(res["ops_db"], res["odoo_host"], res["artifact_store"], promo, cfg.min_free_space_factor)
+    check = Preflight(res["ops_db"], res["odoo_host"], res["artifact_store"], promo, cfg.min_free_space_factor,
+                      carried_parameters=tuple(cfg.carry_over_parameters))
     try:
         results = check.run(stop_on_failure=False)
     except inputs.InputRejected as exc:

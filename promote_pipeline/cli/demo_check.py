@@ -114,6 +114,9 @@ def _integration(url: str, database: str, env: Any, host: Any, live: Any) -> Che
         return ("integration (xmlrpc.client)", False, f"{type(exc).__name__}: {exc}")
     with host.connect(env.db_dsn_ref, live.db_name) as conn:
         landed = conn.execute("SELECT 1 FROM res_partner WHERE id = %s AND name = %s", (partner_id, name)).fetchone()
+        # The probe's own row goes once seen: left on production, it would be a write since staging's copy, and
+        # the next promotion's drift gate would ask to accept losing it.
+        conn.execute("DELETE FROM res_partner WHERE id = %s AND name = %s", (partner_id, name))
     return ("integration (xmlrpc.client)", landed is not None,
             f"logged in to {database!r} through the router, read {count} partners, wrote partner {partner_id}:"
             f" {'in' if landed else 'NOT in'} {live.db_name}, the database the router serves")

@@ -170,7 +170,8 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
         check = None
         try:
             promotion = inputs.validate(raw)
-            preflight = Preflight(svc.ops_db, svc.host, svc.store, promotion, svc.settings.min_free_space_factor)
+            preflight = Preflight(svc.ops_db, svc.host, svc.store, promotion, svc.settings.min_free_space_factor,
+                                  carried_parameters=tuple(svc.settings.carry_over_parameters))
             preflight.run(stop_on_failure=True)
             failed = [r for r in preflight.results if not r.passed]
             if failed:
@@ -379,7 +380,7 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested) -> CutOver:
         Evidence(tested.evidence_dir).write_json(steps.CUTOVER_JSON, {
             "cutover_timestamp": timestamp.isoformat(), "router": svc.router.kind, "switch_ms": switch_ms, **fencing,
             "routing_before": before.model_dump(mode="json"), "routing_after": after.model_dump(mode="json")})
-    context.add_output_metadata(run_view.cut_over(before, after, switch_ms, timestamp, tested.evidence_dir))
+    context.add_output_metadata(run_view.cut_over(before, after, switch_ms, timestamp, tested.evidence_dir, fencing))
     return CutOver(**dict(tested), cutover_timestamp=timestamp, routing_before=before.model_dump(mode="json"),
                    routing_after=after.model_dump(mode="json"))
 

@@ -172,9 +172,18 @@ def _routing_row(entry: str, before: RoutingState, after: RoutingState) -> tuple
 
 
 def cut_over(before: RoutingState, after: RoutingState, switch_ms: int, timestamp: datetime,
-             evidence_dir: str | Path) -> Metadata:
-    """Step 6: where each entry point sent traffic before and after the switch."""
+             evidence_dir: str | Path, facts: dict[str, Any] | None = None) -> Metadata:
+    """Step 6: where each entry point sent traffic before and after the switch; what production wrote that green
+    does not contain, and how long blue was read-only (``--freeze-blue``)."""
+    lost = (facts or {}).get("production_writes_not_on_green") or {}
+    freeze = (facts or {}).get("blue_freeze") or {}
+    extra: Metadata = {}
+    if lost:
+        extra["production_writes_not_on_green"] = text(lost.get("in_words", "?"))
+    if freeze.get("frozen"):
+        extra["blue_read_only_seconds"] = MetadataValue.float(float(freeze.get("read_only_seconds", 0.0)))
     return {
+        **extra,
         "cutover_timestamp": text(timestamp.isoformat()),
         "switch_ms": MetadataValue.int(switch_ms),
         "router": text(after.router),

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 PENDING_MODULE_STATES = ("to install", "to upgrade", "to remove")
 
@@ -97,3 +98,46 @@ def sample_attachment(conn: psycopg.Connection[Any]) -> tuple[int, str, str] | N
         if row:
             return int(row[0]), str(row[1]), kind
     return None
+
+
+# -- freezing production (``--freeze-blue``) ---------------------------------------------------------------
+# PostgreSQL's own read-only mode, per database: every new session starts read-only, so any INSERT, UPDATE or
+# DELETE fails with ReadOnlySqlTransaction, which Odoo (and the stand-in) return to the user as an error. Existing
+# sessions keep the setting they started with, so they are ended: Odoo's pool (and PgBouncer) open new ones.
+# The promoter's own session on the database is kept (``pg_backend_pid``), and its later writes (blue's crons
+# turned off at cutover) say READ WRITE for themselves.
+_OTHER_SESSIONS = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                   " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+def freeze(conn: psycopg.Connection[Any]) -> int:
+    """Make the connected database read-only for every new session and end the others; returns how many ended.
+    ``conn`` must be in autocommit mode (ALTER DATABASE and the terminations take effect at once)."""
+    db = conn.execute("SELECT current_database()").fetchone()
+    assert db is not None
+    conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+        sql.Identifier(db[0])))
+    conn.execute("SET default_transaction_read_only = off")  # this session stays writable: it fences blue
+    row = conn.execute(_OTHER_SESSIONS).fetchone()
+    return int(row[0]) if row else 0
+
+
+def thaw(conn: psycopg.Connection[Any]) -> int:
+    """Undo ``freeze``: new sessions writable again, and the read-only sessions opened meanwhile ended (they would
+    stay read-only for their life); returns how many ended. Harmless on a database that was never frozen."""
+    conn.execute("SET default_transaction_read_only = off")  # a session opened while frozen starts read-only
+    db = conn.execute("SELECT current_database()").fetchone()
+    assert db is not None
+    conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+        sql.Identifier(db[0])))
+    row = conn.execute(_OTHER_SESSIONS).fetchone()
+    return int(row[0]) if row else 0
+
+
+def frozen(conn: psycopg.Connection[Any]) -> bool:
+    """True while the connected database makes new sessions read-only (``freeze`` in effect)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+        " WHERE d.datname = current_database() AND s.setrole = 0"
+        " AND 'default_transaction_read_only=on' = ANY(s.setconfig))").fetchone()
+    return bool(row and row[0])

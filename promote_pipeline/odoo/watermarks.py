@@ -104,13 +104,56 @@ def export(conn: Conn, marks: dict[str, dict[str, Any]], folder: Path) -> dict[s
     return counts
 
 
-def drift(conn: Conn, since: datetime) -> dict[str, int]:
-    """{table: rows written on this database after ``since`` (UTC)}, tables with none left out."""
-    naive_utc = since if since.tzinfo is None else since.astimezone(UTC).replace(tzinfo=None)
-    out: dict[str, int] = {}
+# How many ids of a table the drift report lists (as ranges); past that it gives the count and the id span.
+DRIFT_IDS_LISTED = 200
+
+
+def id_ranges(ids: list[int]) -> str:
+    """``[1, 2, 3, 7, 9, 10]`` -> ``"1-3, 7, 9-10"``: what an operator reads, and short even for thousands of rows."""
+    parts: list[str] = []
+    start = prev = None
+    for i in sorted(ids):
+        if prev is not None and i == prev + 1:
+            prev = i
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = i
+    if start is not None:
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+    return ", ".join(parts)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def drift(conn: Conn, since: datetime, carried_keys: tuple[str, ...] = (),
+          carried_at: datetime | None = None) -> dict[str, dict[str, Any]]:
+    """Per table, the rows written on this database after ``since`` (UTC): ``{rows, ids, last_write}``, tables with
+    none left out. ``ids`` are ranges (``id_ranges``) of at most ``DRIFT_IDS_LISTED`` ids, then ``… (N more, up to
+    id M)``; ``last_write`` the latest ``write_date``. Rows deleted since are not seen: Odoo keeps no tombstone.
+
+    ``carried_keys``: ``ir_config_parameter`` keys the carry-over copies from blue onto green (``web.base.url``,
+    which an administrator's login rewrites, ...): not lost, so not counted, if written before ``carried_at``
+    (the carry-over's time; None: it has yet to run, so every such write will be carried)."""
+    naive_utc = _naive_utc(since)
+    out: dict[str, dict[str, Any]] = {}
     for table in odoo_tables(conn):
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE write_date > %s").format(sql.Identifier(table)),
-                           (naive_utc,)).fetchone()
-        if row and row[0]:
-            out[table] = int(row[0])
+        where: sql.Composable = sql.SQL("write_date > %s")
+        params: tuple[Any, ...] = (naive_utc,)
+        if table == "ir_config_parameter" and carried_keys:
+            where += sql.SQL(" AND NOT (key = ANY(%s) AND write_date <= %s)")
+            params += (list(carried_keys), _naive_utc(carried_at) if carried_at else datetime.max)
+        row = conn.execute(sql.SQL("SELECT count(*), max(write_date), max(id) FROM {} WHERE ").format(
+            sql.Identifier(table)) + where, params).fetchone()
+        if not row or not row[0]:
+            continue
+        ids = [r[0] for r in conn.execute(
+            sql.SQL("SELECT id FROM {} WHERE ").format(sql.Identifier(table)) + where
+            + sql.SQL(" ORDER BY id LIMIT %s"), (*params, DRIFT_IDS_LISTED)).fetchall()]
+        listed = id_ranges(ids)
+        if row[0] > len(ids):
+            listed += f" … ({row[0] - len(ids)} more, up to id {row[2]})"
+        out[table] = {"rows": int(row[0]), "ids": listed, "last_write": row[1].replace(tzinfo=UTC).isoformat()}
     return out

@@ -69,6 +69,8 @@ class InputsEvidence(EvidenceFile):
     # Runs of older code wrote neither: no gate then.
     require_approval: bool = False
     approval_timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = 3600
+    accept_drift: bool
+    freeze_blue: bool
     preflight: list[PreflightCheck]
 
     @model_validator(mode="after")
@@ -172,9 +174,45 @@ class ModuleDiff(Strict):
     version_changed: dict[str, dict[str, str]]
 
 
+class DriftTable(Strict):
+    rows: Annotated[int, Field(gt=0)]
+    ids: Name
+    last_write: Name
+
+
 class Drift(Strict):
+    """Production's writes since staging's data left it (promotion/drift.py)."""
+
     known: bool
-    total: Count | None = None
+    checked_at: Name
+    since: Name | None
+    staging_copied_at: Name | None
+    copy_run_id: Name | None
+    live_cutover_at: Name | None
+    live_run_id: Name | None
+    tables: dict[str, DriftTable]
+    total: Count
+    reason: Name | None
+
+    @model_validator(mode="after")
+    def _counted_or_why(self) -> Drift:
+        if self.known != (self.since is not None) or (not self.known and not self.reason):
+            raise ValueError("a known drift has a baseline; an unknown one says why")
+        if self.total != sum(t.rows for t in self.tables.values()):
+            raise ValueError("total is the sum of the tables' rows")
+        return self
+
+
+class LostWrites(Drift):
+    in_words: Name
+
+
+class BlueFreeze(Strict):
+    frozen: bool
+    frozen_at: Name | None = None
+    sessions_ended: Count | None = None
+    read_only_seconds: Annotated[float, Field(ge=0)] | None = None
+    thawed_at: Name | None = None
 
 
 class StagingSnapshotEvidence(ArtifactEvidence):
@@ -306,6 +344,9 @@ class CutoverEvidence(EvidenceFile):
     switch_ms: Count
     fence: CutoverFence
     watermarks_tables: Count
+    blue_freeze: BlueFreeze
+    last_drift_check: Drift
+    production_writes_not_on_green: LostWrites
     routing_before: Routing
     routing_after: Routing
 
@@ -392,10 +433,11 @@ class RollbackNotTriggered(EvidenceFile):
     failed_step: Name | None = None
     blue_untouched: bool | None = None
     live_routing: Routing | None = None
+    blue_freeze: BlueFreeze | None = None
 
 
 class Problem(Strict):
-    part: Literal["preview_reset", "unfence", "green_stop", "green_cleanup"]
+    part: Literal["preview_reset", "unfence", "thaw", "green_stop", "green_cleanup"]
     error: Name
     deployment: Name | None = None
 
@@ -427,6 +469,7 @@ class RollbackCompleted(EvidenceFile):
     writes_on_green_total: Count
     problems: list[Problem]
     notes: list[str]
+    blue_freeze: BlueFreeze | None = None
     failed_step: Name | None = None
     event_log_error: Name | None = None
     requested_by: Name | None = None

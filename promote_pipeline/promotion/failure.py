@@ -81,6 +81,12 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     greens = green_deployments(svc, run.run_id)
     # The records say what the router does, before any clean-up can fail.
     svc.ops_db.reactivate_deployment(run.blue.environment_id, run.blue.deployment_id)
+    # Blue serves again: writable again if this run froze it (--freeze-blue), first: restoring its crons
+    # and mail servers writes on it.
+    try:
+        freeze = odoo_aware.thaw_blue(svc, run)
+    except Exception as exc:  # traffic is on blue; it answers, but refuses writes until this is repeated
+        freeze = {"frozen": True, "error": failed("thaw", "blue still read-only (run `promote rollback` again)", exc)}
     try:
         fencing = odoo_aware.unfence_on_rollback(svc, run, greens)
     except Exception as exc:  # traffic is already on blue; report, do not undo that
@@ -134,6 +140,7 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
         "fence": fencing,
         "writes_on_green": fencing.get("writes_on_green", {}),
         "writes_on_green_total": fencing.get("writes_on_green_total", 0),
+        "blue_freeze": freeze,
         "problems": problems,
         "notes": notes,
     }
@@ -154,6 +161,19 @@ def _retire(svc: Services, run: RunStarted, green: DeploymentRecord) -> None:
         task_type="delete_deployment", delay=timedelta(hours=run.inputs.rollback_window_hours), run_id=run.run_id,
         metadata={"deployment_id": green.deployment_id, "db_name": green.db_name,
                   "reason": "green retired by rollback"}))
+
+
+def _thaw_if_blue_serves(svc: Services, run: RunStarted, rollback: dict[str, Any]) -> None:
+    """A failure that leaves traffic on blue (before the cutover's switch, or with auto_rollback off before it)
+    must not leave blue read-only: users would keep getting errors. A green left serving keeps blue frozen."""
+    try:
+        if svc.router.serves(run.prod.environment_id, upstream(run.blue, "blue")):
+            freeze = odoo_aware.thaw_blue(svc, run)
+            if freeze.get("frozen"):
+                rollback["blue_freeze"] = freeze
+    except Exception as exc:  # reported: the run's failure is what it is, and a person can thaw blue
+        rollback["blue_freeze"] = {"frozen": True, "error": redact_text(f"{type(exc).__name__}: {exc}")}
+        progress.say(f"run {run.run_id}: blue may still be read-only: {rollback['blue_freeze']['error']}")
 
 
 def _event_log_lost(svc: Services, run_id: str, exc: BaseException) -> str:
@@ -201,6 +221,8 @@ def handle_failure(svc: Services, run: RunStarted, step: Step, error: BaseExcept
                     "live_routing": svc.router.state(run.prod.environment_id).model_dump(mode="json"),
                     "live_served": _served(svc, run.prod.environment_id),
                     "green_deployments": [g.model_dump() for g in green_deployments(svc, run.run_id)]}
+    if decision is not OnFailure.ROLL_BACK:
+        _thaw_if_blue_serves(svc, run, rollback)
     rollback["failed_step"] = step.name
     svc.ops_db.mark_run_finished(run.run_id, status, evidence_dir=run.evidence_dir,
                                  metadata={"failed_step": step.name, "failure_reason": reason})

@@ -78,6 +78,20 @@ class PromotionInputs(BaseModel):
         " settings come with the artifact.",
         json_schema_extra={"flag": "--no-carry-over",
                            "help": "do not copy production's live settings onto green (the summary says so loudly)"})
+    accept_drift: bool = Field(
+        default=False,
+        description="Promote even though production was written after staging was copied (or nobody can tell when"
+        " it was): those writes will not be on green. Without it, such a promotion is refused before any work"
+        " (precondition no_production_drift), and a write seen at the last check before the cutover fails the run.",
+        json_schema_extra={"flag": "--accept-drift",
+                           "help": "promote even though production changed since staging was copied: those writes"
+                                   " are lost (the summary and cutover.json list them)"})
+    freeze_blue: bool = Field(
+        default=False,
+        description="From the last drift check to the cutover, make production's (blue's) database read-only and end"
+        " its sessions, so that a write attempted there fails with an error instead of being silently lost; undone"
+        " when traffic returns to blue.",
+        json_schema_extra={"flag": "--freeze-blue"})
     stability_window_seconds: int = _bounded(300, 0, 3600, "How long green is watched after cutover ({ge} to {le}"
                                                            " seconds).", "--stability-seconds")
     require_approval: bool = Field(

@@ -7,13 +7,15 @@ or another process needs (the fence plan, the watermarks) in the run's ops metad
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from promote_pipeline.odoo import carry_over, neutralization, watermarks
 from promote_pipeline.odoo import database as odoo_db
+from promote_pipeline.promotion import drift, progress
 from promote_pipeline.promotion.inputs import shown
 from promote_pipeline.promotion.models import Artifact, RunStarted
 from promote_pipeline.promotion.services import Services
@@ -40,7 +42,8 @@ def prepare_green(svc: Services, run: RunStarted, green: DeploymentRecord) -> di
     if carry and traces:  # production must not run on staging's neutralization: fail the restore, roll back
         raise NeutralizationRemains(f"neutralization check: {len(traces)} trace(s) of staging's neutralization"
                                     f" remain on green: {'; '.join(traces)}")
-    svc.ops_db.merge_run_metadata(run.run_id, {"fence": plan.model_dump()})
+    svc.ops_db.merge_run_metadata(run.run_id, {"fence": plan.model_dump(),
+                                               "carried_over_at": datetime.now(UTC).isoformat() if carry else None})
     return {"carry_over": {"enabled": carry, "changes": changes,
                            "note": None if carry else "CARRY-OVER TURNED OFF: green keeps the artifact's settings"},
             "neutralization": {"undone": undone, "remaining": traces,
@@ -60,33 +63,92 @@ def snapshot_report(svc: Services, run: RunStarted, artifact: Artifact) -> dict[
             "version_changed": {m: {"blue": blue_modules[m], "green": green_modules[m]} for m in sorted(green_modules)
                                 if m in blue_modules and blue_modules[m] != green_modules[m]},
         }
-        copy = svc.ops_db.latest_copy(run.staging.environment_id, source_environment_id=run.prod.environment_id)
-        if copy and copy.completed_at:
-            since: datetime = copy.completed_at
-            tables = watermarks.drift(blue, since)
-            drift = {"known": True, "staging_copied_at": since.isoformat(), "copy_run_id": copy.run_id,
-                     "rows_written_on_blue_since": tables, "total": sum(tables.values())}
-        else:
-            drift = {"known": False, "reason": "no recorded copy of production into staging"}
-    return {"module_diff": diff, "production_drift": drift}
+    report = drift.measure(svc.ops_db, svc.host, run.staging.environment_id, run.prod, run.blue.db_name,
+                           _carried(svc, run))
+    return {"module_diff": diff, "production_drift": report.model_dump()}
+
+
+class DriftAtCutover(RuntimeError):
+    """Production was written between the drift gate and the cutover, and the loss was not accepted."""
 
 
 def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
                    switch: Callable[[], RoutingState]) -> tuple[RoutingState, dict[str, Any]]:
-    """Watermarks on green, blue's crons and mail off, the router switch, green's on: one step."""
+    """Blue frozen (``freeze_blue``), the last drift check, watermarks on green, blue's crons and mail off, the
+    router switch, green's on: one step. Production's writes are counted once more after the switch: that count,
+    not the check's, is what green does not contain (without a freeze a write can land between the two)."""
     dsn = run.prod.db_dsn_ref
     meta = _metadata(svc, run.run_id)
     plan = carry_over.FencePlan.model_validate(meta.get("fence", {}))
+    freeze: dict[str, Any] = {"frozen": False}
     with svc.host.connect(dsn, run.blue.db_name, autocommit=True) as blue, \
             svc.host.connect(dsn, green.db_name, autocommit=True) as gdb:
+        frozen_mono = 0.0
+        if run.inputs.freeze_blue:
+            frozen_at = datetime.now(UTC)
+            # Recorded before the freeze: whoever rolls this run back (this process, the safety net, a person)
+            # finds it and makes blue writable again.
+            svc.ops_db.merge_run_metadata(run.run_id, {"blue_frozen_at": frozen_at.isoformat()})
+            frozen_mono = time.monotonic()
+            ended = odoo_db.freeze(blue)
+            freeze = {"frozen": True, "frozen_at": frozen_at.isoformat(), "sessions_ended": ended}
+            progress.say(f"      blue frozen read-only ({ended} session(s) ended)")
+        carried_at = datetime.fromisoformat(meta["carried_over_at"]) if meta.get("carried_over_at") else None
+        carried = _carried(svc, run) if carried_at else ()
+
+        def count() -> drift.DriftReport:
+            return drift.measure(svc.ops_db, svc.host, run.staging.environment_id, run.prod, run.blue.db_name,
+                                 carried, carried_at)
+
+        last = count()
+        if last.drifted and not run.inputs.accept_drift:
+            raise DriftAtCutover(f"no_production_drift at cutover: {drift.gate_refusal(last)}")
         marks = watermarks.take(gdb)
         svc.ops_db.merge_run_metadata(run.run_id, {"watermarks": marks})
         blue_off = carry_over.at_cutover_blue(blue)
         after = switch()
+        if freeze["frozen"]:
+            freeze["read_only_seconds"] = round(time.monotonic() - frozen_mono, 3)
+            svc.ops_db.merge_run_metadata(run.run_id, {"blue_read_only_seconds": freeze["read_only_seconds"]})
         green_on = carry_over.at_cutover_green(gdb, plan)
         active = {"blue": carry_over.active_counts(blue), "green": carry_over.active_counts(gdb)}
+    try:
+        lost = count()
+    except Exception as exc:  # green serves: a count that fails must not roll back a good cutover; it says so
+        lost = drift.DriftReport(known=False, checked_at=datetime.now(UTC).isoformat(),
+                                 reason=redact_text(f"the count after the switch failed: {type(exc).__name__}: {exc}"
+                                                    f" (the last check before it found {in_words(last)})"))
+    progress.say(f"      production writes green does not contain: {in_words(lost)}"
+                 + (f"; production read-only {freeze['read_only_seconds']} s" if freeze["frozen"] else ""))
     return after, {"fence": {"blue_turned_off": blue_off, "green_turned_on": green_on, "active_after": active},
-                   "watermarks_tables": len(marks)}
+                   "watermarks_tables": len(marks), "blue_freeze": freeze,
+                   "last_drift_check": last.model_dump(),
+                   "production_writes_not_on_green": {**lost.model_dump(), "in_words": in_words(lost)}}
+
+
+def _carried(svc: Services, run: RunStarted) -> tuple[str, ...]:
+    """The settings the carry-over copies from blue onto green (none when it is turned off)."""
+    return tuple(svc.settings.carry_over_parameters) if run.inputs.carry_over_settings else ()
+
+
+def in_words(report: drift.DriftReport) -> str:
+    """``none``, or ``3 row(s): res_partner 2, res_users 1``, or ``unknown (why)``."""
+    if not report.known:
+        return f"unknown ({report.reason})"
+    return f"{report.total} row(s): {drift.counts(report)}" if report.total else "none"
+
+
+def thaw_blue(svc: Services, run: RunStarted) -> dict[str, Any]:
+    """Blue writable again, if this run froze it (``freeze_blue``): called wherever traffic is (back) on blue."""
+    meta = _metadata(svc, run.run_id)
+    if "blue_frozen_at" not in meta:
+        return {"frozen": False}
+    with svc.host.connect(run.prod.db_dsn_ref, run.blue.db_name, autocommit=True) as blue:
+        ended = odoo_db.thaw(blue)
+    thawed_at = datetime.now(UTC).isoformat()
+    svc.ops_db.merge_run_metadata(run.run_id, {"blue_thawed_at": thawed_at})
+    progress.say(f"      blue writable again ({ended} read-only session(s) ended)")
+    return {"frozen": True, "frozen_at": meta["blue_frozen_at"], "thawed_at": thawed_at, "sessions_ended": ended}
 
 
 def unfence_on_rollback(svc: Services, run: RunStarted, greens: list[DeploymentRecord]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""The seven preconditions of a promotion (then staging's database reachable, and three of Odoo compatibility),
-each a named check with one clear message.
+"""The seven preconditions of a promotion (then staging's database reachable, three of Odoo compatibility, and the
+drift gate), each a named check with one clear message.
 
 ``scripts/odoo_preflight_promote.sh`` and ``promote preflight`` run all eleven and print a line
-each; the job runs them in order and stops at the first that fails. Check 5 takes the
+each (twelve); the job runs them in order and stops at the first that fails. Check 5 takes the
 environment's advisory lock, and a passing preflight inside the job keeps holding it: the check
 and the exclusion are one act, so no second promotion can slip in between them.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from promote_pipeline.odoo import database as odoo_db
-from promote_pipeline.promotion import guardrails, inputs
+from promote_pipeline.promotion import drift, guardrails, inputs
 from promote_pipeline.promotion.inputs import PromotionInputs
 from resources.artifact_store import ArtifactError, LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
@@ -40,6 +40,9 @@ CHECKS = (
     "same_odoo_version",
     "postgres_compatible",
     "no_pending_modules",
+    # Last, as it reads production's tables: no production write made since staging was copied would be lost
+    # (drift.py), unless the operator accepts the loss (--accept-drift).
+    "no_production_drift",
 )
 
 
@@ -89,10 +92,14 @@ class Preflight:
     store: LocalArtifactStore
     inputs: PromotionInputs
     min_free_space_factor: float = 3.0
+    # The ir_config_parameter keys the carry-over copies from blue onto green (settings.carry_over_parameters):
+    # a write to one of them is carried, not lost, so the drift gate does not count it.
+    carried_parameters: tuple[str, ...] = ()
     staging: EnvironmentRecord | None = None
     prod: EnvironmentRecord | None = None
     blue: DeploymentRecord | None = None
     lock: EnvironmentLock | None = None
+    drift_report: drift.DriftReport | None = None
     results: list[CheckResult] = field(default_factory=list)
 
     def run(self, stop_on_failure: bool) -> list[CheckResult]:
@@ -115,6 +122,7 @@ class Preflight:
             "same_odoo_version": self.same_odoo_version,
             "postgres_compatible": self.postgres_compatible,
             "no_pending_modules": self.no_pending_modules,
+            "no_production_drift": self.no_production_drift,
         }
         for name in CHECKS:
             try:
@@ -288,6 +296,19 @@ class Preflight:
             listed = ", ".join(f"{name} ({state})" for name, state in sorted(pending.items()))
             raise PreconditionFailed(f"staging has modules waiting for an install, upgrade or removal: {listed}")
         return "no module in to install, to upgrade or to remove"
+
+    # -- the drift gate -----------------------------------------------------------------------------------
+    def no_production_drift(self) -> str:
+        """Refuse a promotion that would silently drop production's writes made since staging was copied."""
+        self._needs_blue()
+        assert self.staging and self.prod and self.blue
+        carried = self.carried_parameters if self.inputs.carry_over_settings else ()
+        report = drift.measure(self.ops_db, self.host, self.staging.environment_id, self.prod, self.blue.db_name,
+                               carried)
+        self.drift_report = report
+        if report.drifted and not self.inputs.accept_drift:
+            raise PreconditionFailed(drift.gate_refusal(report))
+        return drift.gate_passed(report, self.inputs.accept_drift)
 
 
 class PreconditionFailed(RuntimeError):

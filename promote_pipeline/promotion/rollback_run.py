@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from promote_pipeline.promotion import deployment, notify, steps
+from promote_pipeline.promotion import deployment, notify, odoo_aware, steps
 from promote_pipeline.promotion.decisions import ForRun, dead_run_rolls_back, for_run
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
@@ -112,6 +112,9 @@ def roll_back_run(svc: Services, run_id: str, reason: str, requested_by: str, ma
         # load_run read blue under the lock, just now
         decision = for_run(status, manual, blue_deleted=run.blue.state == "deleted", still_serves_its_green=serves_it)
         if decision is ForRun.VERIFY:
+            # A rollback whose thaw failed is repeated this way: blue, serving again, must take writes.
+            if svc.router.serves(run.prod.environment_id, upstream(run.blue, "blue")):
+                odoo_aware.thaw_blue(svc, run)
             verification = verify_safe_state(svc, run)
             _record_verification(svc, run, evidence, verification, requested_by)
             return {"action": "verified", "already": status, **verification}

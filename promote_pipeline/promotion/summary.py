@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from promote_pipeline.promotion import notify, steps
+from promote_pipeline.promotion import drift, notify, steps
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome
 from promote_pipeline.promotion.retention import summary_lines
@@ -63,12 +63,17 @@ def render(evidence: Evidence, outcome: PromotionOutcome, started: datetime, com
         lines += ["", "## Modules (green vs blue)", "",
                   f"Added: {', '.join(diff['added']) or 'none'}; removed: {', '.join(diff['removed']) or 'none'};"
                   f" version changed: {', '.join(diff['version_changed']) or 'none'}."]
-    drift = snap.get("production_drift")
-    if drift:
-        lines += ["", "## Production drift", "",
-                  f"{drift['total']} row(s) written on blue since staging was copied ({drift['staging_copied_at']}):"
-                  f" green will not contain them. {drift['rows_written_on_blue_since'] or ''}"
-                  if drift.get("known") else f"Unknown: {drift.get('reason')}."]
+    if snap.get("production_drift"):
+        lines += drift.markdown(snap["production_drift"], "Production drift (at the snapshot)")
+    cut = _json(evidence, steps.CUTOVER_JSON)
+    if cut.get("production_writes_not_on_green"):
+        lines += drift.markdown(cut["production_writes_not_on_green"], "Production writes green does not contain")
+        freeze = cut.get("blue_freeze") or {}
+        lines.append("")
+        lines.append(f"Blue frozen read-only at {freeze['frozen_at']}: production refused writes for"
+                     f" {freeze.get('read_only_seconds', '?')} s until the cutover." if freeze.get("frozen") else
+                     "Blue was not frozen (--freeze-blue not given): a write between the last check and the switch"
+                     " is counted above, not refused.")
     restore = _json(evidence, steps.GREEN_RESTORE_JSON)
     carry = restore.get("carry_over")
     if carry:

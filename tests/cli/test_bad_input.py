@@ -47,6 +47,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("approval not a boolean", {"require_approval": "please"}, "require_approval"),
     ("approval timeout 0", {"approval_timeout_seconds": 0}, "approval_timeout_seconds"),
     ("approval timeout over a day", {"approval_timeout_seconds": 86401}, "approval_timeout_seconds"),
+    ("accept-drift not a boolean", {"accept_drift": "yes"}, "accept_drift"),
+    ("freeze-blue not a boolean", {"freeze_blue": 1}, "freeze_blue"),
     ("an input that does not exist", {"skip_backups": True}, "skip_backups"),
 ]
 

@@ -39,9 +39,10 @@ def test_every_config_field_has_a_description_and_the_seed_defaults() -> None:
     fields = PromotionConfig.model_fields
     assert set(fields) == {"project_id", "staging_env_id", "prod_env_id", "user_id", "rollback_window_hours",
                            "skip_smoke_tests", "auto_rollback_on_failure", "stability_window_seconds",
-                           "carry_over_settings", "require_approval", "approval_timeout_seconds"}
+                           "carry_over_settings", "require_approval", "approval_timeout_seconds", "accept_drift",
+                           "freeze_blue"}
     assert all(f.description for f in fields.values())
     defaults = {name: f.default for name, f in fields.items() if not f.is_required()}
     assert defaults == {"rollback_window_hours": 24, "skip_smoke_tests": False, "auto_rollback_on_failure": True,
                         "stability_window_seconds": 300, "carry_over_settings": True, "require_approval": False,
-                        "approval_timeout_seconds": 3600}
+                        "approval_timeout_seconds": 3600, "accept_drift": False, "freeze_blue": False}

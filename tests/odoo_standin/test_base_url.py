@@ -85,3 +85,16 @@ def test_behind_a_proxy(make_server, seeded: Seeded) -> None:
     proxied = make_server(None, DSN, "--proxy-mode")
     web_login(proxied, seeded, headers=forwarded)
     assert base_url(seeded) == "https://erp.example.com"
+
+
+@pytest.mark.usefixtures("reset_url")
+def test_a_second_login_from_the_same_url_writes_nothing(server: Server, seeded: Seeded) -> None:
+    """``set_param`` writes only a changed value (Odoo's ``ir.config_parameter.set_param``): a login that finds
+    the URL already right leaves no write on production for the drift gate to count."""
+    web_login(server, seeded)
+    with connect(seeded.db) as conn:
+        first = conn.execute("SELECT write_date FROM ir_config_parameter WHERE key = 'web.base.url'").fetchone()
+    web_login(server, seeded)
+    with connect(seeded.db) as conn:
+        again = conn.execute("SELECT write_date FROM ir_config_parameter WHERE key = 'web.base.url'").fetchone()
+    assert first is not None and again == first

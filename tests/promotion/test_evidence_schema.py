@@ -31,6 +31,7 @@ def good_files() -> dict[str, Any]:
             "schema_version": 1, "project_id": "proj_demo", "staging_env_id": "env_s", "prod_env_id": "env_p",
             "user_id": "demo_admin", "rollback_window_hours": 24, "skip_smoke_tests": False,
             "auto_rollback_on_failure": True, "carry_over_settings": True, "stability_window_seconds": 300,
+            "accept_drift": False, "freeze_blue": False,
             "preflight": [{"check": name, "passed": True, "message": f"{name}: ok"} for name in CHECKS]},
         steps.RUN_ID_TXT: f"{RUN_ID}\n",
         **{name: NOT_REACHED for name in sorted(evidence_schema.MAY_BE_NOT_REACHED)},

@@ -32,7 +32,8 @@ FLAGS = {"project_id": "--project", "staging_env_id": "--staging", "prod_env_id"
          "rollback_window_hours": "--rollback-window-hours", "skip_smoke_tests": "--skip-smoke-tests",
          "auto_rollback_on_failure": "--no-auto-rollback", "carry_over_settings": "--no-carry-over",
          "stability_window_seconds": "--stability-seconds", "require_approval": "--require-approval",
-         "approval_timeout_seconds": "--approval-timeout"}
+         "approval_timeout_seconds": "--approval-timeout", "accept_drift": "--accept-drift",
+         "freeze_blue": "--freeze-blue"}
 DAGSTER_TYPES = {"StringSourceType": str, "Noneable.IntSourceType": int, "Noneable.BoolSourceType": bool}
 
 
@@ -107,19 +108,19 @@ def test_left_out_flags_give_the_models_defaults(command: str) -> None:
     assert inputs.defaults() == {"rollback_window_hours": 24, "skip_smoke_tests": False,
                                  "auto_rollback_on_failure": True, "carry_over_settings": True,
                                  "stability_window_seconds": 300, "require_approval": False,
-                                 "approval_timeout_seconds": 3600}
+                                 "approval_timeout_seconds": 3600, "accept_drift": False, "freeze_blue": False}
 
 
 def test_every_flag_sets_its_input() -> None:
     args = cli.build_parser().parse_args([
         "run", "--project", "p", "--staging", "s", "--prod", "e", "--user", "u", "--rollback-window-hours", "0",
         "--skip-smoke-tests", "--no-auto-rollback", "--no-carry-over", "--stability-seconds", "7",
-        "--require-approval", "--approval-timeout", "5"])
+        "--require-approval", "--approval-timeout", "5", "--accept-drift", "--freeze-blue"])
     assert cli.promotion_inputs(args) == {"project_id": "p", "staging_env_id": "s", "prod_env_id": "e",
                                           "user_id": "u", "rollback_window_hours": 0, "skip_smoke_tests": True,
                                           "auto_rollback_on_failure": False, "carry_over_settings": False,
                                           "stability_window_seconds": 7, "require_approval": True,
-                                          "approval_timeout_seconds": 5}
+                                          "approval_timeout_seconds": 5, "accept_drift": True, "freeze_blue": True}
 
 
 def test_the_rollback_default_follows_the_registry_everywhere_it_is_not_given(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -90,7 +90,10 @@ def setup(haproxy_box: Sandbox, private_ops_db: OpsDatabase, tmp_path: Path) -> 
                               db_dsn_ref=DSN_REF, db_name_prefix=f"pf_{kind}", filestore_root=str(tmp_path))
             for env_id, kind in (("s", "staging"), ("e", "production"))]
     private_ops_db.add_project("p", "P", envs, grants=[("u", "promote")],
-                               history=[CompletedRun(environment_id="s", operation_type="deploy", created_by="ci")])
+                               history=[CompletedRun(environment_id="s", operation_type="deploy", created_by="ci"),
+                                        # staging copied from production now: no drift for the gate to find
+                                        CompletedRun(environment_id="s", operation_type="restore", created_by="ci",
+                                                     metadata={"source_environment_id": "e"})])
     prod_dir = tmp_path / "prod"
     (prod_dir / "filestore" / prod.db_name).mkdir(parents=True)  # served under its physical name here
     private_ops_db.add_deployment(_deployment("dep_e", "e", prod.db_name, prod_dir))
@@ -113,7 +116,11 @@ def test_a_project_in_order_passes_every_check(setup: Setup) -> None:
 def test_staging_with_no_deploy_run_is_refused(setup: Setup) -> None:
     with setup.ops_db.connect() as conn:
         conn.execute("DELETE FROM ops.runs WHERE environment_id = 's'")
-    assert _failed(setup.run_all()) == {"staging_successful": "staging s has no deploy, restore or adoption run"}
+    failed = _failed(setup.run_all())
+    assert failed.pop("staging_successful") == "staging s has no deploy, restore or adoption run"
+    # The copy of production into staging went with the runs: the drift gate cannot tell what would be lost.
+    assert list(failed) == ["no_production_drift"] and "is unknown" in failed["no_production_drift"]
+    assert "--accept-drift" in failed["no_production_drift"]
 
 
 def test_an_unknown_commit_is_refused(setup: Setup) -> None:
@@ -144,8 +151,9 @@ def test_production_with_no_active_deployment_fails_its_check_and_the_rest_still
     assert list(results) == list(CHECKS)  # every check has its line, none crashed on the missing deployment
     failed = _failed(results)
     assert failed["production_accessible"] == "production e has no active deployment"
-    assert set(failed) == {"production_accessible", "sufficient_disk_space", "same_odoo_version"}
-    assert all("not checked" in failed[name] for name in ("sufficient_disk_space", "same_odoo_version"))
+    assert set(failed) == {"production_accessible", "sufficient_disk_space", "same_odoo_version", "no_production_drift"}
+    assert all("not checked" in failed[name] for name in ("sufficient_disk_space", "same_odoo_version",
+                                                          "no_production_drift"))
 
 
 def test_an_unreachable_production_database_is_refused(setup: Setup) -> None:
@@ -190,7 +198,8 @@ def test_promote_preflight_runs_every_check_and_reports_each(setup: Setup) -> No
     assert [line.split(" ", 2)[1] for line in lines] == [f"{n}." for n in range(1, len(CHECKS) + 1)]
     verdicts = {line.split(" ", 2)[2].split(":")[0]: line.split(" ", 1)[0] for line in lines}
     assert verdicts == {name: ("FAIL" if name in ("same_commit_sha", "promote_permission", "production_accessible",
-                                                  "sufficient_disk_space", "same_odoo_version") else "PASS")
+                                                  "sufficient_disk_space", "same_odoo_version",
+                                                  "no_production_drift") else "PASS")
                         for name in CHECKS}
     assert "Traceback" not in done.stderr
 
