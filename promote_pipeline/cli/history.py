@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
     lv = sub.add_parser("live", help="per production environment: what the router serves, since when, from which run,"
                                      " and blue's retention")
+    lv.add_argument("--env", default=None, metavar="ENV", help="only this production environment (default: every"
+                    " production environment; the exit code then speaks for all of them)")
     lv.add_argument("--json", action="store_true", help="a JSON list, one object per production environment")
     lv.set_defaults(func=cmd_live, ops_db=True, exit_codes=(EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_UNAVAILABLE))
 
@@ -106,7 +108,14 @@ def cmd_live(args: argparse.Namespace) -> int:
     from promote_pipeline.cli.commands import _services
     from promote_pipeline.promotion.history import live
 
-    entries = live(_services())
+    svc = _services()
+    if args.env is not None:
+        env = svc.ops_db.environment(args.env)
+        if env is None or env.kind != "production":
+            print(f"live refused: --env: {shown(args.env)} is not a production environment in the ops database",
+                  file=sys.stderr)
+            return EXIT_REJECTED
+    entries = [e for e in live(svc) if args.env is None or e.environment_id == args.env]
     if args.json:
         print(json.dumps([e.model_dump(mode="json") for e in entries]))
     elif not entries:

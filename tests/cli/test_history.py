@@ -149,7 +149,8 @@ def test_live_names_the_routers_actual_upstream(haproxy_box: Sandbox, two_runs: 
     res = haproxy_box.resources()
     served = res["router"].served_upstream(PROD).name
     assert served == res["ops_db"].active_deployment(PROD).deployment_id
-    code, out, err = promote_cli(capsys, "live", "--json")
+    # Other tests of this worker may add production environments to the same sandbox: ask about this one.
+    code, out, err = promote_cli(capsys, "live", "--env", PROD, "--json")
     assert code == 0, err
     [entry] = [e for e in json.loads(out) if e["environment_id"] == PROD]
     assert entry["router_serves"] == served and entry["recorded"] == served and entry["agrees"] is True
@@ -158,8 +159,11 @@ def test_live_names_the_routers_actual_upstream(haproxy_box: Sandbox, two_runs: 
     assert entry["since"].replace("Z", "+00:00") == ok.cutover_timestamp
     assert entry["blue_deletion_status"] == "pending"
     assert entry["rollback_command"] == f'promote rollback {ok.run_id} --reason "why"'
-    code, out, err = promote_cli(capsys, "live")
+    code, out, err = promote_cli(capsys, "live", "--env", PROD)
     assert code == 0, err
     line = next(x for x in out.splitlines() if x.startswith(f"{PROD}: "))
     assert line.startswith(f"{PROD}: {served} serves since ") and f"the cutover of run {ok.run_id}" in line
     assert f'  roll back: promote rollback {ok.run_id} --reason "why"' in out.splitlines()
+    code, out, err = promote_cli(capsys, "live", "--env", "no_such_env")
+    assert (code, out) == (2, "") and err.strip() == (
+        "live refused: --env: no_such_env is not a production environment in the ops database")
