@@ -30,9 +30,20 @@ def _sandbox(args: argparse.Namespace) -> Any:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     box = _sandbox(args)
     if args.action == "up":
+        webhook = getattr(args, "webhook", None)
+        if webhook is not None and not webhook.startswith(("http://", "https://")):  # before anything is made
+            print(f"sandbox refused: --webhook: must be an http:// or https:// URL (got {inputs.shown(webhook)})",
+                  file=sys.stderr)
+            return EXIT_REJECTED
         info = box.up()
         print(f"sandbox up: router {info['router']} at {info['router_url']}, serving"
               f" {info['serving']['deployment']} ({info['serving']['colour']})")
+        if webhook is not None:
+            from promote_pipeline.cli.sandbox import PROD, WEBHOOK_KEY_REF
+
+            box.announce_to(webhook)
+            print(f"notifications: every promotion event of {PROD} POSTed to {webhook}, signed"
+                  f" (X-Promote-Signature, HMAC-SHA256) with the key {WEBHOOK_KEY_REF} of {box.secrets_file}")
         return EXIT_OK
     if args.action == "down":
         box.down()

@@ -31,6 +31,7 @@ from promote_pipeline.promotion import deployment
 from promote_pipeline.promotion import settings as settings_mod
 from promote_pipeline.promotion.services import Services, upstream
 from resources import secrets
+from resources.notifiers import NotificationsConfig, WebhookTarget
 from resources.odoo_host import LocalOdooHost, free_port
 from resources.ops_db import CompletedRun, DeploymentRecord, EnvironmentRecord, OpsDatabase
 from resources.router import RouterError, RouterResource, ServedUpstream
@@ -43,6 +44,7 @@ USER = SANDBOX_IDS["user_id"]
 DSN_REF = SANDBOX_DSN_REF
 ADMIN_REF = "PROMOTE_SANDBOX_ODOO_ADMIN_PASSWORD"
 ROLE_KEY_REF = "PROMOTE_SANDBOX_ROLE_KEY"
+WEBHOOK_KEY_REF = "PROMOTE_SANDBOX_WEBHOOK_KEY"
 
 
 @dataclass
@@ -134,6 +136,18 @@ class Sandbox:
         assert blue is not None
         router.register_environment(PROD, upstream(blue, "blue"))
         return {"commit": commit, **self.status()}
+
+    def announce_to(self, url: str) -> None:
+        """Announce production's promotions to a signed JSON webhook at ``url`` (as an inventory's ``notifications``
+        would); the HMAC key is made once and kept in the secrets file (owner-only), where the receiver reads it."""
+        current = json.loads(self.secrets_file.read_text()) if self.secrets_file.exists() else {}
+        key = current.get(WEBHOOK_KEY_REF) or pysecrets.token_urlsafe(32)
+        secrets.write_secrets_file(self.secrets_file, {WEBHOOK_KEY_REF: key})
+        ops_db: OpsDatabase = self.resources()["ops_db"]
+        env = ops_db.environment(PROD)
+        assert env is not None
+        config = NotificationsConfig(webhooks=[WebhookTarget(url=url, secret_ref=WEBHOOK_KEY_REF)])
+        ops_db.update_environment(env.model_copy(update={"notifications": config}))
 
     def _seed_ops(self, ops_db: OpsDatabase) -> str:
         existing = ops_db.environment(PROD)

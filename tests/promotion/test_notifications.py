@@ -384,3 +384,30 @@ def test_a_manual_rollback_is_announced_and_keeps_the_earlier_outcomes(haproxy_b
     _wait(lambda: len(mail.subjects(ok.run_id)) == 3, "three e-mails")
     assert {o["event"] for o in _outcomes(folder)} == {"started", "success", "rolled_back"}
     evidence_schema.validate_folder(folder, ok.run_id, "rolled_back")
+
+
+def test_the_sandbox_announces_to_a_webhook_signed_with_a_key_of_its_secrets_file(
+        haproxy_box: Sandbox, h: Any, configure: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    # `promote sandbox up --webhook URL`: a URL that is not http(s) is refused before anything is made
+    from promote_pipeline.cli import main as cli
+    from promote_pipeline.cli.sandbox import WEBHOOK_KEY_REF
+
+    assert cli.main(["sandbox", "up", "--dir", str(haproxy_box.root), "--webhook", "ftp://x/hook"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "sandbox refused: --webhook: must be an http:// or https:// URL (got ftp://x/hook)"
+    hook = Webhook(key="").start()
+    try:
+        haproxy_box.announce_to(hook.url)
+        kept = json.loads(haproxy_box.secrets_file.read_text())
+        hook.key = kept[WEBHOOK_KEY_REF]  # the receiver checks with the key the sandbox made and keeps, owner-only
+        assert len(hook.key) >= 32 and haproxy_box.secrets_file.stat().st_mode & 0o077 == 0
+        haproxy_box.announce_to(hook.url)  # again: the same key, one target
+        assert json.loads(haproxy_box.secrets_file.read_text())[WEBHOOK_KEY_REF] == hook.key
+        code, ok, _ = h.promote()
+        assert code == 0 and ok is not None
+        _wait(lambda: sorted(hook.events(ok.run_id)) == ["started", "success"], "started and success, signed")
+        assert hook.bad_signatures == 0
+        assert hook.key not in json.dumps(_outcomes(Path(ok.evidence_dir)))
+    finally:
+        notify.wait_for_deliveries(60)
+        hook.stop()
