@@ -40,6 +40,9 @@ def end_of_start_up() -> None:
         gc.enable()
 
 
+_NOTICE_WAIT_SECONDS = 15.0
+
+
 def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], quiet: bool, instance: Any,
              resource_overrides: dict[str, Any] | None) -> Any:
     """Execute one of the code location's jobs in this process, printing its progress unless ``quiet``."""
@@ -56,6 +59,13 @@ def _execute(job_name: str, run_config: dict[str, Any], tags: dict[str, str], qu
     try:
         return execute(job_name, run_config, tags, settings.load(), instance, resource_overrides, when_ready)
     finally:
+        if listeners:
+            from promote_pipeline.promotion import notify
+
+            # The job has returned, its safety actions done: give the last notifications a few seconds so their
+            # "delivered"/"NOT delivered" lines reach the operator before the result line (the process still
+            # waits for slower ones when it exits).
+            notify.wait_for_deliveries(_NOTICE_WAIT_SECONDS)
         for listener in listeners:
             progress.unsubscribe(listener)
             listener.close()
