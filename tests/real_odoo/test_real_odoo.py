@@ -363,9 +363,9 @@ def test_i_frozen_blue_refuses_an_integrations_write_and_is_writable_after_rollb
     frozen_write, probes = story.need("frozen_write", "frozen_probes_in_blue")
     second = story.need("second")[0]
     cut = json.loads((Path(second["evidence"]) / steps.CUTOVER_JSON).read_text())
-    assert cut["blue_freeze"]["frozen"] is True and cut["blue_freeze"]["relations_revoked"] > 0, cut["blue_freeze"]
     assert frozen_write.startswith("refused: ") and "permission denied" in frozen_write, frozen_write
     assert probes == 0, "a write refused on frozen blue must not be there"
+    assert cut["blue_freeze"]["frozen"] is True and cut["blue_freeze"]["relations_revoked"] > 0, cut["blue_freeze"]
     assert story.need("rollback_code")[0] == 0, story.facts.get("rollback_message")
     after = story.need("write_after_rollback")[0]
     assert after.startswith("created "), after
