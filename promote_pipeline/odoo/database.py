@@ -103,8 +103,8 @@ def sample_attachment(conn: psycopg.Connection[Any]) -> tuple[int, str, str] | N
 
 # -- freezing production (``--freeze-blue``) ---------------------------------------------------------------
 # Two locks, because one is not enough for Odoo 18. PostgreSQL's read-only default for the database
-# (``default_transaction_read_only``) refuses writes of a session that begins plain transactions (the stand-in
-# used to; Odoo 16 and 17 do), but Odoo 18 opens its cursors with ``set_session(readonly=False)`` and psycopg2
+# (``default_transaction_read_only``) refuses writes of a session that begins plain transactions (as the
+# stand-in used to), but Odoo 18 opens its cursors with ``set_session(readonly=False)`` and psycopg2
 # then begins every transaction READ WRITE, which overrides the default. So the freeze also revokes the
 # deployment role's write privileges (INSERT, UPDATE, DELETE, TRUNCATE on its tables, UPDATE on its sequences):
 # a privilege is checked on every statement whatever the transaction says, and the role owns the tables, which
@@ -192,7 +192,8 @@ def thaw(conn: psycopg.Connection[Any], role: str | None, privileges: list[list[
 
 
 def frozen(conn: psycopg.Connection[Any]) -> bool:
-    """True while the connected database makes new sessions read-only (``freeze`` in effect)."""
+    """True while the connected database makes new sessions read-only (the part of ``freeze`` that is per
+    database; the revoked privileges are the role's, recorded in the run's metadata)."""
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
         " WHERE d.datname = current_database() AND s.setrole = 0"
