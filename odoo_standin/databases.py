@@ -46,7 +46,8 @@ class Databases:
     """Connections to any database of the server, a few kept idle per database name.
 
     Connections are in autocommit mode; :meth:`cursor` wraps each use in one transaction, committed
-    when the block ends and rolled back if it raises, as Odoo commits a request's cursor.
+    when the block ends and rolled back if it raises, as Odoo commits a request's cursor. Each transaction
+    begins READ WRITE explicitly, as Odoo 18's do.
     """
 
     def __init__(self, dsn: str, max_idle: int = MAX_IDLE) -> None:
@@ -86,6 +87,9 @@ class Databases:
                 return conn
             conn.close()
         conn = psycopg.connect(self.conninfo(db), autocommit=True)
+        # As Odoo 18 does (sql_db.py: ``set_session(readonly=pool.readonly)``, False for its primary pool): every
+        # transaction begins READ WRITE, whatever the database's default_transaction_read_only says.
+        conn.read_only = False
         if db not in self._initialised:
             self._check_initialised(db, conn)
         return conn

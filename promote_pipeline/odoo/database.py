@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -101,41 +102,98 @@ def sample_attachment(conn: psycopg.Connection[Any]) -> tuple[int, str, str] | N
 
 
 # -- freezing production (``--freeze-blue``) ---------------------------------------------------------------
-# PostgreSQL's own read-only mode, per database: every new session starts read-only, so any INSERT, UPDATE or
-# DELETE fails with ReadOnlySqlTransaction, which Odoo (and the stand-in) return to the user as an error. Existing
-# sessions keep the setting they started with, so they are ended: Odoo's pool (and PgBouncer) open new ones.
-# The promoter's own session on the database is kept (``pg_backend_pid``), and its later writes (blue's crons
-# turned off at cutover) say READ WRITE for themselves.
+# Two locks, because one is not enough for Odoo 18. PostgreSQL's read-only default for the database
+# (``default_transaction_read_only``) refuses writes of a session that begins plain transactions (as the
+# stand-in used to), but Odoo 18 opens its cursors with ``set_session(readonly=False)`` and psycopg2
+# then begins every transaction READ WRITE, which overrides the default. So the freeze also revokes the
+# deployment role's write privileges (INSERT, UPDATE, DELETE, TRUNCATE on its tables, UPDATE on its sequences):
+# a privilege is checked on every statement whatever the transaction says, and the role owns the tables, which
+# PostgreSQL lets lose its own privileges (an owner could grant them back; Odoo never does). A write is refused
+# with ``permission denied for table ...``, which Odoo returns to the user or the RPC client as an error.
+# Sessions open at the freeze are ended (a transaction under way would otherwise still commit what it already
+# wrote): Odoo's pool (and PgBouncer) open new ones. The promoter's own session (the server's role, which the
+# revocation does not touch) is kept and stays writable: it turns blue's crons off at the cutover.
 _OTHER_SESSIONS = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                    " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+# Privileges whose loss stops a role writing rows: per relation kind ('r' tables and the like, 's' sequences).
+_WRITE_PRIVILEGES = {"r": ("INSERT", "UPDATE", "DELETE", "TRUNCATE"), "s": ("UPDATE",)}
+_HELD = """
+SELECT CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END AS kind, c.relname AS name,
+       string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type) AS privileges
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char",
+                                                            c.relowner))) a
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+  AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)
+  AND a.privilege_type = ANY(CASE WHEN c.relkind = 'S' THEN %s::text[] ELSE %s::text[] END)
+GROUP BY 1, 2
+"""
 
 
-def freeze(conn: psycopg.Connection[Any]) -> int:
-    """Make the connected database read-only for every new session and end the others; returns how many ended.
-    ``conn`` must be in autocommit mode (ALTER DATABASE and the terminations take effect at once)."""
+def write_privileges(conn: psycopg.Connection[Any], role: str) -> list[list[Any]]:
+    """The write privileges ``role`` holds on the connected database's public relations, grouped:
+    ``[[kind, "DELETE, INSERT, TRUNCATE, UPDATE", [names...]], ...]`` (kind ``r`` a table or view, ``s``
+    a sequence). What ``freeze`` revokes and ``thaw`` grants back, exactly, so it is recorded before the freeze."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for kind, name, privileges in conn.execute(_HELD, (role, list(_WRITE_PRIVILEGES["s"]),
+                                                       list(_WRITE_PRIVILEGES["r"]))).fetchall():
+        groups.setdefault((str(kind), str(privileges)), []).append(str(name))
+    return [[kind, privileges, sorted(names)] for (kind, privileges), names in sorted(groups.items())]
+
+
+def _each(conn: psycopg.Connection[Any],
+          privileges: list[list[Any]]) -> Iterator[tuple[sql.Composable, sql.Composable, sql.Composable]]:
+    """(privileges, ON-clause, relations) of each recorded group still in the database, for GRANT or REVOKE."""
+    for kind, names, recorded in privileges:
+        relations = [r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relname = ANY(%s) ORDER BY 1", (list(recorded),)).fetchall()]
+        allowed = _WRITE_PRIVILEGES[kind]
+        words = [w for w in str(names).split(", ") if w in allowed]  # recorded text, checked before it is SQL
+        for start in range(0, len(relations), 500):
+            yield (sql.SQL(", ").join(sql.SQL(w) for w in words),
+                   sql.SQL("SEQUENCE" if kind == "s" else "TABLE"),
+                   sql.SQL(", ").join(sql.Identifier("public", n) for n in relations[start:start + 500]))
+
+
+def freeze(conn: psycopg.Connection[Any], role: str | None, privileges: list[list[Any]]) -> int:
+    """Refuse every write on the connected database: ``role``'s write ``privileges`` (from ``write_privileges``)
+    revoked, new sessions read-only, and the other sessions ended; returns how many ended. ``role`` None (a
+    deployment recorded before roles existed, whose Odoo logs in as the server's role) gets the read-only
+    default only. ``conn`` must be in autocommit mode: the locks take effect together, before the terminations."""
     db = conn.execute("SELECT current_database()").fetchone()
     assert db is not None
-    conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
-        sql.Identifier(db[0])))
+    with conn.transaction():
+        if role:
+            for words, on, relations in _each(conn, privileges):
+                conn.execute(sql.SQL("REVOKE {} ON {} {} FROM {}").format(words, on, relations, sql.Identifier(role)))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+            sql.Identifier(db[0])))
     conn.execute("SET default_transaction_read_only = off")  # this session stays writable: it fences blue
     row = conn.execute(_OTHER_SESSIONS).fetchone()
     return int(row[0]) if row else 0
 
 
-def thaw(conn: psycopg.Connection[Any]) -> int:
-    """Undo ``freeze``: new sessions writable again, and the read-only sessions opened meanwhile ended (they would
-    stay read-only for their life); returns how many ended. Harmless on a database that was never frozen."""
+def thaw(conn: psycopg.Connection[Any], role: str | None, privileges: list[list[Any]]) -> int:
+    """Undo ``freeze``: ``role``'s recorded privileges granted back, new sessions writable again, and the
+    read-only sessions opened meanwhile ended (they would stay read-only for their life); returns how many ended.
+    Harmless on a database that was never frozen, or thawed already (granting a privilege held changes nothing)."""
     conn.execute("SET default_transaction_read_only = off")  # a session opened while frozen starts read-only
     db = conn.execute("SELECT current_database()").fetchone()
     assert db is not None
-    conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
-        sql.Identifier(db[0])))
+    with conn.transaction():
+        if role:
+            for words, on, relations in _each(conn, privileges):
+                conn.execute(sql.SQL("GRANT {} ON {} {} TO {}").format(words, on, relations, sql.Identifier(role)))
+        conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(
+            sql.Identifier(db[0])))
     row = conn.execute(_OTHER_SESSIONS).fetchone()
     return int(row[0]) if row else 0
 
 
 def frozen(conn: psycopg.Connection[Any]) -> bool:
-    """True while the connected database makes new sessions read-only (``freeze`` in effect)."""
+    """True while the connected database makes new sessions read-only (the part of ``freeze`` that is per
+    database; the revoked privileges are the role's, recorded in the run's metadata)."""
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
         " WHERE d.datname = current_database() AND s.setrole = 0"

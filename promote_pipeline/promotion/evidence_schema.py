@@ -211,6 +211,7 @@ class BlueFreeze(Strict):
     frozen: bool
     frozen_at: Name | None = None
     sessions_ended: Count | None = None
+    relations_revoked: Count | None = None  # tables and sequences whose write privileges blue's role lost
     read_only_seconds: Annotated[float, Field(ge=0)] | None = None
     thawed_at: Name | None = None
 

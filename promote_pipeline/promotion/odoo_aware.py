@@ -86,13 +86,20 @@ def cutover_fenced(svc: Services, run: RunStarted, green: DeploymentRecord,
         frozen_mono = 0.0
         if run.inputs.freeze_blue:
             frozen_at = datetime.now(UTC)
+            role = run.blue.db_role
+            privileges = odoo_db.write_privileges(blue, role) if role else []
             # Recorded before the freeze: whoever rolls this run back (this process, the safety net, a person)
-            # finds it and makes blue writable again.
-            svc.ops_db.merge_run_metadata(run.run_id, {"blue_frozen_at": frozen_at.isoformat()})
+            # finds it and grants back exactly what was revoked.
+            svc.ops_db.merge_run_metadata(run.run_id, {"blue_frozen_at": frozen_at.isoformat(),
+                                                       "blue_freeze_role": role,
+                                                       "blue_freeze_privileges": privileges})
             frozen_mono = time.monotonic()
-            ended = odoo_db.freeze(blue)
-            freeze = {"frozen": True, "frozen_at": frozen_at.isoformat(), "sessions_ended": ended}
-            progress.say(f"      blue frozen read-only ({ended} session(s) ended)")
+            ended = odoo_db.freeze(blue, role, privileges)
+            revoked = sum(len(group[2]) for group in privileges)
+            freeze = {"frozen": True, "frozen_at": frozen_at.isoformat(), "sessions_ended": ended,
+                      "relations_revoked": revoked}
+            progress.say(f"      blue frozen read-only (write privileges revoked on {revoked} relation(s),"
+                         f" {ended} session(s) ended)")
         carried_at = datetime.fromisoformat(meta["carried_over_at"]) if meta.get("carried_over_at") else None
         carried = _carried(svc, run) if carried_at else ()
 
@@ -144,11 +151,12 @@ def thaw_blue(svc: Services, run: RunStarted) -> dict[str, Any]:
     if "blue_frozen_at" not in meta:
         return {"frozen": False}
     with svc.host.connect(run.prod.db_dsn_ref, run.blue.db_name, autocommit=True) as blue:
-        ended = odoo_db.thaw(blue)
+        ended = odoo_db.thaw(blue, meta.get("blue_freeze_role"), meta.get("blue_freeze_privileges") or [])
     thawed_at = datetime.now(UTC).isoformat()
     svc.ops_db.merge_run_metadata(run.run_id, {"blue_thawed_at": thawed_at})
     progress.say(f"      blue writable again ({ended} read-only session(s) ended)")
-    return {"frozen": True, "frozen_at": meta["blue_frozen_at"], "thawed_at": thawed_at, "sessions_ended": ended}
+    return {"frozen": True, "frozen_at": meta["blue_frozen_at"], "thawed_at": thawed_at, "sessions_ended": ended,
+            "relations_revoked": sum(len(group[2]) for group in meta.get("blue_freeze_privileges") or [])}
 
 
 def unfence_on_rollback(svc: Services, run: RunStarted, greens: list[DeploymentRecord]) -> dict[str, Any]:

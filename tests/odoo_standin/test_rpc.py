@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from psycopg import sql
 
 from .conftest import ADMIN_PASSWORD, DSN, PgProxy, Seeded, Server, connect, init_db, rpc, unique_db
 
@@ -210,3 +211,24 @@ def test_db_service(make_server, seeded: Seeded, tmp_path: Path) -> None:
     hidden = make_server(None, DSN, "--no-database-list")
     refused = fault(lambda: xmlrpc.client.ServerProxy(f"{hidden.url}/xmlrpc/2/db").list())
     assert refused.faultCode == 3
+
+
+def test_transactions_begin_read_write_like_odoo_18(make_server: Any, seeded: Seeded) -> None:
+    """Odoo 18 opens its cursors with ``set_session(readonly=False)``: every transaction begins READ WRITE, so a
+    database whose default is read-only still takes its writes (what made ``--freeze-blue`` revoke privileges)."""
+    with connect("postgres") as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on")
+                     .format(sql.Identifier(seeded.db)))
+    try:
+        srv = make_server()  # a new server, so each of its connections opens under the read-only default
+        models = xmlrpc.client.ServerProxy(f"{srv.url}/xmlrpc/2/object")
+        new_id = models.execute_kw(seeded.db, 2, ADMIN_PASSWORD, "res.partner", "create",
+                                   [{"name": "written under a read-only default"}])
+    finally:
+        with connect("postgres") as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only")
+                         .format(sql.Identifier(seeded.db)))
+    with connect(seeded.db) as conn:
+        row = conn.execute("SELECT name FROM res_partner WHERE id = %s", (new_id,)).fetchone()
+        conn.execute("DELETE FROM res_partner WHERE id = %s", (new_id,))
+    assert row == ("written under a read-only default",)

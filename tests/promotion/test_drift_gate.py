@@ -33,6 +33,12 @@ def _sql(box: Sandbox, db: str, query: str, params: tuple[Any, ...] = ()) -> lis
         return cur.fetchall() if cur.description else []
 
 
+def _can_insert(box: Sandbox, dep: Any, relation: str, privilege: str = "INSERT") -> bool:
+    """Whether ``dep``'s own role (the one its Odoo logs in as) holds ``privilege`` on ``relation``."""
+    function = "has_sequence_privilege" if relation.endswith("_seq") else "has_table_privilege"
+    return bool(_sql(box, dep.db_name, f"SELECT {function}(%s, %s, %s)", (dep.db_role, relation, privilege))[0][0])
+
+
 def _ids(ranges: str) -> set[int]:
     """``"3-4, 9"`` -> {3, 4, 9} (the report's id ranges)."""
     out: set[int] = set()
@@ -209,10 +215,14 @@ def test_freeze_blue_refuses_writes_and_loses_none(haproxy_box: Sandbox, h: Any)
             time.sleep(0.1)
     assert code == 0, message
     assert writer.created, "the writer never got a write in before the freeze"
-    assert writer.refused and any("read-only transaction" in r for r in writer.refused), writer.refused
+    # Refused by the revoked privilege: the stand-in, like Odoo 18, begins its transactions READ WRITE, so the
+    # database's read-only default alone would have let these writes in.
+    assert writer.refused and any("permission denied for table res_partner" in r for r in writer.refused), \
+        writer.refused
     cut = _evidence(outcome, "cutover.json")
     freeze = cut["blue_freeze"]
-    assert freeze["frozen"] is True and freeze["read_only_seconds"] >= 0
+    assert freeze["frozen"] is True and freeze["read_only_seconds"] >= 0 and freeze["relations_revoked"] > 0
+    assert not _can_insert(box, blue, "res_partner"), "blue stands by frozen after the cutover"
     # Every write blue accepted is named as lost (green, made from staging, holds none of them): none silently.
     lost = cut["production_writes_not_on_green"]["tables"]["res_partner"]
     assert set(writer.created) <= _ids(lost["ids"])
@@ -242,6 +252,7 @@ def test_rollback_after_freezing_leaves_blue_writable(haproxy_box: Sandbox, h: A
     assert rollback["blue_freeze"]["frozen"] is True and rollback["blue_freeze"]["thawed_at"]
     assert _blue(box).deployment_id == blue.deployment_id
     assert _sql(box, blue.db_name, "SHOW default_transaction_read_only")[0][0] == "off"
+    assert _can_insert(box, blue, "res_partner") and _can_insert(box, blue, "res_partner_id_seq", "UPDATE")
     new_id = Writer(f"http://127.0.0.1:{blue.http_port}", blue.served_db).once()
     assert _sql(box, blue.db_name, "SELECT name FROM res_partner WHERE id = %s", (new_id,))[0][0] == \
         "written on production"

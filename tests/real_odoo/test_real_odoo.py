@@ -14,7 +14,15 @@ second. One test per promise:
 (f) green's Odoo cannot open blue's database: XML-RPC naming blue's physical name through the router fails,
     and blue gains no partner;
 (g) once green is stopped (by the rollback), no process of its group is left;
-(h) a websocket upgrade on ``/websocket`` through the active entry point answers 101.
+(h) a websocket upgrade on ``/websocket`` through the active entry point answers 101;
+(i) the second promotion freezes blue (``--freeze-blue``): an integration's write on blue over XML-RPC while
+    it is frozen is refused with an error and writes nothing (Odoo 18 begins its transactions READ WRITE, so a
+    read-only database default alone would not refuse it), and once the rollback put traffic back on blue the
+    same write succeeds.
+
+Each promotion passes ``accept_drift``: the test itself writes on production before each one (the user's web
+login adds a ``res_users_log`` row, the integration a partner), writes green, made from staging, does not
+contain, and the drift gate rightly refuses to lose them without that decision.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from resources import secrets
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(RealOdoo.from_env() is None, reason=NOT_NAMED)]
 BANNER = "oe_neutralize_banner"  # the element of web.neutralize_banner, rendered on every page of web.layout
 FENCE_PROBE = "fence probe"
+FROZEN_PROBE = "written on frozen blue"
 STORY_SECONDS = 600
 
 
@@ -148,9 +157,9 @@ def _before(story: Story) -> None:
     story.facts["blue_partners_before"] = _sql(story, blue.db_name, "SELECT count(*) FROM res_partner")
 
 
-def _promote(story: Story, key: str) -> None:
+def _promote(story: Story, key: str, **more: Any) -> None:
     inputs = {"project_id": sbx.PROJECT, "staging_env_id": sbx.STAGING, "prod_env_id": sbx.PROD,
-              "user_id": sbx.USER, "stability_window_seconds": 3}
+              "user_id": sbx.USER, "stability_window_seconds": 3, "accept_drift": True, **more}
     code, outcome, message = run_promotion(inputs, quiet=True, instance=DagsterInstance.ephemeral())
     story.facts[key] = {"code": code, "message": message, "run_id": outcome.run_id if outcome else None,
                         "evidence": outcome.evidence_dir if outcome else None}
@@ -185,10 +194,25 @@ def _after_second_cutover(story: Story) -> None:
     story.facts.update(second_blue_db=blue.db_name, second_served=blue.served_db, green_pid=live.pid,
                        second_blue_partners_before=_sql(story, blue.db_name, "SELECT count(*) FROM res_partner"))
     story.facts["fence"] = _refusals(story, url, blue.db_name, login, password, uid)
+    # Blue stands by frozen after the cutover: an integration still configured with its address is refused.
+    story.facts["frozen_write"] = _write_outcome(story, f"http://127.0.0.1:{blue.http_port}", blue.served_db,
+                                                 login, password, uid, FROZEN_PROBE)
+    story.facts["frozen_probes_in_blue"] = _count_named(story, blue.db_name, FROZEN_PROBE)
     story.facts["second_blue_partners_after"] = _sql(story, blue.db_name, "SELECT count(*) FROM res_partner")
     story.facts["fence_probes_in_blue"] = _count_named(story, blue.db_name, FENCE_PROBE)
     story.facts["session_uid_after_second_cutover"] = _session_uid(story, url, story.facts["cookie"])
     story.facts["green_group"] = sorted(story.box.resources()["odoo_host"].processes_of(live.pid))
+
+
+def _write_outcome(story: Story, url: str, db: str, login: str, password: str, uid: int, name: str) -> str:
+    """An integration's create over XML-RPC: ``created <id>``, or the end of the fault it was refused with."""
+    models = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/object", allow_none=True)
+    story.requests += 1
+    try:
+        new_id: Any = models.execute_kw(db, uid, password, "res.partner", "create", [{"name": name}])
+        return f"created {new_id!r}"
+    except (xmlrpc.client.Error, OSError) as exc:
+        return f"refused: {str(exc)[-300:]}"
 
 
 def _count_named(story: Story, db: str, name: str) -> int:
@@ -218,6 +242,9 @@ def _rollback(story: Story) -> None:
     story.facts.update(rollback_code=code, rollback_message=message)
     _, live, url = _state(story)
     story.facts["serving_after_rollback"] = live.db_name
+    login, password, uid, db = story.need("login", "password", "uid_before", "database")
+    story.facts["write_after_rollback"] = _write_outcome(story, url, db, login, password, uid, FROZEN_PROBE)
+    story.facts["frozen_probes_after_rollback"] = _count_named(story, live.db_name, FROZEN_PROBE)
     story.facts["session_uid_after_rollback"] = _session_uid(story, url, story.facts["cookie"])
     story.facts["websocket_after_rollback"] = websocket_upgrade(url)
     story.requests += 1
@@ -231,7 +258,7 @@ def _tell(story: Story, deadline: Callable[[float, str], AbstractContextManager[
     phases: list[tuple[str, Callable[[], object]]] = [
         ("up", lambda: story.box.up()), ("before", lambda: _before(story)),
         ("promotion", lambda: _promote(story, "first")), ("after_cutover", lambda: _after_cutover(story)),
-        ("second_promotion", lambda: _promote(story, "second")),
+        ("second_promotion", lambda: _promote(story, "second", freeze_blue=True)),
         ("after_second_cutover", lambda: _after_second_cutover(story)), ("rollback", lambda: _rollback(story))]
     with deadline(STORY_SECONDS, "the real-Odoo story"):
         for name, phase in phases:
@@ -254,11 +281,14 @@ def story(real_box: RealOdooSandbox, deadline: Callable[[float, str], AbstractCo
     evidence = told.facts.get("first", {}).get("evidence")
     metrics = json.loads((Path(evidence) / steps.STABILITY_METRICS_JSON).read_text()) if evidence else {}
     restore = json.loads((Path(evidence) / steps.GREEN_RESTORE_JSON).read_text()) if evidence else {}
+    second = told.facts.get("second", {}).get("evidence")
+    frozen = json.loads((Path(second) / steps.CUTOVER_JSON).read_text())["blue_freeze"] if second else {}
     print(f"\nreal Odoo through {real_box.router_kind}: "
           + ", ".join(f"{k} {v:.1f}s" for k, v in told.seconds.items())
           + f"; {told.requests} requests by the test; first stability window: {metrics.get('requests')} requests,"
           f" {metrics.get('http_errors')} errors; green restored and serving in {restore.get('ready_seconds')}s,"
-          f" {len(told.facts.get('green_group', []))} processes in its group; story stopped at: {told.error}")
+          f" {len(told.facts.get('green_group', []))} processes in its group; second cutover's freeze: {frozen};"
+          f" story stopped at: {told.error}")
     yield told
 
 
@@ -327,3 +357,16 @@ def test_g_stopped_green_leaves_no_process(story: Story) -> None:
 def test_h_websocket_upgrade_through_the_active_entry_point(story: Story) -> None:
     assert story.need("websocket_active")[0] == "upgrade 101"
     assert story.need("websocket_after_rollback")[0] == "upgrade 101"
+
+
+def test_i_frozen_blue_refuses_an_integrations_write_and_is_writable_after_rollback(story: Story) -> None:
+    frozen_write, probes = story.need("frozen_write", "frozen_probes_in_blue")
+    second = story.need("second")[0]
+    cut = json.loads((Path(second["evidence"]) / steps.CUTOVER_JSON).read_text())
+    assert frozen_write.startswith("refused: ") and "permission denied" in frozen_write, frozen_write
+    assert probes == 0, "a write refused on frozen blue must not be there"
+    assert cut["blue_freeze"]["frozen"] is True and cut["blue_freeze"]["relations_revoked"] > 0, cut["blue_freeze"]
+    assert story.need("rollback_code")[0] == 0, story.facts.get("rollback_message")
+    after = story.need("write_after_rollback")[0]
+    assert after.startswith("created "), after
+    assert story.need("frozen_probes_after_rollback")[0] == 1
