@@ -20,9 +20,10 @@ second. One test per promise:
     read-only database default alone would not refuse it), and once the rollback put traffic back on blue the
     same write succeeds.
 
-Each promotion passes ``accept_drift``: the test itself writes on production before each one (the user's web
-login adds a ``res_users_log`` row, the integration a partner), writes green, made from staging, does not
-contain, and the drift gate rightly refuses to lose them without that decision.
+The drift gate on a real Odoo: before the first promotion production saw only the test's web login, whose
+``res_users_log`` row is Odoo's bookkeeping (not counted), so the gate lets it through without ``accept_drift``.
+Before the second, the integration wrote a partner on production, which green (made from staging) does not
+contain: the gate refuses it (exit 2, naming ``res_partner``), and the promotion goes ahead with ``accept_drift``.
 """
 
 from __future__ import annotations
@@ -159,12 +160,24 @@ def _before(story: Story) -> None:
 
 def _promote(story: Story, key: str, **more: Any) -> None:
     inputs = {"project_id": sbx.PROJECT, "staging_env_id": sbx.STAGING, "prod_env_id": sbx.PROD,
-              "user_id": sbx.USER, "stability_window_seconds": 3, "accept_drift": True, **more}
+              "user_id": sbx.USER, "stability_window_seconds": 3, **more}
     code, outcome, message = run_promotion(inputs, quiet=True, instance=DagsterInstance.ephemeral())
     story.facts[key] = {"code": code, "message": message, "run_id": outcome.run_id if outcome else None,
                         "evidence": outcome.evidence_dir if outcome else None}
     if code != 0:
         raise AssertionError(f"promotion failed: {message}")
+
+
+def _refused_then_promoted(story: Story) -> None:
+    """The integration's partner on production is drift: refused without a decision, promoted with one."""
+    inputs = {"project_id": sbx.PROJECT, "staging_env_id": sbx.STAGING, "prod_env_id": sbx.PROD,
+              "user_id": sbx.USER, "stability_window_seconds": 3}
+    code, outcome, message = run_promotion(inputs, quiet=True, instance=DagsterInstance.ephemeral())
+    story.facts["drift_refusal"] = {"code": code, "message": message}
+    if code != 2 or outcome is not None or "no_production_drift" not in (message or "") \
+            or "res_partner" not in (message or ""):
+        raise AssertionError(f"the drift gate did not refuse the integration's write: {code} {message}")
+    _promote(story, "second", freeze_blue=True, accept_drift=True)
 
 
 def _after_cutover(story: Story) -> None:
@@ -258,7 +271,7 @@ def _tell(story: Story, deadline: Callable[[float, str], AbstractContextManager[
     phases: list[tuple[str, Callable[[], object]]] = [
         ("up", lambda: story.box.up()), ("before", lambda: _before(story)),
         ("promotion", lambda: _promote(story, "first")), ("after_cutover", lambda: _after_cutover(story)),
-        ("second_promotion", lambda: _promote(story, "second", freeze_blue=True)),
+        ("second_promotion", lambda: _refused_then_promoted(story)),
         ("after_second_cutover", lambda: _after_second_cutover(story)), ("rollback", lambda: _rollback(story))]
     with deadline(STORY_SECONDS, "the real-Odoo story"):
         for name, phase in phases:
