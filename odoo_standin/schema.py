@@ -70,6 +70,13 @@ TABLES: dict[str, tuple[str, str]] = {
         uid integer NOT NULL,
         PRIMARY KEY (gid, uid)
     """),
+    # One row per successful login (``res.users.log``, written by ``_update_last_login``); Odoo's ORM fills
+    # the four audit columns, nothing else. ``login_date`` is computed from these rows, not stored.
+    "res_users_log": ("base", """
+        id serial PRIMARY KEY,
+        create_uid integer,
+        write_uid integer
+    """),
     "res_users_settings": ("base", """
         id serial PRIMARY KEY,
         user_id integer NOT NULL UNIQUE

@@ -4,7 +4,8 @@ Copied from ``odoo/addons/base/models/res_users.py``:
 
 - ``_login``/``_check_credentials``: the user is looked up by login, must be active, and the
   password is verified with passlib (``pbkdf2_sha512``; a plaintext password set straight in
-  SQL is accepted and, being deprecated, replaced by its hash on that login);
+  SQL is accepted and, being deprecated, replaced by its hash on that login); a successful login
+  then adds a ``res_users_log`` row (``_update_last_login``), web and XML-RPC logins alike;
 - ``check`` (the object service's per-call check): empty password refused, an unknown uid is a
   ``MissingError``, an archived user or a wrong password ``AccessDenied``;
 - ``_compute_session_token``: HMAC-SHA256 of the session id, keyed by the text of the row
@@ -92,6 +93,15 @@ def _verify(conn: Conn, uid: int, password: str) -> None:
         conn.execute("UPDATE res_users SET password = %s WHERE id = %s", (replacement, uid))
 
 
+def _update_last_login(conn: Conn, uid: int) -> None:
+    """``_update_last_login``: ``res.users.log`` ``sudo().create({})``, the ORM stamping the logged-in user.
+
+    Same transaction as the credential check, as Odoo's ``_login`` cursor: if this insert fails (a read-only
+    or frozen database), the login fails with that error rather than succeeding without its row.
+    """
+    conn.execute("INSERT INTO res_users_log (create_uid, write_uid) VALUES (%s, %s)", (uid, uid))
+
+
 def login(conn: Conn, db: str, login: str, password: str, ip: str = "n/a") -> int:
     """The uid for ``login``/``password``, or :class:`AccessDenied` (logged as Odoo logs it)."""
     row = conn.execute("SELECT id FROM res_users WHERE login = %s AND active ORDER BY id LIMIT 1",
@@ -100,6 +110,7 @@ def login(conn: Conn, db: str, login: str, password: str, ip: str = "n/a") -> in
         if row is None:
             raise AccessDenied()
         _verify(conn, int(row[0]), password)
+        _update_last_login(conn, int(row[0]))
     except AccessDenied:
         log.info("Login failed for db:%s login:%s from %s", db, login, ip)
         raise

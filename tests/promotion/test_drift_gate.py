@@ -14,6 +14,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from promote_pipeline.cli.exits import EXIT_REJECTED
@@ -258,3 +259,28 @@ def test_rollback_after_freezing_leaves_blue_writable(haproxy_box: Sandbox, h: A
         "written on production"
     code, _, message = h.promote(accept_drift=True)  # leave production without drift for the other tests
     assert code == 0, message
+
+
+def test_logins_on_production_are_not_drift(haproxy_box: Sandbox, h: Any) -> None:
+    """Odoo writes a res_users_log row on every successful login (res.users._login -> _update_last_login), web
+    and XML-RPC alike: a person's or an integration's login on production is Odoo's bookkeeping, not a write green
+    would lose, so the gate lets the next promotion through without accept_drift."""
+    box = haproxy_box
+    code, _, message = h.promote(accept_drift=True)  # whatever earlier tests wrote on production: a clean start
+    assert code == 0, message
+    blue = _blue(box)
+    url, password = f"http://127.0.0.1:{blue.http_port}", secrets.resolve(ADMIN_REF)
+    logged = _sql(box, blue.db_name, "SELECT count(*) FROM res_users_log WHERE create_uid = 2")[0][0]
+    assert xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/common").login(blue.served_db, "admin", password) == 2
+    with httpx.Client(timeout=60) as client:
+        body = client.post(f"{url}/web/session/authenticate", json={"jsonrpc": "2.0", "method": "call", "id": 1,
+                           "params": {"db": blue.served_db, "login": "admin", "password": password}}).json()
+    assert body["result"]["uid"] == 2, body
+    # Both logins wrote their row on production (so the gate below really has a login's write to ignore).
+    assert _sql(box, blue.db_name, "SELECT count(*) FROM res_users_log WHERE create_uid = 2")[0][0] == logged + 2
+
+    code, outcome, message = h.promote()  # no flag: the gate must pass on its own
+    assert code == 0, message
+    drift = _evidence(outcome, "staging_snapshot.json")["production_drift"]
+    assert drift["known"] is True and drift["total"] == 0 and drift["tables"] == {}, drift
+    assert _evidence(outcome, "cutover.json")["production_writes_not_on_green"]["in_words"] == "none"
