@@ -44,6 +44,7 @@ EXPECTED_COLUMNS = {
                   "microsoft_calendar_rtoken", "microsoft_calendar_token", "microsoft_calendar_token_validity"],
     "res_groups": ["id", "name", "share", *AUDIT],
     "res_groups_users_rel": ["gid", "uid"],
+    "res_users_log": ["id", "create_uid", "write_uid", *AUDIT],  # one row per login (_update_last_login)
     "res_users_settings": ["id", "user_id", *AUDIT, "google_calendar_rtoken", "google_calendar_token",
                            "google_calendar_token_validity", "google_calendar_sync_token", "google_calendar_cal_id",
                            "google_synchronization_stopped", "microsoft_calendar_sync_token",
