@@ -24,6 +24,14 @@ from resources.redaction import REDACTED
 Conn = psycopg.Connection[Any]
 
 
+# Odoo's own bookkeeping, written on a production nobody changes and garbage-collected by Odoo itself (each model's
+# @api.autovacuum): a web login adds a res_users_log row (odoo/addons/base/models/res_users.py, _update_last_login),
+# every bus notification a bus_bus row (addons/bus/models/bus.py), every cron run ir_cron_progress rows and cron
+# triggers ir_cron_trigger rows (odoo/addons/base/models/ir_cron.py). Losing them loses no one's work; counting
+# them would make every production "drifted" after its first login and the drift gate a formality.
+BOOKKEEPING_TABLES = frozenset({"res_users_log", "bus_bus", "ir_cron_progress", "ir_cron_trigger"})
+
+
 def odoo_tables(conn: Conn) -> list[str]:
     """Tables having both ``id`` and ``write_date``: every Odoo model's table."""
     rows = conn.execute(
@@ -44,6 +52,8 @@ def take(conn: Conn) -> dict[str, dict[str, Any]]:
     stamp = row[0].isoformat()
     marks: dict[str, dict[str, Any]] = {}
     for table in odoo_tables(conn):
+        if table in BOOKKEEPING_TABLES:  # a login on green during its window is no one's work to recover
+            continue
         top = conn.execute(sql.SQL("SELECT max(id) FROM {}").format(sql.Identifier(table))).fetchone()
         marks[table] = {"max_id": (top[0] if top else None) or 0, "max_write_date": stamp}
     return marks
@@ -127,13 +137,6 @@ def id_ranges(ids: list[int]) -> str:
 def _naive_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
-
-# Odoo's own bookkeeping, written on a production nobody changes and garbage-collected by Odoo itself (each model's
-# @api.autovacuum): a web login adds a res_users_log row (odoo/addons/base/models/res_users.py, _update_last_login),
-# every bus notification a bus_bus row (addons/bus/models/bus.py), every cron run ir_cron_progress rows and cron
-# triggers ir_cron_trigger rows (odoo/addons/base/models/ir_cron.py). Losing them loses no one's work; counting
-# them would make every production "drifted" after its first login and the drift gate a formality.
-BOOKKEEPING_TABLES = frozenset({"res_users_log", "bus_bus", "ir_cron_progress", "ir_cron_trigger"})
 
 
 def drift(conn: Conn, since: datetime, carried_keys: tuple[str, ...] = (),
