@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="up: its databases on a PostgreSQL cluster of its own (needed by `promote drill db-restart`)")
     box.add_argument("--webhook", default=None, metavar="URL",
                      help="up: announce production's promotions to this signed JSON webhook (its key is made and"
-                          " kept in the sandbox's secrets file)")
+                          " kept in the sandbox's secrets file; default: none, its promotions are announced nowhere)")
     box.add_argument("--json", action="store_true", help="status as JSON")
     box.add_argument("--dir", default=str(settings.PROJECT_DIR / ".sandbox"), help="the sandbox's folder")
     box.set_defaults(func=cmd.cmd_sandbox, exit_codes=(EXIT_OK, EXIT_FAILED, EXIT_REJECTED))

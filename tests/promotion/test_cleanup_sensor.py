@@ -42,25 +42,35 @@ def test_the_clean_up_sensor_requests_a_run_only_when_a_task_is_due(haproxy_box:
                                                    data_dir="/nonexistent", http_port=None, websocket_port=None,
                                                    pid=None, state="standby"))
         svc.ops_db.retire_deployment(dep)
-        later = svc.ops_db.schedule_task(TaskRequest(task_type="delete_deployment", delay=timedelta(hours=1),
-                                                     metadata={"deployment_id": dep}))
         try:
-            assert isinstance(_tick(haproxy_box, instance), SkipReason)
+            _due_and_not_due(haproxy_box, instance, svc, dep)
         finally:
-            svc.ops_db.cancel_task(later, "test moves on to a due task")  # no other test's task is made due
-        task_id = svc.ops_db.schedule_task(TaskRequest(task_type="delete_deployment", delay=timedelta(seconds=-1),
-                                                       metadata={"deployment_id": dep}))
-        try:
-            # Due now: one run requested, keyed by the task and its attempt; the same work asks for the same key.
-            request = _tick(haproxy_box, instance)
-            assert isinstance(request, RunRequest)
-            assert request.run_key is not None and f"{task_id}.0" in request.run_key.split("|")[0]
-            assert request.tags["promote/cleanup_tasks"] == "1"
-            again = _tick(haproxy_box, instance)
-            assert isinstance(again, RunRequest) and again.run_key == request.run_key
-        finally:
-            svc.ops_db.cancel_task(task_id, "test over")
-        assert isinstance(_tick(haproxy_box, instance), SkipReason)  # cancelled: nothing due again
+            # A phantom deployment left in the sandbox's ops database would be met by later tests of this worker
+            # that look at every deployment of production (its database does not exist).
+            svc.ops_db.mark_deployment_deleted(dep)
+
+
+def _due_and_not_due(box: Sandbox, instance: DagsterInstance, svc: Services, dep: str) -> None:
+    """A deletion scheduled in an hour asks for no run; one due now asks for one, keyed by its task and attempt."""
+    later = svc.ops_db.schedule_task(TaskRequest(task_type="delete_deployment", delay=timedelta(hours=1),
+                                                 metadata={"deployment_id": dep}))
+    try:
+        assert isinstance(_tick(box, instance), SkipReason)
+    finally:
+        svc.ops_db.cancel_task(later, "test moves on to a due task")  # no other test's task is made due
+    task_id = svc.ops_db.schedule_task(TaskRequest(task_type="delete_deployment", delay=timedelta(seconds=-1),
+                                                   metadata={"deployment_id": dep}))
+    try:
+        # Due now: one run requested, keyed by the task and its attempt; the same work asks for the same key.
+        request = _tick(box, instance)
+        assert isinstance(request, RunRequest)
+        assert request.run_key is not None and f"{task_id}.0" in request.run_key.split("|")[0]
+        assert request.tags["promote/cleanup_tasks"] == "1"
+        again = _tick(box, instance)
+        assert isinstance(again, RunRequest) and again.run_key == request.run_key
+    finally:
+        svc.ops_db.cancel_task(task_id, "test over")
+    assert isinstance(_tick(box, instance), SkipReason)  # cancelled: nothing due again
 
 
 def test_the_sensor_replaced_the_every_minute_schedule() -> None:
