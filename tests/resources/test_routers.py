@@ -274,6 +274,8 @@ def test_traffic_since_counts_what_the_router_sent_to_one_upstream(kind: Kind, r
     assert [(e.path, e.status, e.entry) for e in traffic.errors] == [("/boom/page", 500, "preview")] * 2
     assert all(e.at >= mark.at for e in traffic.errors) and "s3cret" not in traffic.model_dump_json()
     assert traffic.timed_requests == 7 and traffic.p95_ms is not None and traffic.p95_ms >= 0
-    blue_traffic = router.traffic_since(router.traffic_mark("prod-main", blue).model_copy(
-        update={"at": mark.at, "baseline": {}}), blue)
-    assert blue_traffic.responses_5xx >= 2 and all(e.path == "/boom/blue" for e in blue_traffic.errors)
+    blue_mark = router.traffic_mark("prod-main", blue).model_copy(update={"at": mark.at, "baseline": {}})
+    # Blue's requests were answered before green's were counted, but their log lines may come an instant later.
+    assert wait_for(lambda: router.traffic_since(blue_mark, blue).responses_5xx >= 2, router_wait)
+    blue_traffic = router.traffic_since(blue_mark, blue)
+    assert all(e.path == "/boom/blue" for e in blue_traffic.errors)
