@@ -189,13 +189,3 @@ def thaw(conn: psycopg.Connection[Any], role: str | None, privileges: list[list[
             sql.Identifier(db[0])))
     row = conn.execute(_OTHER_SESSIONS).fetchone()
     return int(row[0]) if row else 0
-
-
-def frozen(conn: psycopg.Connection[Any]) -> bool:
-    """True while the connected database makes new sessions read-only (the part of ``freeze`` that is per
-    database; the revoked privileges are the role's, recorded in the run's metadata)."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
-        " WHERE d.datname = current_database() AND s.setrole = 0"
-        " AND 'default_transaction_read_only=on' = ANY(s.setconfig))").fetchone()
-    return bool(row and row[0])
