@@ -54,7 +54,7 @@ class UiInstance:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def ui(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def ui(self, command: str, timeout: float = 330) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["bash", str(UI_SH), command], env=self.env, capture_output=True, text=True,
                               timeout=timeout, check=False)
 
@@ -62,7 +62,8 @@ class UiInstance:
         return int((self.home / f"{service}.pid").read_text())
 
     def graphql(self, query: str) -> dict[str, Any]:
-        response = httpx.post(f"{self.url}/graphql", json={"query": query}, timeout=15)
+        # Generous: a reload imports the code location anew, which takes a minute on a loaded machine.
+        response = httpx.post(f"{self.url}/graphql", json={"query": query}, timeout=180)
         response.raise_for_status()
         body = response.json()
         assert "errors" not in body, body
@@ -129,7 +130,7 @@ def ui_instance(tmp_path: Path) -> Iterator[UiInstance]:
     home = tmp_path / "dagster_home"
     env = {**os.environ, "UI_DAGSTER_HOME": str(home), "DAGSTER_PORT": str(_free_port()),
            "DAGSTER_PG_DB": database, "PROMOTE_SETTINGS": str(tmp_path / "no-such-settings.json"),
-           "PROMOTE_OPS_DATABASE": database, "UI_READY_TIMEOUT": "60"}
+           "PROMOTE_OPS_DATABASE": database, "UI_READY_TIMEOUT": "150"}  # a loaded machine starts them slowly
     instance = UiInstance(home=home, port=int(env["DAGSTER_PORT"]), database=database, env=env)
     try:
         yield instance

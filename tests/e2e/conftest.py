@@ -58,8 +58,8 @@ def dagster_ui(sandbox_factory: Callable[[str], Sandbox],
     database = f"dagster_test_{secrets.token_hex(4)}"
     home = tmp_path_factory.mktemp("dagster_ui") / "dagster_home"
     env = {**os.environ, "UI_DAGSTER_HOME": str(home), "DAGSTER_PORT": port, "DAGSTER_PG_DB": database,
-           "PROMOTE_SETTINGS": str(box.settings_file), "UI_READY_TIMEOUT": "90"}
-    up = subprocess.run(["bash", str(UI_SH), "up"], env=env, capture_output=True, text=True, timeout=180)
+           "PROMOTE_SETTINGS": str(box.settings_file), "UI_READY_TIMEOUT": "150"}
+    up = subprocess.run(["bash", str(UI_SH), "up"], env=env, capture_output=True, text=True, timeout=330)
     ui = DagsterUI(url=f"http://127.0.0.1:{port}", env=env, home=home, box=box)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -98,7 +98,7 @@ def chromium(tmp_path: Path) -> Callable[[str, str], Page]:
         result = subprocess.run(
             [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,1000",
              "--virtual-time-budget=15000", f"--screenshot={shot}", "--dump-dom", url],
-            capture_output=True, text=True, timeout=120)
+            capture_output=True, text=True, timeout=300)  # virtual time is quick; a loaded machine is not
         assert result.returncode == 0, result.stderr[-2000:]
         return Page(dom=result.stdout, screenshot=shot)
 

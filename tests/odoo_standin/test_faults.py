@@ -87,7 +87,8 @@ def test_each_switch_on_a_live_server(make_server, seeded: Seeded, tmp_path: Pat
 def test_not_before_targets_only_later_processes(make_server, seeded: Seeded, tmp_path: Path) -> None:
     faults = tmp_path / "faults.json"
     old = make_server(fault_file=faults)
-    write_faults(faults, {"not_before": time.time(), "error_rate": 1.0, "crash_after_seconds": 1.5}, old)
+    # Long enough for three requests on a loaded machine: the new process must still be up to answer them.
+    write_faults(faults, {"not_before": time.time(), "error_rate": 1.0, "crash_after_seconds": 8}, old)
     new = make_server(fault_file=faults)
     assert [httpx.get(f"{new.url}/web/health", timeout=60).status_code for _ in range(3)] == [500] * 3
     assert new.proc is not None and new.proc.wait(timeout=60) == 3
