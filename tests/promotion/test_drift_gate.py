@@ -1,5 +1,6 @@
 """No production write lost without a decision: the drift gate, ``--accept-drift``, the last check before the
-cutover, and ``--freeze-blue`` (blue read-only from the last check to the cutover, writable again on rollback).
+cutover, and ``--freeze-blue`` (blue read-only from the last check to the cutover, writable again on rollback:
+the run's own, the safety net's for a worker that died, and ``promote abort``'s).
 
 Against the sandbox: real PostgreSQL, router and stand-in Odoo processes; writes on production are made with a
 real XML-RPC client (``xmlrpc.client``) as an integration would, or in SQL where the test needs exact rows.
@@ -8,7 +9,11 @@ real XML-RPC client (``xmlrpc.client``) as an integration would, or in SQL where
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import xmlrpc.client
@@ -17,9 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
+from dagster import DagsterInstance, build_sensor_context
 
 from promote_pipeline.cli.exits import EXIT_REJECTED
-from promote_pipeline.cli.sandbox import ADMIN_REF, DSN_REF, PROD, STAGING, Sandbox
+from promote_pipeline.cli.sandbox import ADMIN_REF, DSN_REF, PROD, PROJECT, STAGING, USER, Sandbox
+from promote_pipeline.defs.in_process import execute
+from promote_pipeline.defs.sensors import dead_runs, detect_dead_promotions
+from promote_pipeline.promotion import settings
+from promote_pipeline.promotion.services import upstream
 from resources import secrets
 
 pytestmark = pytest.mark.slow
@@ -297,3 +307,85 @@ def test_logins_on_production_are_not_drift(haproxy_box: Sandbox, h: Any) -> Non
     drift = _evidence(outcome, "staging_snapshot.json")["production_drift"]
     assert drift["known"] is True and drift["total"] == 0 and drift["tables"] == {}, drift
     assert _evidence(outcome, "cutover.json")["production_writes_not_on_green"]["in_words"] == "none"
+
+
+def _back_on_writable_blue(box: Sandbox, blue: Any, run_id: str) -> None:
+    """Traffic on blue (the router's word), the thaw in rollback.json, and a real write through the public entry
+    point landing on blue."""
+    res = box.resources()
+    assert res["router"].served_upstream(PROD).name == blue.deployment_id
+    row = res["ops_db"].run(run_id)
+    assert row is not None and row.status == "rolled_back" and row.evidence_dir
+    freeze = json.loads((Path(row.evidence_dir) / "rollback.json").read_text())["blue_freeze"]
+    assert freeze["frozen"] is True and freeze["thawed_at"], freeze
+    new_id = Writer(res["router"].state(PROD).active_url, blue.served_db).once()
+    assert _sql(box, blue.db_name, "SELECT name FROM res_partner WHERE id = %s", (new_id,))[0][0] == \
+        "written on production"
+
+
+def test_a_worker_killed_while_blue_is_frozen_is_rolled_back_by_the_safety_net_and_blue_thawed(
+        haproxy_box: Sandbox, h: Any, tmp_path: Path) -> None:
+    """The worker that froze blue is SIGKILLed in the stability window: nothing in it will thaw blue. The dead-run
+    sensor's rollback, evaluated and executed as the daemon would, finds the freeze in the ops database (recorded
+    before it was made) and grants blue's writes back as it puts traffic on blue."""
+    box = haproxy_box
+    ops_db, router = box.resources()["ops_db"], box.resources()["router"]
+    blue = _blue(box)
+    log = tmp_path / "promote-run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "promote_pipeline", "run", "--project", PROJECT, "--staging",
+                                 STAGING, "--prod", PROD, "--user", USER, "--freeze-blue", "--accept-drift",
+                                 "--stability-seconds", "900"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        row = None
+        while row is None and proc.poll() is None and time.monotonic() < deadline:
+            row = ops_db.running_promotion_after_cutover()
+            time.sleep(0 if row else 0.1)
+        assert row is not None, f"the promotion never cut over: {log.read_text()[-3000:]}"
+        [green] = ops_db.deployments_created_by(row.run_id)
+        assert router.serves(PROD, upstream(green, "green")) and not _can_insert(box, blue, "res_partner")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+    deadline = time.monotonic() + 120  # PostgreSQL ends the dead session's lock when it sees the socket close
+    while row.run_id not in [r.run_id for r in dead_runs(ops_db)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _can_insert(box, blue, "res_partner")  # still frozen: only the safety net is left to thaw it
+    with DagsterInstance.ephemeral() as instance:
+        # A cursor that first saw the run long ago: its grace period is over.
+        requests = detect_dead_promotions(build_sensor_context(
+            instance=instance, cursor=json.dumps({row.run_id: 0}), resources={"ops_db": ops_db}))
+        assert isinstance(requests, list) and [r.run_key for r in requests] == [f"dead:{row.run_id}"], requests
+        result = execute("rollback_promotion", requests[0].run_config, requests[0].tags, settings.load(), instance)
+        assert result.success and result.output_for_node("roll_back_promotion") == {
+            "action": "completed_dead_run", "failed_step": "monitor_stability", "status": "rolled_back"}
+    _back_on_writable_blue(box, blue, row.run_id)
+    code, _, message = h.promote(accept_drift=True)  # leave production without drift for the other tests
+    assert code == 0, message
+
+
+def test_promote_abort_of_a_frozen_run_leaves_blue_serving_and_writable(haproxy_box: Sandbox, h: Any) -> None:
+    box = haproxy_box
+    ops_db = box.resources()["ops_db"]
+    blue = _blue(box)
+    aborts: list[subprocess.CompletedProcess[str]] = []
+
+    def abort() -> None:  # from another process, as a person would, once blue is frozen and green serves
+        row = ops_db.running_promotion_after_cutover()
+        assert row is not None and not _can_insert(box, blue, "res_partner")
+        aborts.append(subprocess.run([sys.executable, "-m", "promote_pipeline", "abort", row.run_id, "--user", USER,
+                                      "--reason", "test"], capture_output=True, text=True, timeout=300))
+
+    with h.after_cutover(box, abort):  # the window is long: the abort, not its end, must be what stops the run
+        code, outcome, message = h.promote(freeze_blue=True, accept_drift=True, stability_window_seconds=600)
+    assert code == 1 and outcome is not None and outcome.status == "rolled_back", message
+    assert aborts[0].returncode == 0, (aborts[0].stdout, aborts[0].stderr)
+    assert aborts[0].stdout.strip() == f"rolled_back: run {outcome.run_id} aborted by {USER}"
+    assert _evidence(outcome, "rollback.json")["failed_step"] == "monitor_stability"
+    _back_on_writable_blue(box, blue, outcome.run_id)
+    code, _, message = h.promote(accept_drift=True)  # leave production without drift for the other tests
+    assert code == 0, message
