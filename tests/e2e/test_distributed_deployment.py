@@ -60,6 +60,7 @@ class Service:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    may_exit: bool = False  # set once the test told it to stop
 
     def tail(self) -> str:
         lines = self.log.read_text(errors="replace").splitlines()[-30:]
@@ -88,7 +89,7 @@ def _wait(what: str, check: Any, deployment: Deployment, timeout: float = 120) -
         result = check()
         if result:
             return result
-        dead = [s.name for s in deployment.services.values() if s.process.poll() is not None]
+        dead = [s.name for s in deployment.services.values() if not s.may_exit and s.process.poll() is not None]
         if dead:
             pytest.fail(f"{', '.join(dead)} exited while waiting for {what}\n{deployment.logs()}")
         if time.monotonic() > deadline:
@@ -283,6 +284,12 @@ def test_runs_execute_in_a_child_of_the_code_server_the_webserver_and_daemon_rea
         dagster_run = instance.get_run_by_id(run_id)
         assert dagster_run is not None
         assert json.loads(dagster_run.tags[GRPC_INFO_TAG]) == {"host": "127.0.0.1", "port": deployment.code_port}
+
+        # A code server told to stop (SIGTERM, as a service manager stops it for a new release) does not take its
+        # run worker with it: the run still finishes, and the server then exits cleanly on its own.
+        server = deployment.services["code-server"]
+        server.may_exit = True
+        os.kill(code_server, signal.SIGTERM)
         holder.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
 
     def finished() -> str | None:
@@ -290,6 +297,8 @@ def test_runs_execute_in_a_child_of_the_code_server_the_webserver_and_daemon_rea
         return status if status in launch.FINISHED else None
 
     assert _wait(f"run {run_id} to finish", finished, deployment) == "SUCCESS", deployment.logs()
+    _wait("the code server's exit after its run", lambda: server.process.poll() is not None, deployment)
+    assert server.process.returncode == 0, server.tail()
 
     # Every event the run wrote came from that one process (the in-process executor: the op ran in the worker).
     records = instance.all_logs(run_id)
@@ -297,3 +306,8 @@ def test_runs_execute_in_a_child_of_the_code_server_the_webserver_and_daemon_rea
     ran = (DagsterEventType.RUN_START, DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS,
            DagsterEventType.RUN_SUCCESS)
     assert {pids.get(t) for t in ran} == {worker}, pids
+
+    # The worker opened the instance the daemon handed it: its captured stdout and stderr went to that instance's
+    # folder, the web host's DAGSTER_HOME path (README: use the same path on both hosts), none to the worker's.
+    assert (deployment.web_home / "storage" / run_id / "compute_logs").is_dir()
+    assert not (deployment.worker_home / "storage").exists()
