@@ -308,6 +308,8 @@ class HostNetwork:
         return ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"UserKnownHostsFile={known_hosts or self.ssh.known_hosts}", "-o", "GlobalKnownHostsFile=none",
                 "-o", "IdentitiesOnly=yes", "-i", str(self.ssh.identity_file), "-o", "ConnectTimeout=10",
+                # a host torn down under a session leaves no one to close its TCP connection: give up then
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
                 "-p", str(SSH_PORT), "-l", self.ssh.user, self.hosts[host].address, "--", *command]
 
     # -- PostgreSQL --------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,22 @@ def test_client_and_host_keys_are_owner_only(host_network: HostNetwork) -> None:
         assert folder.stat().st_mode & 0o077 == 0, folder
 
 
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _pids_alive(pids: list[int]) -> list[int]:
     return [p for p in pids if netns_hosts._alive(p)]
 
@@ -127,13 +145,20 @@ def test_teardown_removes_every_namespace_veth_bridge_and_process(netns_required
         sleeper = net.spawn("db", ["sleep", "600"], tmp_path / "sleep.log")
         ssh_side = subprocess.Popen(net.ssh_argv("production", "sleep 600"), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        in_namespaces = [int(p) for h in net.hosts.values()
-                         for p in netns_hosts.ip("netns", "pids", h.namespace).split()]
-        assert sleeper in in_namespaces and len(in_namespaces) >= 2  # the sleeper, sshd (and its session)
+
+        def in_namespaces() -> list[int]:
+            return [int(p) for h in net.hosts.values() for p in netns_hosts.ip("netns", "pids", h.namespace).split()]
+
+        def session_runs() -> bool:
+            return any(_cmdline(p) == b"sleep\x00600\x00" and p != sleeper for p in in_namespaces())
+
+        assert wait_for(session_runs, 30), "the SSH session's command did not start"
+        started = in_namespaces()
+        assert sleeper in started and len(started) >= 3  # the sleeper, sshd and its session
         assert leftovers(prefix)
     finally:
         assert net.teardown() == []
-    assert _pids_alive(in_namespaces) == []
+    assert _pids_alive(started) == []
     assert ssh_side.wait(timeout=30) != 0  # its session went with production's sshd
     assert net.teardown() == []  # again: nothing to do, no error
 
