@@ -337,6 +337,12 @@ class HostNetwork:
                                 "-c", "full_page_writes=off", "-c", "max_connections=100"],
                          data / "server.log", user="postgres")
         self.wait_listening(host, port, pid, timeout=60)
+        # Listening comes before accepting: recovery at start-up answers "the database system is starting up".
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(bins[-1] / "pg_isready"), "-q", "-h", address, "-p", str(port)]).returncode != 0:
+            if time.monotonic() > deadline or not _alive(pid):
+                raise NetnsError(f"PostgreSQL in {host} did not accept connections (log {data / 'server.log'})")
+            time.sleep(0.1)
         return PgCluster(host=host, address=address, port=port, data=data, pid=pid)
 
     # -- teardown ----------------------------------------------------------------------------------
@@ -415,6 +421,9 @@ def _sshd_config(address: str, folder: Path, user: str) -> str:
         "AllowTcpForwarding no",
         "X11Forwarding no",
         "PrintMotd no",
+        # bash reads ~/.bashrc for a command run by sshd when SHLVL says it is the first shell; a developer's
+        # (pyenv, nvm, ...) costs a second a call. The hosts' commands need none of it.
+        "SetEnv SHLVL=1",
         "LogLevel VERBOSE",
         "",
     ])
