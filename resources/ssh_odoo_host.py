@@ -13,8 +13,9 @@ the project. The host key is checked strictly against the known_hosts file of th
 unknown or changed key stops the call with one line naming the host.
 
 The client key: the secret reference resolves either to the key's text (OpenSSH ``-----BEGIN ...``), written for
-the client's use into an owner-only file of an owner-only folder in memory (``/dev/shm`` where there is one, so
-never on disk) and removed by ``close``; or to the path of an owner-only key file the operator keeps.
+the client into an owner-only file of an owner-only folder in memory (``/dev/shm`` where there is one, so never
+on disk) for the handshake of the shared connection only, and removed as soon as that connection is up; or to
+the path of an owner-only key file the operator keeps. Calls over the shared connection carry no key at all.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ class SshOdooHost(ConfigurableResource):
                                          " after its last use (every call of a run goes over it).")
 
     _runtime: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _lock: Any = PrivateAttr(default_factory=threading.Lock)  # ops may call from several threads
 
     # -- the connection ---------------------------------------------------------------------------
     @property
@@ -75,7 +78,7 @@ class SshOdooHost(ConfigurableResource):
 
     def _runtime_dir(self) -> Path:
         folder = self._runtime.get("dir")
-        if folder is None:
+        if folder is None or not Path(folder).is_dir():
             shm = Path("/dev/shm")
             base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
             folder = Path(tempfile.mkdtemp(prefix="promote-ssh-", dir=base))  # 0700 from the start
@@ -103,13 +106,15 @@ class SshOdooHost(ConfigurableResource):
                             " others; chmod 600 it")
         return path
 
-    def _base_argv(self) -> list[str]:
+    def _base_argv(self, with_key: bool = False) -> list[str]:
+        """ssh's options; the key only for opening the shared connection (a call over it needs none)."""
         known = Path(self.known_hosts_file)
         if not known.is_file():
             raise HostError(f"ssh to {self.where}: known_hosts_file {known} does not exist")
         return ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f'UserKnownHostsFile="{known}"', "-o", "GlobalKnownHostsFile=none",
-                "-o", "IdentitiesOnly=yes", "-i", str(self._identity()), "-o", "LogLevel=ERROR",
+                "-o", "IdentitiesOnly=yes", *(["-i", str(self._identity())] if with_key else []),
+                "-o", "LogLevel=ERROR",
                 "-o", f"ConnectTimeout={self.connect_timeout_seconds}",
                 "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3",
                 "-o", f"ControlPath={self._runtime_dir() / 'cm'}",
@@ -119,21 +124,25 @@ class SshOdooHost(ConfigurableResource):
         """The shared connection, opened (authenticated, host key checked) when there is none: ``-f`` sends it to
         the background once it is up. Its error output goes to a file, not a pipe: the background master keeps
         what it was given open, and a pipe would never reach its end."""
-        last = self._runtime.get("last_use", 0.0)
-        if time.monotonic() - last < self.control_persist_seconds / 2:
-            return
-        base = self._base_argv()
-        check = subprocess.run([*base, "-O", "check", self.address], capture_output=True, stdin=subprocess.DEVNULL)
-        if check.returncode != 0:
-            errors = self._runtime_dir() / "master.err"
-            with open(errors, "w") as err:
-                done = subprocess.run([*base, "-o", "ControlMaster=yes",
-                                       "-o", f"ControlPersist={self.control_persist_seconds}s", "-f", "-N",
-                                       self.address], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=err, timeout=self.connect_timeout_seconds + 30)
-            if done.returncode != 0:
-                raise HostError(self._ssh_failure(errors.read_text(errors="replace")))
-        self._runtime["last_use"] = time.monotonic()
+        with self._lock:
+            last = self._runtime.get("last_use", 0.0)
+            if time.monotonic() - last < self.control_persist_seconds / 2:
+                return
+            check = subprocess.run([*self._base_argv(), "-O", "check", self.address], capture_output=True,
+                                   stdin=subprocess.DEVNULL)
+            if check.returncode != 0:
+                errors = self._runtime_dir() / "master.err"
+                try:
+                    with open(errors, "w") as err:
+                        done = subprocess.run([*self._base_argv(with_key=True), "-o", "ControlMaster=yes",
+                                               "-o", f"ControlPersist={self.control_persist_seconds}s", "-f", "-N",
+                                               self.address], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                              stderr=err, timeout=self.connect_timeout_seconds + 30)
+                finally:
+                    (self._runtime_dir() / "id").unlink(missing_ok=True)  # the connection is up (or failed)
+                if done.returncode != 0:
+                    raise HostError(self._ssh_failure(errors.read_text(errors="replace")))
+            self._runtime["last_use"] = time.monotonic()
 
     def _ssh_failure(self, stderr: str) -> str:
         """ssh's own failure (exit 255) as one line naming the host."""
@@ -144,7 +153,8 @@ class SshOdooHost(ConfigurableResource):
             return (f"ssh to {self.where}: host key unknown: {self.known_hosts_file} holds no key for"
                     f" {self.address}; refused (add the host's key there once checked)")
         if "Permission denied" in stderr:
-            return f"ssh to {self.where}: the host refused the key of {self.identity_ref}"
+            return f"ssh to {self.where}: the host refused the key of {self.identity_ref} (or the shared connection" \
+                   " closed under this call)"
         lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
         return f"ssh to {self.where} failed: {lines[-1] if lines else 'no message'}"[:400]
 

@@ -175,15 +175,28 @@ def test_a_changed_host_key_is_one_line_naming_the_host(host_network: HostNetwor
     assert "\n" not in message and "production" in message and "host key CHANGED" in message, message
 
 
-def test_the_key_copy_is_owner_only_in_memory_and_gone_after_close(production: tuple[SshOdooHost, str, str],
-                                                                   ) -> None:
+def test_the_key_copy_lasts_only_for_the_handshake(production: tuple[SshOdooHost, str, str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     host = SshOdooHost(**production[0].model_dump())
-    assert host.is_alive(os.getpid())  # this test's own process: alive, seen from production (one pid space)
-    copies = list(Path("/dev/shm").glob("promote-ssh-*/id")) if Path("/dev/shm").is_dir() else []
-    folder = host._runtime["dir"]
-    assert (folder / "id").stat().st_mode & 0o077 == 0 and folder.stat().st_mode & 0o077 == 0
-    assert not Path("/dev/shm").is_dir() or folder / "id" in copies
-    host.close()
+    seen: list[tuple[int, int]] = []  # (file mode, folder mode) of the key's copy when ssh was handed it
+    real_run = subprocess.run
+
+    def watching(argv: list[str], *args: object, **kwargs: object) -> object:
+        if "-i" in argv:
+            key = Path(argv[argv.index("-i") + 1])
+            seen.append((key.stat().st_mode & 0o777, key.parent.stat().st_mode & 0o777))
+            assert str(key).startswith("/dev/shm/") or not Path("/dev/shm").is_dir()
+        return real_run(argv, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "run", watching)
+    try:
+        assert host.is_alive(os.getpid())  # this test's own process, seen from production (one pid space)
+        assert host.is_alive(os.getpid())
+        folder = host._runtime["dir"]
+        assert seen == [(0o600, 0o700)]  # one handshake; the second call went over the shared connection
+        assert not (folder / "id").exists()
+    finally:
+        host.close()
     assert not folder.exists()
 
 
