@@ -53,6 +53,9 @@ PG_PORT = 5432
 # that container runtimes and VPNs usually take (10.0.x, 10.8.x, 172.17.x, 192.168.x).
 _POOL = ipaddress.IPv4Network("10.200.0.0/13")
 _LOCK = Path(tempfile.gettempdir()) / "promote-pipeline-netns.lock"
+# One file per built network, naming the process that built it: what lets a later run remove the leftovers of
+# one that was killed (its process gone) without touching those of a run still going.
+_REGISTRY = Path(tempfile.gettempdir()) / "promote-pipeline-netns"
 
 
 class NetnsError(RuntimeError):
@@ -213,6 +216,7 @@ class HostNetwork:
             raise NetnsError(f"prefix {prefix!r} too long for interface names of {IFNAMSIZ} characters")
         teardown_prefix(prefix)
         make_private_dirs(folder)
+        _register(prefix)
         net = None
         try:
             with _machine_lock():
@@ -357,7 +361,10 @@ class HostNetwork:
         for folder in self._temp_dirs:
             shutil.rmtree(folder, ignore_errors=True)
         self._temp_dirs.clear()
-        return leftovers(self.prefix)
+        left = leftovers(self.prefix)
+        if not left:
+            (_REGISTRY / f"{self.prefix}.json").unlink(missing_ok=True)
+        return left
 
 
 @dataclass(frozen=True)
@@ -459,6 +466,38 @@ def _stop_namespace_processes(namespace: str, timeout: float = 10) -> None:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and any(_alive(p) for p in pids()):
             time.sleep(0.05)
+
+
+def _register(prefix: str) -> None:
+    make_private_dirs(_REGISTRY)
+    me = {"pid": os.getpid(), "started": _started(os.getpid())}
+    write_private(_REGISTRY / f"{prefix}.json", json.dumps(me).encode())
+
+
+def _started(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def clean_stale() -> list[str]:
+    """Remove the networks whose building process is gone (a killed test run, a crashed sandbox): the prefixes
+    removed. Networks of live processes are left alone."""
+    removed = []
+    for entry in sorted(_REGISTRY.glob("pp*.json")) if _REGISTRY.is_dir() else []:
+        try:
+            owner = json.loads(entry.read_text())
+        except (OSError, ValueError):
+            owner = {}
+        pid = owner.get("pid")
+        if isinstance(pid, int) and _alive(pid) and _started(pid) == owner.get("started"):
+            continue
+        teardown_prefix(entry.stem)
+        if not leftovers(entry.stem):
+            entry.unlink(missing_ok=True)
+            removed.append(entry.stem)
+    return removed
 
 
 def teardown_prefix(prefix: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from resources.netns_hosts import SSHD, HostNetwork, prefix_for, unavailable_reason
+from resources.netns_hosts import SSHD, HostNetwork, clean_stale, prefix_for, unavailable_reason
 
 
 def skip_without_namespaces() -> None:
@@ -27,6 +27,7 @@ def skip_without_namespaces() -> None:
 def host_network(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostNetwork]:
     """db, staging, production, router and worker, each with an sshd; names unique to this process and module."""
     skip_without_namespaces()
+    clean_stale()  # what a killed run left (its process gone); never another live run's
     prefix = prefix_for(f"{os.getpid()}:{request.module.__name__}")
     net = HostNetwork.build(tmp_path_factory.mktemp("hosts"), prefix=prefix)
     try:

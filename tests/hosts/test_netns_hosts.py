@@ -176,3 +176,22 @@ def test_leftovers_of_a_prefix_are_cleaned(netns_required: None) -> None:
         teardown_prefix(prefix)
     assert leftovers(prefix) == []
     assert stray.wait(timeout=30) != 0
+
+
+def test_a_killed_builders_network_is_cleaned_and_a_live_ones_is_not(netns_required: None, tmp_path: Path) -> None:
+    # A child process builds a network and is killed before tearing it down.
+    script = ("import sys, os; from pathlib import Path; from resources.netns_hosts import HostNetwork, prefix_for;"
+              "net = HostNetwork.build(Path(sys.argv[1]), names=('db',), prefix=prefix_for('killed'),"
+              " ssh_hosts=()); print(net.prefix, flush=True); os.kill(os.getpid(), 9)")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "killed")], capture_output=True, text=True,
+                          timeout=60)
+    dead = done.stdout.strip()
+    assert dead and leftovers(dead), done.stderr
+    mine = HostNetwork.build(tmp_path / "live", names=("db",), prefix=prefix_for(f"{os.getpid()}:live"),
+                             ssh_hosts=())
+    try:
+        assert dead in netns_hosts.clean_stale()
+        assert leftovers(dead) == []
+        assert leftovers(mine.prefix)  # this process is alive: its network stays
+    finally:
+        assert mine.teardown() == []
