@@ -235,3 +235,16 @@ def test_files_disk_and_versions_are_the_hosts(production: tuple[SshOdooHost, st
     host.remove_filestore(data_dir, copy)
     assert not Path(data_dir, "filestore", copy).exists() and Path(data_dir, "filestore", db).is_dir()
     json.dumps(host.filestore_stats(data_dir, db))  # plain ints
+
+
+@pytest.mark.unit
+def test_both_hosts_offer_what_a_promotion_asks_of_an_odoo_host(tmp_path: Path) -> None:
+    from resources.odoo_host import LocalOdooHost, OdooProcessHost
+
+    ssh_host = SshOdooHost(name="production", address="192.0.2.1", user="odoo", identity_ref="K",
+                           known_hosts_file=str(tmp_path / "known_hosts"), command_template="x", run_dir="/srv/odoo/run")
+    remote: OdooProcessHost = ssh_host  # mypy checks the signatures; isinstance, the names
+    local: OdooProcessHost = LocalOdooHost(command_template="x", run_dir=str(tmp_path))
+    assert isinstance(remote, OdooProcessHost) and isinstance(local, OdooProcessHost)
+    assert remote.filestore_dir("/srv/odoo/data", "prod") == Path("/srv/odoo/data/filestore/prod")
+    assert ssh_host.url(8069) == "http://192.0.2.1:8069"
