@@ -242,7 +242,8 @@ def test_both_hosts_offer_what_a_promotion_asks_of_an_odoo_host(tmp_path: Path) 
     from resources.odoo_host import LocalOdooHost, OdooProcessHost
 
     ssh_host = SshOdooHost(name="production", address="192.0.2.1", user="odoo", identity_ref="K",
-                           known_hosts_file=str(tmp_path / "known_hosts"), command_template="x", run_dir="/srv/odoo/run")
+                           known_hosts_file=str(tmp_path / "known_hosts"), command_template="x",
+                           run_dir="/srv/odoo/run")
     remote: OdooProcessHost = ssh_host  # mypy checks the signatures; isinstance, the names
     local: OdooProcessHost = LocalOdooHost(command_template="x", run_dir=str(tmp_path))
     assert isinstance(remote, OdooProcessHost) and isinstance(local, OdooProcessHost)
