@@ -144,7 +144,7 @@ class SshOdooHost(ConfigurableResource):
                     raise HostError(self._ssh_failure(errors.read_text(errors="replace")))
             self._runtime["last_use"] = time.monotonic()
 
-    def _ssh_failure(self, stderr: str) -> str:
+    def _ssh_failure(self, stderr: str, over_shared: bool = False) -> str:
         """ssh's own failure (exit 255) as one line naming the host."""
         if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
             return (f"ssh to {self.where}: host key CHANGED: it is not the one {self.known_hosts_file} holds for"
@@ -153,8 +153,9 @@ class SshOdooHost(ConfigurableResource):
             return (f"ssh to {self.where}: host key unknown: {self.known_hosts_file} holds no key for"
                     f" {self.address}; refused (add the host's key there once checked)")
         if "Permission denied" in stderr:
-            return f"ssh to {self.where}: the host refused the key of {self.identity_ref} (or the shared connection" \
-                   " closed under this call)"
+            # a call over the shared connection carries no key: refused, it means that connection just ended
+            why = " (the shared connection closed under this call; the next call opens it again)" if over_shared else ""
+            return f"ssh to {self.where}: the host refused the key of {self.identity_ref}{why}"
         lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
         return f"ssh to {self.where} failed: {lines[-1] if lines else 'no message'}"[:400]
 
@@ -171,7 +172,8 @@ class SshOdooHost(ConfigurableResource):
                             f" {timeout or self.command_timeout_seconds}s") from None
         self._runtime["last_use"] = time.monotonic()
         if done.returncode == 255:
-            raise HostError(self._ssh_failure(done.stderr))
+            self._runtime["last_use"] = 0.0  # look at the shared connection again before the next call
+            raise HostError(self._ssh_failure(done.stderr, over_shared=True))
         if done.returncode != 0:
             words = redaction.redact_text(done.stderr.strip())
             raise HostError(f"on {self.name}: remote command failed (exit {done.returncode}): {words[:300]}")
