@@ -468,9 +468,13 @@ def _stop_namespace_processes(namespace: str, timeout: float = 10) -> None:
             time.sleep(0.05)
 
 
+def _checkout() -> str:
+    return str(Path(__file__).resolve().parents[1])
+
+
 def _register(prefix: str) -> None:
     make_private_dirs(_REGISTRY)
-    me = {"pid": os.getpid(), "started": _started(os.getpid())}
+    me = {"pid": os.getpid(), "started": _started(os.getpid()), "checkout": _checkout()}
     write_private(_REGISTRY / f"{prefix}.json", json.dumps(me).encode())
 
 
@@ -482,14 +486,16 @@ def _started(pid: int) -> int | None:
 
 
 def clean_stale() -> list[str]:
-    """Remove the networks whose building process is gone (a killed test run, a crashed sandbox): the prefixes
-    removed. Networks of live processes are left alone."""
+    """Remove the networks of this checkout whose building process is gone (a killed test run, a crashed sandbox):
+    the prefixes removed. Networks of live processes, and other checkouts', are left alone."""
     removed = []
     for entry in sorted(_REGISTRY.glob("pp*.json")) if _REGISTRY.is_dir() else []:
         try:
             owner = json.loads(entry.read_text())
         except (OSError, ValueError):
             owner = {}
+        if owner.get("checkout") != _checkout():
+            continue
         pid = owner.get("pid")
         if isinstance(pid, int) and _alive(pid) and _started(pid) == owner.get("started"):
             continue
