@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import psycopg
@@ -177,6 +177,32 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+@runtime_checkable
+class OdooProcessHost(Protocol):
+    """What a promotion asks of the host that runs a deployment's Odoo: its processes and its filestore. Both
+    ``LocalOdooHost`` (this machine) and ``SshOdooHost`` (a host reached over SSH) offer it."""
+
+    def start_odoo(self, dsn_ref: str, environment_id: str, deployment: str, db: str, data_dir: str,
+                   http_port: int, websocket_port: int, endpoint: Endpoint | None = None,
+                   command_template: str | None = None, workers: int = 0) -> int: ...
+
+    def wait_healthy(self, url: str, pid: int, websocket_port: int | None = None) -> None: ...
+
+    def is_alive(self, pid: int | None) -> bool: ...
+
+    def process_started(self, pid: int) -> int | None: ...
+
+    def stop_odoo(self, pid: int | None, started: int | None, timeout: float = 10.0) -> str | None: ...
+
+    def filestore_dir(self, data_dir: str, db: str) -> Path: ...
+
+    def filestore_stats(self, data_dir: str, db: str) -> tuple[int, int]: ...
+
+    def remove_filestore(self, data_dir: str, db: str) -> None: ...
+
+    def pg_dump_version(self) -> str: ...
 
 
 class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):

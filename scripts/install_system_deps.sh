@@ -2,9 +2,11 @@
 # Installs the system tools a promotion drives, from Debian's packages, only where missing:
 # HAProxy and nginx (the routers), PgBouncer (each deployment's database endpoint), zstd (filestore
 # archives), the PostgreSQL client tools
-# (pg_dump, pg_restore, psql) and server binaries (initdb, pg_ctl: the test suite's own cluster) and Chromium (the headless browser of the UI's end-to-end test,
-# tests/e2e/). The distribution's own haproxy/nginx services are stopped again after
-# installation: the project runs private instances on loopback ports.
+# (pg_dump, pg_restore, psql) and server binaries (initdb, pg_ctl: the test suite's own cluster), Chromium (the headless browser of the UI's end-to-end test,
+# tests/e2e/), and iproute2 with the OpenSSH server and client (the test hosts: network namespaces, each
+# with an sshd of its own; resources/netns_hosts.py). The distribution's own haproxy/nginx services are
+# stopped again after installation, and its ssh service when this script installed it: the project runs
+# private instances on loopback ports or inside its own namespaces.
 set -euo pipefail
 
 missing() {
@@ -19,6 +21,9 @@ missing() {
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v zip >/dev/null 2>&1 || need+=(zip)       # the benchmark's Odoo database-manager pipeline
   command -v unzip >/dev/null 2>&1 || need+=(unzip)
+  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 }
 
 missing
@@ -43,3 +48,8 @@ DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${APT_WAIT[@]}" install -y -qq --n
 for service in haproxy nginx pgbouncer; do  # (not postgresql: the machine's server may be in use)
   $SUDO service "$service" stop >/dev/null 2>&1 || true
 done
+# The package starts a machine-wide sshd on port 22: stop it when this script brought it (one that was there
+# before is the machine's, perhaps how people reach it, and stays as it was).
+if [[ " ${need[*]} " == *" openssh-server "* ]]; then
+  $SUDO service ssh stop >/dev/null 2>&1 || true
+fi
