@@ -101,8 +101,10 @@ def _wait(run_ids: list[str], url: str) -> list[dict[str, Any]]:
     for info in infos:
         if info["status"] != "SUCCESS":
             report = launch.report(info["runId"], url)
+            where = (f"{report.failed_step}: {report.error}" if report.failed_step
+                     else "before its first step (the daemon's log, ui_logs/daemon.log, says why)")
             raise RuntimeError(f"run {info['runId']} ({info['tags'].get('promote/prod_env')}) ended"
-                               f" {info['status']}: {report.failed_step}: {report.error}")
+                               f" {info['status']} {where}")
     return infos
 
 

@@ -212,7 +212,7 @@ class Sandbox:
         return commit
 
     def _environment_records(self, index: int, commit: str) -> list[EnvironmentRecord]:
-        """The ``index``-th pair's staging and production records (production first: staging is copied from it)."""
+        """The ``index``-th pair's staging and production records."""
         prefix = self.settings().db_prefix
         staging, prod = pair(index)
         return [EnvironmentRecord(environment_id=env_id, project_id=PROJECT, kind=kind, git_commit_sha=commit,
@@ -221,7 +221,7 @@ class Sandbox:
                                   router_name=self.router_kind, smoke_login="admin", smoke_password_ref=ADMIN_REF,
                                   # the name Odoo and its clients use for the environment's whole life
                                   odoo_db_name=f"{prefix}_{kind}{_suffix(index)}")
-                for env_id, kind in ((prod, "production"), (staging, "staging"))]
+                for env_id, kind in ((staging, "staging"), (prod, "production"))]
 
     def _ensure_deployment(self, ops_db: OpsDatabase, host: LocalOdooHost, env_id: str, start: bool = True,
                            source: str = PROD) -> None:
