@@ -63,3 +63,9 @@ clean: sandbox-down
 .PHONY: bench
 bench: deps
 	bench/promote_vs_raw --size small
+
+# N = 1, 4 and 8 promotions of as many environments launched together through the Dagster instance of
+# dagster.yaml (webserver + daemon, queued runs) vs the same promotions one after the other, on `small`.
+.PHONY: bench-many
+bench-many: deps
+	$(BIN)/python bench/many_environments.py --size small

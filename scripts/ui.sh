@@ -18,6 +18,7 @@
 #                    ui_logs/, their pid files *.pid
 #   UI_READY_TIMEOUT seconds to wait for each of webserver and daemon (default 60)
 #   UI_STOP_TIMEOUT  seconds to wait after SIGTERM (default 20)
+#   DAGSTER_GRPC_TIMEOUT_SECONDS  Dagster's patience with its code server (default here 180; Dagster's own 60)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -167,6 +168,11 @@ cmd_up() {
     export PROMOTE_SETTINGS="$REPO/.sandbox/settings.json"
   fi
   export DAGSTER_DISABLE_TELEMETRY=1
+  # The daemon launches a queued run by asking the code server to start its worker, and that call returns only
+  # once the new worker process has imported the code location: on a loaded two-core machine, with several
+  # promotions dequeued at once, that took longer than Dagster's default 60 s and the run failed before its
+  # first step (bench/many_environments.py met it). Longer patience, never a failure for slowness alone.
+  export DAGSTER_GRPC_TIMEOUT_SECONDS="${DAGSTER_GRPC_TIMEOUT_SECONDS:-180}"
   export PATH="$VENV_BIN:$PATH"
 
   local started_at webserver_pid daemon_pid deadline t0="$EPOCHREALTIME"

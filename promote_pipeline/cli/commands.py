@@ -20,31 +20,52 @@ from promote_pipeline.promotion import inputs, settings
 from resources import http_clients
 
 
-def _sandbox(args: argparse.Namespace) -> Any:
+def _sandbox(args: argparse.Namespace, environments: int = 1) -> Any:
     from promote_pipeline.cli.sandbox import Sandbox
 
     return Sandbox(root=Path(args.dir), router_kind=getattr(args, "router", "haproxy"),
-                   private_postgres=getattr(args, "private_postgres", False))
+                   private_postgres=getattr(args, "private_postgres", False), environments=environments)
+
+
+def _environments(raw: str) -> int | None:
+    """``--environments``'s value, or None (said on stderr) when it is not a whole number from 1 to the maximum."""
+    from promote_pipeline.cli.sandbox import MAX_ENVIRONMENTS
+
+    text = str(raw).strip()
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_ENVIRONMENTS:
+        return int(text)
+    print(f"sandbox refused: --environments: must be a whole number from 1 to {MAX_ENVIRONMENTS}"
+          f" (got {inputs.shown(str(raw))})", file=sys.stderr)
+    return None
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    box = _sandbox(args)
     if args.action == "up":
+        # Every flag is checked before anything is made.
+        environments = _environments(getattr(args, "environments", "1"))
+        if environments is None:
+            return EXIT_REJECTED
         webhook = getattr(args, "webhook", None)
-        if webhook is not None and not webhook.startswith(("http://", "https://")):  # before anything is made
+        if webhook is not None and not webhook.startswith(("http://", "https://")):
             print(f"sandbox refused: --webhook: must be an http:// or https:// URL (got {inputs.shown(webhook)})",
                   file=sys.stderr)
             return EXIT_REJECTED
+        box = _sandbox(args, environments)
         info = box.up()
         print(f"sandbox up: router {info['router']} at {info['router_url']}, serving"
               f" {info['serving']['deployment']} ({info['serving']['colour']})")
+        for env in info["environments"][1:]:
+            print(f"  {env['production']} (staging {env['staging']}): router at {env['router_url']}, serving"
+                  f" {env['serving']['deployment']} ({env['serving']['colour']})")
         if webhook is not None:
-            from promote_pipeline.cli.sandbox import PROD, WEBHOOK_KEY_REF
+            from promote_pipeline.cli.sandbox import WEBHOOK_KEY_REF
 
             box.announce_to(webhook)
-            print(f"notifications: every promotion event of {PROD} POSTed to {webhook}, signed"
+            names = ", ".join(env["production"] for env in info["environments"])
+            print(f"notifications: every promotion event of {names} POSTed to {webhook}, signed"
                   f" (X-Promote-Signature, HMAC-SHA256) with the key {WEBHOOK_KEY_REF} of {box.secrets_file}")
         return EXIT_OK
+    box = _sandbox(args)
     if args.action == "down":
         box.down()
         print("sandbox down")
@@ -55,18 +76,23 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print(f"no sandbox in {box.root}: `promote sandbox up` makes one", file=sys.stderr)
         return EXIT_REJECTED
     info = box.status()
+    several = len(info["environments"]) > 1
     if args.json:
         print(json.dumps(info, indent=2))
     else:
-        print(f"router {info['router']} at {info['router_url']} serves {info['serving']['deployment']}"
-              f" ({info['serving']['colour']}, database {info['serving']['database']})")
+        for env in info["environments"]:
+            print(f"{env['production'] + ': ' if several else ''}router {info['router']} at {env['router_url']}"
+                  f" serves {env['serving']['deployment']} ({env['serving']['colour']}, database"
+                  f" {env['serving']['database']})")
     # What is live is the router's answer; a routes.json that says otherwise is a switch the router never made.
-    if info["serving"]["deployment"] is None or info["serving"]["deployment"] != info["recorded"]["deployment"]:
-        print(f"router disagrees with routes.json: the router ({info['serving']['asked']}) serves"
-              f" {info['serving']['deployment']}, routes.json records {info['recorded']['deployment']}",
-              file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    code = EXIT_OK
+    for env in info["environments"]:
+        if env["serving"]["deployment"] is None or env["serving"]["deployment"] != env["recorded"]["deployment"]:
+            print(f"router disagrees with routes.json{' on ' + env['production'] if several else ''}: the router"
+                  f" ({env['serving']['asked']}) serves {env['serving']['deployment']}, routes.json records"
+                  f" {env['recorded']['deployment']}", file=sys.stderr)
+            code = EXIT_FAILED
+    return code
 
 
 def _demo_check(box: Any, action: str) -> int:

@@ -200,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--webhook", default=None, metavar="URL",
                      help="up: announce production's promotions to this signed JSON webhook (its key is made and"
                           " kept in the sandbox's secrets file; default: none, its promotions are announced nowhere)")
+    # Read as text and checked by the command, so a bad value is one line naming the rule (argparse's own error
+    # adds a usage block).
+    box.add_argument("--environments", default="1", metavar="N",
+                     help="up: how many production environments, each with its staging, behind the one router"
+                          " (1 to 16; the first keeps the ids env_demo_prod/env_demo_staging, the others end in"
+                          " _2, _3, ...; status lists every one, down removes them all)")
     box.add_argument("--json", action="store_true", help="status as JSON")
     box.add_argument("--dir", default=str(settings.PROJECT_DIR / ".sandbox"), help="the sandbox's folder")
     box.set_defaults(func=cmd.cmd_sandbox, exit_codes=(EXIT_OK, EXIT_FAILED, EXIT_REJECTED))

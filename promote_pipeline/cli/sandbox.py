@@ -2,7 +2,9 @@
 
 ``promote sandbox up`` builds it in ``.sandbox/`` (idempotently): a private router (HAProxy by
 default, nginx on request) on loopback ports, odoo_standin servers for staging and production
-(blue) over Odoo-shaped databases and filestores, and the ops records a promotion needs. All
+(blue) over Odoo-shaped databases and filestores, and the ops records a promotion needs. With
+``--environments N`` it makes N such pairs in the one project, each production with its own entry
+points on the one router (``pair`` names them), so N promotions can run side by side. All
 credentials are generated here, per sandbox, kept in a mode-0600 secrets file and referenced by
 name everywhere else. The same class builds the isolated sandboxes the test-suite uses.
 """
@@ -45,6 +47,23 @@ DSN_REF = SANDBOX_DSN_REF
 ADMIN_REF = "PROMOTE_SANDBOX_ODOO_ADMIN_PASSWORD"
 ROLE_KEY_REF = "PROMOTE_SANDBOX_ROLE_KEY"
 WEBHOOK_KEY_REF = "PROMOTE_SANDBOX_WEBHOOK_KEY"
+# How many staging/production pairs `promote sandbox up --environments` makes at most: each pair is four
+# processes (two stand-ins, two PgBouncers) and two databases, and the router gets two entry points per pair.
+MAX_ENVIRONMENTS = 16
+
+
+def pair(index: int) -> tuple[str, str]:
+    """The staging and production environment ids of the sandbox's ``index``-th pair (from 1). The first keeps the
+    ids the code location's launchpad opens with (``make demo``, the drills and the tests use them); the others
+    carry their number: ``env_demo_staging_2``/``env_demo_prod_2``, and so on."""
+    if index == 1:
+        return STAGING, PROD
+    return f"{STAGING}_{index}", f"{PROD}_{index}"
+
+
+def _suffix(index: int) -> str:
+    """What the ``index``-th pair adds to its folders' and databases' names (nothing for the first: as before)."""
+    return "" if index == 1 else f"_{index}"
 
 
 @dataclass
@@ -59,6 +78,8 @@ class Sandbox:
     attachment_size: int = 2048  # bytes per attachment file (the benchmark sizes filestores with it)
     # Its databases on a PostgreSQL cluster of its own, on a free port: the only kind a drill may restart.
     private_postgres: bool = False
+    # How many staging/production pairs `up` makes (1 to MAX_ENVIRONMENTS); pairs an earlier `up` made are kept.
+    environments: int = 1
 
     # -- layout --------------------------------------------------------------------------------
     @property
@@ -106,6 +127,8 @@ class Sandbox:
 
     # -- up ------------------------------------------------------------------------------------
     def up(self) -> dict[str, Any]:
+        if not 1 <= self.environments <= MAX_ENVIRONMENTS:
+            raise ValueError(f"environments: must be 1 to {MAX_ENVIRONMENTS} (got {self.environments})")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "faults").mkdir(exist_ok=True)
         if self.private_postgres and private_cluster(self.root) is None:
@@ -127,52 +150,86 @@ class Sandbox:
         host: LocalOdooHost = res["odoo_host"]
         router: RouterResource = res["router"]
         ops_db.upgrade()
-        commit = self._seed_ops(ops_db)
-        self._ensure_deployment(ops_db, host, PROD, start=False)  # staging is copied from it: no sessions yet
-        self._ensure_deployment(ops_db, host, STAGING)
-        self._ensure_deployment(ops_db, host, PROD)
+        # A smaller N than an earlier `up` made removes nothing: `down` removes every pair.
+        count = max(self.environments, len(self.production_ids(ops_db)))
+        commit = self._seed_ops(ops_db, count)
+        for index in range(1, count + 1):
+            staging, prod = pair(index)
+            self._ensure_deployment(ops_db, host, prod, start=False)  # staging is copied from it: no sessions yet
+            self._ensure_deployment(ops_db, host, staging, source=prod)
+            self._ensure_deployment(ops_db, host, prod)
         router.start()
-        blue = ops_db.active_deployment(PROD)
-        assert blue is not None
-        router.register_environment(PROD, upstream(blue, "blue"))
+        for index in range(1, count + 1):
+            prod = pair(index)[1]
+            blue = ops_db.active_deployment(prod)
+            assert blue is not None
+            router.register_environment(prod, upstream(blue, "blue"))
         return {"commit": commit, **self.status()}
 
+    @staticmethod
+    def pairs(ops_db: OpsDatabase) -> list[tuple[str, str]]:
+        """The (staging, production) pairs the sandbox's project has, in ``pair``'s order."""
+        ids = {e.environment_id for e in ops_db.environments_of(PROJECT)}
+        return [ids_ for ids_ in (pair(i) for i in range(1, len(ids) // 2 + 1)) if ids_[1] in ids]
+
+    def production_ids(self, ops_db: OpsDatabase) -> list[str]:
+        return [prod for _, prod in self.pairs(ops_db)]
+
     def announce_to(self, url: str) -> None:
-        """Announce production's promotions to a signed JSON webhook at ``url`` (as an inventory's ``notifications``
-        would); the HMAC key is made once and kept in the secrets file (owner-only), where the receiver reads it."""
+        """Announce every production environment's promotions to a signed JSON webhook at ``url`` (as an
+        inventory's ``notifications`` would); the HMAC key is made once and kept in the secrets file (owner-only),
+        where the receiver reads it."""
         current = json.loads(self.secrets_file.read_text()) if self.secrets_file.exists() else {}
         key = current.get(WEBHOOK_KEY_REF) or pysecrets.token_urlsafe(32)
         secrets.write_secrets_file(self.secrets_file, {WEBHOOK_KEY_REF: key})
         ops_db: OpsDatabase = self.resources()["ops_db"]
-        env = ops_db.environment(PROD)
-        assert env is not None
         config = NotificationsConfig(webhooks=[WebhookTarget(url=url, secret_ref=WEBHOOK_KEY_REF)])
-        ops_db.update_environment(env.model_copy(update={"notifications": config}))
+        for prod in self.production_ids(ops_db):
+            env = ops_db.environment(prod)
+            assert env is not None
+            ops_db.update_environment(env.model_copy(update={"notifications": config}))
 
-    def _seed_ops(self, ops_db: OpsDatabase) -> str:
+    def _seed_ops(self, ops_db: OpsDatabase, count: int = 1) -> str:
+        """The project, its user and the first pair in one transaction; then pairs 2..``count``, each one
+        environment at a time (a repeated ``up`` adds what a cut one left out)."""
         existing = ops_db.environment(PROD)
         if existing:
-            return str(existing.git_commit_sha)
-        commit = pysecrets.token_hex(20)
-        prefix = self.settings().db_prefix
-        environments = [
-            EnvironmentRecord(environment_id=env_id, project_id=PROJECT, kind=kind, git_commit_sha=commit,
-                              db_dsn_ref=DSN_REF, db_name_prefix=f"{prefix}_{kind}",
-                              filestore_root=str(self.root / "data" / kind), router_name=self.router_kind,
-                              smoke_login="admin", smoke_password_ref=ADMIN_REF,
-                              # the name Odoo and its clients use for the environment's whole life
-                              odoo_db_name=f"{prefix}_{kind}")
-            for env_id, kind in ((STAGING, "staging"), (PROD, "production"))]
-        seed_deploy = CompletedRun(environment_id=STAGING, operation_type="deploy", created_by=USER,
-                                   metadata={"git_commit_sha": commit, "note": "sandbox seed"})
-        ops_db.add_project(PROJECT, "Demo project", environments, grants=[(USER, "promote")], history=[seed_deploy])
+            commit = str(existing.git_commit_sha)
+        else:
+            commit = pysecrets.token_hex(20)
+            seed_deploy = CompletedRun(environment_id=STAGING, operation_type="deploy", created_by=USER,
+                                       metadata={"git_commit_sha": commit, "note": "sandbox seed"})
+            ops_db.add_project(PROJECT, "Demo project", self._environment_records(1, commit),
+                               grants=[(USER, "promote")], history=[seed_deploy])
+        for index in range(2, count + 1):
+            for record in self._environment_records(index, commit):
+                if ops_db.environment(record.environment_id) is None:
+                    ops_db.add_environment(record)
+                    if record.kind == "staging":
+                        ops_db.record_completed_run(PROJECT, CompletedRun(
+                            environment_id=record.environment_id, operation_type="deploy", created_by=USER,
+                            metadata={"git_commit_sha": commit, "note": "sandbox seed"}))
         return commit
 
-    def _ensure_deployment(self, ops_db: OpsDatabase, host: LocalOdooHost, env_id: str, start: bool = True) -> None:
+    def _environment_records(self, index: int, commit: str) -> list[EnvironmentRecord]:
+        """The ``index``-th pair's staging and production records."""
+        prefix = self.settings().db_prefix
+        staging, prod = pair(index)
+        return [EnvironmentRecord(environment_id=env_id, project_id=PROJECT, kind=kind, git_commit_sha=commit,
+                                  db_dsn_ref=DSN_REF, db_name_prefix=f"{prefix}_{kind}{_suffix(index)}",
+                                  filestore_root=str(self.root / "data" / f"{kind}{_suffix(index)}"),
+                                  router_name=self.router_kind, smoke_login="admin", smoke_password_ref=ADMIN_REF,
+                                  # the name Odoo and its clients use for the environment's whole life
+                                  odoo_db_name=f"{prefix}_{kind}{_suffix(index)}")
+                for env_id, kind in ((staging, "staging"), (prod, "production"))]
+
+    def _ensure_deployment(self, ops_db: OpsDatabase, host: LocalOdooHost, env_id: str, start: bool = True,
+                           source: str = PROD) -> None:
         """Production made by ``_make_production``; staging as Odoo.sh makes it: a neutralized copy of production.
         Each seed deployment's physical database carries the environment's name, as a production adopted from
         an existing installation does; the greens promoted later get databases of their own. A deployment is
-        recorded as soon as its database exists, so ``down`` finds it whatever fails after."""
+        recorded as soon as its database exists, so ``down`` finds it whatever fails after. A staging is copied from
+        the production ``source``."""
         env = ops_db.environment(env_id)
         assert env is not None
         if env.odoo_db_name is None:
@@ -186,7 +243,7 @@ class Sandbox:
             if env.kind == "production":
                 self._make_production(host, dep)
             else:
-                self._copy_production(ops_db, host, dep)
+                self._copy_production(ops_db, host, dep, source)
             ops_db.add_deployment(dep)
             deployment.give_database(svc, env, dep)
             if env.kind != "production":
@@ -215,10 +272,11 @@ class Sandbox:
                      " SELECT 'Staging contact ' || n, 'staging' || n || '@example.com', 1"
                      " FROM generate_series(1, 25) AS n")
 
-    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, staging: DeploymentRecord) -> None:
+    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, staging: DeploymentRecord,
+                         prod_id: str = PROD) -> None:
         """Staging = production's data, then staging's own work (new contacts); neutralized once it is given
         to its role (``_neutralize``)."""
-        prod = ops_db.active_deployment(PROD)
+        prod = ops_db.active_deployment(prod_id)
         assert prod is not None
         db = staging.db_name
         host.drop_database(DSN_REF, db)
@@ -231,8 +289,8 @@ class Sandbox:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(host.filestore_dir(prod.data_dir, prod.served_db), target)
         ops_db.record_completed_run(PROJECT, CompletedRun(
-            environment_id=STAGING, operation_type="restore", created_by=USER,
-            metadata={"source_environment_id": PROD, "source_db": prod.db_name,
+            environment_id=staging.environment_id, operation_type="restore", created_by=USER,
+            metadata={"source_environment_id": prod_id, "source_db": prod.db_name,
                       "note": "staging made from a copy of production"}))
         with host.connect(DSN_REF, db) as conn:
             self._add_staging_contacts(conn)
@@ -241,16 +299,32 @@ class Sandbox:
     def status(self) -> dict[str, Any]:
         """What production serves, as the running router says (``served_upstream``), never as routes.json
         records: a switch the router did not carry out must not show as done. ``recorded`` is routes.json's
-        active upstream, shown apart so a disagreement is visible."""
+        active upstream, shown apart so a disagreement is visible. The top-level entries are the first pair's
+        (as before there were several); ``environments`` has the same for every pair, the first included."""
         self.activate()
         res = self.resources()
         ops_db: OpsDatabase = res["ops_db"]
         router: RouterResource = res["router"]
-        state = router.state(PROD)
+        pairs = [{"production": prod, "staging": staging, **self._serving(ops_db, router, prod)}
+                 for staging, prod in self.pairs(ops_db) or [pair(1)]]
+        first = {k: v for k, v in pairs[0].items() if k not in ("production", "staging")}
+        return {
+            "router": router.kind,
+            **first,
+            "environments": pairs,
+            "ops_database": self.settings().ops_database,
+            "secrets": json.loads(self.secrets_file.read_text()) if self.secrets_file.exists() else {},
+        }
+
+    @staticmethod
+    def _serving(ops_db: OpsDatabase, router: RouterResource, prod: str) -> dict[str, Any]:
+        """One production environment's entry points, what the router serves on the public one and what
+        routes.json records."""
+        state = router.state(prod)
         served: ServedUpstream | None = None
         router_error: str | None = None
         try:
-            served = router.served_upstream(PROD)
+            served = router.served_upstream(prod)
         except RouterError as exc:
             router_error = str(exc)
         row = ops_db.deployment(served.name) if served and served.name else None
@@ -261,7 +335,6 @@ class Sandbox:
         # The router knows no colours; the recorded one holds only if the router agrees on the deployment.
         colour = recorded.colour if recorded and row and recorded.name == row.deployment_id else None
         return {
-            "router": router.kind,
             "router_url": state.active_url,
             "preview_url": state.preview_url,
             "serving": {
@@ -274,8 +347,6 @@ class Sandbox:
             },
             "recorded": {"deployment": recorded.name if recorded else None,
                          "colour": recorded.colour if recorded else None},
-            "ops_database": self.settings().ops_database,
-            "secrets": json.loads(self.secrets_file.read_text()) if self.secrets_file.exists() else {},
         }
 
     # -- down ----------------------------------------------------------------------------------
