@@ -189,6 +189,15 @@ class AdoptedHAProxyRouter(HAProxyRouter):
         except RouterNotPersisted as exc:
             raise RouterError(str(exc)) from exc  # nothing was promised yet: registering fails whole
 
+    def _apply_route(self, routes: Routes, environment_id: str, entry: Entry, upstream: Upstream,
+                     refuse: bool) -> None:
+        try:
+            super()._apply_route(routes, environment_id, entry, upstream, refuse)
+        except RouterNotPersisted:
+            # the team's file was not updated but their haproxy serves the switch: routes.json says so
+            self._save_routes(routes)
+            raise
+
     def _point(self, backend: str, upstream: Upstream, port: int) -> None:
         self._ask(f"set server {backend}/app addr {upstream.host} port {port}",
                   lambda answer: answer.startswith(("IP changed", "no need to change")))

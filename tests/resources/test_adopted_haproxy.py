@@ -246,6 +246,7 @@ def test_a_file_that_haproxy_refuses_is_not_replaced(tmp_path: Path, team: Team,
         router.switch_active(ENV, green)
     assert team.cfg.read_text() == broken
     assert team.servers()["prod_active_http"] == _addr(green, "http")  # the live switch stands, as said
+    assert router.state(ENV).active == green and router.serves(ENV, green)
 
 
 def test_rewrite_keeps_everything_but_the_address() -> None:
