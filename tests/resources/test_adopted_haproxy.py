@@ -223,6 +223,28 @@ def test_unix_socket_without_a_config_file_switches_the_process_only(tmp_path: P
     assert team.cfg.read_text() == before  # no file named: the team's file is not touched
 
 
+def test_the_teams_own_restart_keeps_the_switch(tmp_path: Path, team: Team, deployments, net) -> None:
+    blue, green = deployments["blue"].upstream, deployments["green"].upstream
+    router = _router(tmp_path, team.tcp_api, team.cfg)
+    state = router.register_environment(ENV, blue, active_port=team.active_port, preview_port=team.preview_port)
+    router.switch_active(ENV, green)
+    team.proc.terminate()  # the team restarts their haproxy from their file, as they would after editing it
+    team.proc.wait(10)
+    with open(team.cfg.parent / "haproxy.log", "ab") as log:
+        team.proc = subprocess.Popen(["haproxy", "-db", "-f", str(team.cfg)], stdout=log, stderr=subprocess.STDOUT)
+    assert wait_for(lambda: _answers(team), 15), (team.cfg.parent / "haproxy.log").read_text()
+    assert wait_for(lambda: _get_or_none(net, state.active_url) == "green", 10)
+    assert net.get(state.active_url, "/websocket") == "ws-green"
+    assert router.serves(ENV, green)
+
+
+def _get_or_none(net, url: str) -> str | None:
+    try:
+        return str(net.get(url))
+    except OSError:
+        return None
+
+
 def test_refusals_name_what_is_wrong(tmp_path: Path, team: Team, deployments) -> None:
     blue = deployments["blue"].upstream
     with pytest.raises(RouterError, match="level operator"):
@@ -269,6 +291,12 @@ def test_inventory_check_of_the_teams_haproxy(tmp_path: Path, team: Team) -> Non
     assert [str(p) for p in problems] == [
         f"router.fronts.shop: the team's haproxy (runtime API {team.tcp_api}) lacks what shop is switched through:"
         " backend shop_active_http, backend shop_active_ws, backend shop_preview_http, backend shop_preview_ws"]
+
+    operator = f"unix@{team.operator_sock}"
+    problems = adopted_router_problems(_section(team, operator, (ENV,)), _router(tmp_path, operator, None))
+    assert [str(p) for p in problems] == [
+        f"router.runtime_api: the team's haproxy runtime API {operator} is at level operator: switches need"
+        " 'level admin' on its stats socket"]
 
     closed = f"ipv4@127.0.0.1:{free_port('127.0.0.1', {team.api_port})}"
     problems = adopted_router_problems(_section(team, closed, (ENV,)), _router(tmp_path, closed, None))
