@@ -41,7 +41,7 @@ from resources.router import RouterError, RouterNotPersisted, RoutingState, Upst
 _KINDS = ("http", "ws")
 _SECTION = re.compile(r"^(global|defaults|frontend|backend|listen|peers|resolvers|userlist|mailers|program|ring|"
                       r"cache|http-errors|fcgi-app)\b\s*(\S*)")
-_SERVER_APP = re.compile(r"^(?P<lead>\s+server\s+app\s+)(?P<addr>\S+)(?P<rest>.*)$")
+_SERVER_APP = re.compile(r"^(?P<lead>\s*server\s+app\s+)(?P<addr>\S+)(?P<rest>.*)$")
 
 
 def backends_of(environment_id: str) -> list[str]:

@@ -274,6 +274,8 @@ def test_a_file_that_haproxy_refuses_is_not_replaced(tmp_path: Path, team: Team,
 def test_rewrite_keeps_everything_but_the_address() -> None:
     text = "backend a\n    server app 1.2.3.4:5 check\nbackend b\n    server other 1.1.1.1:1\n    server app x:1\n"
     assert rewrite_servers(text, {"b": ("10.0.0.1", 80)}) == text.replace("x:1", "10.0.0.1:80")
+    unindented = "backend c\nserver app 1.1.1.1:1 check\n# server app 2.2.2.2:2\n"
+    assert rewrite_servers(unindented, {"c": ("10.0.0.1", 80)}) == unindented.replace("1.1.1.1:1", "10.0.0.1:80")
     with pytest.raises(RouterError, match=r"backend\(s\) c$"):
         rewrite_servers(text, {"c": ("10.0.0.1", 80)})
 
