@@ -145,8 +145,8 @@ def team(tmp_path: Path, deployments) -> Iterator[Team]:
         assert wait_for(lambda: _answers(t), 15), (folder / "haproxy.log").read_text()
         yield t
     finally:
-        proc.kill()
-        proc.wait(10)
+        t.proc.kill()  # the one running now: a test may have restarted it, as the team would
+        t.proc.wait(10)
 
 
 def _answers(team: Team) -> bool:
