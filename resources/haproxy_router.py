@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -213,7 +214,7 @@ class HAProxyRouter(RoutesRouter):
             raise RouterError("haproxy did not write a new pid file")
         self._track(pid)
         if not wait_for(lambda: f"Pid: {pid}\n" in self._command_quiet("show info"), 10):
-            raise RouterError(f"haproxy (pid {pid}) does not answer on {self._sock}")
+            raise RouterError(f"haproxy (pid {pid}) does not answer on {self._api}")
         return pid
 
     def is_running(self) -> bool:
@@ -223,7 +224,7 @@ class HAProxyRouter(RoutesRouter):
     def start(self) -> None:
         """Write the config from routes.json and start haproxy unless it already runs."""
         if len(str(self._sock)) > _MAX_UNIX_PATH:
-            raise RouterError(f"admin socket path too long for a unix socket: {self._sock}")
+            raise RouterError(f"admin socket path too long for a unix socket: {self._api}")
         with self._locked():
             self._write_config(self._load_routes())
             if not self.is_running():
@@ -244,14 +245,27 @@ class HAProxyRouter(RoutesRouter):
 
     def _command(self, command: str) -> str:
         """One command on the admin socket; HAProxy answers text and closes the connection."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(str(self._sock))
+        with self._connect() as sock:
             sock.sendall(command.encode() + b"\n")
             chunks = []
             while data := sock.recv(65536):
                 chunks.append(data)
         return b"".join(chunks).decode(errors="replace").strip()
+
+    @property
+    def _api(self) -> str:
+        """The runtime API's address, as error messages and evidence name it."""
+        return str(self._sock)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(5)
+            sock.connect(str(self._sock))
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def _command_quiet(self, command: str) -> str:
         try:
@@ -264,7 +278,7 @@ class HAProxyRouter(RoutesRouter):
         try:
             answer = self._command(command)
         except OSError as exc:
-            raise RouterError(f"haproxy admin socket {self._sock}: {exc}") from exc
+            raise RouterError(f"haproxy admin socket {self._api}: {exc}") from exc
         if not ok(answer):
             raise RouterError(f"haproxy refused {command!r}: {answer}")
 
@@ -281,7 +295,7 @@ class HAProxyRouter(RoutesRouter):
         try:
             answer = self._command(f"show servers state {backend}")
         except OSError as exc:
-            raise RouterError(f"haproxy admin socket {self._sock}: {exc}") from exc
+            raise RouterError(f"haproxy admin socket {self._api}: {exc}") from exc
         lines = answer.splitlines()
         header = next((line[1:].split() for line in lines if line.startswith("#")), None)
         rows = [dict(zip(header, line.split(), strict=False)) for line in lines
@@ -297,7 +311,7 @@ class HAProxyRouter(RoutesRouter):
         try:
             answer = self._command(f"get map {self._map} {backend}")
         except OSError as exc:
-            raise RouterError(f"haproxy admin socket {self._sock}: {exc}") from exc
+            raise RouterError(f"haproxy admin socket {self._api}: {exc}") from exc
         found = re.search(r'found=yes.*value="([^"]*)"', answer)
         return found.group(1) if found else None
 
@@ -309,14 +323,21 @@ class HAProxyRouter(RoutesRouter):
         self._env(self._load_routes(), environment_id)  # an unknown environment is an error, not "nothing"
         base = f"{safe_name(environment_id)}_{entry}"
         http, ws = self._server_state(f"{base}_http"), self._server_state(f"{base}_ws")
-        names = {self._map_value(f"{base}_http"), self._map_value(f"{base}_ws")}
         # http and websocket must agree: half a switch serves neither deployment as a whole
-        name = names.pop() if http and ws and http[0] == ws[0] and len(names) == 1 else None
+        name = self._served_name(environment_id, base, http, ws) if http and ws and http[0] == ws[0] else None
         return ServedUpstream(
             environment_id=environment_id, entry=entry, name=name,
             host=http[0] if http and name else None, http_port=http[1] if http and name else None,
             websocket_port=ws[1] if ws and name else None,
-            source=f"haproxy runtime API on {self._sock}: show servers state {base}_http/_ws, get map")
+            source=f"haproxy runtime API on {self._api}: show servers state {base}_http/_ws, {self._naming}")
+
+    _naming: ClassVar[str] = "get map"  # how the name is read, for ``source``
+
+    def _served_name(self, environment_id: str, base: str, http: tuple[str, int],
+                     ws: tuple[str, int]) -> str | None:
+        """The deployment the entry point serves: the label its responses carry (``get map``), the same on both."""
+        names = {self._map_value(f"{base}_http"), self._map_value(f"{base}_ws")}
+        return names.pop() if len(names) == 1 else None
 
     # -- traffic -----------------------------------------------------------------------------
 
@@ -328,7 +349,7 @@ class HAProxyRouter(RoutesRouter):
         try:
             answer = self._command("show stat")
         except OSError as exc:
-            raise RouterError(f"haproxy admin socket {self._sock}: {exc}") from exc
+            raise RouterError(f"haproxy admin socket {self._api}: {exc}") from exc
         lines = answer.splitlines()
         if not lines or not lines[0].startswith("# "):
             raise RouterError(f"haproxy answered show stat with {answer[:200]!r}")
@@ -361,7 +382,7 @@ class HAProxyRouter(RoutesRouter):
                 now, then = self._counter(r, c), mark.baseline.get(f"{r['pxname']}/{c}", 0)
                 diff[c] += now - then if now >= then else now  # counters restarted (a reload): all are new
         logged = self._logged(mark, {r["pxname"] for r in rows}, addresses)
-        traffic = summarise(logged, upstream, self.kind, f"haproxy runtime API on {self._sock}: show stat"
+        traffic = summarise(logged, upstream, self.kind, f"haproxy runtime API on {self._api}: show stat"
                             f" ({', '.join(sorted(r['pxname'] for r in rows)) or 'no backend serves it'}),"
                             f" show events {RING}", mark.at)
         answered = sum(diff[f"hrsp_{k}xx"] for k in range(1, 6))
@@ -377,7 +398,7 @@ class HAProxyRouter(RoutesRouter):
         try:
             answer = self._command(f"show events {RING}")
         except OSError as exc:
-            raise RouterError(f"haproxy admin socket {self._sock}: {exc}") from exc
+            raise RouterError(f"haproxy admin socket {self._api}: {exc}") from exc
         since, found = logged_since(mark.at), []
         for line in answer.splitlines():
             m = _LOG_LINE.match(line)

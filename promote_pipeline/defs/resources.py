@@ -15,6 +15,7 @@ from promote_pipeline.promotion import settings as settings_mod
 from promote_pipeline.promotion.settings import Settings
 from resources import secrets
 from resources.artifact_store import LocalArtifactStore
+from resources.haproxy_adopted import AdoptedHAProxyRouter
 from resources.haproxy_router import HAProxyRouter
 from resources.nginx_router import NginxRouter
 from resources.odoo_host import LocalOdooHost
@@ -27,6 +28,10 @@ def build_resources(config: Settings | None = None) -> dict[str, Any]:
     router: RouterResource
     if config.router_kind == "nginx":
         router = NginxRouter(work_dir=config.router_dir, listen_host=config.router_listen_host)
+    elif config.router_mode == "adopted":
+        router = AdoptedHAProxyRouter(work_dir=config.router_dir, listen_host=config.router_listen_host,
+                                      runtime_api=config.router_runtime_api or "",
+                                      config_file=config.router_config_file)
     elif config.router_kind == "haproxy":
         router = HAProxyRouter(work_dir=config.router_dir, listen_host=config.router_listen_host)
     else:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from promote_pipeline.odoo.carry_over import DEFAULT_PARAMETERS
 
@@ -92,6 +93,27 @@ class Settings(BaseModel):
     router_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "router"),
                             description="Where the router keeps its configuration, socket, pid and log.")
     router_listen_host: str = Field(default="127.0.0.1", description="Address the router's entry points listen on.")
+    router_mode: Literal["managed", "adopted"] = Field(
+        default="managed", description="'managed': promote runs a private router of its own in router_dir. 'adopted':"
+        " the team's own HAProxy (router_kind haproxy only), switched through its runtime API and never started,"
+        " stopped or reloaded by promote; its frontends listen on router_listen_host.")
+    router_runtime_api: str | None = Field(
+        default=None, description="Adopted only, and required there: the team's HAProxy runtime API (stats socket at"
+        " level admin), a unix socket path or a TCP address such as 'ipv4@10.0.0.7:9999'.")
+    router_config_file: str | None = Field(
+        default=None, description="Adopted only: the team's haproxy.cfg, into which every switch is also written so"
+        " that their reload keeps it (none: the switch lives in the running process only).")
+
+    @model_validator(mode="after")
+    def _adoption(self) -> Settings:
+        if self.router_mode == "adopted":
+            if self.router_kind != "haproxy":
+                raise ValueError("router_mode 'adopted' needs router_kind 'haproxy' (adopting an nginx is not built)")
+            if not self.router_runtime_api:
+                raise ValueError("router_mode 'adopted' needs router_runtime_api (the team's HAProxy runtime API)")
+        elif self.router_runtime_api or self.router_config_file:
+            raise ValueError("router_runtime_api and router_config_file are for router_mode 'adopted' only")
+        return self
     odoo_command: str = Field(
         default="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}",
         description="Command template that starts one Odoo server.",

@@ -214,3 +214,27 @@ def test_an_inventory_may_set_the_stability_thresholds(tmp_path: Path) -> None:
     assert (stability.max_error_rate, stability.max_5xx_responses, stability.max_p95_ms) == (0.005, 50, 3000)
     data["settings"]["stability"] = {"max_error_rate": 2}
     assert any(p.startswith("settings.stability.max_error_rate") for p in _problems(tmp_path, data))
+
+
+def test_an_adopted_router_needs_haproxy_its_runtime_api_and_its_frontends_ports(tmp_path: Path) -> None:
+    data = _example()
+    env_id = next(iter(data["router"]["fronts"]))
+    data["router"].update({"mode": "adopted", "kind": "nginx"})
+    data["router"]["fronts"][env_id].pop("preview_port")
+    assert _problems(tmp_path, data) == [
+        "router.mode: adopted needs kind haproxy (adopting a team's nginx is not built)",
+        "router.runtime_api: required when mode is adopted: the team's HAProxy runtime API at level admin (a unix"
+        " socket path or ipv4@host:port)",
+        f"router.fronts.{env_id}.preview_port: required when mode is adopted: the port of the team's frontend for it"]
+
+    managed = _example()
+    managed["router"]["runtime_api"] = "/run/haproxy/admin.sock"
+    assert _problems(tmp_path, managed) == ["router.runtime_api: only for mode adopted"]
+
+    adopted = _example()
+    adopted["router"].update({"mode": "adopted", "runtime_api": "ipv4@10.0.0.7:9999", "config_file": "team.cfg"})
+    path = tmp_path / "adopted.yaml"
+    path.write_text(yaml.safe_dump(adopted))
+    settings = rules.declared_settings(rules.parse(path))
+    assert (settings.router_mode, settings.router_runtime_api) == ("adopted", "ipv4@10.0.0.7:9999")
+    assert settings.router_config_file == str(tmp_path / "team.cfg")  # relative to the inventory's folder

@@ -86,3 +86,17 @@ def test_the_stability_thresholds_are_settings_and_a_bad_one_is_one_line(tmp_pat
             settings.load(path)
         assert str(exc.value) == f"settings file {path}: {complaint}"
     assert all(f.description for f in settings.StabilityThresholds.model_fields.values())
+
+
+def test_an_adopted_router_without_its_runtime_api_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"router_mode": "adopted"}))
+    with pytest.raises(settings.SettingsError) as exc:
+        settings.load(path)
+    assert str(exc.value) == (f"settings file {path}: (top level): Value error, router_mode 'adopted' needs"
+                              " router_runtime_api (the team's HAProxy runtime API)")
+    path.write_text(json.dumps({"router_mode": "adopted", "router_kind": "nginx", "router_runtime_api": "/x.sock"}))
+    with pytest.raises(settings.SettingsError, match="adopting an nginx is not built"):
+        settings.load(path)
+    path.write_text(json.dumps({"router_mode": "adopted", "router_runtime_api": "ipv4@127.0.0.1:9999"}))
+    assert settings.load(path).router_runtime_api == "ipv4@127.0.0.1:9999"

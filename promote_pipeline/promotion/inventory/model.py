@@ -189,6 +189,18 @@ class Router(Section):
                              " on.")
     fronts: dict[Identifier, RouterEntry] = Field(description="The production environments it fronts, each with"
                                                   " its entry points' ports.")
+    mode: Literal["managed", "adopted"] = Field(
+        default="managed", description="managed: promote runs a private router of its own in dir. adopted: the"
+        " team's own HAProxy (kind haproxy), which already has each front's frontends (on listen_host, at its"
+        " active_port and preview_port, both then required) and backends <env>_active_http, <env>_active_ws,"
+        " <env>_preview_http, <env>_preview_ws with a server named app; promote switches them through runtime_api"
+        " and never starts, stops or reloads it.")
+    runtime_api: str | None = Field(default=None, description="Adopted only, and required there: the team's HAProxy"
+                                    " runtime API at level admin, a unix socket path or a TCP address"
+                                    " (ipv4@10.0.0.7:9999).")
+    config_file: PathText | None = Field(default=None, description="Adopted only: the team's haproxy.cfg on this"
+                                         " machine; every switch is also written into it so that their reload keeps"
+                                         " it.")
 
 
 class Inventory(Section):

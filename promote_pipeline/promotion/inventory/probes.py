@@ -15,14 +15,16 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from promote_pipeline.promotion.inventory.model import Environment, Inventory
+from promote_pipeline.promotion.inventory.model import Environment, Inventory, Router
 from promote_pipeline.promotion.inventory.rules import Problem, declares_settings
 from promote_pipeline.promotion.inventory.state import Recorded, read_recorded
 from promote_pipeline.promotion.services import Services
 from promote_pipeline.promotion.settings import Settings
 from resources import secrets
+from resources.haproxy_adopted import AdoptedHAProxyRouter
 from resources.odoo_host import port_in_use
 from resources.ops_db import DeploymentRecord
+from resources.router import RouterError, RouterResource
 
 RESTARTED = "adoption restarts it once, behind the router"
 
@@ -53,6 +55,7 @@ def probe(inv: Inventory, cfg: Settings, svc: Services) -> tuple[list[Problem], 
         if env.db_dsn_ref in answering:
             problems += _adoption_problems(env_id, env, svc, recorded)
     problems += _router_problems(inv, recorded)
+    problems += adopted_router_problems(inv.router, svc.router)
     return problems, recorded
 
 
@@ -257,5 +260,27 @@ def _router_problems(inv: Inventory, recorded: Recorded) -> Iterator[Problem]:
                 if declared is not None and declared != current:
                     yield Problem(path, f"the router serves it on port {current}: an entry point's port is kept"
                                         " once made")
-            elif declared is not None and port_in_use(host, declared):
+            elif declared is not None and inv.router.mode == "managed" and port_in_use(host, declared):
                 yield Problem(path, f"port {declared} is in use on {host}")
+
+
+def adopted_router_problems(section: Router, router: RouterResource) -> list[Problem]:
+    """The team's HAProxy, asked over its runtime API: it answers at level admin, and has the backends and servers
+    each production environment is switched through. One line per environment naming what it lacks."""
+    if section.mode != "adopted" or not isinstance(router, AdoptedHAProxyRouter):
+        return []
+    where = f"the team's haproxy (runtime API {router.runtime_api})"
+    try:
+        router.start()  # nothing is started: it asks the runtime API for its level
+    except RouterError as exc:
+        return [Problem("router.runtime_api", _first_line(exc))]
+    problems = []
+    for env_id in section.fronts:
+        try:
+            missing = router.missing(env_id)
+        except RouterError as exc:
+            return [Problem("router.runtime_api", _first_line(exc))]
+        if missing:
+            problems.append(Problem(f"router.fronts.{env_id}", f"{where} lacks what {env_id} is switched through:"
+                                                               f" {', '.join(missing)}"))
+    return problems

@@ -139,7 +139,10 @@ def absolute_paths(inv: Inventory, base: Path) -> Inventory:
             update={"data_dir": absolute(env.adopt.data_dir)})})
         for env_id, env in inv.environments.items()}
     return inv.model_copy(update={"settings": settings, "storage": storage, "environments": environments,
-                                  "router": inv.router.model_copy(update={"dir": absolute(inv.router.dir)})})
+                                  "router": inv.router.model_copy(update={
+                                      "dir": absolute(inv.router.dir),
+                                      "config_file": absolute(inv.router.config_file)
+                                      if inv.router.config_file else None})})
 
 
 # -- the rules between parts ------------------------------------------------------------------------------
@@ -185,6 +188,27 @@ def _reference_rules(inv: Inventory) -> Iterator[Problem]:
         if env.kind == "production" and env_id not in inv.router.fronts:
             yield Problem(f"environments.{env_id}", "a production environment is promoted through the router: add it"
                                                     " under router.fronts")
+    yield from _adoption_rules(inv)
+
+
+def _adoption_rules(inv: Inventory) -> Iterator[Problem]:
+    """An adopted HAProxy is the team's: its runtime API is how it is reached, its frontends' ports are given."""
+    r = inv.router
+    if r.mode == "adopted":
+        if r.kind != "haproxy":
+            yield Problem("router.mode", "adopted needs kind haproxy (adopting a team's nginx is not built)")
+        if not r.runtime_api:
+            yield Problem("router.runtime_api", "required when mode is adopted: the team's HAProxy runtime API at"
+                                                " level admin (a unix socket path or ipv4@host:port)")
+        for env_id, entry in r.fronts.items():
+            for name in ("active_port", "preview_port"):
+                if getattr(entry, name) is None:
+                    yield Problem(f"router.fronts.{env_id}.{name}", "required when mode is adopted: the port of"
+                                                                    " the team's frontend for it")
+    else:
+        for name in ("runtime_api", "config_file"):
+            if getattr(r, name):
+                yield Problem(f"router.{name}", "only for mode adopted")
 
 
 def _environment_rules(inv: Inventory) -> Iterator[Problem]:
@@ -293,6 +317,8 @@ def declared_settings(inv: Inventory) -> Settings:
         "role_key_ref": s.role_key_ref, "run_dir": s.run_dir, "odoo_command": s.odoo_command,
         "evidence_root": inv.storage.evidence_root, "artifact_root": inv.storage.artifact_root,
         "router_kind": inv.router.kind, "router_dir": inv.router.dir, "router_listen_host": inv.router.listen_host,
+        "router_mode": inv.router.mode, "router_runtime_api": inv.router.runtime_api,
+        "router_config_file": inv.router.config_file,
         # The inventory declares its artifact folder, and its check accepts one not made yet under an existing
         # parent: the first promotion makes it, as declared.
         "create_artifact_root": True}
@@ -312,6 +338,9 @@ def _agreement(inv: Inventory, existing: Settings) -> Iterator[Problem]:
     pairs = (("router.kind", inv.router.kind, existing.router_kind),
              ("router.dir", inv.router.dir, existing.router_dir),
              ("router.listen_host", inv.router.listen_host, existing.router_listen_host),
+             ("router.mode", inv.router.mode, existing.router_mode),
+             ("router.runtime_api", inv.router.runtime_api or "", existing.router_runtime_api or ""),
+             ("router.config_file", inv.router.config_file or "", existing.router_config_file or ""),
              ("storage.evidence_root", inv.storage.evidence_root, existing.evidence_root),
              ("storage.artifact_root", inv.storage.artifact_root, existing.artifact_root))
     for path, declared, recorded in pairs:
