@@ -313,7 +313,10 @@ class Sandbox:
             **first,
             "environments": pairs,
             "ops_database": self.settings().ops_database,
-            "secrets": json.loads(self.secrets_file.read_text()) if self.secrets_file.exists() else {},
+            # Where the sandbox's secrets are and their names; never their values (status output is pasted
+            # into chats and tickets).
+            "secrets_file": str(self.secrets_file),
+            "secret_refs": sorted(json.loads(self.secrets_file.read_text())) if self.secrets_file.exists() else [],
         }
 
     @staticmethod

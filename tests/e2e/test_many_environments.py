@@ -148,8 +148,13 @@ def test_promotions_of_different_environments_run_together_and_one_environment_q
 
 def test_sandbox_status_lists_every_environment(many: ManyUI, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["sandbox", "status", "--json", "--dir", str(many.box.root)]) == 0
-    info = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    info = json.loads(out)
     assert [(e["staging"], e["production"]) for e in info["environments"]] == [pair(1), pair(2)]
+    # The secrets file's path and key names, never a value.
+    kept = json.loads(Path(info["secrets_file"]).read_text())
+    assert info["secret_refs"] == sorted(kept) and kept
+    assert not [key for key, value in kept.items() if str(value) in out], "a secret's value in status --json"
     urls = {e["router_url"] for e in info["environments"]}
     assert len(urls) == 2  # an entry point of its own each, on the one router
     for env in info["environments"]:
