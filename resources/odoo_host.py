@@ -279,6 +279,11 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
             stamp = 0
         return _tool_version(tool, stamp)
 
+    def pg_dump_major(self) -> int | None:
+        """pg_dump's major version (``15`` of ``15.8``), None when it cannot be read."""
+        head = self.pg_dump_version().split(".")[0]
+        return int(head) if head.isdigit() else None
+
     def dump_database(self, dsn_ref: str, db: str, dest: Path) -> list[tuple[str, str, int]]:
         """``pg_dump -Fd -j<dump_jobs> -Z<dump_compression>`` into the new folder ``dest``, every file hashed
         while it is written; returns ``(name, sha256, size)`` per file."""

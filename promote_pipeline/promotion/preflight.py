@@ -286,6 +286,14 @@ class Preflight:
         if target < source:
             raise PreconditionFailed(f"production's PostgreSQL {target} is older than staging's {source}:"
                                      " its dump may not restore")
+        # pg_dump refuses a server newer than itself, and the promoter's one pg_dump dumps both servers (the
+        # snapshot from staging's, blue's backup from production's): each is asked, not one taken for both.
+        tools = self.host.pg_dump_major()
+        for label, major in (("staging", source), ("production", target)):
+            if tools is not None and tools < major:
+                raise PreconditionFailed(f"pg_dump {tools} on the promoter cannot dump {label}'s PostgreSQL {major}"
+                                         f" (it refuses a newer server): install PostgreSQL {major}'s client tools"
+                                         " and point pg_bin_dir at them")
         return f"PostgreSQL {source} -> {target}"
 
     def no_pending_modules(self) -> str:
