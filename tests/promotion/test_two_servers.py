@@ -30,7 +30,7 @@ from promote_pipeline.cli.runner import run_rollback
 from promote_pipeline.cli.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
 from promote_pipeline.promotion import settings as settings_mod
 from resources import secrets
-from resources.odoo_host import LocalOdooHost, free_port
+from resources.odoo_host import HostError, LocalOdooHost, free_port
 from resources.ops_db import CompletedRun, DeploymentRecord, OpsDatabase
 
 pytestmark = pytest.mark.slow
@@ -245,6 +245,32 @@ def test_promotion_and_rollback_across_two_servers(two_servers: tuple[TwoServerS
     with psycopg.connect(p.dsn, dbname=blue.db_name) as conn:
         conn.execute("SELECT 1 FROM res_partner LIMIT 1")
     assert green.db_name in p.databases() and s.databases() == s_before
+
+
+def test_pg_dump_and_pg_restore_reach_a_server_exactly_as_its_dsn_says(
+        two_servers: tuple[TwoServerSandbox, Cluster, Cluster], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tools get the whole DSN (sslmode, options, ...), not only its host, port and user: a server whose DSN
+    demands TLS is never dumped in the clear. S runs without TLS, so a DSN requiring it is refused by the tools as
+    by the promoter's own connections; its other settings reach the server (its log names the application)."""
+    box, s, p = two_servers
+    staging = box.resources()["ops_db"].active_deployment(STAGING)
+    assert staging
+    host: LocalOdooHost = box.resources()["odoo_host"]
+    monkeypatch.setenv("PROMOTE_TEST_TLS_DSN", s.dsn + " sslmode=require")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(s.dsn + " sslmode=require dbname=postgres")
+    with pytest.raises(HostError, match="pg_dump of database .* failed: .*SSL"):
+        host.dump_database("PROMOTE_TEST_TLS_DSN", staging.db_name, tmp_path / "refused")
+    monkeypatch.setenv("PROMOTE_TEST_NAMED_DSN", s.dsn + " application_name=promote_dsn_probe")
+    host.dump_database("PROMOTE_TEST_NAMED_DSN", staging.db_name, tmp_path / "dump")
+    assert staging.db_name in s.connections("promote_dsn_probe")
+    copy = f"{staging.db_name}_probe"
+    try:
+        host.restore_database("PROMOTE_TEST_NAMED_DSN", copy, tmp_path / "dump")
+        assert copy in s.connections("promote_dsn_probe") and copy not in p.databases()
+    finally:
+        host.drop_database("PROMOTE_TEST_NAMED_DSN", copy)
 
 
 def test_sandbox_down_removes_each_deployment_from_its_own_server(
