@@ -29,6 +29,8 @@ from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.runner import run_rollback
 from promote_pipeline.cli.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
 from promote_pipeline.promotion import settings as settings_mod
+from promote_pipeline.promotion.inputs import PromotionInputs
+from promote_pipeline.promotion.preflight import Preflight
 from resources import secrets
 from resources.odoo_host import HostError, LocalOdooHost, free_port
 from resources.ops_db import CompletedRun, DeploymentRecord, OpsDatabase
@@ -271,6 +273,50 @@ def test_pg_dump_and_pg_restore_reach_a_server_exactly_as_its_dsn_says(
         assert copy in s.connections("promote_dsn_probe") and copy not in p.databases()
     finally:
         host.drop_database("PROMOTE_TEST_NAMED_DSN", copy)
+
+
+def _disk_check(box: Sandbox, factor: float) -> tuple[bool, str]:
+    res = box.resources()
+    inputs = PromotionInputs(project_id=PROJECT, staging_env_id=STAGING, prod_env_id=PROD, user_id=USER)
+    check = Preflight(res["ops_db"], res["odoo_host"], res["artifact_store"], inputs, factor)
+    try:
+        results = {r.name: (r.passed, r.message) for r in check.run(stop_on_failure=False)}
+    finally:
+        check.release()
+    return results["sufficient_disk_space"]
+
+
+def test_the_disk_check_asks_stagings_server_for_the_snapshots_size(
+        two_servers: tuple[TwoServerSandbox, Cluster, Cluster]) -> None:
+    """The snapshot, and green restored from it, are staging's size, which only staging's server knows: a staging
+    several times production's size is refused where production's size alone would have passed."""
+    box, s, p = two_servers
+    res = box.resources()
+    ops_db: OpsDatabase = res["ops_db"]
+    host: LocalOdooHost = res["odoo_host"]
+    staging, blue = ops_db.active_deployment(STAGING), ops_db.active_deployment(PROD)
+    assert staging and blue
+    with psycopg.connect(s.dsn, dbname=staging.db_name, autocommit=True) as conn:
+        # ~40 MB of incompressible rows, on S only
+        conn.execute("CREATE TABLE promote_bulk AS SELECT n, (SELECT string_agg(md5(random()::text || n || k), '')"
+                     " FROM generate_series(1, 30) AS k) AS pad FROM generate_series(1, 40000) AS n")
+    try:
+        def size(ref: str, dep: DeploymentRecord) -> int:
+            return host.database_size(ref, dep.db_name) + host.filestore_stats(dep.data_dir, dep.served_db)[1]
+
+        prod_bytes, staging_bytes = size(PROD_REF, blue), size(STAGING_REF, staging)
+        assert staging_bytes > 3 * prod_bytes
+        res["artifact_store"].ensure_root()
+        free = min(shutil.disk_usage(res["artifact_store"].root).free, shutil.disk_usage(blue.data_dir).free)
+        # Room for this factor times production's size, not for it times staging's (each side ~1.7x off).
+        factor = free / (prod_bytes * staging_bytes) ** 0.5
+        passed, message = _disk_check(box, factor)
+        assert not passed and "staging size (larger than production's) needs" in message, message
+        passed, message = _disk_check(box, 1.0)
+        assert passed and message.startswith("1x staging size (larger than production's) ("), message
+    finally:
+        with psycopg.connect(s.dsn, dbname=staging.db_name, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS promote_bulk")
 
 
 def test_sandbox_down_removes_each_deployment_from_its_own_server(
