@@ -25,6 +25,7 @@ import httpx
 import psycopg
 import pytest
 
+from promote_pipeline.cli import drills
 from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.runner import run_rollback
 from promote_pipeline.cli.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
@@ -317,6 +318,20 @@ def test_the_disk_check_asks_stagings_server_for_the_snapshots_size(
     finally:
         with psycopg.connect(s.dsn, dbname=staging.db_name, autocommit=True) as conn:
             conn.execute("DROP TABLE IF EXISTS promote_bulk")
+
+
+def test_the_drills_read_production_on_productions_server(two_servers: tuple[TwoServerSandbox, Cluster, Cluster]
+                                                          ) -> None:
+    """The drills' fingerprint of blue (taken before and after each drill) reads production's server."""
+    box, _, p = two_servers
+    blue = box.resources()["ops_db"].active_deployment(PROD)
+    assert blue
+    assert drills.prod_dsn_ref(box) == PROD_REF
+    prints = drills.fingerprint(box, blue.db_name)
+    with psycopg.connect(p.dsn, dbname=blue.db_name) as conn:
+        expected = conn.execute("SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY x.id), '')) FROM res_partner x"
+                             ).fetchone()
+    assert expected and prints["res_partner"] == expected[0]
 
 
 def test_sandbox_down_removes_each_deployment_from_its_own_server(
