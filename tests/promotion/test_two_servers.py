@@ -32,6 +32,7 @@ from promote_pipeline.cli.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
 from promote_pipeline.promotion import settings as settings_mod
 from promote_pipeline.promotion.inputs import PromotionInputs
 from promote_pipeline.promotion.preflight import Preflight
+from promote_pipeline.promotion.smoke import SmokeFailure, SmokeSuite
 from resources import secrets
 from resources.odoo_host import HostError, LocalOdooHost, free_port
 from resources.ops_db import CompletedRun, DeploymentRecord, OpsDatabase
@@ -332,6 +333,48 @@ def test_the_drills_read_production_on_productions_server(two_servers: tuple[Two
         expected = conn.execute("SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY x.id), '')) FROM res_partner x"
                              ).fetchone()
     assert expected and prints["res_partner"] == expected[0]
+
+
+def test_the_fence_check_reaches_productions_server_as_its_dsn_does(
+        two_servers: tuple[TwoServerSandbox, Cluster, Cluster], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The smoke test's fence check connects to production's server as green's role, to blue's database: with a
+    DSN naming the server by ``hostaddr`` (no ``host``), it must still reach that server, and so find a fence that
+    is broken (here: green's role given CONNECT on blue's database), not fail to connect and call it whole."""
+    box, _, p = two_servers
+    res = box.resources()
+    ops_db: OpsDatabase = res["ops_db"]
+    host: LocalOdooHost = res["odoo_host"]
+    prod_env, blue = ops_db.environment(PROD), ops_db.active_deployment(PROD)
+    assert prod_env and blue
+    tag = secrets_token(4)
+    green = DeploymentRecord(deployment_id=f"dep_fence_{tag}", environment_id=PROD, db_name=f"fence_{tag}",
+                             data_dir="/nonexistent", http_port=None, websocket_port=None, pid=None, state="standby",
+                             odoo_db_name=prod_env.odoo_db_name, db_role=f"fence_{tag}", endpoint_port=free_port())
+    port = p.dsn.split("port=")[1].split()[0]
+    monkeypatch.setenv("PROMOTE_TEST_HOSTADDR_DSN", f"hostaddr=127.0.0.1 port={port} user=postgres")
+    monkeypatch.delenv("PGHOST", raising=False)  # or libpq would take it for the host the DSN does not name
+    env = prod_env.model_copy(update={"db_dsn_ref": "PROMOTE_TEST_HOSTADDR_DSN"})
+    host.create_database(PROD_REF, green.db_name)
+    pid = None
+    try:
+        host.grant_database_to_role(PROD_REF, green.db_name, green.db_role)
+        pid = host.start_endpoint(PROD_REF, green)
+        endpoint = host.endpoint(green)
+        assert endpoint is not None
+        suite = SmokeSuite(host, env, green, None, "http://127.0.0.1:9", blue_db=blue.db_name)  # type: ignore[arg-type]
+        assert "not reachable through it, nor as its role on the server" in suite._fence(endpoint)
+        with psycopg.connect(p.dsn, dbname="postgres", autocommit=True) as conn:
+            conn.execute(f'GRANT CONNECT ON DATABASE "{blue.db_name}" TO "{green.db_role}"')
+        with pytest.raises(SmokeFailure, match=f"fence broken: green's role {green.db_role} connects to"):
+            suite._fence(endpoint)
+    finally:
+        if green.db_role in p.roles():
+            with psycopg.connect(p.dsn, dbname="postgres", autocommit=True) as conn:
+                conn.execute(f'REVOKE CONNECT ON DATABASE "{blue.db_name}" FROM "{green.db_role}"')
+        if pid is not None:
+            host.stop_endpoint(pid, host.process_started(pid))
+        host.drop_database(PROD_REF, green.db_name)
+        host.drop_role(PROD_REF, green.db_role)
 
 
 def test_sandbox_down_removes_each_deployment_from_its_own_server(
