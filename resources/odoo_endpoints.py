@@ -115,12 +115,14 @@ class DeploymentEndpoints:
     def start_endpoint(self, dsn_ref: str, dep: DeploymentRecord) -> int:
         """Start ``dep``'s PgBouncer (its database under the environment's name, and nothing else); its pid."""
         assert dep.db_role and dep.endpoint_port, f"{dep.deployment_id} has no database endpoint"
-        params = psycopg.conninfo.conninfo_to_dict(secrets.resolve(dsn_ref))
+        # Where the environment's server is, as libpq found it (a DSN may leave host or port to PGHOST/PGPORT or
+        # to libpq's defaults): never an assumed 5432, which may be another server, the ops database's say.
+        with self.connect(dsn_ref, "postgres") as conn:
+            server_host, server_port = conn.info.host, str(conn.info.port)
         folder = self.endpoint_dir(dep.deployment_id)
         os_user = self.endpoint_os_user if os.geteuid() == 0 else None
-        config = db_endpoint.write_config(folder, dep.endpoint_port, dep.served_db, dep.db_name,
-                                          str(params.get("host") or ""), str(params.get("port") or "5432"),
-                                          dep.db_role, self._verifier(dep.db_role), os_user)
+        config = db_endpoint.write_config(folder, dep.endpoint_port, dep.served_db, dep.db_name, server_host,
+                                          server_port, dep.db_role, self._verifier(dep.db_role), os_user)
         Path(self.run_dir).mkdir(parents=True, exist_ok=True)
         pid = db_endpoint.start(self.pgbouncer_bin, config, Path(self.run_dir) / f"{dep.deployment_id}.pgbouncer.log")
         db_endpoint.wait_listening("127.0.0.1", dep.endpoint_port, pid)

@@ -228,17 +228,23 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
     def _tool(self, name: str) -> str:
         return str(Path(self.pg_bin_dir) / name) if self.pg_bin_dir else name
 
-    def _pg(self, dsn_ref: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
-        """Connection args for the pg tools, the child environment, and the parsed DSN."""
-        params = psycopg.conninfo.conninfo_to_dict(secrets.resolve(dsn_ref))
-        args: list[str] = []
-        for key, flag in (("host", "-h"), ("port", "-p"), ("user", "-U")):
-            if params.get(key):
-                args += [flag, str(params[key])]
+    def _pg(self, dsn_ref: str, db: str = "postgres") -> tuple[list[str], dict[str, str], dict[str, str]]:
+        """Connection args for the pg tools (``-d`` and the whole DSN but its password, for ``db``), the child
+        environment (the password, never argv: it would show in ps), and the parsed DSN.
+
+        The whole DSN, not only its host, port and user: staging's and production's servers may be different
+        ones, each with its own sslmode, certificates or options, and pg_dump/pg_restore must reach a server
+        exactly as the promoter's own connections to it do."""
+        params = {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(secrets.resolve(dsn_ref)).items()
+                  if v is not None}
         env = dict(os.environ)
-        if params.get("password"):
-            env["PGPASSWORD"] = str(params["password"])
-        return args, env, {k: str(v) for k, v in params.items() if v is not None}
+        password = params.pop("password", None)
+        if password:
+            env["PGPASSWORD"] = password
+        conninfo = psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if k != "dbname"}, dbname=db)
+        if password:
+            params["password"] = password
+        return ["-d", conninfo], env, params
 
     @contextmanager
     def connect(self, dsn_ref: str, db: str, autocommit: bool = False,
@@ -279,12 +285,17 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
             stamp = 0
         return _tool_version(tool, stamp)
 
+    def pg_dump_major(self) -> int | None:
+        """pg_dump's major version (``15`` of ``15.8``), None when it cannot be read."""
+        head = self.pg_dump_version().split(".")[0]
+        return int(head) if head.isdigit() else None
+
     def dump_database(self, dsn_ref: str, db: str, dest: Path) -> list[tuple[str, str, int]]:
         """``pg_dump -Fd -j<dump_jobs> -Z<dump_compression>`` into the new folder ``dest``, every file hashed
         while it is written; returns ``(name, sha256, size)`` per file."""
-        args, env, _ = self._pg(dsn_ref)
+        args, env, _ = self._pg(dsn_ref, db)
         cmd = [self._tool("pg_dump"), *args, "-Fd", f"-j{self.dump_jobs}", f"-Z{self.dump_compression}",
-               "--no-owner", "-f", str(dest), "-d", db]
+               "--no-owner", "-f", str(dest)]
         hasher = DirectoryHasher(dest).start()
         try:
             # pg_dump makes the folder 0700 but its files with the umask: owner-only, they hold password hashes.
@@ -306,9 +317,9 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
         if self.database_exists(dsn_ref, db):
             raise HostError(f"restore refused: database {db} already exists")
         self.create_database(dsn_ref, db)
-        args, env, _ = self._pg(dsn_ref)
+        args, env, _ = self._pg(dsn_ref, db)
         cmd = [self._tool("pg_restore"), *args, "--no-owner", "--exit-on-error", f"-j{self.restore_jobs}",
-               "-d", db, str(dump)]
+               str(dump)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise HostError(f"pg_restore into {db} failed: {proc.stderr.strip()[:400]}")

@@ -70,9 +70,15 @@ def full_disk(size: str = "1m") -> Iterator[Path | None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def prod_dsn_ref(box: Sandbox) -> str:
+    """Production's server, as its environment records it: not the sandbox's ops server, which may be another."""
+    env = box.resources()["ops_db"].environment(sbx.PROD)
+    return env.db_dsn_ref if env else sbx.DSN_REF
+
+
 def fingerprint(box: Sandbox, db: str) -> dict[str, str]:
     host = box.resources()["odoo_host"]
-    with host.connect(sbx.DSN_REF, db) as conn:
+    with host.connect(prod_dsn_ref(box), db) as conn:
         return {t: str(conn.execute(f"SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY x.id), ''))"  # noqa: S608
                                     f" FROM {t} x").fetchone()[0]) for t in FINGERPRINT_TABLES}
 
@@ -207,7 +213,7 @@ class Drill:
     def _write_on_green_then_fail(self, start: float) -> None:
         """Customers' writes on green while it serves (three new contacts, one edited), then the 5xx fault."""
         green_db = self.box.status()["serving"]["database"]
-        with self.box.resources()["odoo_host"].connect(sbx.DSN_REF, green_db) as conn:
+        with self.box.resources()["odoo_host"].connect(prod_dsn_ref(self.box), green_db) as conn:
             conn.execute("INSERT INTO res_partner (name, email, company_id) SELECT 'Drill order ' || n,"
                          " 'drill' || n || '@example.com', 1 FROM generate_series(1, 3) AS n")
             conn.execute("UPDATE res_partner SET name = name || ' (edited)', write_date = now() AT TIME ZONE 'UTC'"

@@ -367,7 +367,9 @@ class Sandbox:
             rows = []
         svc = Services.from_resources(res)
         for row in rows:
-            for note in deployment.remove(svc, DSN_REF, row):  # a reused pid is another's process: said, not killed
+            # Each on its environment's server (staging's and production's may differ); a reused pid is another's
+            # process: said, not killed.
+            for note in deployment.remove(svc, row.db_dsn_ref, row):
                 print(note)
         dsn = secrets.resolve(DSN_REF)
         with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:

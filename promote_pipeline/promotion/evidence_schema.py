@@ -125,6 +125,7 @@ class SourceEnv(Strict):
     environment_id: Name
     kind: Name
     db: Name
+    db_dsn_ref: Name | None = None
 
 
 class Artifact(Strict):

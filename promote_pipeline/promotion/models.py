@@ -25,6 +25,10 @@ class SourceEnv(BaseModel):
     environment_id: str
     kind: str
     db: str
+    # Staging's and production's databases may live on different servers: the artifact says which one it was
+    # dumped from (the reference's name, never the DSN). None on artifacts made before it was recorded.
+    db_dsn_ref: str | None = Field(default=None, description="Secret reference of the server the dump was taken"
+                                                             " from (its name, not the DSN).")
 
 
 class DumpFile(BaseModel):

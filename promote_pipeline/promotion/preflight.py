@@ -235,7 +235,13 @@ class Preflight:
         assert self.prod and self.blue
         db_bytes = self.host.database_size(self.prod.db_dsn_ref, self.blue.db_name)
         _, fs_bytes = self.host.filestore_stats(self.blue.data_dir, self.blue.served_db)
-        need = int(self.min_free_space_factor * (db_bytes + fs_bytes))
+        # The snapshot (and green, restored from it) is staging's size, asked on staging's own server: it may be
+        # another server than production's, with a database of quite another size.
+        staging_bytes = self._staging_bytes()
+        size, basis = db_bytes + fs_bytes, "production size"
+        if staging_bytes is not None and staging_bytes > size:
+            size, basis = staging_bytes, "staging size (larger than production's)"
+        need = int(self.min_free_space_factor * size)
         try:
             self.store.ensure_root()
         except ArtifactError as exc:
@@ -244,9 +250,24 @@ class Preflight:
             free = shutil.disk_usage(path).free
             if free < need:
                 raise PreconditionFailed(
-                    f"{label} {path} has {free // 2**20} MiB free; {self.min_free_space_factor:g}x production size"
+                    f"{label} {path} has {free // 2**20} MiB free; {self.min_free_space_factor:g}x {basis}"
                     f" needs {need // 2**20} MiB")
-        return f"{self.min_free_space_factor:g}x production size ({need // 2**20} MiB) available"
+        return f"{self.min_free_space_factor:g}x {basis} ({need // 2**20} MiB) available"
+
+    def _staging_bytes(self) -> int | None:
+        """Staging's live database (on staging's server) and filestore, in bytes; None when they cannot be read
+        (staging_accessible, which runs next, says why)."""
+        assert self.staging
+        live = self.ops_db.active_deployment(self.staging.environment_id)
+        if live is None:
+            return None
+        try:
+            with self.host.connect(self.staging.db_dsn_ref, live.db_name, retry=False) as conn:
+                row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        except psycopg.Error:
+            return None
+        _, fs_bytes = self.host.filestore_stats(live.data_dir, live.served_db)
+        return (int(row[0]) if row else 0) + fs_bytes
 
 
     # -- Odoo compatibility --------------------------------------------------------------------------
@@ -286,6 +307,14 @@ class Preflight:
         if target < source:
             raise PreconditionFailed(f"production's PostgreSQL {target} is older than staging's {source}:"
                                      " its dump may not restore")
+        # pg_dump refuses a server newer than itself, and the promoter's one pg_dump dumps both servers (the
+        # snapshot from staging's, blue's backup from production's): each is asked, not one taken for both.
+        tools = self.host.pg_dump_major()
+        for label, major in (("staging", source), ("production", target)):
+            if tools is not None and tools < major:
+                raise PreconditionFailed(f"pg_dump {tools} on the promoter cannot dump {label}'s PostgreSQL {major}"
+                                         f" (it refuses a newer server): install PostgreSQL {major}'s client tools"
+                                         " and point pg_bin_dir at them")
         return f"PostgreSQL {source} -> {target}"
 
     def no_pending_modules(self) -> str:

@@ -121,7 +121,8 @@ class Settings(BaseModel):
     secrets_file: str | None = Field(default=None, description="JSON file of secret values (mode 0600).")
     role_key_ref: str = Field(default="PROMOTE_ROLE_KEY", description="Secret reference to the key each deployment"
                               " role's password is derived from (no role password is stored anywhere).")
-    min_free_space_factor: float = Field(default=3.0, description="Free space needed, as a multiple of prod size.")
+    min_free_space_factor: float = Field(default=3.0, description="Free space needed, as a multiple of the larger of"
+                                         " production's and staging's size (each asked on its own server).")
     carry_over_parameters: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PARAMETERS),
         description="ir_config_parameter keys copied from blue onto green (see live_settings.DEFAULT_PARAMETERS).")

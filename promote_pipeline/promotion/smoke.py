@@ -106,10 +106,12 @@ class SmokeSuite:
             row = None
         if row is not None and row[0] != self.green.db_name:
             raise SmokeFailure(f"fence broken: green's endpoint opened {row[0]} for the name {self.blue_db}")
-        server = psycopg.conninfo.conninfo_to_dict(secrets.resolve(self.env.db_dsn_ref))
-        direct = psycopg.conninfo.make_conninfo(
-            host=server.get("host"), port=server.get("port"), user=endpoint.user, password=endpoint.password,
-            dbname=self.blue_db, connect_timeout=5)
+        # Production's server exactly as its DSN reaches it (hostaddr, sslmode, certificates...), only the user
+        # changed: a connection that fails for want of those proves nothing about the fence.
+        server = {k: v for k, v in psycopg.conninfo.conninfo_to_dict(secrets.resolve(self.env.db_dsn_ref)).items()
+                  if v is not None and k not in ("user", "password", "dbname")}
+        direct = psycopg.conninfo.make_conninfo("", **server, user=endpoint.user, password=endpoint.password,
+                                                dbname=self.blue_db, connect_timeout=5)
         try:
             with psycopg.connect(direct):
                 raise SmokeFailure(f"fence broken: green's role {endpoint.user} connects to {self.blue_db}")

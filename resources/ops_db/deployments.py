@@ -66,8 +66,9 @@ class DeploymentsTable(OpsConnection):
                              " ORDER BY created_at, deployment_id", (run_id, list(states)))
         return [DeploymentRecord.from_row(r) for r in rows]
 
-    def all_deployments(self) -> list[DeploymentRecord]:
-        return [DeploymentRecord.from_row(r) for r in self._all("SELECT * FROM ops.deployments")]
+    def all_deployments(self) -> list[DeploymentOnServer]:
+        """Every deployment, each with its environment's server: staging's and production's may differ."""
+        return [DeploymentOnServer.from_row(r) for r in self._all(_WITH_SERVER)]
 
     def deployment_on_server(self, deployment_id: str) -> DeploymentOnServer | None:
         """A deployment with its environment's server (what removing it takes)."""

@@ -291,3 +291,26 @@ def test_target_postgres_may_be_newer_or_equal(setup: Setup, postgres_14: str) -
 def test_target_postgres_older_than_the_dump_is_refused(setup: Setup, postgres_14: str) -> None:
     with pytest.raises(PreconditionFailed, match="production's PostgreSQL 14 is older than staging's 1[5-9]"):
         _versions(setup, DSN_REF, postgres_14).postgres_compatible()
+
+
+@pytest.fixture
+def postgres_99(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A server newer than any pg_dump installed here: pg_dump refuses to dump it."""
+    params = psycopg.conninfo.conninfo_to_dict(default_server_dsn())
+    for port in _announcing("99.1", (str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))):
+        monkeypatch.setenv("PROMOTE_TEST_PG99_DSN", f"host=127.0.0.1 port={port} user={params.get('user', 'postgres')}"
+                                                    " sslmode=disable")
+        yield "PROMOTE_TEST_PG99_DSN"
+
+
+def test_each_server_is_checked_against_the_promoters_pg_dump(setup: Setup, postgres_99: str) -> None:
+    """The snapshot is dumped from staging's server and blue's backup from production's, by the promoter's one
+    pg_dump: a server newer than it, on either side, is refused before anything starts, naming that side."""
+    tools = setup.host.pg_dump_major()
+    assert tools is not None and tools < 99
+    with pytest.raises(PreconditionFailed, match=rf"^pg_dump {tools} on the promoter cannot dump production's"
+                                                 r" PostgreSQL 99 "):
+        _versions(setup, DSN_REF, postgres_99).postgres_compatible()
+    with pytest.raises(PreconditionFailed, match=rf"^pg_dump {tools} on the promoter cannot dump staging's"
+                                                 r" PostgreSQL 99 "):
+        _versions(setup, postgres_99, postgres_99).postgres_compatible()

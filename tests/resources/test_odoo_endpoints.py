@@ -143,3 +143,26 @@ def test_stopping_an_odoo_stops_its_whole_process_group(host: LocalOdooHost) -> 
     while list(host.processes_of(proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(host.processes_of(proc.pid)) == []
+
+
+def test_the_endpoint_reaches_the_server_the_dsn_reaches_when_it_names_no_port(
+        host: LocalOdooHost, two_databases: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DSN without a port leaves it to libpq (PGPORT, else its default): the PgBouncer goes where the promoter's
+    own connections go, not to an assumed 5432, which may be another server (staging's, the ops database's)."""
+    _, green_db = two_databases
+    server = psycopg.conninfo.conninfo_to_dict(settings.default_server_dsn())
+    port = str(server.get("port") or 5432)
+    monkeypatch.setenv(DSN_REF, f"host={server.get('host', '127.0.0.1')} user={server.get('user', 'postgres')}")
+    monkeypatch.setenv("PGPORT", port)
+    green = _deployment(green_db, "prod_noport")
+    host.grant_database_to_role(DSN_REF, green_db, green_db)
+    pid = host.start_endpoint(DSN_REF, green)
+    try:
+        config = (host.endpoint_dir(green.deployment_id) / "pgbouncer.ini").read_text()
+        assert f"prod_noport = host={server.get('host', '127.0.0.1')} port={port} dbname={green_db}" in config
+        endpoint = host.endpoint(green)
+        assert endpoint is not None
+        with psycopg.connect(endpoint.dsn()) as conn:
+            assert conn.execute("SELECT current_database(), inet_server_port()").fetchone() == (green_db, int(port))
+    finally:
+        host.stop_endpoint(pid, host.process_started(pid))

@@ -83,7 +83,8 @@ class SettingsSection(Section):
                                      " {python} {db} {data_dir} {http_port} {websocket_port} {workers}"
                                      " {environment_id} {deployment} {db_host} {db_port} {db_user}.")
     min_free_space_factor: float | None = Field(default=None, ge=1.0, description="Free space a promotion needs, as"
-                                                " a multiple of production's size (default 3).")
+                                                " a multiple of the larger of production's and staging's size (default"
+                                                " 3).")
     carry_over_parameters: list[str] | None = Field(default=None, description="ir_config_parameter keys copied from"
                                                     " blue onto green (default: the built-in list).")
     retention: Retention | None = Field(default=None, description="How long artifacts stay in the store:"
