@@ -49,8 +49,8 @@ class TwoServerSandbox(Sandbox):
     """The sandbox, with staging's and production's databases each on its own server (``REFS``); the ops database
     stays on the sandbox's own server (``DSN_REF``), which is neither."""
 
-    def _seed_ops(self, ops_db: OpsDatabase) -> str:
-        commit = super()._seed_ops(ops_db)
+    def _seed_ops(self, ops_db: OpsDatabase, count: int = 1) -> str:
+        commit = super()._seed_ops(ops_db, count)
         for env_id, ref in REFS.items():
             env = ops_db.environment(env_id)
             assert env is not None
@@ -74,9 +74,10 @@ class TwoServerSandbox(Sandbox):
                         "--base-url", "http://staging.localhost"], check=True, env=self._env_for(STAGING_REF),
                        stdout=subprocess.DEVNULL)
 
-    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, staging: DeploymentRecord) -> None:
+    def _copy_production(self, ops_db: OpsDatabase, host: LocalOdooHost, staging: DeploymentRecord,
+                         prod_id: str = PROD) -> None:
         """Staging made as a team with two servers makes it: production dumped from P, restored on S."""
-        prod = ops_db.active_deployment(PROD)
+        prod = ops_db.active_deployment(prod_id)
         assert prod is not None
         with tempfile.TemporaryDirectory() as tmp:
             host.dump_database(PROD_REF, prod.db_name, Path(tmp) / "dump")
