@@ -187,7 +187,11 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         # The worker host: the code location's settings and secrets (the suite's), and its ops database, which is
         # the test's database (migrated by the job's op).
         worker_env = {**common, **{k: v for k, v in os.environ.items() if k.startswith("PROMOTE_")},
-                      "DAGSTER_HOME": str(deployment.worker_home), "PROMOTE_OPS_DATABASE": database}
+                      "DAGSTER_HOME": str(deployment.worker_home), "PROMOTE_OPS_DATABASE": database,
+                      # Once its runs are done, a stopping code server still lets in-flight calls (the webserver's
+                      # and daemon's polls) finish for this long; Dagster's default is its gRPC timeout (60 s or
+                      # more), which a loaded machine then adds to the wait for its exit.
+                      "DAGSTER_GRPC_SHUTDOWN_GRACE_PERIOD": "5"}
         _start(deployment, "code-server",
                [str(BIN / "dagster"), "api", "grpc", "--module-name", "promote_pipeline.definitions",
                 "--host", "127.0.0.1", "--port", str(deployment.code_port), "--location-name", LOCATION],
@@ -297,7 +301,8 @@ def test_runs_execute_in_a_child_of_the_code_server_the_webserver_and_daemon_rea
         return status if status in launch.FINISHED else None
 
     assert _wait(f"run {run_id} to finish", finished, deployment) == "SUCCESS", deployment.logs()
-    _wait("the code server's exit after its run", lambda: server.process.poll() is not None, deployment)
+    _wait("the code server's exit after its run", lambda: server.process.poll() is not None, deployment,
+          timeout=240)
     assert server.process.returncode == 0, server.tail()
 
     # Every event the run wrote came from that one process (the in-process executor: the op ran in the worker).
