@@ -36,6 +36,7 @@ from resources import secrets
 from resources.notifiers import NotificationsConfig, WebhookTarget
 from resources.odoo_host import LocalOdooHost, free_port
 from resources.ops_db import CompletedRun, DeploymentRecord, EnvironmentRecord, OpsDatabase
+from resources.redaction import redact_text
 from resources.router import RouterError, RouterResource, ServedUpstream
 
 # The sandbox's ids are the code location's (its launchpad opens with them): one definition, in defs/location.py.
@@ -368,9 +369,13 @@ class Sandbox:
         svc = Services.from_resources(res)
         for row in rows:
             # Each on its environment's server (staging's and production's may differ); a reused pid is another's
-            # process: said, not killed.
-            for note in deployment.remove(svc, row.db_dsn_ref, row):
-                print(note)
+            # process: said, not killed. One that cannot be removed (its server's reference unset, the server
+            # gone) is named and the rest still go: `down` must not stop half-way.
+            try:
+                for note in deployment.remove(svc, row.db_dsn_ref, row):
+                    print(note)
+            except Exception as exc:  # noqa: BLE001 - named, then the next one
+                print(redact_text(f"{row.deployment_id}: not removed ({type(exc).__name__}: {exc})"))
         dsn = secrets.resolve(DSN_REF)
         with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(cfg.ops_database)))

@@ -229,7 +229,11 @@ def test_the_teams_own_restart_keeps_the_switch(tmp_path: Path, team: Team, depl
     state = router.register_environment(ENV, blue, active_port=team.active_port, preview_port=team.preview_port)
     router.switch_active(ENV, green)
     team.proc.terminate()  # the team restarts their haproxy from their file, as they would after editing it
-    team.proc.wait(10)
+    try:
+        team.proc.wait(60)  # a soft stop lets open connections finish: slow on a loaded machine
+    except subprocess.TimeoutExpired:
+        team.proc.kill()
+        team.proc.wait(10)
     with open(team.cfg.parent / "haproxy.log", "ab") as log:
         team.proc = subprocess.Popen(["haproxy", "-db", "-f", str(team.cfg)], stdout=log, stderr=subprocess.STDOUT)
     assert wait_for(lambda: _answers(team), 15), (team.cfg.parent / "haproxy.log").read_text()
