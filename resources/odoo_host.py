@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +205,29 @@ class OdooProcessHost(Protocol):
     def pg_dump_version(self) -> str: ...
 
 
+def await_health(url: str, deadline: float, alive: Callable[[], bool], alive_every: float, exited: str,
+                 late: str) -> None:
+    """Until ``url``'s ``/web/health`` answers 200, for any host. ``alive`` (is the process still there?) is asked
+    at most every ``alive_every`` seconds (a remote host's answer costs a round trip): ``HostError(exited)`` at its
+    first no, ``HostError(late)`` with the last answer at ``deadline``."""
+    last, next_alive = "no answer", 0.0
+    with http_clients.client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_alive:
+                if not alive():
+                    raise HostError(exited)
+                next_alive = time.monotonic() + alive_every
+            try:
+                resp = client.get(f"{url}/web/health")
+                if resp.status_code == 200:
+                    return
+                last = f"HTTP {resp.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            time.sleep(0.05)
+    raise HostError(f"{late} ({last})")
+
+
 class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
     """Databases, filestores and Odoo processes on this machine, and each deployment's database endpoint."""
 
@@ -382,22 +405,9 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
         connections: a prefork Odoo serves the bus from a separate process that its master starts after the
         HTTP workers (about a second later), and a websocket sent to it before then is refused."""
         deadline = time.monotonic() + self.startup_timeout_seconds
-        last = "no answer"
-        with http_clients.client(timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                if not self.is_alive(pid):
-                    raise HostError(f"Odoo process {pid} exited during start-up (log in {self.run_dir})")
-                try:
-                    resp = client.get(f"{url}/web/health")
-                    if resp.status_code == 200:
-                        break
-                    last = f"HTTP {resp.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                time.sleep(0.05)
-            else:
-                raise HostError(f"Odoo at {url} did not answer /web/health within {self.startup_timeout_seconds}s"
-                                f" ({last})")
+        await_health(url, deadline, lambda: self.is_alive(pid), 0.0,
+                     exited=f"Odoo process {pid} exited during start-up (log in {self.run_dir})",
+                     late=f"Odoo at {url} did not answer /web/health within {self.startup_timeout_seconds}s")
         if websocket_port is not None:
             self._wait_listening(httpx.URL(url).host, websocket_port, pid, deadline)
 

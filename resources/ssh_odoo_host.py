@@ -34,9 +34,9 @@ import httpx
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from resources import http_clients, redaction, secrets
+from resources import redaction, secrets
 from resources.db_endpoint import Endpoint
-from resources.odoo_host import HostError
+from resources.odoo_host import HostError, await_health
 
 # The remote half of is_alive/process_started/stop_odoo: fields of /proc/PID/stat after the command name (which
 # may hold spaces and parentheses), so $1 is the state, $3 the process group, ${20} the start time in ticks.
@@ -246,25 +246,11 @@ class SshOdooHost(ConfigurableResource):
         import socket
 
         deadline = time.monotonic() + self.startup_timeout_seconds
-        last, next_alive_check = "no answer", 0.0
-        with http_clients.client(timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                if time.monotonic() >= next_alive_check:  # a remote look costs a round trip: twice a second
-                    if not self.is_alive(pid):
-                        raise HostError(f"Odoo process {pid} on {self.name} exited during start-up (log in"
-                                        f" {self.run_dir} there)")
-                    next_alive_check = time.monotonic() + 0.5
-                try:
-                    resp = client.get(f"{url}/web/health")
-                    if resp.status_code == 200:
-                        break
-                    last = f"HTTP {resp.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                time.sleep(0.05)
-            else:
-                raise HostError(f"Odoo at {url} on {self.name} did not answer /web/health within"
-                                f" {self.startup_timeout_seconds}s ({last})")
+        # A remote look at the process costs a round trip: twice a second.
+        await_health(url, deadline, lambda: self.is_alive(pid), 0.5,
+                     exited=f"Odoo process {pid} on {self.name} exited during start-up (log in {self.run_dir} there)",
+                     late=f"Odoo at {url} on {self.name} did not answer /web/health within"
+                          f" {self.startup_timeout_seconds}s")
         if websocket_port is None:
             return
         host = httpx.URL(url).host
