@@ -77,9 +77,14 @@ class PreforkServer:
         self.queue: list[int] = []
         self.socket: socket.socket | None = None
         self.pipe = _pipe()
+        # The master's pid, taken before any fork (Odoo's ``Worker.__init__`` sets ``self.ppid`` in the master):
+        # a child that read ``getppid()`` itself would read init's pid if the master died between the fork and
+        # that read, and would then never notice it was orphaned.
+        self.master_pid = os.getpid()
 
     # -- master ------------------------------------------------------------------------------------
     def run(self) -> int:
+        self.master_pid = os.getpid()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN,
                        signal.SIGTTOU):
             signal.signal(signum, self._on_signal)
@@ -199,7 +204,7 @@ class PreforkServer:
         assert self.socket is not None
         server = _WorkerServer(uvicorn.Config(self.http_app(), ws="none", lifespan="on", log_level="error",
                                               access_log=False, proxy_headers=False, timeout_graceful_shutdown=None))
-        _watch_parent(server, lambda: _leave(server))
+        _watch_parent(server, self.master_pid, lambda: _leave(server))
         server.run(sockets=[self.socket])
 
     def _run_websocket_process(self) -> None:
@@ -208,7 +213,7 @@ class PreforkServer:
         config = uvicorn.Config(self.websocket_app(), host=self.options.host, port=self.options.websocket_port,
                                 lifespan="on", log_level="warning", access_log=False, proxy_headers=False)
         server = _WebsocketServer(config)
-        _watch_parent(server, _suicide)
+        _watch_parent(server, self.master_pid, _suicide)
         server.run()
 
 
@@ -224,12 +229,11 @@ class _WebsocketServer(uvicorn.Server):
         yield
 
 
-def _watch_parent(server: uvicorn.Server, when_orphaned: Callable[[], None]) -> None:
+def _watch_parent(server: uvicorn.Server, master_pid: int, when_orphaned: Callable[[], None]) -> None:
     """Every ``BEAT`` seconds (uvicorn's notify callback), check that the master is still our parent."""
-    parent = os.getppid()
 
     async def check() -> None:
-        if os.getppid() != parent:
+        if os.getppid() != master_pid:
             when_orphaned()
 
     server.config.callback_notify = check

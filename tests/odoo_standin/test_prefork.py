@@ -121,6 +121,18 @@ def test_orphaned_workers_leave_once_they_notice(prefork: Server) -> None:
     assert wait_for(lambda: group_members(master) == [], timeout=60, interval=0.2)
 
 
+def test_a_worker_forked_just_before_the_master_dies_still_leaves(prefork: Server) -> None:
+    """A worker that is still starting when the master is killed must compare against the master's pid, not
+    whatever its parent is by the time it looks (init's, once orphaned), or it would serve forever."""
+    assert prefork.proc is not None
+    master = prefork.proc.pid
+    os.kill(master, signal.SIGTTIN)  # one HTTP worker more: forked now, still building its app below
+    assert wait_for(lambda: len(group_members(master)) == 1 + WORKERS + 2, timeout=60, interval=0.01)
+    prefork.proc.kill()
+    prefork.proc.wait(timeout=60)
+    assert wait_for(lambda: group_members(master) == [], timeout=60, interval=0.2)
+
+
 def test_a_worker_killed_with_sigterm_dies_and_is_replaced(prefork: Server) -> None:
     assert prefork.proc is not None
     master = prefork.proc.pid
