@@ -39,8 +39,9 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from secrets import token_hex
@@ -89,7 +90,30 @@ class LocalArtifactStore(FilestoreObjects, ConfigurableResource):
         return path
 
     def dump_dir(self, artifact_id: str) -> Path:
+        """Where the artifact's dump lives in the store (what the contract's ``db_dump.path`` says)."""
         return self.folder(artifact_id) / DUMP_DIR
+
+    # The two seams between the store and pg_dump/pg_restore, which read and write a dump directory on the
+    # worker's own filesystem. Here the store *is* that filesystem: both are the dump's own folder. A store on
+    # another host (ssh_artifact_store.py) gives a local folder and carries it to or from the host.
+    @contextmanager
+    def receiving_dump(self, artifact_id: str) -> Iterator[Path]:
+        """A new folder for pg_dump -Fd to write the artifact's dump into; stored when the block ends."""
+        yield self.dump_dir(artifact_id)
+
+    @contextmanager
+    def readable_dump(self, artifact_id: str, db_dump: Mapping[str, Any]) -> Iterator[Path]:
+        """A folder pg_restore can read the artifact's dump from, for the length of the block."""
+        yield Path(str(db_dump["path"]))
+
+    def free_bytes(self) -> int:
+        """Bytes free for new artifacts (after ``ensure_root``)."""
+        return shutil.disk_usage(self.root).free
+
+    def has_objects(self) -> bool:
+        """Whether the store holds its objects folder (retention keeps every row whose folder is missing while it
+        does not: a wrong root must not cost every row its record)."""
+        return self.objects.is_dir()
 
 
     def write_contract(self, artifact_id: str, contract_json: str) -> Path:
