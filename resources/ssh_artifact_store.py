@@ -61,6 +61,8 @@ _CONTRACT = "artifact.json"
 class SshArtifactStore(LocalArtifactStore):
     """Artifacts in ``root`` on one host, over SSH. ``root`` is a folder *on that host*."""
 
+    root: str = Field(description="Absolute path of the store's folder on the host: one sub-folder per artifact, and"
+                      " the shared objects.")
     host: str = Field(description="Address or DNS name of the store's host: where its sshd listens (the name the"
                       " known_hosts file holds its key under).")
     ssh_port: int = Field(default=22, description="Port of the host's sshd.")
