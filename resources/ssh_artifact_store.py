@@ -3,7 +3,7 @@ restore.
 
 The same calls as ``LocalArtifactStore`` (it is one, to the steps: a subclass whose every method that touches the
 store's files is its own, which ``tests/hosts/test_ssh_artifact_store.py`` checks), the same layout under ``root``
-on the host, the same contract. Each call is one run of ``artifact_store_agent.py`` (standard library only, sent
+on the host, the same contract. Each call is one run of ``artifact_folder.py`` (standard library only, sent
 in the command: nothing is installed on the host but a Python 3) over the shared SSH connection of
 ``ssh_session.py`` (OpenSSH's ControlMaster; the key by secret reference; host keys checked against the settings'
 known_hosts file, an unknown or changed key refused in one line).
@@ -47,9 +47,9 @@ from typing import IO, Any
 from dagster import InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from resources import artifact_store_agent as agent
+from resources import artifact_folder as agent
+from resources.artifact_folder import _HEX, DUMP_DIR, INDEX
 from resources.artifact_store import ArtifactError, LocalArtifactStore
-from resources.filestore_objects import _HEX, DUMP_DIR, INDEX
 from resources.odoo_host import HostError
 from resources.private_files import make_private_dirs
 from resources.ssh_session import SshSession

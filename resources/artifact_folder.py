@@ -1,17 +1,18 @@
-"""The store host's half of the SSH artifact store: run there by ``python3 -c <this file> <root> <command>``.
+"""The artifact store's work on one filesystem: checks, listing, sizes, deletion and garbage collection of a store
+folder, and the receiving and sending of files. One implementation, run in two places: in process by the local
+store (``artifact_store.py``, ``filestore_objects.py``), and on the store's host by the SSH store
+(``ssh_artifact_store.py`` sends this file as the program of ``python3 -c <this file> <root> <command>``).
 
-Standard library only, and self-contained: the store host needs a Python 3 and nothing of this project. Each call
-of ``SshArtifactStore`` (``ssh_artifact_store.py``) is one run of this program over the shared SSH connection; the
-data goes through its standard input and output. The layout under ``<root>`` is the local store's
-(``artifact_store.py``): ``<id>/artifact.json``, ``<id>/db/``, ``<id>/filestore.index``, ``.objects/<ab>/<sha1>``
-(read-only), ``.objects.lock``. Everything is owner-only: folders 0700, files 0600, objects 0400, whatever the
-umask of the account's sshd session.
+So it is standard library only and self-contained: the store host needs a Python 3 and nothing of this project.
+The layout under ``<root>`` is the one ``artifact_store.py`` describes: ``<id>/artifact.json``, ``<id>/db/``,
+``<id>/filestore.index``, ``.objects/<ab>/<sha1>`` (read-only), ``.objects.lock``. Everything is owner-only:
+folders 0700, files 0600, objects 0400, whatever the umask (run as a program, it sets its own).
 
-Files travel as records: ``F <mtime_ns> <tag> <name>\\n``, then chunks ``<length>\\n<bytes>`` up to a ``0\\n``;
-``E\\n`` ends a list of records. Chunked, not sized up front: a file written to while it is sent is sent as read,
-and the receiver records what it received. Checksums are computed where the bytes are written (here for a
-backup, on the worker for a restore) and compared with what the other side says, so nothing is trusted in
-transit. A refusal is one line on standard error and exit status 3.
+Over SSH, files travel as records: ``F <mtime_ns> <tag> <name>\n``, then chunks ``<length>\n<bytes>`` up to a
+``0\n``; ``E\n`` ends a list of records. Chunked, not sized up front: a file written to while it is sent is sent
+as read, and the receiver records what it received. Checksums are computed where the bytes are written (on the
+host for a backup, on the worker for a restore) and compared with what the other side says. A refusal is one
+line on standard error and exit status 3.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import json
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -33,8 +36,11 @@ REFUSED = 3
 _HEX = frozenset("0123456789abcdef")
 
 
-class Refused(Exception):
-    """What the caller is told on one line."""
+_local = threading.local()
+
+
+class ArtifactError(RuntimeError):
+    """An artifact failed verification or could not be read; the message names the part (one line)."""
 
 
 # -- records --------------------------------------------------------------------------------------------------
@@ -60,7 +66,7 @@ def read_header(inp: IO[bytes]) -> tuple[int, str, str] | None:
         return None
     kind, mtime, tag, name = line.decode().rstrip("\n").split(" ", 3)
     if kind != "F":
-        raise Refused(f"stream out of step: {line[:60]!r}")
+        raise ArtifactError(f"stream out of step: {line[:60]!r}")
     return int(mtime), tag, name
 
 
@@ -71,14 +77,14 @@ def read_body(inp: IO[bytes]) -> Iterator[bytes]:
             return
         chunk = inp.read(size)
         if len(chunk) != size:
-            raise Refused("stream cut short")
+            raise ArtifactError("stream cut short")
         yield chunk
 
 
 # -- helpers --------------------------------------------------------------------------------------------------
 def plain(name: str) -> str:
     if not name or "/" in name or name.startswith(".") or "\n" in name:
-        raise Refused(f"artifact_id {name!r} is not a plain name")
+        raise ArtifactError(f"artifact_id {name!r} is not a plain name")
     return name
 
 
@@ -102,13 +108,45 @@ def write_private(path: str, chunks: Iterator[bytes] | list[bytes], mode: int = 
     return digest.hexdigest(), size
 
 
-def hash_file(path: str, algorithm: str = "sha256") -> tuple[str, int]:
-    digest, size = hashlib.new(algorithm), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+def _buffer() -> memoryview:
+    buf: memoryview | None = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = memoryview(bytearray(CHUNK))
+    return buf
+
+
+def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> tuple[str, int]:
+    """(hex digest, size) of a file, read into one reused buffer per thread."""
+    digest = hashlib.new(algorithm)
+    size = 0
+    buf = _buffer()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while n := os.readv(fd, [buf]):
+            digest.update(buf[:n])
+            size += n
+    finally:
+        os.close(fd)
     return digest.hexdigest(), size
+
+
+def settle_object(objects: str, tmp: str, sha1: str, size: int, mtime_ns: int) -> bool:
+    """Put the complete, hashed temporary file ``tmp`` in place as the object ``sha1``; True when it is new.
+
+    An object already there with that size and mtime was stored meanwhile (the copy is dropped); one with another
+    size or mtime is replaced by the copy just hashed: it may have been written through a hard link of an older
+    restore, and the bytes just hashed are known to be right."""
+    final = f"{objects}/{sha1[:2]}/{sha1}"
+    try:
+        present = os.stat(final)
+    except FileNotFoundError:
+        os.rename(tmp, final)
+        return True
+    if (present.st_size, present.st_mtime_ns) == (size, mtime_ns):
+        os.unlink(tmp)
+    else:
+        os.rename(tmp, final)
+    return False
 
 
 def dump_digest(files: list[tuple[str, str, int]]) -> tuple[str, int]:
@@ -119,16 +157,16 @@ def dump_digest(files: list[tuple[str, str, int]]) -> tuple[str, int]:
     return digest.hexdigest(), sum(size for _, _, size in files)
 
 
-class Store:
+class StoreFolder:
+    """A store's folder on this filesystem."""
+
     def __init__(self, root: str) -> None:
-        if not os.path.isabs(root):
-            raise Refused(f"root {root!r} is not an absolute path")
-        self.root = root.rstrip("/") or "/"
+        self.root = str(root).rstrip("/") or "/"
         self.objects = f"{self.root}/{OBJECTS}"
 
     def need_root(self) -> None:
         if not os.path.isdir(self.root):
-            raise Refused("its root folder does not exist")
+            raise ArtifactError("its root folder does not exist")
 
     @contextmanager
     def lock(self, exclusive: bool) -> Iterator[None]:
@@ -148,9 +186,9 @@ class Store:
     def ensure(self, create: str) -> None:
         if not os.path.isdir(self.root):
             if os.path.lexists(self.root):
-                raise Refused("its root is not a folder")
+                raise ArtifactError("its root is not a folder")
             if create != "1":
-                raise Refused("its root folder does not exist")
+                raise ArtifactError("its root folder does not exist")
             missing, parent = [], self.root
             while not os.path.lexists(parent) and parent != "/":
                 missing.append(parent)
@@ -178,7 +216,7 @@ class Store:
             # 1. which of the named objects are here: size and mtime, for the worker to compare with its files
             for raw in iter(inp.readline, b"E\n"):
                 if not raw:
-                    raise Refused("stream cut short")
+                    raise ArtifactError("stream cut short")
                 name = raw.decode().strip()
                 if len(name) == 40 and set(name) <= _HEX:
                     try:
@@ -197,14 +235,14 @@ class Store:
             # 3. the index, once every object it names is in place
             header = read_header(inp)
             if header is None:
-                raise Refused("no index sent")
+                raise ArtifactError("no index sent")
             sha, size = write_private(f"{folder}/{INDEX}", read_body(inp))
             out.write(f"I {sha} {size}\n".encode())
             out.flush()
 
     def _object_in(self, chunks: Iterator[bytes], hint: str, mtime_ns: int) -> tuple[str, int, bool]:
-        """As ``FilestoreObjects._copy_in``: written under a temporary name in the hinted sub-folder, renamed to
-        its content's SHA-1 once complete; an object already there with another size or mtime is replaced."""
+        """As ``FilestoreObjects._copy_in`` does locally: written under a temporary name in the hinted sub-folder,
+        hashed as it is written, then settled under its content's SHA-1 (``settle_object``)."""
         sub = hint[:2] if len(hint) == 40 and set(hint) <= _HEX else "00"
         tmp = f"{self.objects}/{sub}/.in-{os.urandom(8).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OBJECT_MODE)
@@ -217,17 +255,7 @@ class Store:
                 size += len(chunk)
         os.utime(tmp, ns=(mtime_ns, mtime_ns))
         sha1 = digest.hexdigest()
-        final = f"{self.objects}/{sha1[:2]}/{sha1}"
-        try:
-            present = os.stat(final)
-        except FileNotFoundError:
-            os.rename(tmp, final)
-            return sha1, size, True
-        if (present.st_size, present.st_mtime_ns) == (size, mtime_ns):
-            os.unlink(tmp)
-        else:
-            os.rename(tmp, final)
-        return sha1, size, False
+        return sha1, size, settle_object(self.objects, tmp, sha1, size, mtime_ns)
 
     def put_dump(self, artifact_id: str, inp: IO[bytes], out: IO[bytes]) -> None:
         dump = f"{self.folder(artifact_id)}/{DUMP_DIR}"
@@ -241,23 +269,23 @@ class Store:
 
     def put_file(self, artifact_id: str, name: str, inp: IO[bytes], out: IO[bytes]) -> None:
         if name not in (CONTRACT, INDEX):
-            raise Refused(f"{name!r} is not a file of an artifact")
+            raise ArtifactError(f"{name!r} is not a file of an artifact")
         sha, size = write_private(f"{self.folder(artifact_id)}/{name}", iter(lambda: inp.read(CHUNK), b""))
         out.write(f"{sha} {size}\n".encode())
 
     def get_file(self, artifact_id: str, name: str, out: IO[bytes]) -> None:
         if name not in (CONTRACT, INDEX):
-            raise Refused(f"{name!r} is not a file of an artifact")
+            raise ArtifactError(f"{name!r} is not a file of an artifact")
         try:
             with open(f"{self.folder(artifact_id)}/{name}", "rb") as fh:
                 shutil.copyfileobj(fh, out, CHUNK)
         except FileNotFoundError:
-            raise Refused(f"artifact {artifact_id}: {name} is missing") from None
+            raise ArtifactError(f"artifact {artifact_id}: {name} is missing") from None
 
     def get_dump(self, artifact_id: str, out: IO[bytes]) -> None:
         dump = f"{self.folder(artifact_id)}/{DUMP_DIR}"
         if not os.path.isdir(dump):
-            raise Refused(f"artifact {artifact_id}: db_dump directory {dump} is missing")
+            raise ArtifactError(f"artifact {artifact_id}: db_dump directory {dump} is missing")
         for name in sorted(os.listdir(dump)):
             with open(f"{dump}/{name}", "rb") as fh:
                 send_file(out, fh, os.fstat(fh.fileno()).st_mtime_ns, "-", name)
@@ -271,64 +299,73 @@ class Store:
                 try:
                     fh = open(f"{self.objects}/{sha1[:2]}/{sha1}", "rb")  # noqa: SIM115 (closed below)
                 except FileNotFoundError:
-                    raise Refused(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is missing") from None
+                    raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is missing") from None
                 with fh:
                     send_file(out, fh, os.fstat(fh.fileno()).st_mtime_ns, sha1, rel)
         out.write(b"E\n")
 
     def verify(self, artifact_id: str, request: dict[str, Any]) -> dict[str, Any]:
-        """The local store's checks (``LocalArtifactStore.verify_dump``, ``FilestoreObjects.verify_filestore``)
-        run here, on the stored bytes; the dump's table of contents is read by the worker (no PostgreSQL tools
-        are needed on the store host)."""
+        """The checks of ``LocalArtifactStore.verify`` over the stored bytes (the dump's table of contents, which
+        needs pg_restore, is read by the caller)."""
         if not os.path.isfile(f"{self.folder(artifact_id)}/{CONTRACT}"):
-            raise Refused(f"artifact {artifact_id}: manifest unreadable (no {CONTRACT})")
+            raise ArtifactError(f"artifact {artifact_id}: manifest unreadable (no {CONTRACT})")
         full, deep = bool(request.get("full", True)), bool(request.get("deep", False))
         result: dict[str, Any] = {"mode": "deep" if deep else "full" if full else "sizes"}
         if request.get("db_dump") is not None:
-            result["db_dump"] = self._verify_dump(artifact_id, request["db_dump"], full)
+            result["db_dump"] = self.verify_dump(artifact_id, request["db_dump"], full)
         if request.get("filestore") is not None:
-            result["filestore"] = self._verify_filestore(artifact_id, request["filestore"], full, deep)
+            result["filestore"] = self.verify_filestore(artifact_id, request["filestore"], full, deep)
         return result
 
-    def _verify_dump(self, artifact_id: str, db_dump: dict[str, Any], full: bool) -> dict[str, Any]:
+    def verify_dump(self, artifact_id: str, db_dump: dict[str, Any], full: bool) -> dict[str, Any]:
+        """Every file the contract names there and no other; with ``full`` each one hashed again (the largest
+        first, two at a time: hashlib lets go of the interpreter lock), otherwise sizes only."""
         path = f"{self.folder(artifact_id)}/{DUMP_DIR}"
-        if str(db_dump["path"]) != path:
-            raise Refused(f"artifact {artifact_id}: db_dump path {db_dump['path']} is not inside the artifact")
+        if os.path.normpath(str(db_dump["path"])) != os.path.normpath(path):
+            raise ArtifactError(f"artifact {artifact_id}: db_dump path {db_dump['path']} is not inside the artifact")
         if not os.path.isdir(path):
-            raise Refused(f"artifact {artifact_id}: db_dump directory {path} is missing")
+            raise ArtifactError(f"artifact {artifact_id}: db_dump directory {path} is missing")
         want = {str(f["name"]): (str(f["sha256"]), int(f["size_bytes"])) for f in db_dump.get("files") or []}
         present = {e.name for e in os.scandir(path) if e.is_file(follow_symlinks=False)}
         if present != set(want) or not want:
             extra, missing = sorted(present - set(want)), sorted(set(want) - present)
-            raise Refused(f"artifact {artifact_id}: db_dump files differ from the contract"
+            raise ArtifactError(f"artifact {artifact_id}: db_dump files differ from the contract"
                           f" (missing {missing[:5]}, unexpected {extra[:5]})")
-        got = {n: hash_file(f"{path}/{n}") if full else (want[n][0], os.stat(f"{path}/{n}").st_size) for n in want}
+        if full:
+            names = sorted(want, key=lambda n: -want[n][1])
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                got = dict(zip(names, pool.map(lambda n: hash_file(f"{path}/{n}"), names), strict=True))
+        else:
+            got = {n: (want[n][0], os.stat(f"{path}/{n}").st_size) for n in want}
         for name, (sha, size) in sorted(want.items()):
             if got[name] != (sha, size):
-                raise Refused(f"artifact {artifact_id}: db_dump checksum mismatch in {name} (expected sha256"
+                raise ArtifactError(f"artifact {artifact_id}: db_dump checksum mismatch in {name} (expected sha256"
                               f" {sha[:12]}… {size} bytes, found {got[name][0][:12]}… {got[name][1]} bytes)")
         digest, total = dump_digest([(n, s, z) for n, (s, z) in got.items()])
         if digest != db_dump["sha256"] or total != int(db_dump["size_bytes"]):
-            raise Refused(f"artifact {artifact_id}: db_dump digest mismatch (expected sha256"
+            raise ArtifactError(f"artifact {artifact_id}: db_dump digest mismatch (expected sha256"
                           f" {str(db_dump['sha256'])[:12]}… {db_dump['size_bytes']} bytes, found {digest[:12]}…"
                           f" {total} bytes)")
         return {"sha256": digest, "size_bytes": total, "files": len(want), "hashed": full, "ok": True}
 
-    def _verify_filestore(self, artifact_id: str, filestore: dict[str, Any], full: bool,
-                          deep: bool) -> dict[str, Any]:
+    def verify_filestore(self, artifact_id: str, filestore: dict[str, Any], full: bool,
+                         deep: bool) -> dict[str, Any]:
+        """The index against the contract; with ``full`` its checksum and every object it names present with its
+        size; with ``deep`` every object hashed again too (two at a time)."""
         index = f"{self.folder(artifact_id)}/{INDEX}"
-        if str(filestore["path"]) != index:
-            raise Refused(f"artifact {artifact_id}: filestore index {filestore['path']} is not inside the artifact")
+        if os.path.normpath(str(filestore["path"])) != os.path.normpath(index):
+            raise ArtifactError(f"artifact {artifact_id}: filestore index {filestore['path']} is not inside the"
+                                " artifact")
         if not os.path.isfile(index):
-            raise Refused(f"artifact {artifact_id}: filestore index {index} is missing")
+            raise ArtifactError(f"artifact {artifact_id}: filestore index {index} is missing")
         if not full:
             size = os.stat(index).st_size
             if size != int(filestore.get("index_bytes") or size):
-                raise Refused(f"artifact {artifact_id}: filestore index size {size} differs from the contract")
+                raise ArtifactError(f"artifact {artifact_id}: filestore index size {size} differs from the contract")
             return {"index_bytes": size, "objects_checked": 0, "ok": True}
         sha, size = hash_file(index)
         if sha != filestore["sha256"]:
-            raise Refused(f"artifact {artifact_id}: filestore index checksum mismatch (expected sha256"
+            raise ArtifactError(f"artifact {artifact_id}: filestore index checksum mismatch (expected sha256"
                           f" {str(filestore['sha256'])[:12]}…, found {sha[:12]}…)")
         count = total = 0
         named: dict[str, str] = {}
@@ -338,21 +375,24 @@ class Store:
                 try:
                     got = os.stat(f"{self.objects}/{sha1[:2]}/{sha1}").st_size
                 except FileNotFoundError:
-                    raise Refused(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is missing") from None
+                    raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is missing") from None
                 if got != int(want_size):
-                    raise Refused(f"artifact {artifact_id}: filestore object {sha1} ({rel}) has {got} bytes, the"
+                    raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) has {got} bytes, the"
                                   f" index says {want_size}")
                 named.setdefault(sha1, rel)
                 count += 1
                 total += int(want_size)
             if deep:
-                for sha1, rel in named.items():
-                    got_sha1 = hash_file(f"{self.objects}/{sha1[:2]}/{sha1}", "sha1")[0]
+                objects = self.objects
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    sums = pool.map(lambda s: hash_file(f"{objects}/{s[:2]}/{s}", "sha1")[0], named)
+                    pairs = list(zip(named.items(), sums, strict=True))
+                for (sha1, rel), got_sha1 in pairs:
                     if got_sha1 != sha1:
-                        raise Refused(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is corrupt: its"
+                        raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is corrupt: its"
                                       f" content hashes to {got_sha1}")
         if count != int(filestore["file_count"]) or total != int(filestore["size_bytes"]):
-            raise Refused(f"artifact {artifact_id}: filestore index holds {count} files / {total} bytes, the"
+            raise ArtifactError(f"artifact {artifact_id}: filestore index holds {count} files / {total} bytes, the"
                           f" contract says {filestore['file_count']} / {filestore['size_bytes']}")
         return {"index_sha256": sha, "index_bytes": size, "objects_checked": count, "bytes": total,
                 "rehashed_objects": deep, "ok": True}
@@ -416,10 +456,15 @@ class Store:
             live = self.live()
             if os.path.isdir(self.objects):
                 for entry in os.scandir(self.objects):
+                    if entry.name.startswith(".in-"):  # a copy cut short, where older code wrote them
+                        os.unlink(entry.path)
+                        continue
                     if not entry.is_dir(follow_symlinks=False):
                         continue
                     for obj in os.scandir(entry.path):
-                        if obj.name.startswith(".in-") or obj.name not in live:
+                        if obj.name.startswith(".in-"):  # a copy cut short: never an object
+                            os.unlink(obj.path)
+                        elif obj.name not in live:
                             removed_bytes += obj.stat(follow_symlinks=False).st_size
                             os.unlink(obj.path)
                             removed += 1
@@ -437,7 +482,9 @@ def main(argv: list[str]) -> int:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     os.umask(0o077)
     try:
-        store, command, args = Store(argv[0]), argv[1], argv[2:]
+        if not os.path.isabs(argv[0]):
+            raise ArtifactError(f"root {argv[0]!r} is not an absolute path")
+        store, command, args = StoreFolder(argv[0]), argv[1], argv[2:]
         if command == "ensure":
             store.ensure(args[0])
         elif command == "allocate":
@@ -473,9 +520,9 @@ def main(argv: list[str]) -> int:
         elif command == "has-objects":
             out.write(b"1" if os.path.isdir(store.objects) else b"0")
         else:
-            raise Refused(f"unknown command {command!r}")
+            raise ArtifactError(f"unknown command {command!r}")
         out.flush()
-    except Refused as exc:
+    except ArtifactError as exc:
         sys.stderr.write(f"{exc}\n")
         return REFUSED
     except OSError as exc:
