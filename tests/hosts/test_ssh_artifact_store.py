@@ -7,13 +7,16 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from promote_pipeline.cli.sandbox import PROD, STAGING, Sandbox
 from promote_pipeline.promotion import settings
 from resources.artifact_store import ArtifactError, LocalArtifactStore
 from resources.filestore_objects import FilestoreObjects, dump_digest
@@ -242,6 +245,46 @@ def test_a_missing_root_is_refused_unless_create_root(store: SshArtifactStore) -
     finally:
         refusing.close()
     assert not Path(missing).parent.exists()
+
+
+@pytest.mark.slow
+def test_a_promotion_keeps_its_artifacts_on_the_worker_and_restores_green_from_there(
+        store: SshArtifactStore, haproxy_box: Sandbox, h: Any) -> None:
+    # The promotion's code as it is, given the SSH store in place of the local one: staging's snapshot and
+    # production's backup go to worker's store, green is restored from it, and nothing stays on the promoter.
+    remote = SshArtifactStore(**{**store.model_dump(), "root": str(Path(store.root).parent / "promotions")})
+    res = haproxy_box.resources()
+    staging = res["ops_db"].active_deployment(STAGING)
+    staging_fs = res["odoo_host"].filestore_dir(staging.data_dir, staging.served_db)
+    def in_transit() -> set[str]:
+        return {p.name for pattern in ("promote-dump-*", "promote-restore-*")
+                for p in Path(tempfile.gettempdir()).glob(pattern)}
+
+    before = in_transit()
+    try:
+        code, outcome, message = h.promote(resource_overrides={"artifact_store": remote})
+        assert code == 0, message
+        assert outcome is not None and outcome.status == "success" and outcome.green_artifact_id
+        assert outcome.blue_backup_id
+        assert {outcome.green_artifact_id, outcome.blue_backup_id} <= set(remote.artifact_ids())
+        local_root = Path(res["artifact_store"].root)
+        assert not (local_root / outcome.green_artifact_id).exists()
+        contract = remote.read_contract(outcome.green_artifact_id)
+        db_dump, filestore = contract["db_dump"], contract["filestore"]
+        assert isinstance(db_dump, dict) and isinstance(filestore, dict)
+        assert str(db_dump["path"]).startswith(f"{remote.root}/")
+        checked = remote.verify(outcome.green_artifact_id, db_dump, filestore, full=True, deep=True)
+        assert checked["mode"] == "deep"
+        # Green, now production, holds staging's files byte for byte.
+        green = res["ops_db"].active_deployment(PROD)
+        green_fs = res["odoo_host"].filestore_dir(green.data_dir, green.served_db)
+        files = sorted(p.relative_to(staging_fs) for p in staging_fs.rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(green_fs) for p in green_fs.rglob("*") if p.is_file())
+        assert all((green_fs / f).read_bytes() == (staging_fs / f).read_bytes() for f in files)
+        # The dumps in transit were removed (pg_dump's before sending, pg_restore's after restoring).
+        assert in_transit() <= before
+    finally:
+        remote.close()
 
 
 @pytest.mark.unit
