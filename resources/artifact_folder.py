@@ -509,10 +509,11 @@ def main(argv: list[str]) -> int:
             out.write(json.dumps(store.usage(args[0])).encode())
         elif command == "remove":
             out.write(b"1" if store.remove(args[0]) else b"0")
-        elif command == "live":
-            out.write("".join(f"{sha1}\n" for sha1 in sorted(store.live(frozenset(args)))).encode())
+        elif command == "live":  # the artifacts to leave out, one a line on standard input
+            out.write("".join(f"{sha1}\n" for sha1 in sorted(store.live(frozenset(inp.read().decode().split()))))
+                      .encode())
         elif command == "freed":
-            out.write(json.dumps(store.freed(frozenset(args))).encode())
+            out.write(json.dumps(store.freed(frozenset(inp.read().decode().split()))).encode())
         elif command == "gc":
             out.write(json.dumps(store.gc()).encode())
         elif command == "free":

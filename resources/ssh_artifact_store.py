@@ -54,6 +54,9 @@ from resources.odoo_host import HostError
 from resources.private_files import make_private_dirs
 from resources.ssh_session import SshSession
 
+# The host's side, sent as ``python3 -c`` in every call's command line: one argument of the remote shell, which
+# Linux caps at 128 KiB (MAX_ARG_STRLEN); a unit test keeps the file well under it. Lists of any length (artifact
+# ids, object ids) go through standard input, never the command line.
 _AGENT = Path(agent.__file__).read_text()
 _CONTRACT = "artifact.json"
 
@@ -392,10 +395,10 @@ class SshArtifactStore(LocalArtifactStore):
         return self._call("remove", artifact_id) == b"1"
 
     def live_objects(self, without: frozenset[str] = frozenset()) -> set[str]:
-        return set(self._call("live", *sorted(without)).decode().split())
+        return set(self._call("live", data="".join(f"{a}\n" for a in sorted(without)).encode()).decode().split())
 
     def objects_freed_by(self, going: frozenset[str]) -> tuple[int, int]:
-        count, total = json.loads(self._call("freed", *sorted(going)))
+        count, total = json.loads(self._call("freed", data="".join(f"{a}\n" for a in sorted(going)).encode()))
         return int(count), int(total)
 
     def collect_garbage(self) -> dict[str, int]:

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from promote_pipeline.cli.sandbox import PROD, STAGING, Sandbox
 from promote_pipeline.promotion import settings
+from resources import artifact_folder
 from resources.artifact_store import ArtifactError, LocalArtifactStore
 from resources.filestore_objects import FilestoreObjects, dump_digest
 from resources.netns_hosts import HostNetwork
@@ -116,6 +117,11 @@ def test_only_missing_objects_are_sent_and_a_restore_is_byte_identical(store: Ss
     _again_id, again = backup(store, dest)
     assert again["sent_files"] == 1  # the one not named by content, as ever
 
+    # What retention's dry run asks: the objects named, and those freed were these artifacts gone.
+    ours = frozenset({first_id, second_id, third_id, _again_id})
+    named = {sha1 for sha1, _size, _rel in store.iter_index(third_id)}
+    assert store.live_objects(without=frozenset({first_id})) >= named
+    assert store.objects_freed_by(ours) == (43, int(str(third["size_bytes"])))
     # Deleting an artifact keeps the objects the others still name; the GC runs on the host.
     for artifact_id in (first_id, second_id, _again_id):
         store.delete(artifact_id)
@@ -300,3 +306,5 @@ def test_every_method_that_touches_the_stores_files_is_the_ssh_stores_own() -> N
     helpers = {"_objects_lock", "_ensure_object_dirs", "_copy_in", "_walk"}
     missing = sorted(inherited - helpers - set(vars(SshArtifactStore)))
     assert not missing, missing
+    # The host's side travels in the command line, one argument capped at 128 KiB by Linux.
+    assert len(Path(artifact_folder.__file__).read_bytes()) < 64 * 1024
