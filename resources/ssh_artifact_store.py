@@ -47,7 +47,7 @@ from typing import IO, Any
 from dagster import InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from resources import artifact_folder as agent
+from resources import artifact_folder, redaction
 from resources.artifact_folder import _HEX, DUMP_DIR, INDEX
 from resources.artifact_store import ArtifactError, LocalArtifactStore
 from resources.odoo_host import HostError
@@ -57,7 +57,7 @@ from resources.ssh_session import SshSession
 # The host's side, sent as ``python3 -c`` in every call's command line: one argument of the remote shell, which
 # Linux caps at 128 KiB (MAX_ARG_STRLEN); a unit test keeps the file well under it. Lists of any length (artifact
 # ids, object ids) go through standard input, never the command line.
-_AGENT = Path(agent.__file__).read_text()
+_HOST_PROGRAM = Path(artifact_folder.__file__).read_text()
 _CONTRACT = "artifact.json"
 
 
@@ -101,7 +101,7 @@ class SshArtifactStore(LocalArtifactStore):
         return f"{self._session().where}, root {self.root}"
 
     def _argv(self, command: str, *args: str) -> list[str]:
-        remote = " ".join(shlex.quote(a) for a in (self.python, "-c", _AGENT, self.root, command, *args))
+        remote = " ".join(shlex.quote(a) for a in (self.python, "-c", _HOST_PROGRAM, self.root, command, *args))
         try:
             return self._session().command_argv(remote)
         except HostError as exc:
@@ -109,11 +109,11 @@ class SshArtifactStore(LocalArtifactStore):
 
     def _failed(self, returncode: int, stderr: bytes) -> ArtifactError:
         self._session().used(returncode)
-        words = stderr.decode(errors="replace").strip()
+        words = redaction.redact_text(stderr.decode(errors="replace").strip())
         if returncode == 255:
             return ArtifactError(self._session().failure(words, over_shared=True))
         last = words.splitlines()[-1] if words else "no message"
-        if returncode == agent.REFUSED:
+        if returncode == artifact_folder.REFUSED:
             return ArtifactError(f"{self.where}: {last}"[:500])
         return ArtifactError(f"{self.where}: the host's side failed (exit {returncode}): {last}"[:500])
 
@@ -218,7 +218,7 @@ class SshArtifactStore(LocalArtifactStore):
                 for entry in sorted(os.scandir(dump), key=lambda e: e.name):
                     digest = hashlib.sha256()
                     with open(entry.path, "rb") as fh:
-                        size = agent.send_file(proc.stdin, fh, 0, "-", entry.name, digest)
+                        size = artifact_folder.send_file(proc.stdin, fh, 0, "-", entry.name, digest)
                     sent[entry.name] = (digest.hexdigest(), size)
                 proc.stdin.write(b"E\n")
                 proc.stdin.close()
@@ -243,9 +243,9 @@ class SshArtifactStore(LocalArtifactStore):
             with self._stream("get-dump", artifact_id) as proc:
                 assert proc.stdin is not None and proc.stdout is not None
                 proc.stdin.close()
-                while (header := agent.read_header(proc.stdout)) is not None:
-                    name = agent.plain(header[2])
-                    got[name] = agent.write_private(str(dump / name), agent.read_body(proc.stdout))
+                while (header := artifact_folder.read_header(proc.stdout)) is not None:
+                    name = artifact_folder.plain(header[2])
+                    got[name] = artifact_folder.write_private(str(dump / name), artifact_folder.read_body(proc.stdout))
             for name in sorted(set(want) | set(got)):
                 if got.get(name) != want.get(name):
                     raise ArtifactError(f"artifact {artifact_id}: db_dump file {name} as received from {self.where}"
@@ -298,7 +298,7 @@ class SshArtifactStore(LocalArtifactStore):
                     facts["vanished"] += 1
                     continue
                 with fh:
-                    sent = agent.send_file(proc.stdin, fh, os.fstat(fh.fileno()).st_mtime_ns, name, rel)
+                    sent = artifact_folder.send_file(proc.stdin, fh, os.fstat(fh.fileno()).st_mtime_ns, name, rel)
                 facts["sent_files"] += 1
                 facts["sent_bytes"] += sent
                 plan.append((rel, "", size, name))
@@ -318,7 +318,7 @@ class SshArtifactStore(LocalArtifactStore):
                 index += f"{sha1} {size} {rel}\n".encode()
                 facts["file_count"] += 1
                 facts["size_bytes"] += size
-            agent.send_file(proc.stdin, io.BytesIO(bytes(index)), 0, "-", INDEX)
+            artifact_folder.send_file(proc.stdin, io.BytesIO(bytes(index)), 0, "-", INDEX)
             proc.stdin.close()
             _i, index_sha, index_size = _next(lines, proc).split(" ")
         if (index_sha, int(index_size)) != (hashlib.sha256(index).hexdigest(), len(index)):
@@ -339,7 +339,7 @@ class SshArtifactStore(LocalArtifactStore):
         with self._stream("get-objects", artifact_id) as proc:
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.close()
-            while (header := agent.read_header(proc.stdout)) is not None:
+            while (header := artifact_folder.read_header(proc.stdout)) is not None:
                 mtime_ns, sha1, rel = header
                 if rel.startswith("/") or ".." in rel.split("/"):
                     raise ArtifactError(f"artifact {artifact_id}: index names a path outside the filestore: {rel!r}")
@@ -350,7 +350,7 @@ class SshArtifactStore(LocalArtifactStore):
                 digest, size = hashlib.sha1(), 0
                 # As the local store's copies: a new file (never through what is there), the usual mode.
                 with os.fdopen(os.open(dest / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as out:
-                    for chunk in agent.read_body(proc.stdout):
+                    for chunk in artifact_folder.read_body(proc.stdout):
                         out.write(chunk)
                         digest.update(chunk)
                         size += len(chunk)
