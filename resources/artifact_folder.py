@@ -383,6 +383,8 @@ class StoreFolder:
                 count += 1
                 total += int(want_size)
             if deep:
+                # Two threads: hashlib lets go of the interpreter lock while it hashes a 1 MiB chunk, and the
+                # objects are usually in the page cache (just written by the backups), so both cores hash.
                 objects = self.objects
                 with ThreadPoolExecutor(max_workers=2) as pool:
                     sums = pool.map(lambda s: hash_file(f"{objects}/{s[:2]}/{s}", "sha1")[0], named)
