@@ -253,6 +253,27 @@ def test_a_missing_root_is_refused_unless_create_root(store: SshArtifactStore) -
     assert not Path(missing).parent.exists()
 
 
+def test_what_the_host_refuses_is_one_line_naming_the_store(store: SshArtifactStore) -> None:
+    artifact_id = store.new_artifact_id("env_t", "blue")
+    store.allocate(artifact_id)
+    cases = [(lambda: store.allocate(artifact_id), "FileExistsError"),
+             (lambda: store.read_contract(artifact_id), "artifact.json is missing"),
+             (lambda: list(store.iter_index("art_none")), "filestore.index is missing"),
+             (lambda: store.folder_usage("../etc"), "is not a plain name")]
+    no_python = SshArtifactStore(**{**store.model_dump(), "python": "no-such-python3"})
+    cases.append((no_python.artifact_ids, "the host's side failed (exit 127)"))
+    try:
+        for call, words in cases:
+            with pytest.raises(ArtifactError) as caught:
+                call()
+            message = str(caught.value)
+            assert "\n" not in message and words in message, message
+            assert words == "is not a plain name" or f"root {store.root}" in message, message
+    finally:
+        no_python.close()
+        store.delete(artifact_id)
+
+
 @pytest.mark.slow
 def test_a_promotion_keeps_its_artifacts_on_the_worker_and_restores_green_from_there(
         store: SshArtifactStore, haproxy_box: Sandbox, h: Any) -> None:
