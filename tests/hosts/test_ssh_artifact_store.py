@@ -49,22 +49,32 @@ def backup(store: LocalArtifactStore, src: Path) -> tuple[str, dict[str, object]
 
 
 @pytest.fixture(scope="module")
-def store(host_network: HostNetwork) -> Iterator[SshArtifactStore]:
-    """A store in worker's namespace, root made by the store itself (create_root), the key's text by reference."""
+def client_key(host_network: HostNetwork) -> Iterator[str]:
+    """The secret reference of the client key: its text, kept off disk."""
     assert host_network.ssh is not None
     saved = os.environ.get(KEY_REF)
-    os.environ[KEY_REF] = host_network.ssh.identity_file.read_text()  # the key's text: kept off disk
-    store = SshArtifactStore(root=str(host_network.host_dir("worker") / "store" / "artifacts"), create_root=True,
-                             host=host_network["worker"].address, user=host_network.ssh.user, identity_ref=KEY_REF,
+    os.environ[KEY_REF] = host_network.ssh.identity_file.read_text()
+    try:
+        yield KEY_REF
+    finally:
+        if saved is None:
+            os.environ.pop(KEY_REF, None)
+        else:
+            os.environ[KEY_REF] = saved
+
+
+@pytest.fixture
+def store(host_network: HostNetwork, client_key: str) -> Iterator[SshArtifactStore]:
+    """A store of its own in worker's namespace, its root made by the store itself (create_root)."""
+    assert host_network.ssh is not None
+    root = host_network.host_dir("worker") / f"store-{secrets.token_hex(4)}" / "artifacts"
+    store = SshArtifactStore(root=str(root), create_root=True, host=host_network["worker"].address,
+                             user=host_network.ssh.user, identity_ref=client_key,
                              known_hosts_file=str(host_network.ssh.known_hosts))
     try:
         yield store
     finally:
         store.close()
-        if saved is None:
-            os.environ.pop(KEY_REF, None)
-        else:
-            os.environ[KEY_REF] = saved
 
 
 @pytest.fixture
