@@ -39,8 +39,8 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from secrets import token_hex
@@ -49,7 +49,8 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from resources.filestore_objects import DUMP_DIR, ArtifactError, FilestoreObjects, dump_digest, hash_file
+from resources.artifact_folder import StoreFolder
+from resources.filestore_objects import DUMP_DIR, ArtifactError, FilestoreObjects, dump_digest
 from resources.private_files import DIR_MODE, make_private_dirs, write_private
 
 __all__ = ["ArtifactError", "LocalArtifactStore", "dump_digest"]
@@ -89,7 +90,30 @@ class LocalArtifactStore(FilestoreObjects, ConfigurableResource):
         return path
 
     def dump_dir(self, artifact_id: str) -> Path:
+        """Where the artifact's dump lives in the store (what the contract's ``db_dump.path`` says)."""
         return self.folder(artifact_id) / DUMP_DIR
+
+    # The two seams between the store and pg_dump/pg_restore, which read and write a dump directory on the
+    # worker's own filesystem. Here the store *is* that filesystem: both are the dump's own folder. A store on
+    # another host (ssh_artifact_store.py) gives a local folder and carries it to or from the host.
+    @contextmanager
+    def receiving_dump(self, artifact_id: str) -> Iterator[Path]:
+        """A new folder for pg_dump -Fd to write the artifact's dump into; stored when the block ends."""
+        yield self.dump_dir(artifact_id)
+
+    @contextmanager
+    def readable_dump(self, artifact_id: str, db_dump: Mapping[str, Any]) -> Iterator[Path]:
+        """A folder pg_restore can read the artifact's dump from, for the length of the block."""
+        yield Path(str(db_dump["path"]))
+
+    def free_bytes(self) -> int:
+        """Bytes free for new artifacts (after ``ensure_root``)."""
+        return shutil.disk_usage(self.root).free
+
+    def has_objects(self) -> bool:
+        """Whether the store holds its objects folder (retention keeps every row whose folder is missing while it
+        does not: a wrong root must not cost every row its record)."""
+        return self.objects.is_dir()
 
 
     def write_contract(self, artifact_id: str, contract_json: str) -> Path:
@@ -123,74 +147,32 @@ class LocalArtifactStore(FilestoreObjects, ConfigurableResource):
         return results
 
     def verify_dump(self, artifact_id: str, db_dump: Mapping[str, Any], full: bool = True) -> dict[str, object]:
-        path = Path(str(db_dump["path"]))
-        if path != self.dump_dir(artifact_id):
-            raise ArtifactError(f"artifact {artifact_id}: db_dump path {path} is not inside the artifact")
-        if not path.is_dir():
-            raise ArtifactError(f"artifact {artifact_id}: db_dump directory {path} is missing")
-        want = {str(f["name"]): (str(f["sha256"]), int(f["size_bytes"])) for f in db_dump.get("files") or []}
-        present = {e.name for e in os.scandir(path) if e.is_file(follow_symlinks=False)}
-        if present != set(want) or not want:
-            extra, missing = sorted(present - set(want)), sorted(set(want) - present)
-            raise ArtifactError(f"artifact {artifact_id}: db_dump files differ from the contract"
-                                f" (missing {missing[:5]}, unexpected {extra[:5]})")
-        if full:
-            names = sorted(want, key=lambda n: -want[n][1])
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                got = dict(zip(names, pool.map(lambda n: hash_file(path / n), names), strict=True))
-        else:
-            got = {n: (want[n][0], (path / n).stat().st_size) for n in want}
-        for name, (sha, size) in sorted(want.items()):
-            if got[name] != (sha, size):
-                raise ArtifactError(
-                    f"artifact {artifact_id}: db_dump checksum mismatch in {name} (expected sha256 {sha[:12]}…"
-                    f" {size} bytes, found {got[name][0][:12]}… {got[name][1]} bytes)")
-        digest, total = dump_digest([(n, s, z) for n, (s, z) in got.items()])
-        if digest != db_dump["sha256"] or total != int(db_dump["size_bytes"]):
-            raise ArtifactError(f"artifact {artifact_id}: db_dump digest mismatch (expected sha256"
-                                f" {str(db_dump['sha256'])[:12]}… {db_dump['size_bytes']} bytes, found {digest[:12]}…"
-                                f" {total} bytes)")
+        """See ``StoreFolder.verify_dump`` (the files and their checksums); and the dump's table of contents read."""
+        result = StoreFolder(self.root).verify_dump(artifact_id, dict(db_dump), full)
+        path = self.dump_dir(artifact_id)
         listing = subprocess.run([self.pg_restore_bin, "--list", str(path)], capture_output=True, text=True)
         if listing.returncode != 0:
             raise ArtifactError(f"artifact {artifact_id}: pg_restore --list failed: {listing.stderr.strip()[:300]}")
         toc = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
-        return {"sha256": digest, "size_bytes": total, "files": len(want), "hashed": full, "toc_entries": toc,
-                "ok": True}
+        return {**result, "toc_entries": toc}
 
     # -- listing and deletion ----------------------------------------------------------------------
     def artifact_ids(self) -> list[str]:
         """Every artifact folder in the store, whatever state it is in (complete, half-written, half-deleted)."""
-        root = Path(self.root)
-        if not root.is_dir():
-            return []
-        return sorted(e.name for e in os.scandir(root)
-                      if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+        return StoreFolder(self.root).artifact_ids()
 
     def folder_usage(self, artifact_id: str) -> tuple[int, float]:
         """(bytes on disk of the artifact's own folder: dump, index, contract; its newest mtime). The mtime of
         every file and folder counts: a backup in progress moves at least one of them on as it writes."""
-        total, newest = 0, 0.0
-        for base, _dirs, files in os.walk(self.folder(artifact_id)):
-            for path in (base, *(os.path.join(base, name) for name in files)):
-                try:
-                    stat = os.stat(path, follow_symlinks=False)
-                except FileNotFoundError:  # removed while we walked (a temporary file renamed into place)
-                    continue
-                total += stat.st_size if path != base else 0
-                newest = max(newest, stat.st_mtime)
-        return total, newest
+        self.folder(artifact_id)  # a plain name
+        return StoreFolder(self.root).usage(artifact_id)
 
     def remove_folder(self, artifact_id: str) -> bool:
         """Remove the artifact's folder (its objects stay until ``collect_garbage``); False when there was none (another
         worker removed it meanwhile: no error). Renamed away first: a removal cut short leaves trash the collector
         removes, never a half-artifact under its own name, and of two workers only one renames it."""
-        trash = Path(self.root) / f".trash-{artifact_id}-{token_hex(4)}"
-        try:
-            self.folder(artifact_id).rename(trash)
-        except FileNotFoundError:
-            return False
-        shutil.rmtree(trash, ignore_errors=True)
-        return True
+        self.folder(artifact_id)
+        return StoreFolder(self.root).remove(artifact_id)
 
     def delete(self, artifact_id: str) -> dict[str, int]:
         """Remove the artifact, then every object no other artifact's index still names."""

@@ -4,7 +4,8 @@
 holds what they share: ``.objects/<sha1[:2]>/<sha1>``, one file per distinct content, written once and
 read-only, the per-artifact ``filestore.index`` that references them, the lock that keeps the garbage
 collector away from a backup or restore in progress, and the collector itself. See ``artifact_store.py``
-for the layout and why the filestore is stored by content.
+for the layout and why the filestore is stored by content. The checks, the listing and the collector are
+``artifact_folder.py``'s, the one implementation the SSH store runs on its host too.
 """
 
 from __future__ import annotations
@@ -12,58 +13,29 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import shutil
-import threading
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
+from resources.artifact_folder import (
+    _HEX,
+    DUMP_DIR,
+    INDEX,
+    OBJECT_MODE,
+    OBJECTS,
+    ArtifactError,
+    StoreFolder,
+    _buffer,
+    dump_digest,
+    hash_file,
+    settle_object,
+)
 from resources.file_copy import CopyMethod
 from resources.private_files import DIR_MODE, create_exclusive, make_private_dirs
 
-CHUNK = 1 << 20
-OBJECTS = ".objects"
-OBJECT_MODE = 0o400
-INDEX = "filestore.index"
-DUMP_DIR = "db"
-_HEX = frozenset("0123456789abcdef")
-_local = threading.local()
-
-
-class ArtifactError(RuntimeError):
-    """An artifact failed verification or could not be read; the message names the part."""
-
-
-def _buffer() -> memoryview:
-    buf: memoryview | None = getattr(_local, "buf", None)
-    if buf is None:
-        buf = _local.buf = memoryview(bytearray(CHUNK))
-    return buf
-
-
-def hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
-    digest = hashlib.new(algorithm)
-    size = 0
-    buf = _buffer()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        while n := os.readv(fd, [buf]):
-            digest.update(buf[:n])
-            size += n
-    finally:
-        os.close(fd)
-    return digest.hexdigest(), size
-
-
-def dump_digest(files: list[tuple[str, str, int]]) -> tuple[str, int]:
-    """One sha256 for a dump directory: over the sorted ``"<sha256>  <size>  <name>"`` lines; and the total size."""
-    digest = hashlib.sha256()
-    for name, sha, size in sorted(files):
-        digest.update(f"{sha}  {size}  {name}\n".encode())
-    return digest.hexdigest(), sum(size for _, _, size in files)
+__all__ = ["DUMP_DIR", "INDEX", "OBJECTS", "ArtifactError", "FilestoreObjects", "dump_digest", "hash_file"]
 
 
 class FilestoreObjects:
@@ -118,9 +90,8 @@ class FilestoreObjects:
 
         The object takes the source's mtime (read before its first byte, so a write during the copy leaves the
         source newer than the object): a live file later found with the object's name, size *and* mtime is
-        the one that was hashed, and a backup may skip it. An object already present under that name with
-        another size or mtime is replaced by the copy just hashed: it may have been written through a hard
-        link of an older restore, and the bytes just hashed are known to be right.
+        the one that was hashed, and a backup may skip it. ``settle_object`` puts it in place (and says why an
+        object already there with another size or mtime is replaced).
         """
         buf = _buffer()
         digest = hashlib.sha1()
@@ -147,17 +118,7 @@ class FilestoreObjects:
             os.close(fd_in)
         os.utime(tmp, ns=(source.st_atime_ns, source.st_mtime_ns))
         sha1 = digest.hexdigest()
-        final = f"{objects}/{sha1[:2]}/{sha1}"
-        try:
-            present = os.stat(final)
-        except FileNotFoundError:
-            os.rename(tmp, final)
-            return sha1, copied, True
-        if (present.st_size, present.st_mtime_ns) == (copied, source.st_mtime_ns):  # stored meanwhile
-            os.unlink(tmp)
-        else:
-            os.rename(tmp, final)
-        return sha1, copied, False
+        return sha1, copied, settle_object(objects, tmp, sha1, copied, source.st_mtime_ns)
 
     def ingest_filestore(self, artifact_id: str, src: Path) -> dict[str, Any]:
         """Store the filestore ``src`` for ``artifact_id``: new content into the objects, and the index.
@@ -269,102 +230,24 @@ class FilestoreObjects:
 
     def verify_filestore(self, artifact_id: str, filestore: Mapping[str, Any], full: bool = True,
                          deep: bool = False) -> dict[str, object]:
-        index = Path(str(filestore["path"]))
-        if index != self.index_path(artifact_id):
-            raise ArtifactError(f"artifact {artifact_id}: filestore index {index} is not inside the artifact")
-        if not index.is_file():
-            raise ArtifactError(f"artifact {artifact_id}: filestore index {index} is missing")
-        if not full:
-            size = index.stat().st_size
-            if size != int(filestore.get("index_bytes") or size):
-                raise ArtifactError(f"artifact {artifact_id}: filestore index size {size} differs from the contract")
-            return {"index_bytes": size, "objects_checked": 0, "ok": True}
-        sha, size = hash_file(index)
-        if sha != filestore["sha256"]:
-            raise ArtifactError(f"artifact {artifact_id}: filestore index checksum mismatch (expected sha256"
-                                f" {str(filestore['sha256'])[:12]}…, found {sha[:12]}…)")
-        count = total = 0
-        named: dict[str, str] = {}
-        with self._objects_lock(exclusive=False):
-            objects = str(self.objects)
-            for sha1, want, rel in self.iter_index(artifact_id):
-                obj = f"{objects}/{sha1[:2]}/{sha1}"
-                try:
-                    got = os.stat(obj).st_size
-                except FileNotFoundError:
-                    raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is missing") from None
-                if got != want:
-                    raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) has {got} bytes,"
-                                        f" the index says {want}")
-                named.setdefault(sha1, rel)
-                count += 1
-                total += want
-            if deep:
-                # Two threads: hashlib lets go of the interpreter lock while it hashes a 1 MiB chunk, and the
-                # objects are usually in the page cache (just written by the backups), so both cores hash.
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    sums = pool.map(lambda s: hash_file(Path(f"{objects}/{s[:2]}/{s}"), "sha1")[0], named)
-                    for (sha1, rel), got_sha1 in zip(named.items(), sums, strict=True):
-                        if got_sha1 != sha1:
-                            raise ArtifactError(f"artifact {artifact_id}: filestore object {sha1} ({rel}) is corrupt:"
-                                                f" its content hashes to {got_sha1}")
-        if count != int(filestore["file_count"]) or total != int(filestore["size_bytes"]):
-            raise ArtifactError(f"artifact {artifact_id}: filestore index holds {count} files / {total} bytes, the"
-                                f" contract says {filestore['file_count']} / {filestore['size_bytes']}")
-        return {"index_sha256": sha, "index_bytes": size, "objects_checked": count, "bytes": total,
-                "rehashed_objects": deep, "ok": True}
+        """See ``StoreFolder.verify_filestore``: the index against the contract, every object present with its
+        size (``full``), every object hashed again (``deep``)."""
+        self.ensure_root()
+        return StoreFolder(self.root).verify_filestore(artifact_id, dict(filestore), full, deep)
 
     # -- garbage collection --------------------------------------------------------------------------
     def live_objects(self, without: frozenset[str] = frozenset()) -> set[str]:
         """SHA-1s named by the index of any artifact in the store (but those named in ``without``)."""
-        live: set[str] = set()
-        root = Path(self.root)
-        if not root.is_dir():
-            return live
-        for entry in os.scandir(root):
-            if entry.name.startswith(".") or entry.name in without or not entry.is_dir(follow_symlinks=False):
-                continue
-            index = Path(entry.path) / INDEX
-            if index.is_file():
-                with index.open("rb") as fh:
-                    live.update(raw[:40].decode() for raw in fh)
-        return live
+        return StoreFolder(self.root).live(without)
 
     def objects_freed_by(self, going: frozenset[str]) -> tuple[int, int]:
         """(objects, bytes) the collector would remove once the artifacts ``going`` are removed: every object no
         other artifact's index names (what a crash left unreferenced included). Read without the lock: an estimate
         for a dry run, which a backup finishing meanwhile may make smaller."""
-        live = self.live_objects(without=going)
-        count = total = 0
-        if self.objects.is_dir():
-            for entry in os.scandir(self.objects):
-                if not entry.is_dir(follow_symlinks=False):
-                    continue
-                for obj in os.scandir(entry.path):
-                    if obj.name not in live:
-                        count += 1
-                        total += obj.stat(follow_symlinks=False).st_size
-        return count, total
+        return StoreFolder(self.root).freed(going)
 
     def collect_garbage(self) -> dict[str, int]:
         """Under the exclusive lock (no backup or restore in progress): remove unreferenced objects, leftover
         temporary files of an interrupted copy, and trash of an interrupted delete."""
-        removed = removed_bytes = 0
-        with self._objects_lock(exclusive=True):
-            for entry in os.scandir(self.root):
-                if entry.name.startswith(".trash-"):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-            live = self.live_objects()
-            if self.objects.is_dir():
-                for entry in os.scandir(self.objects):
-                    if entry.name.startswith(".in-"):
-                        os.unlink(entry.path)
-                        continue
-                    if not entry.is_dir(follow_symlinks=False):
-                        continue
-                    for obj in os.scandir(entry.path):
-                        if obj.name not in live:
-                            removed_bytes += obj.stat(follow_symlinks=False).st_size
-                            os.unlink(obj.path)
-                            removed += 1
-        return {"removed_objects": removed, "removed_bytes": removed_bytes, "live_objects": len(live)}
+        self.ensure_root()
+        return StoreFolder(self.root).gc()

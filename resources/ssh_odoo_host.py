@@ -6,25 +6,14 @@ host by a short POSIX ``sh`` script sent on ssh's standard input. Nothing secret
 the database password and DSN go into the remote process's environment through ``export`` lines of that script,
 and the client key is resolved from its secret reference at the moment of use.
 
-Why the OpenSSH client (not paramiko or asyncssh): it is what operators already configure, trust and audit (its
-known_hosts format, its error words), it multiplexes every call of a run over one authenticated connection
-(ControlMaster/ControlPersist: a call costs a few milliseconds, not a handshake), and it adds no dependency to
-the project. The host key is checked strictly against the known_hosts file of the settings, never learned: an
-unknown or changed key stops the call with one line naming the host.
-
-The client key: the secret reference resolves either to the key's text (OpenSSH ``-----BEGIN ...``), written for
-the client into an owner-only file of an owner-only folder in memory (``/dev/shm`` where there is one, so never
-on disk) for the handshake of the shared connection only, and removed as soon as that connection is up; or to
-the path of an owner-only key file the operator keeps. Calls over the shared connection carry no key at all.
+The connection (the OpenSSH client over one shared ControlMaster connection, the key by secret reference and never
+on disk, host keys checked strictly against the settings' known_hosts file) is ``resources/ssh_session.py``'s, which
+the SSH artifact store uses too; its docstring says why the OpenSSH client and how the key is handled.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +26,7 @@ from pydantic import Field, PrivateAttr
 from resources import redaction, secrets
 from resources.db_endpoint import Endpoint
 from resources.odoo_host import HostError, await_health
+from resources.ssh_session import SshSession
 
 # The remote half of is_alive/process_started/stop_odoo: fields of /proc/PID/stat after the command name (which
 # may hold spaces and parentheses), so $1 is the state, $3 the process group, ${20} the start time in ticks.
@@ -71,124 +61,26 @@ class SshOdooHost(ConfigurableResource):
     _runtime: dict[str, Any] = PrivateAttr(default_factory=dict)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)  # ops may call from several threads
 
-    # -- the connection ---------------------------------------------------------------------------
+    # -- the connection (resources/ssh_session.py: shared with the SSH artifact store) ---------------------
+    def _session(self) -> SshSession:
+        return SshSession(name=self.name, address=self.address, port=self.ssh_port, user=self.user,
+                          identity_ref=self.identity_ref, known_hosts_file=self.known_hosts_file,
+                          connect_timeout_seconds=self.connect_timeout_seconds,
+                          command_timeout_seconds=self.command_timeout_seconds,
+                          control_persist_seconds=self.control_persist_seconds, runtime=self._runtime, lock=self._lock)
+
     @property
     def where(self) -> str:
-        return f"{self.name} ({self.user}@{self.address}:{self.ssh_port})"
-
-    def _runtime_dir(self) -> Path:
-        folder = self._runtime.get("dir")
-        if folder is None or not Path(folder).is_dir():
-            shm = Path("/dev/shm")
-            base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-            folder = Path(tempfile.mkdtemp(prefix="promote-ssh-", dir=base))  # 0700 from the start
-            self._runtime["dir"] = folder
-        return Path(folder)
-
-    def _identity(self) -> Path:
-        value = secrets.resolve(self.identity_ref)
-        if value.lstrip().startswith("-----BEGIN"):
-            redaction.register_secret(value)
-            path = self._runtime_dir() / "id"
-            if not path.exists():
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(value.strip() + "\n")
-            return path
-        path = Path(value).expanduser()
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            raise HostError(f"ssh to {self.where}: identity {self.identity_ref}: no key file at the path it names"
-                            ) from None
-        if mode & 0o077:
-            raise HostError(f"ssh to {self.where}: identity {self.identity_ref}: key file is readable by group or"
-                            " others; chmod 600 it")
-        return path
-
-    def _base_argv(self, with_key: bool = False) -> list[str]:
-        """ssh's options; the key only for opening the shared connection (a call over it needs none)."""
-        known = Path(self.known_hosts_file)
-        if not known.is_file():
-            raise HostError(f"ssh to {self.where}: known_hosts_file {known} does not exist")
-        return ["ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", f'UserKnownHostsFile="{known}"', "-o", "GlobalKnownHostsFile=none",
-                "-o", "IdentitiesOnly=yes", *(["-i", str(self._identity())] if with_key else []),
-                "-o", "LogLevel=ERROR",
-                "-o", f"ConnectTimeout={self.connect_timeout_seconds}",
-                "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3",
-                "-o", f"ControlPath={self._runtime_dir() / 'cm'}",
-                "-p", str(self.ssh_port), "-l", self.user]
-
-    def _ensure_master(self) -> None:
-        """The shared connection, opened (authenticated, host key checked) when there is none: ``-f`` sends it to
-        the background once it is up. Its error output goes to a file, not a pipe: the background master keeps
-        what it was given open, and a pipe would never reach its end."""
-        with self._lock:
-            last = self._runtime.get("last_use", 0.0)
-            if time.monotonic() - last < self.control_persist_seconds / 2:
-                return
-            check = subprocess.run([*self._base_argv(), "-O", "check", self.address], capture_output=True,
-                                   stdin=subprocess.DEVNULL)
-            if check.returncode != 0:
-                errors = self._runtime_dir() / "master.err"
-                try:
-                    with open(errors, "w") as err:
-                        done = subprocess.run([*self._base_argv(with_key=True), "-o", "ControlMaster=yes",
-                                               "-o", f"ControlPersist={self.control_persist_seconds}s", "-f", "-N",
-                                               self.address], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                              stderr=err, timeout=self.connect_timeout_seconds + 30)
-                finally:
-                    (self._runtime_dir() / "id").unlink(missing_ok=True)  # the connection is up (or failed)
-                if done.returncode != 0:
-                    raise HostError(self._ssh_failure(errors.read_text(errors="replace")))
-            self._runtime["last_use"] = time.monotonic()
-
-    def _ssh_failure(self, stderr: str, over_shared: bool = False) -> str:
-        """ssh's own failure (exit 255) as one line naming the host."""
-        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
-            return (f"ssh to {self.where}: host key CHANGED: it is not the one {self.known_hosts_file} holds for"
-                    f" {self.address}; refused (a replaced machine, or someone in between: check before updating it)")
-        if "Host key verification failed" in stderr or "host key is known" in stderr:
-            return (f"ssh to {self.where}: host key unknown: {self.known_hosts_file} holds no key for"
-                    f" {self.address}; refused (add the host's key there once checked)")
-        if "Permission denied" in stderr:
-            # a call over the shared connection carries no key: refused, it means that connection just ended
-            why = " (the shared connection closed under this call; the next call opens it again)" if over_shared else ""
-            return f"ssh to {self.where}: the host refused the key of {self.identity_ref}{why}"
-        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-        return f"ssh to {self.where} failed: {lines[-1] if lines else 'no message'}"[:400]
+        return self._session().where
 
     def run_script(self, script: str, timeout: float | None = None) -> str:
         """Run a POSIX ``sh`` script on the host, given on standard input (so nothing of it shows in any argv);
         returns its output. A non-zero exit raises HostError with its error output."""
-        self._ensure_master()
-        argv = [*self._base_argv(), "-o", "ControlMaster=no", self.address, "sh -s"]
-        try:
-            done = subprocess.run(argv, input=script, capture_output=True, text=True,
-                                  timeout=timeout or self.command_timeout_seconds)
-        except subprocess.TimeoutExpired:
-            raise HostError(f"ssh to {self.where}: the remote command did not finish within"
-                            f" {timeout or self.command_timeout_seconds}s") from None
-        self._runtime["last_use"] = time.monotonic()
-        if done.returncode == 255:
-            self._runtime["last_use"] = 0.0  # look at the shared connection again before the next call
-            raise HostError(self._ssh_failure(done.stderr, over_shared=True))
-        if done.returncode != 0:
-            words = redaction.redact_text(done.stderr.strip())
-            raise HostError(f"on {self.name}: remote command failed (exit {done.returncode}): {words[:300]}")
-        return done.stdout
+        return self._session().run_script(script, timeout)
 
     def close(self) -> None:
         """The shared connection closed and the runtime folder (the key's copy with it) removed."""
-        folder = self._runtime.pop("dir", None)
-        if folder is None:
-            return
-        if (Path(folder) / "cm").exists():
-            subprocess.run(["ssh", "-F", "none", "-o", f"ControlPath={Path(folder) / 'cm'}", "-O", "exit",
-                            self.address], capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
-        shutil.rmtree(folder, ignore_errors=True)
-        self._runtime.clear()
+        self._session().close()
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         self.close()

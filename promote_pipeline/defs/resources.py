@@ -21,6 +21,7 @@ from resources.nginx_router import NginxRouter
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import OpsDatabase
 from resources.router import RouterResource
+from resources.ssh_artifact_store import SshArtifactStore
 
 
 def build_resources(config: Settings | None = None) -> dict[str, Any]:
@@ -45,10 +46,21 @@ def build_resources(config: Settings | None = None) -> dict[str, Any]:
         "ops_db": OpsDatabase(dsn_ref=config.ops_dsn_ref, database=config.ops_database),
         "odoo_host": LocalOdooHost(command_template=config.odoo_command, run_dir=config.run_dir,
                                    role_key_ref=config.role_key_ref),
-        "artifact_store": LocalArtifactStore(root=config.artifact_root, create_root=config.create_artifact_root),
+        "artifact_store": artifact_store(config),
         "router": router,
         "io_manager": mem_io_manager,
     }
+
+
+def artifact_store(config: Settings) -> LocalArtifactStore:
+    """The store the settings choose: the local folder artifact_root, or a folder on a host over SSH (a
+    LocalArtifactStore to the steps either way)."""
+    ssh = config.artifact_store.ssh
+    if config.artifact_store.kind == "ssh" and ssh is not None:
+        return SshArtifactStore(root=ssh.root, create_root=ssh.create_root, host=ssh.host, ssh_port=ssh.port,
+                                user=ssh.user, identity_ref=ssh.identity_ref, known_hosts_file=ssh.known_hosts_file,
+                                python=ssh.python, spool_dir=ssh.spool_dir)
+    return LocalArtifactStore(root=config.artifact_root, create_root=config.create_artifact_root)
 
 
 def for_definitions(resources: dict[str, Any]) -> dict[str, Any]:

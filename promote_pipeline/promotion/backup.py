@@ -57,8 +57,10 @@ def back_up(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase,
     store.allocate(artifact_id)
     dump_dir = store.dump_dir(artifact_id)
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        db_job = pool.submit(_timed, host.dump_database, env.db_dsn_ref, deployment.db_name, dump_dir)
+    # pg_dump writes into a folder of this machine: the store's own (local store), or one the store sends to
+    # its host when the block ends (SSH store).
+    with store.receiving_dump(artifact_id) as dump_into, ThreadPoolExecutor(max_workers=2) as pool:
+        db_job = pool.submit(_timed, host.dump_database, env.db_dsn_ref, deployment.db_name, dump_into)
         fs_job = pool.submit(_timed, store.ingest_filestore, artifact_id,
                              host.filestore_dir(deployment.data_dir, deployment.served_db))
         manifest = read_manifest(host, env, deployment.db_name)

@@ -246,8 +246,9 @@ class Preflight:
             self.store.ensure_root()
         except ArtifactError as exc:
             raise PreconditionFailed(str(exc)) from None
-        for label, path in (("artifact store", self.store.root), ("production data dir", self.blue.data_dir)):
-            free = shutil.disk_usage(path).free
+        data_dir_free = shutil.disk_usage(self.blue.data_dir).free
+        for label, path, free in (("artifact store", self.store.root, self.store.free_bytes()),
+                                  ("production data dir", self.blue.data_dir, data_dir_free)):
             if free < need:
                 raise PreconditionFailed(
                     f"{label} {path} has {free // 2**20} MiB free; {self.min_free_space_factor:g}x {basis}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from promote_pipeline.odoo import database as odoo_db
@@ -70,8 +69,12 @@ def restore_data(host: LocalOdooHost, store: LocalArtifactStore, env: Environmen
         return fn(*args), time.monotonic() - start
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        db_job = pool.submit(timed, host.restore_database, env.db_dsn_ref, green.db_name,
-                             Path(artifact.db_dump.path))
+        def restore_db() -> None:
+            # pg_restore reads a folder of this machine: the store's own, or one the store fills from its host.
+            with store.readable_dump(artifact.artifact_id, artifact.db_dump.model_dump()) as dump:
+                host.restore_database(env.db_dsn_ref, green.db_name, dump)
+
+        db_job = pool.submit(timed, restore_db)
         fs_job = pool.submit(timed, store.materialize_filestore, artifact.artifact_id, dest)
         (_, db_seconds), (fs_facts, fs_seconds) = db_job.result(), fs_job.result()
     return verification, {"verify_seconds": round(t1 - t0, 3), "db_restore_seconds": round(db_seconds, 3),

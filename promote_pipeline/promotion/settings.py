@@ -51,6 +51,59 @@ class Retention(BaseModel):
                                     " swept; never while a run that started before that change still runs.")
 
 
+class SshArtifactStoreSettings(BaseModel):
+    """The artifact store kept on a named host, reached over SSH (``resources/ssh_artifact_store.py``; README:
+    Where artifacts live): what lets a run worker on any machine back up and restore."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(description="Address or DNS name of the store's host: where its sshd listens, and the name its"
+                      " key is under in known_hosts_file.")
+    port: int = Field(default=22, ge=1, le=65535, description="Port of the host's sshd.")
+    user: str = Field(description="User to log in as on the host; it owns the store's folder and files (owner-only).")
+    identity_ref: str = Field(description="Secret reference to the client's private key: the key's text (kept off"
+                              " disk), or the path of an owner-only key file.")
+    known_hosts_file: str = Field(description="known_hosts file on this machine holding the host's key; a key not"
+                                  " there, or a different one, is refused (never learned).")
+    root: str = Field(description="Absolute path of the store's folder on the host (dumps, filestore indexes,"
+                      " .objects/).")
+    create_root: bool = Field(default=False, description="Create root (owner-only) on the host when it does not"
+                              " exist. Off, a missing root is refused: a typo or an unmounted volume there must"
+                              " not send backups onto whatever disk holds that path.")
+    python: str = Field(default="python3", description="Python 3 on the host (standard library only), which runs the"
+                        " store's side of each call.")
+    spool_dir: str = Field(default="", description="Folder on this machine for a dump in transit: pg_dump writes it"
+                           " there before it is sent, and it is received there for pg_restore; removed after use."
+                           " Empty: the system's temporary folder. Needs room for one compressed dump.")
+
+    @model_validator(mode="after")
+    def _absolute(self) -> SshArtifactStoreSettings:
+        if not self.root.startswith("/"):
+            raise ValueError(f"artifact_store.ssh.root must be an absolute path on the host, not {self.root!r}")
+        return self
+
+
+class ArtifactStoreSettings(BaseModel):
+    """Which store keeps the artifacts (README: Where artifacts live)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ssh"] = Field(default="local", description="'local': artifact_root on this machine's"
+                                          " (or a mounted) filesystem. 'ssh': a folder on a named host, reached over"
+                                          " SSH (the `ssh` section), for run workers on other machines.")
+    ssh: SshArtifactStoreSettings | None = Field(default=None, description="The SSH store's host, login and folder;"
+                                                 " required when kind is 'ssh', refused otherwise.")
+
+    @model_validator(mode="after")
+    def _section(self) -> ArtifactStoreSettings:
+        if self.kind == "ssh" and self.ssh is None:
+            raise ValueError("artifact_store kind 'ssh' needs its `ssh` section (host, user, identity_ref,"
+                             " known_hosts_file, root)")
+        if self.kind == "local" and self.ssh is not None:
+            raise ValueError("artifact_store has an `ssh` section but kind 'local': set kind to 'ssh', or remove it")
+        return self
+
+
 class StabilityThresholds(BaseModel):
     """What green must hold to during the stability window (``promotion/stability.py``; README: Green judged on
     real traffic). Judged on every request the router sent green, users' and the monitor's own probe's alike, as
@@ -87,6 +140,9 @@ class Settings(BaseModel):
     create_artifact_root: bool = Field(
         default=False, description="Create artifact_root (owner-only) when it does not exist. Off, a promotion refuses"
         " a missing one: a typo or an unmounted volume must not send backups onto whatever disk holds that path.")
+    artifact_store: ArtifactStoreSettings = Field(
+        default_factory=ArtifactStoreSettings, description="Which store keeps the artifacts: the local folder"
+        " artifact_root (the default), or a folder on a host over SSH.")
     run_dir: str = Field(default=str(PROJECT_DIR / ".sandbox" / "run"),
                          description="Where started Odoo servers keep their pid and log files.")
     router_kind: str = Field(default="haproxy", description="'haproxy' or 'nginx'.")

@@ -100,3 +100,32 @@ def test_an_adopted_router_without_its_runtime_api_is_one_line(tmp_path: Path) -
         settings.load(path)
     path.write_text(json.dumps({"router_mode": "adopted", "router_runtime_api": "ipv4@127.0.0.1:9999"}))
     assert settings.load(path).router_runtime_api == "ipv4@127.0.0.1:9999"
+
+
+def test_the_artifact_store_is_chosen_by_the_settings_and_a_bad_choice_is_one_line(tmp_path: Path) -> None:
+    from promote_pipeline.defs.resources import artifact_store
+    from resources.artifact_store import LocalArtifactStore
+    from resources.ssh_artifact_store import SshArtifactStore
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"artifact_root": str(tmp_path / "artifacts")}))
+    local = artifact_store(settings.load(path))
+    assert type(local) is LocalArtifactStore and local.root == str(tmp_path / "artifacts")
+    ssh = {"host": "192.0.2.7", "user": "backup", "identity_ref": "PROMOTE_STORE_KEY",
+           "known_hosts_file": "/etc/promote/known_hosts", "root": "/srv/promote/artifacts"}
+    path.write_text(json.dumps({"artifact_store": {"kind": "ssh", "ssh": ssh}}))
+    remote = artifact_store(settings.load(path))
+    assert isinstance(remote, SshArtifactStore)
+    assert (remote.host, remote.root, remote.ssh_port, remote.create_root) == ("192.0.2.7", "/srv/promote/artifacts",
+                                                                              22, False)
+    for bad, complaint in (({"kind": "ssh"}, "needs its `ssh` section"),
+                           ({"kind": "local", "ssh": ssh}, "has an `ssh` section but kind 'local'"),
+                           ({"kind": "ssh", "ssh": {**ssh, "root": "artifacts"}}, "must be an absolute path"),
+                           ({"kind": "s3"}, "artifact_store.kind: Input should be 'local' or 'ssh'")):
+        path.write_text(json.dumps({"artifact_store": bad}))
+        with pytest.raises(settings.SettingsError, match=complaint) as exc:
+            settings.load(path)
+        assert "\n" not in str(exc.value)
+    for model in (settings.ArtifactStoreSettings, settings.SshArtifactStoreSettings):
+        assert all(f.description for f in model.model_fields.values())
+    assert all(f.description for f in SshArtifactStore.model_fields.values())

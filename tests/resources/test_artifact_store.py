@@ -203,7 +203,9 @@ def test_dump_is_hashed_while_written_verified_and_restorable(store: LocalArtifa
     artifact_id = store.new_artifact_id("env_t", "green")
     store.allocate(artifact_id)
     store.write_contract(artifact_id, "{}")
-    files = host.dump_database(DSN_REF, database, store.dump_dir(artifact_id))
+    with store.receiving_dump(artifact_id) as into:  # the local store's dump seam: its own folder
+        assert into == store.dump_dir(artifact_id)
+        files = host.dump_database(DSN_REF, database, into)
     assert {name for name, _, _ in files} == {p.name for p in store.dump_dir(artifact_id).iterdir()}
     for name, sha, size in files:  # the streamed checksums are the files' checksums
         data = (store.dump_dir(artifact_id) / name).read_bytes()
@@ -214,7 +216,9 @@ def test_dump_is_hashed_while_written_verified_and_restorable(store: LocalArtifa
     result = store.verify_dump(artifact_id, db_dump, full=True)
     assert result["ok"] and result["toc_entries"]
 
-    host.restore_database(DSN_REF, f"{database}_r", store.dump_dir(artifact_id))
+    with store.readable_dump(artifact_id, db_dump) as dump:  # read where it lies, no copy
+        assert dump == store.dump_dir(artifact_id)
+        host.restore_database(DSN_REF, f"{database}_r", dump)
     with host.connect(DSN_REF, f"{database}_r") as conn:
         assert conn.execute("SELECT count(*) FROM big").fetchone() == (50000,)
 
@@ -284,3 +288,4 @@ def test_artifacts_are_owner_only_whatever_the_umask(store: LocalArtifactStore, 
     assert sum(n for key, n in restored.items() if key != "bytes") == 1
     assert (dest / rel).read_bytes() == b"attachment content"
     assert contract(store, artifact_id, facts)["file_count"] == 1
+    assert store.has_objects() and store.free_bytes() > 0
