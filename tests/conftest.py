@@ -7,6 +7,7 @@ reads the current state (which deployment is blue) instead of assuming it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,9 @@ from psycopg import sql
 from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.runner import run_promotion
 from promote_pipeline.cli.sandbox import Sandbox
+from promote_pipeline.promotion import settings
 from promote_pipeline.promotion.models import PromotionOutcome
+from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import free_port
 from resources.ops_db import OpsDatabase
 
@@ -302,3 +306,45 @@ class Helpers:
 @pytest.fixture
 def h() -> type[Helpers]:
     return Helpers
+
+
+# -- artifact stores: what the local and the SSH store's tests both back up ------------------------------
+def odoo_file(root: Path, content: bytes, name: str | None = None) -> str:
+    """Write ``content`` where Odoo would (``<sha1[:2]>/<sha1>``), or under ``name``; return its relative path."""
+    sha1 = name or hashlib.sha1(content).hexdigest()
+    (root / sha1[:2]).mkdir(parents=True, exist_ok=True)
+    (root / sha1[:2] / sha1).write_bytes(content)
+    return f"{sha1[:2]}/{sha1}"
+
+
+def contract(store: LocalArtifactStore, artifact_id: str, facts: dict[str, object]) -> dict[str, object]:
+    return {"path": str(store.index_path(artifact_id)), "sha256": facts["index_sha256"],
+            "size_bytes": facts["size_bytes"], "file_count": facts["file_count"], "index_bytes": facts["index_bytes"]}
+
+
+def backup(store: LocalArtifactStore, src: Path) -> tuple[str, dict[str, object]]:
+    artifact_id = store.new_artifact_id("env_t", "blue")
+    store.allocate(artifact_id)
+    store.write_contract(artifact_id, "{}")
+    return artifact_id, store.ingest_filestore(artifact_id, src)
+
+
+@contextmanager
+def dump_source(prefix: str, rows: int) -> Iterator[str]:
+    """A database of the suite's server to dump: ``big`` (``rows`` rows of id, md5 text) and ``small`` (2 rows);
+    dropped afterwards with its restored copy ``<name>_r``."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = psycopg.conninfo.make_conninfo(settings.default_server_dsn(), dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(settings.default_server_dsn(), dbname=name)) as conn:
+            conn.execute("CREATE TABLE big (id int PRIMARY KEY, payload text)")
+            conn.execute("INSERT INTO big SELECT n, md5(n::text) FROM generate_series(1, %s) n", (rows,))
+            conn.execute("CREATE TABLE small (id int)")
+            conn.execute("INSERT INTO small VALUES (1), (2)")
+        yield name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for db in (name, f"{name}_r"):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))

@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from promote_pipeline.cli.sandbox import PROD, STAGING, Sandbox
 from promote_pipeline.promotion import settings
@@ -25,27 +23,10 @@ from resources.netns_hosts import HostNetwork
 from resources.odoo_host import LocalOdooHost
 from resources.ssh_artifact_store import SshArtifactStore
 
+from ..conftest import backup, contract, dump_source, odoo_file
+
 KEY_REF = "PROMOTE_TEST_STORE_SSH_KEY"
 DSN_REF = "PROMOTE_TEST_SSH_STORE_DSN"
-
-
-def odoo_file(root: Path, content: bytes) -> str:
-    sha1 = hashlib.sha1(content).hexdigest()
-    (root / sha1[:2]).mkdir(parents=True, exist_ok=True)
-    (root / sha1[:2] / sha1).write_bytes(content)
-    return f"{sha1[:2]}/{sha1}"
-
-
-def contract(store: LocalArtifactStore, artifact_id: str, facts: dict[str, object]) -> dict[str, object]:
-    return {"path": str(store.index_path(artifact_id)), "sha256": facts["index_sha256"],
-            "size_bytes": facts["size_bytes"], "file_count": facts["file_count"], "index_bytes": facts["index_bytes"]}
-
-
-def backup(store: LocalArtifactStore, src: Path) -> tuple[str, dict[str, object]]:
-    artifact_id = store.new_artifact_id("env_t", "blue")
-    store.allocate(artifact_id)
-    store.write_contract(artifact_id, "{}")
-    return artifact_id, store.ingest_filestore(artifact_id, src)
 
 
 @pytest.fixture(scope="module")
@@ -80,17 +61,8 @@ def store(host_network: HostNetwork, client_key: str) -> Iterator[SshArtifactSto
 @pytest.fixture
 def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv(DSN_REF, settings.default_server_dsn())
-    name = f"ssh_store_{secrets.token_hex(4)}"
-    admin = psycopg.conninfo.make_conninfo(settings.default_server_dsn(), dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(psycopg.conninfo.make_conninfo(settings.default_server_dsn(), dbname=name)) as conn:
-        conn.execute("CREATE TABLE big (id int PRIMARY KEY, payload text)")
-        conn.execute("INSERT INTO big SELECT n, md5(n::text) FROM generate_series(1, 20000) n")
-    yield name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for db in (name, f"{name}_r"):
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+    with dump_source("ssh_store", rows=20000) as name:
+        yield name
 
 
 def test_only_missing_objects_are_sent_and_a_restore_is_byte_identical(store: SshArtifactStore,

@@ -7,41 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from promote_pipeline.promotion import settings
 from resources.artifact_store import ArtifactError, LocalArtifactStore, dump_digest
 from resources.odoo_host import DirectoryHasher, LocalOdooHost
 
+from ..conftest import backup, contract, dump_source, odoo_file
+
 DSN_REF = "PROMOTE_TEST_STORE_DSN"
-
-
-def odoo_file(root: Path, content: bytes, name: str | None = None) -> str:
-    """Write ``content`` where Odoo would (``<sha1[:2]>/<sha1>``), or under ``name``; return its relative path."""
-    sha1 = name or hashlib.sha1(content).hexdigest()
-    (root / sha1[:2]).mkdir(parents=True, exist_ok=True)
-    (root / sha1[:2] / sha1).write_bytes(content)
-    return f"{sha1[:2]}/{sha1}"
-
-
-def contract(store: LocalArtifactStore, artifact_id: str, facts: dict[str, object]) -> dict[str, object]:
-    return {"path": str(store.index_path(artifact_id)), "sha256": facts["index_sha256"],
-            "size_bytes": facts["size_bytes"], "file_count": facts["file_count"], "index_bytes": facts["index_bytes"]}
-
-
-def backup(store: LocalArtifactStore, src: Path) -> tuple[str, dict[str, object]]:
-    artifact_id = store.new_artifact_id("env_t", "blue")
-    store.allocate(artifact_id)
-    store.write_contract(artifact_id, "{}")
-    return artifact_id, store.ingest_filestore(artifact_id, src)
 
 
 @pytest.fixture
@@ -182,19 +161,8 @@ def test_an_index_that_escapes_the_filestore_is_refused(store: LocalArtifactStor
 @pytest.fixture
 def database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv(DSN_REF, settings.default_server_dsn())
-    name = f"store_test_{secrets.token_hex(4)}"
-    admin = psycopg.conninfo.make_conninfo(settings.default_server_dsn(), dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(psycopg.conninfo.make_conninfo(settings.default_server_dsn(), dbname=name)) as conn:
-        conn.execute("CREATE TABLE big (id int PRIMARY KEY, payload text)")
-        conn.execute("INSERT INTO big SELECT n, md5(n::text) FROM generate_series(1, 50000) n")
-        conn.execute("CREATE TABLE small (id int)")
-        conn.execute("INSERT INTO small VALUES (1), (2)")
-    yield name
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for db in (name, f"{name}_r"):
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+    with dump_source("store_test", rows=50000) as name:
+        yield name
 
 
 def test_dump_is_hashed_while_written_verified_and_restorable(store: LocalArtifactStore, database: str,
