@@ -126,7 +126,18 @@ ensure_postgres(Path(sys.argv[1]))' "$REPO/.sandbox" \
   if [ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" ]; then
     "${psql[@]}" -c "CREATE DATABASE \"$PG_DB\"" >/dev/null
     say "created database $PG_DB on $PG_HOST:$PG_PORT"
+    CREATED_DATABASE=1
   fi
+}
+
+# Dagster's tables made once, before the webserver and the daemon start: each creates the tables it finds
+# missing when it opens the instance, and the two starting together on an empty database raced to create the
+# same ones ("type ... already exists"; the loser exited).
+create_tables() {
+  [ "${CREATED_DATABASE:-0}" = 1 ] || return 0
+  "$VENV_BIN/dagster" instance migrate >"$LOG_DIR/instance-migrate.log" 2>&1 \
+    || { tail -n 20 "$LOG_DIR/instance-migrate.log" >&2; die "could not create Dagster's tables in $PG_DB"; }
+  say "created Dagster's tables in $PG_DB"
 }
 
 start_service() {
@@ -174,6 +185,7 @@ cmd_up() {
   # first step (bench/many_environments.py met it). Longer patience, never a failure for slowness alone.
   export DAGSTER_GRPC_TIMEOUT_SECONDS="${DAGSTER_GRPC_TIMEOUT_SECONDS:-180}"
   export PATH="$VENV_BIN:$PATH"
+  create_tables
 
   local started_at webserver_pid daemon_pid deadline t0="$EPOCHREALTIME"
   started_at="$(date +%s)"

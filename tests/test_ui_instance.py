@@ -130,7 +130,10 @@ def ui_instance(tmp_path: Path) -> Iterator[UiInstance]:
     home = tmp_path / "dagster_home"
     env = {**os.environ, "UI_DAGSTER_HOME": str(home), "DAGSTER_PORT": str(_free_port()),
            "DAGSTER_PG_DB": database, "PROMOTE_SETTINGS": str(tmp_path / "no-such-settings.json"),
-           "PROMOTE_OPS_DATABASE": database, "UI_READY_TIMEOUT": "150"}  # a loaded machine starts them slowly
+           "PROMOTE_OPS_DATABASE": database,
+           # A loaded machine starts and stops them slowly: the test asserts that they stop on SIGTERM, not how
+           # fast (under a load average of 12 the webserver once took more than ui.sh's default 20 s).
+           "UI_READY_TIMEOUT": "150", "UI_STOP_TIMEOUT": "120"}
     instance = UiInstance(home=home, port=int(env["DAGSTER_PORT"]), database=database, env=env)
     try:
         yield instance
@@ -146,6 +149,8 @@ def test_ui_serves_the_code_location_with_healthy_daemons_and_stops_cleanly(ui_i
     up = ui_instance.ui("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert f"Dagster UI: {ui_instance.url}" in up.stdout
+    # A new database gets Dagster's tables before either process starts (both starting on an empty one raced).
+    assert up.stdout.index("created Dagster's tables") < up.stdout.index("started webserver"), up.stdout
     _assert_fails_to_load_then_loads(ui_instance, Path(ui_instance.env["PROMOTE_SETTINGS"]), monkeypatch)
 
     # The instance is the repository's dagster.yaml, on the temporary database.
@@ -170,13 +175,13 @@ def test_ui_serves_the_code_location_with_healthy_daemons_and_stops_cleanly(ui_i
 
     # Every daemon the instance requires beats, freshly (heartbeats of earlier processes would also
     # count as healthy for 30 minutes, so a heartbeat older than this start proves nothing).
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 150
     while True:
         statuses = ui_instance.graphql(DAEMON_QUERY)["instance"]["daemonHealth"]["allDaemonStatuses"]
         required = {s["daemonType"]: s for s in statuses if s["required"]}
         if all(s["healthy"] and (s["lastHeartbeatTime"] or 0) >= int(started_at) for s in required.values()):
             break
-        assert time.monotonic() < deadline, f"daemons not healthy within 60 s: {statuses}"
+        assert time.monotonic() < deadline, f"daemons not healthy within 150 s: {statuses}"
         time.sleep(1)
     assert {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR", "MONITORING"} <= set(required)
 
@@ -185,7 +190,7 @@ def test_ui_serves_the_code_location_with_healthy_daemons_and_stops_cleanly(ui_i
         row = conn.execute("SELECT count(*) FROM daemon_heartbeats").fetchone()
     assert row is not None and row[0] >= len(required)
 
-    down = ui_instance.ui("down", timeout=60)
+    down = ui_instance.ui("down", timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
     assert down.stdout.count("stopped on SIGTERM") == 2 and "SIGKILL" not in down.stdout, down.stdout
     assert not any(_group_alive(pid) for pid in pids.values())

@@ -94,7 +94,7 @@ def daemon(haproxy_box: Sandbox, tmp_path: Path) -> Iterator[dict[str, str]]:
         port = str(s.getsockname()[1])
     database = f"dagster_test_{secrets.token_hex(4)}"
     env = {**os.environ, "UI_DAGSTER_HOME": str(tmp_path / "dagster_home"), "DAGSTER_PORT": port,
-           "DAGSTER_PG_DB": database, "PROMOTE_SETTINGS": str(haproxy_box.settings_file), "UI_READY_TIMEOUT": "90"}
+           "DAGSTER_PG_DB": database, "PROMOTE_SETTINGS": str(haproxy_box.settings_file), "UI_READY_TIMEOUT": "150"}
     ui = [str(PROJECT_DIR / "scripts" / "ui.sh")]
     up = subprocess.run(["bash", *ui, "up"], env=env, capture_output=True, text=True, timeout=180)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -61,7 +61,7 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManyUI]:
     home = root / "dagster_home"
     env = {**os.environ, "UI_DAGSTER_HOME": str(home), "DAGSTER_PORT": port, "DAGSTER_PG_DB": database,
            "PROMOTE_SETTINGS": str(box.settings_file), "PROMOTE_EVIDENCE_ROOT": str(root / "evidence"),
-           "UI_READY_TIMEOUT": "90"}
+           "UI_READY_TIMEOUT": "150"}
     env.pop("PROMOTE_SECRETS_FILE", None)  # the box's settings name its own secrets file
     try:
         box.up()
