@@ -132,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     from promote_pipeline.defs.resources import build_resources
+    from promote_pipeline.promotion import services
     from promote_pipeline.promotion.preflight import CheckResult, Preflight, no_such_project
 
     cfg = settings.load()
@@ -152,7 +153,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         print(f"FAIL input {exc}")
         return EXIT_REJECTED
     check = Preflight(res["ops_db"], res["odoo_host"], res["artifact_store"], promo, cfg.min_free_space_factor,
-                      carried_parameters=tuple(cfg.carry_over_parameters))
+                      carried_parameters=tuple(cfg.carry_over_parameters), hosts=services.Services.from_resources(res))
     try:
         results = check.run(stop_on_failure=False)
     except inputs.InputRejected as exc:

@@ -31,7 +31,7 @@ from promote_pipeline.cli.main import FAULTS
 from promote_pipeline.cli.sandbox import Sandbox
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
-from promote_pipeline.promotion.services import upstream
+from promote_pipeline.promotion.services import Services
 from resources.artifact_store import LocalArtifactStore
 from resources.ops_db import ArtifactRecord, OpsDatabase
 
@@ -239,7 +239,7 @@ class Drill:
         blue_row = ops_db.deployment(self.box.status()["serving"]["deployment"])
         if blue_row is None:
             raise DrillError("the router serves no recorded deployment before the drill")
-        blue = upstream(blue_row, "blue")
+        blue = Services.from_resources(self.box.resources()).upstream(blue_row, "blue")
         dagster_run_id = submit(self._inputs())
         self.facts["dagster_run_id"] = dagster_run_id
         deadline = time.monotonic() + 180
