@@ -288,9 +288,9 @@ class Drill:
         else:
             checks["status_safe"] = outcome.status in ("rolled_back", "failed")
             checks["evidence_complete"] = bool(outcome.evidence_dir) and not Evidence(outcome.evidence_dir).missing()
-            host = self.box.resources()["odoo_host"]
-            greens = self.box.resources()["ops_db"].deployments_created_by(outcome.run_id)
-            checks["green_stopped"] = all(not host.is_alive(g.pid) for g in greens)
+            svc = Services.from_resources(self.box.resources())
+            greens = svc.ops_db.deployments_created_by(outcome.run_id)
+            checks["green_stopped"] = all(not svc.process_host(g).is_alive(g.pid) for g in greens)
             self.facts.update(run_id=outcome.run_id, status=outcome.status, evidence_dir=outcome.evidence_dir)
             if outcome.evidence_dir and Evidence(outcome.evidence_dir).exists(steps.ROLLBACK_JSON):
                 rb = Evidence(outcome.evidence_dir).read_json(steps.ROLLBACK_JSON)
