@@ -236,7 +236,8 @@ def snapshot_staging(context: OpExecutionContext, run: RunStarted) -> StagingSna
         live = svc.ops_db.active_deployment(run.staging.environment_id)
         if live is None:
             raise StepFailed(f"staging {run.staging.environment_id} has no active deployment")
-        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, run.staging, live, "green", run.run_id)
+        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, run.staging, live, "green", run.run_id,
+                                  svc.remote_host(live))
         rails = guardrails.current()
         enterprise = guardrails.enterprise_modules(artifact.manifest.module_licenses, rails)
         Evidence(run.evidence_dir).write_json(steps.STAGING_SNAPSHOT_JSON, {
@@ -254,7 +255,8 @@ def snapshot_staging(context: OpExecutionContext, run: RunStarted) -> StagingSna
 def backup_production(context: OpExecutionContext, snap: StagingSnapshotTaken) -> BlueBackedUp:
     svc = _services(context)
     with guarded(context, svc, snap, steps.BACKUP_PRODUCTION, green_artifact_id=snap.green_artifact.artifact_id):
-        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, snap.prod, snap.blue, "blue", snap.run_id)
+        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, snap.prod, snap.blue, "blue", snap.run_id,
+                                  svc.remote_host(snap.blue))
         Evidence(snap.evidence_dir).write_json(steps.BLUE_BACKUP_JSON, {
             "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts})
         svc.ops_db.merge_run_metadata(snap.run_id, {"blue_backup_id": artifact.artifact_id})
