@@ -293,3 +293,27 @@ def test_promotion_and_rollback_across_hosts(layout: Layout) -> None:
     running = layout.processes_in("production")
     assert not [cmd for cmd in running.values() if second_green.data_dir in cmd], running
     assert [cmd for cmd in running.values() if green.data_dir in cmd]  # what serves stays up
+
+
+def test_sandbox_down_removes_each_deployment_on_its_host(layout: Layout) -> None:
+    """Last in this module: it takes the layout down. Every deployment's Odoo and PgBouncer stopped on its host,
+    its data_dir and PgBouncer folder removed there (through SSH), its database and role gone from db."""
+    ops_db = layout.ops()
+    deployments = ops_db.all_deployments()
+    assert {d.host for d in deployments} == {"staging", "production"}
+    owned = [d for d in deployments if d.owns_data_dir and d.state != "deleted"]
+    assert owned and all(Path(d.data_dir).is_dir() for d in owned)
+    # The failed green of the second run was removed at its rollback (it never served): data_dir gone already.
+    assert not [d.data_dir for d in deployments if d.state == "deleted" and Path(d.data_dir).exists()]
+    assert any(layout.processes_in("production").values())
+    layout.box.down()
+    for host in ENV_HOSTS.values():
+        left = [cmd for cmd in layout.processes_in(host).values() if "sshd" not in cmd]
+        assert not left, (host, left)
+        assert not list((layout.box.hosts_root / host / "run" / "endpoints").glob("*"))
+    assert not [d.data_dir for d in owned if Path(d.data_dir).exists()]
+    with psycopg.connect(layout.db_dsn) as conn:
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        roles = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
+    assert not names & {d.db_name for d in deployments}
+    assert not roles & {d.db_role for d in deployments if d.db_role}
