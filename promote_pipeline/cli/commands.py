@@ -22,9 +22,13 @@ from resources import http_clients
 
 def _sandbox(args: argparse.Namespace, environments: int = 1) -> Any:
     from promote_pipeline.cli.sandbox import Sandbox
+    from promote_pipeline.cli.sandbox_hosts import HOSTS_FILE, HostsSandbox
 
-    return Sandbox(root=Path(args.dir), router_kind=getattr(args, "router", "haproxy"),
-                   private_postgres=getattr(args, "private_postgres", False), environments=environments)
+    root = Path(args.dir)
+    # A hosts sandbox is one whose folder says so (status, down), or the one `up --topology hosts` makes.
+    kind = HostsSandbox if getattr(args, "topology", "local") == "hosts" or (root / HOSTS_FILE).exists() else Sandbox
+    return kind(root=root, router_kind=getattr(args, "router", "haproxy"),
+                private_postgres=getattr(args, "private_postgres", False), environments=environments)
 
 
 def _environments(raw: str) -> int | None:
@@ -50,6 +54,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             print(f"sandbox refused: --webhook: must be an http:// or https:// URL (got {inputs.shown(webhook)})",
                   file=sys.stderr)
             return EXIT_REJECTED
+        if getattr(args, "topology", "local") == "hosts":
+            from promote_pipeline.cli.sandbox_hosts import unavailable_reason
+
+            why = unavailable_reason() or (
+                "one staging/production pair only (--environments 1)" if environments != 1 else None) or (
+                "the router is an adopted HAProxy (--router haproxy)" if args.router != "haproxy" else None)
+            if why:
+                print(f"sandbox refused: --topology hosts: {why}", file=sys.stderr)
+                return EXIT_REJECTED
         box = _sandbox(args, environments)
         info = box.up()
         print(f"sandbox up: router {info['router']} at {info['router_url']}, serving"

@@ -132,10 +132,7 @@ class Sandbox:
             raise ValueError(f"environments: must be 1 to {MAX_ENVIRONMENTS} (got {self.environments})")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "faults").mkdir(exist_ok=True)
-        if self.private_postgres and private_cluster(self.root) is None:
-            server = start_private_postgres(self.root, free_port())
-        else:
-            server = ensure_postgres(self.root)
+        server = self._database_server()
         if not self.secrets_file.exists():
             secrets.write_secrets_file(self.secrets_file, {
                 # trust auth ignores the password, but it is a real credential in a real DSN: redaction is tested on it
@@ -166,6 +163,12 @@ class Sandbox:
             assert blue is not None
             self._register(router, prod, Services.from_resources(res).upstream(blue, "blue"))
         return {"commit": commit, **self.status()}
+
+    def _database_server(self) -> str:
+        """The DSN of the server the sandbox's databases (the ops database's included) live on, started if need be."""
+        if self.private_postgres and private_cluster(self.root) is None:
+            return start_private_postgres(self.root, free_port())
+        return ensure_postgres(self.root)
 
     def _register(self, router: RouterResource, prod: str, blue: Upstream) -> None:
         """Production's entry points on the router, serving blue (a sandbox on an adopted router gives its
