@@ -34,7 +34,7 @@ ENV_HOSTS = {STAGING: "staging", PROD: "production"}
 # The router namespace's own ports: nothing else listens there.
 API_PORT, ACTIVE_PORT, PREVIEW_PORT = 9999, 8080, 8081
 
-_TEAM_CFG = """\
+TEAM_HAPROXY_CFG = """\
 # The sandbox's stand-in for a team's own HAProxy, adopted by promote (router_mode adopted).
 global
     stats socket {admin} mode 600 level admin
@@ -127,7 +127,7 @@ class HostsSandbox(Sandbox):
             pg = net.start_postgres("db")
             router_dir = make_private_dirs(self.root / "team-haproxy")
             cfg = router_dir / "haproxy.cfg"
-            write_private(cfg, _TEAM_CFG.format(
+            write_private(cfg, TEAM_HAPROXY_CFG.format(
                 admin=router_dir / "admin.sock", router=net["router"].address, api_port=API_PORT, subnet=net.subnet,
                 n=safe_name(PROD), active_port=ACTIVE_PORT, preview_port=PREVIEW_PORT).encode())
             pid = net.spawn("router", ["haproxy", "-db", "-f", str(cfg)], router_dir / "haproxy.log")

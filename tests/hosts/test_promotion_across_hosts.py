@@ -29,6 +29,7 @@ import pytest
 
 from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
+from promote_pipeline.cli.sandbox_hosts import ACTIVE_PORT, API_PORT, ENV_HOSTS, PREVIEW_PORT, TEAM_HAPROXY_CFG
 from promote_pipeline.promotion import settings as settings_mod
 from promote_pipeline.promotion.services import close_ssh_hosts
 from promote_pipeline.promotion.settings import ProcessHost
@@ -46,54 +47,7 @@ pytestmark = [pytest.mark.slow,
                                  reason="pgbouncer not installed")]
 
 KEY_REF = "PROMOTE_TEST_HOSTS_SSH_KEY"
-API_PORT, ACTIVE_PORT, PREVIEW_PORT = 9999, 8080, 8081  # the router namespace's own ports: nothing else is there
-ENV_HOSTS = {STAGING: "staging", PROD: "production"}
 
-_TEAM_CFG = """\
-global
-    stats socket {admin} mode 600 level admin
-
-defaults
-    mode http
-    option http-server-close
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout tunnel 1h
-
-# The runtime API over TCP for the hosts' subnet only, in front of the unix admin socket (stats sockets take no ACL).
-frontend runtime_api
-    mode tcp
-    bind {router}:{api_port}
-    tcp-request connection reject unless {{ src {subnet} }}
-    default_backend runtime_api_cli
-
-backend runtime_api_cli
-    mode tcp
-    server cli unix@{admin}
-
-frontend {n}_active
-    bind {router}:{active_port}
-    use_backend {n}_active_ws if {{ path_beg /websocket }}
-    default_backend {n}_active_http
-
-frontend {n}_preview
-    bind {router}:{preview_port}
-    use_backend {n}_preview_ws if {{ path_beg /websocket }}
-    default_backend {n}_preview_http
-
-backend {n}_active_http
-    server app 127.0.0.1:9
-
-backend {n}_active_ws
-    server app 127.0.0.1:9
-
-backend {n}_preview_http
-    server app 127.0.0.1:9
-
-backend {n}_preview_ws
-    server app 127.0.0.1:9
-"""
 
 
 @dataclass
@@ -177,9 +131,9 @@ def layout(host_network: HostNetwork, tmp_path_factory: pytest.TempPathFactory) 
     router_dir = base / "team-haproxy"
     router_dir.mkdir(mode=0o700)
     cfg = router_dir / "haproxy.cfg"
-    cfg.write_text(_TEAM_CFG.format(admin=router_dir / "admin.sock", router=net["router"].address, api_port=API_PORT,
-                                    subnet=net.subnet, n=safe_name(PROD), active_port=ACTIVE_PORT,
-                                    preview_port=PREVIEW_PORT))
+    cfg.write_text(TEAM_HAPROXY_CFG.format(admin=router_dir / "admin.sock", router=net["router"].address,
+                                           api_port=API_PORT, subnet=net.subnet, n=safe_name(PROD),
+                                           active_port=ACTIVE_PORT, preview_port=PREVIEW_PORT))
     pid = net.spawn("router", ["haproxy", "-db", "-f", str(cfg)], router_dir / "haproxy.log")
     net.wait_listening("router", API_PORT, pid)
     tag = os.urandom(3).hex()
