@@ -81,8 +81,11 @@ def watch(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, 
     counts = _Counts()
     mark = _mark(router, env, green_upstream, m, counts)
     start = time.monotonic()
-    last_db_check = last_traffic = -1.0
+    last_db_check = last_traffic = last_alive = -1.0
     traffic_every = TRAFFIC_INTERVAL
+    # Asking a process host costs an SSH round trip (a process here and a shell there): once a second, as the
+    # database is probed, rather than at every sample.
+    alive_every = 1.0 if isinstance(green_host, SshOdooHost) else 0.0
     try:
         with http_clients.client(base_url=public_url, timeout=2.0) as client:
             while True:
@@ -92,9 +95,11 @@ def watch(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, 
                 m.samples += 1
                 m.probe_requests += 1  # one per sample: a confirming retry is part of the same request
                 _probe_http(client, m, counts)
-                if not (green_host or host).is_alive(green.pid):
-                    m.process_crashes = 1
-                    _record(m, "process", f"green's Odoo process (pid {green.pid}) is not running", counted=True)
+                if tick - last_alive >= alive_every:
+                    last_alive = tick
+                    if not (green_host or host).is_alive(green.pid):
+                        m.process_crashes = 1
+                        _record(m, "process", f"green's Odoo process (pid {green.pid}) is not running", counted=True)
                 if tick - last_db_check >= 1.0:
                     last_db_check = tick
                     _probe_db(host, env, green, m)
