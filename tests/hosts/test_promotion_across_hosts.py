@@ -31,6 +31,7 @@ from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
 from promote_pipeline.cli.sandbox_hosts import ACTIVE_PORT, API_PORT, ENV_HOSTS, PREVIEW_PORT, TEAM_HAPROXY_CFG
 from promote_pipeline.promotion import settings as settings_mod
+from promote_pipeline.promotion.evidence_schema import validate_folder
 from promote_pipeline.promotion.services import close_ssh_hosts
 from promote_pipeline.promotion.settings import ProcessHost
 from resources import secrets
@@ -191,6 +192,7 @@ def test_promotion_and_rollback_across_hosts(layout: Layout) -> None:
     outputs = _outputs(done)
     run = ops_db.run(outputs["run_id"])
     assert run is not None and run.status == "success"
+    validate_folder(Path(outputs["evidence_dir"]), run.run_id, "success")
     green = ops_db.active_deployment(PROD)
     assert green and green.deployment_id != blue.deployment_id and green.host == "production"
     # The router itself (its runtime API) serves green, on production's address.
@@ -236,7 +238,10 @@ def test_promotion_and_rollback_across_hosts(layout: Layout) -> None:
     rows = ops_db.deployments_created_by(second)
     assert rows, (failed.stdout[-2000:], failed.stderr[-2000:])
     row = ops_db.run(second)
-    assert row is not None and row.status == "rolled_back"
+    assert row is not None and row.status == "rolled_back" and row.evidence_dir
+    validate_folder(Path(row.evidence_dir), second, "rolled_back")
+    restore = json.loads((Path(row.evidence_dir) / "green_restore.json").read_text())
+    assert restore["filestore_restore"]["method"] == "ssh-tar" and restore["filestore_restore"]["files"] > 0
     # The router back on the previous deployment (this run's blue: the first run's green).
     served = layout.router().served_upstream(PROD)
     assert served.name == green.deployment_id and served.host == net["production"].address
