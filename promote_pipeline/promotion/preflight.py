@@ -264,7 +264,8 @@ class Preflight:
                 raise PreconditionFailed(
                     f"{label} {path} has {free // 2**20} MiB free; {self.min_free_space_factor:g}x {basis}"
                     f" needs {need // 2**20} MiB")
-        return f"{self.min_free_space_factor:g}x {basis} ({need // 2**20} MiB) available"
+        where = f" (production data dir asked on {green_on.name})" if green_on is not None else ""
+        return f"{self.min_free_space_factor:g}x {basis} ({need // 2**20} MiB) available{where}"
 
     def _staging_bytes(self) -> int | None:
         """Staging's live database (on staging's server) and filestore, in bytes; None when they cannot be read

@@ -193,6 +193,9 @@ def test_promotion_and_rollback_across_hosts(layout: Layout) -> None:
     run = ops_db.run(outputs["run_id"])
     assert run is not None and run.status == "success"
     validate_folder(Path(outputs["evidence_dir"]), run.run_id, "success")
+    preflight = json.loads((Path(outputs["evidence_dir"]) / "inputs.json").read_text())["preflight"]
+    disk = next(c for c in preflight if c["check"] == "sufficient_disk_space")
+    assert disk["passed"] and disk["message"].endswith("(production data dir asked on production)"), disk
     green = ops_db.active_deployment(PROD)
     assert green and green.deployment_id != blue.deployment_id and green.host == "production"
     # The router itself (its runtime API) serves green, on production's address.
