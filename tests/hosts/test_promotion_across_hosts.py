@@ -7,7 +7,8 @@ adopted: promote switches it through its runtime API over TCP), and the promotio
 ``worker``. The machine's file system is shared by the namespaces, so a data_dir is the same path everywhere; what
 each host does with it goes through SSH all the same (the README's Hosts section says what is and is not remote).
 
-One module-scoped layout; the promotion runs first, then a promotion whose smoke test fails and is rolled back.
+One module-scoped layout; the promotion runs first, is rolled back by hand (``promote rollback`` on the worker),
+then a promotion whose smoke test fails is rolled back on its own; last, ``sandbox down`` removes it all.
 """
 
 from __future__ import annotations
@@ -102,8 +103,12 @@ class Layout:
 
     def promote_on_worker(self, *extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
         """``promote run`` on the worker host, as an operator there would run it."""
-        argv = [str(Path(sys.executable).parent / "promote"), "run", "--project", PROJECT, "--staging", STAGING,
-                "--prod", PROD, "--user", USER, "--stability-seconds", "2", "--json", *extra]
+        return self.on_worker("run", "--project", PROJECT, "--staging", STAGING, "--prod", PROD, "--user", USER,
+                              "--stability-seconds", "2", "--json", *extra)
+
+    def on_worker(self, *command: str) -> tuple[subprocess.CompletedProcess[str], float]:
+        """A ``promote`` command run on the worker host."""
+        argv = [str(Path(sys.executable).parent / "promote"), *command]
         env = {**os.environ, **self.box.env(), "PROMOTE_EVIDENCE_ROOT": str(self.evidence)}
         started = time.monotonic()
         done = subprocess.run(self.net["worker"].exec_argv(argv), capture_output=True, text=True, env=env,
@@ -226,6 +231,18 @@ def test_promotion_and_rollback_across_hosts(layout: Layout) -> None:
     with psycopg.connect(layout.db_dsn, dbname=blue.db_name) as conn:
         assert conn.execute(count, (marker,)).fetchone() == (0,)
 
+    # A rollback by hand, from the worker: the router back on blue (on production), green stopped there.
+    rolled, seconds = layout.on_worker("rollback", outputs["run_id"], "--reason", "cross-host drill", "--user", USER)
+    print(f"rollback on worker: {seconds:.1f}s")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    served = layout.router().served_upstream(PROD)
+    assert served.name == blue.deployment_id and served.host == net["production"].address
+    rolled_run = ops_db.run(outputs["run_id"])
+    assert rolled_run is not None and rolled_run.status == "rolled_back"
+    running = layout.processes_in("production")
+    assert not [cmd for cmd in running.values() if green.data_dir in cmd], running
+    assert [cmd for cmd in running.values() if blue.data_dir in cmd]
+
     # A second promotion whose smoke test fails (logins refused by the green it starts) rolls back across hosts.
     # The partner written above is production's drift since staging was copied: accepted, it is a test row.
     fault = box.root / "faults" / f"{PROD}.json"
@@ -245,16 +262,16 @@ def test_promotion_and_rollback_across_hosts(layout: Layout) -> None:
     validate_folder(Path(row.evidence_dir), second, "rolled_back")
     restore = json.loads((Path(row.evidence_dir) / "green_restore.json").read_text())
     assert restore["filestore_restore"]["method"] == "ssh-tar" and restore["filestore_restore"]["files"] > 0
-    # The router back on the previous deployment (this run's blue: the first run's green).
+    # The router back on blue.
     served = layout.router().served_upstream(PROD)
-    assert served.name == green.deployment_id and served.host == net["production"].address
+    assert served.name == blue.deployment_id and served.host == net["production"].address
     # The failed green was started on the production host (its log is there) and is gone from it.
     second_green = rows[-1]
     assert second_green.host == "production"
     assert (box.hosts_root / "production" / "run" / f"{second_green.deployment_id}.log").exists()
     running = layout.processes_in("production")
     assert not [cmd for cmd in running.values() if second_green.data_dir in cmd], running
-    assert [cmd for cmd in running.values() if green.data_dir in cmd]  # what serves stays up
+    assert [cmd for cmd in running.values() if blue.data_dir in cmd]  # what serves stays up
 
 
 def test_sandbox_down_removes_each_deployment_on_its_host(layout: Layout) -> None:
