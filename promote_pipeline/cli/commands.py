@@ -97,6 +97,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             print(f"{env['production'] + ': ' if several else ''}router {info['router']} at {env['router_url']}"
                   f" serves {env['serving']['deployment']} ({env['serving']['colour']}, database"
                   f" {env['serving']['database']})")
+        for host in info.get("hosts", []):  # a sandbox on hosts (--topology hosts)
+            print(f"  host {host['name']}: {host['address']} (namespace {host['namespace']}):"
+                  f" {'; '.join(host['runs'])}")
     # What is live is the router's answer; a routes.json that says otherwise is a switch the router never made.
     code = EXIT_OK
     for env in info["environments"]:

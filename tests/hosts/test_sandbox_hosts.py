@@ -53,6 +53,9 @@ def test_a_sandbox_on_hosts_is_made_shown_and_removed(tmp_path: Path) -> None:
         assert blue is not None and info["serving"]["deployment"] == blue.deployment_id
         assert info["serving"]["url"] == f"http://{hosts['production']['address']}:{blue.http_port}"
         assert info["router_url"].startswith(f"http://{hosts['router']['address']}:")
+        text = _promote("sandbox", "status", "--dir", str(root)).stdout
+        production = hosts["production"]
+        assert f"host production: {production['address']} (namespace {production['namespace']})" in text
         # Kept: a test run's clean-up of dead builders' networks leaves it alone (its builder, `up`, has exited).
         assert layout["prefix"] not in netns_hosts.clean_stale()
         assert any(x.startswith("namespace") for x in netns_hosts.leftovers(layout["prefix"]))
