@@ -12,6 +12,7 @@ so none of them can forget a piece.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import shutil
@@ -131,6 +132,17 @@ def _started_endpoint(svc: Services, env: EnvironmentRecord, dep: DeploymentReco
     svc.ops_db.set_endpoint_pid(dep.deployment_id, dep.endpoint_pid, dep.endpoint_started)
 
 
+def names_this_machine(server_host: str) -> bool:
+    """Whether a server address means "this machine" (a socket folder, a loopback name or address): the same
+    words on a process host would name another server, that host's own."""
+    if not server_host or server_host.startswith("/") or server_host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(server_host).is_loopback
+    except ValueError:
+        return server_host.lower().endswith(".localhost")
+
+
 def _start_remote_endpoint(svc: Services, ph: SshOdooHost, env: EnvironmentRecord, dep: DeploymentRecord) -> int:
     """The deployment's PgBouncer on its process host, next to its Odoo (which reaches it on that host's
     loopback), pointing at the environment's server as the DSN names it: that name must mean the same server
@@ -138,7 +150,7 @@ def _start_remote_endpoint(svc: Services, ph: SshOdooHost, env: EnvironmentRecor
     assert dep.db_role and dep.endpoint_port and dep.odoo_db_name
     with svc.host.connect(env.db_dsn_ref, "postgres") as conn:
         server_host, server_port = conn.info.host, str(conn.info.port)
-    if server_host.startswith("/") or server_host in ("127.0.0.1", "localhost", "::1"):
+    if names_this_machine(server_host):
         raise HostError(
             f"{env.environment_id}.db_dsn_ref: the server is {server_host} as the promoter reaches it, which host"
             f" {ph.name} would take for itself; name the server by an address both reach")

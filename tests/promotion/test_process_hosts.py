@@ -96,3 +96,12 @@ def test_a_planned_deployment_records_its_host(tmp_path: Path) -> None:
     object.__setattr__(remote, "free_port", lambda: next(ports))  # ports are the host's: asked of it
     planned = deployment.plan(env, "dep_prod_z", "odoo_z", svc.host, on=remote)
     assert planned.host == "prod-1" and planned.http_port == 40001 and planned.endpoint_port is not None
+
+
+@pytest.mark.parametrize(("server", "here"), [
+    ("127.0.0.1", True), ("127.0.1.1", True), ("::1", True), ("localhost", True), ("/var/run/postgresql", True),
+    ("db.localhost", True), ("", True), ("10.0.0.5", False), ("db.internal", False), ("2001:db8::5", False)])
+def test_a_server_named_as_this_machine_cannot_be_a_process_hosts(server: str, here: bool) -> None:
+    """A process host's PgBouncer is pointed at the server the promoter reached: a loopback or socket address
+    would mean another server from there, so it is refused."""
+    assert deployment.names_this_machine(server) is here
