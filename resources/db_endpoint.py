@@ -88,9 +88,25 @@ def write_config(folder: Path, port: int, odoo_db: str, physical_db: str, server
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     auth = folder / "userlist.txt"
+    auth_text, ini_text = config_texts(auth, port, odoo_db, physical_db, server_host, server_port, role, verifier,
+                                       os_user)
     fd = os.open(auth, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(f"{_quote(role)} {_quote(verifier)}\n")
+        fh.write(auth_text)
+    config = folder / "pgbouncer.ini"
+    config.write_text(ini_text)
+    os.chmod(config, 0o600)
+    if os_user:
+        entry = pwd.getpwnam(os_user)
+        for path in (folder, auth, config):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    return config
+
+
+def config_texts(auth: Path, port: int, odoo_db: str, physical_db: str, server_host: str, server_port: str,
+                 role: str, verifier: str, os_user: str | None) -> tuple[str, str]:
+    """The auth file's and pgbouncer.ini's text (the ini naming ``auth`` as its auth file): what ``write_config``
+    writes here, and what a process host over SSH writes on its machine."""
     server = f"host={server_host} port={server_port}" if server_host else f"port={server_port}"
     lines = [
         "[databases]",
@@ -115,14 +131,7 @@ def write_config(folder: Path, port: int, odoo_db: str, physical_db: str, server
     ]
     if os_user:
         lines.append(f"user = {os_user}")  # PgBouncer refuses to run as root; it switches to this user itself
-    config = folder / "pgbouncer.ini"
-    config.write_text("\n".join(lines) + "\n")
-    os.chmod(config, 0o600)
-    if os_user:
-        entry = pwd.getpwnam(os_user)
-        for path in (folder, auth, config):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-    return config
+    return f"{_quote(role)} {_quote(verifier)}\n", "\n".join(lines) + "\n"
 
 
 def start(binary: str, config: Path, log: Path) -> int:

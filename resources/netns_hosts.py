@@ -206,9 +206,12 @@ class HostNetwork:
     # -- building --------------------------------------------------------------------------------
     @classmethod
     def build(cls, folder: Path, names: Sequence[str] = DEFAULT_HOSTS, prefix: str | None = None,
-              ssh_hosts: Iterable[str] | None = None, ssh_user: str | None = None) -> HostNetwork:
+              ssh_hosts: Iterable[str] | None = None, ssh_user: str | None = None,
+              kept: bool = False) -> HostNetwork:
         """The hosts ``names``, each with an sshd when in ``ssh_hosts`` (default: all). Leftovers of the same
-        prefix are removed first; a failure part-way removes what was made and raises NetnsError."""
+        prefix are removed first; a failure part-way removes what was made and raises NetnsError. ``kept``: the
+        network outlives the process building it (a sandbox's, removed by its ``down``), so ``clean_stale``
+        leaves it alone."""
         prefix = prefix or prefix_for()
         if len(set(names)) != len(names) or not names:
             raise NetnsError(f"host names must be distinct and at least one: {list(names)}")
@@ -216,7 +219,7 @@ class HostNetwork:
             raise NetnsError(f"prefix {prefix!r} too long for interface names of {IFNAMSIZ} characters")
         teardown_prefix(prefix)
         make_private_dirs(folder)
-        _register(prefix)
+        _register(prefix, kept)
         net = None
         try:
             with _machine_lock():
@@ -472,9 +475,9 @@ def _checkout() -> str:
     return str(Path(__file__).resolve().parents[1])
 
 
-def _register(prefix: str) -> None:
+def _register(prefix: str, kept: bool = False) -> None:
     make_private_dirs(_REGISTRY)
-    me = {"pid": os.getpid(), "started": _started(os.getpid()), "checkout": _checkout()}
+    me = {"pid": os.getpid(), "started": _started(os.getpid()), "checkout": _checkout(), "kept": kept}
     write_private(_REGISTRY / f"{prefix}.json", json.dumps(me).encode())
 
 
@@ -486,15 +489,15 @@ def _started(pid: int) -> int | None:
 
 
 def clean_stale() -> list[str]:
-    """Remove the networks of this checkout whose building process is gone (a killed test run, a crashed sandbox):
-    the prefixes removed. Networks of live processes, and other checkouts', are left alone."""
+    """Remove the networks of this checkout whose building process is gone (a killed test run): the prefixes
+    removed. Networks of live processes, kept ones (a sandbox's) and other checkouts' are left alone."""
     removed = []
     for entry in sorted(_REGISTRY.glob("pp*.json")) if _REGISTRY.is_dir() else []:
         try:
             owner = json.loads(entry.read_text())
         except (OSError, ValueError):
             owner = {}
-        if owner.get("checkout") != _checkout():
+        if owner.get("checkout") != _checkout() or owner.get("kept"):
             continue
         pid = owner.get("pid")
         if isinstance(pid, int) and _alive(pid) and _started(pid) == owner.get("started"):
@@ -516,6 +519,16 @@ def teardown_prefix(prefix: str) -> None:
         ip("netns", "del", namespace, check=False)
     for link in _links(prefix):  # a veth whose namespace is gone went with it; the bridge stays until now
         ip("link", "del", link, check=False)
+
+
+def remove_kept(prefix: str) -> list[str]:
+    """Remove a kept network (``build(kept=True)``) from another process than the one that built it: everything of
+    its prefix, and its registry entry once nothing is left. Returns what is left over (empty: all gone)."""
+    teardown_prefix(prefix)
+    left = leftovers(prefix)
+    if not left:
+        (_REGISTRY / f"{prefix}.json").unlink(missing_ok=True)
+    return left
 
 
 def leftovers(prefix: str) -> list[str]:

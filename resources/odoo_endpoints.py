@@ -58,6 +58,11 @@ class DeploymentEndpoints:
         redaction.register_secret(password)
         return password
 
+    def endpoint_verifier(self, role: str) -> str:
+        """The SCRAM verifier a deployment's PgBouncer checks its role's password against (a PgBouncer on a
+        process host is given it in its auth file, as the local one is)."""
+        return self._verifier(role)
+
     def _verifier(self, role: str) -> str:
         key = self._role_key()
         return db_endpoint.scram_verifier(self.role_password(role), db_endpoint.role_salt(key, role))

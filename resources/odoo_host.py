@@ -233,7 +233,8 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
 
     command_template: str = Field(
         description="Command that starts one Odoo server. Placeholders: {python} {db} {data_dir} {http_port}"
-        " {websocket_port} {workers} {environment_id} {deployment} {db_host} {db_port} {db_user}."
+        " {websocket_port} {workers} {environment_id} {deployment} {db_host} {db_port} {db_user} {http_interface}"
+        " (127.0.0.1 here; a process host's address there)."
     )
     run_dir: str = Field(description="Folder for Odoo process logs.")
     pg_bin_dir: str = Field(default="", description="Folder of pg_dump/pg_restore; empty means PATH.")
@@ -390,6 +391,7 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
             python=shlex.quote(sys.executable), db=db, data_dir=shlex.quote(data_dir), http_port=http_port,
             websocket_port=websocket_port, workers=workers, environment_id=environment_id, deployment=deployment,
             db_host=params.get("host", ""), db_port=params.get("port", ""), db_user=params.get("user", ""),
+            http_interface="127.0.0.1",  # one template serves this machine and process hosts (their address)
         )
         Path(self.run_dir).mkdir(parents=True, exist_ok=True)
         log = open(Path(self.run_dir) / f"{deployment}.log", "ab")  # noqa: SIM115 - handed to the child

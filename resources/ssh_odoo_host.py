@@ -13,9 +13,13 @@ the SSH artifact store uses too; its docstring says why the OpenSSH client and h
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,10 @@ class SshOdooHost(ConfigurableResource):
     startup_timeout_seconds: float = Field(default=30.0, description="How long a new Odoo may take to answer.")
     connect_timeout_seconds: int = Field(default=10, description="How long ssh may take to connect.")
     command_timeout_seconds: float = Field(default=60.0, description="How long one remote script may run.")
+    pgbouncer_bin: str = Field(default="pgbouncer", description="PgBouncer on the host: a deployment's database"
+                               " endpoint runs next to its Odoo, on the host's loopback.")
+    endpoint_os_user: str = Field(default="postgres", description="Unix user PgBouncer switches to when `user` is"
+                                  " root (it refuses to run as root).")
     control_persist_seconds: int = Field(default=120, description="How long the shared SSH connection stays open"
                                          " after its last use (every call of a run goes over it).")
 
@@ -223,3 +231,126 @@ class SshOdooHost(ConfigurableResource):
 
     def pg_dump_version(self) -> str:
         return self.tool_version(str(Path(self.pg_bin_dir) / "pg_dump") if self.pg_bin_dir else "pg_dump")
+
+    def free_port(self) -> int:
+        """A TCP port free on the host now (the kernel's pick there): the ports a deployment listens on are the
+        host's, not the promoter's."""
+        out = self.run_script(f"{shlex.quote(self.python)} -c 'import socket; s = socket.socket();"
+                              " s.bind((\"\", 0)); print(s.getsockname()[1])'\n").strip()
+        if not out.isdigit():
+            raise HostError(f"on {self.name}: no free port ({out[:100]})")
+        return int(out)
+
+    def prepare_data_dir(self, shared_sessions: str, data_dir: str) -> None:
+        """A deployment's data_dir on the host, its ``sessions`` a link to the environment's shared folder there
+        (owner-only: session files are credentials)."""
+        shared, folder = shlex.quote(shared_sessions), shlex.quote(data_dir)
+        link = shlex.quote(f"{data_dir.rstrip('/')}/sessions")
+        self.run_script(f"set -e\numask 077\nmkdir -p -- {shared} {folder}\nchmod 700 -- {shared}\n"
+                        f"if [ ! -L {link} ]; then rm -rf -- {link}; ln -s -- {shared} {link}; fi\n")
+
+    def remove_tree(self, path: str) -> None:
+        """``path`` removed on the host, a link in it removed as a link (never what it points to)."""
+        if not path.strip("/") or path.rstrip("/") in ("/", "."):
+            raise HostError(f"on {self.name}: refusing to remove {path!r}")
+        self.run_script(f"rm -rf -- {shlex.quote(path)}\n")
+
+    def receive_files(self, dest: str, entries: Iterable[tuple[str, Path]]) -> dict[str, int]:
+        """Each ``(relative name, local file)`` written under ``dest`` on the host (made, owner-only), streamed
+        as one tar over the shared connection: ``tar -x`` there reads what Python's tarfile writes here, so
+        nothing is copied to a local folder first and only the files named travel. Each file keeps its local
+        mtime. Returns the file and byte counts sent."""
+        import tarfile
+
+        session = self._session()
+        remote = f"set -e\numask 077\nmkdir -p -- {shlex.quote(dest)}\ncd -- {shlex.quote(dest)}\n" \
+                 "exec tar -x -f - --no-same-owner"
+        argv = session.command_argv(remote)
+        errors = tempfile.TemporaryFile()
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+        assert proc.stdin is not None
+        count = size = 0
+        try:
+            with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for rel, local in entries:
+                    if rel.startswith("/") or ".." in rel.split("/"):
+                        raise HostError(f"on {self.name}: refusing to write {rel!r} outside {dest}")
+                    info = tar.gettarinfo(str(local), arcname=rel)
+                    info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "", ""
+                    with open(local, "rb") as fh:
+                        tar.addfile(info, fh)
+                    count, size = count + 1, size + info.size
+        except BrokenPipeError:
+            pass  # the remote tar stopped reading: its exit status and words below say why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+            code = proc.wait(timeout=self.command_timeout_seconds)
+        errors.seek(0)
+        words = redaction.redact_text(errors.read().decode(errors="replace").strip())
+        errors.close()
+        session.used(code)
+        if code == 255:
+            raise HostError(session.failure(words, over_shared=True))
+        if code != 0:
+            raise HostError(f"on {self.name}: writing files into {dest} failed (exit {code}): {words[:300]}")
+        return {"files": count, "bytes": size}
+
+    # -- the deployment's PgBouncer, next to its Odoo --------------------------------------------------
+    def endpoint_dir(self, deployment_id: str) -> str:
+        return f"{self.run_dir.rstrip('/')}/endpoints/{deployment_id}"
+
+    def start_endpoint(self, deployment_id: str, port: int, auth_text: str, ini_text: str,
+                       timeout: float = 10.0) -> int:
+        """Write a deployment's PgBouncer configuration on the host (owner-only; the auth file holds a verifier,
+        sent on ssh's standard input, never in an argv) and start it there in its own process group; returns its
+        pid once it listens on the host's loopback ``port``."""
+        folder = self.endpoint_dir(deployment_id)
+        q = shlex.quote
+        chown = f"chown -R -- {q(self.endpoint_os_user)}: {q(folder)}\n" if self.user == "root" else ""
+        log = f"{self.run_dir.rstrip('/')}/{deployment_id}.pgbouncer.log"
+        tenths = max(1, int(timeout * 10))
+        probe = (f"{q(self.python)} -c 'import socket, sys; socket.create_connection((\"127.0.0.1\", {int(port)}),"
+                 " 1)' 2>/dev/null")
+        script = (f"set -e\numask 077\nmkdir -p -- {q(folder)}\n"
+                  f"cat > {q(folder + '/userlist.txt')} <<'PROMOTE_EOF'\n{auth_text}PROMOTE_EOF\n"
+                  f"cat > {q(folder + '/pgbouncer.ini')} <<'PROMOTE_EOF'\n{ini_text}PROMOTE_EOF\n{chown}"
+                  # Debian installs it in /usr/sbin, which a login's PATH may not have.
+                  f"exe={q(self.pgbouncer_bin)}\n"
+                  f"command -v \"$exe\" >/dev/null || exe=/usr/sbin/{q(self.pgbouncer_bin)}\n"
+                  f"cd /\nsetsid \"$exe\" {q(folder + '/pgbouncer.ini')} </dev/null >>{q(log)} 2>&1 &\npid=$!\nset +e\n"
+                  f"n=0; until {probe}; do\n  kill -0 $pid 2>/dev/null || {{ echo \"exited $pid\"; exit 0; }}\n"
+                  f"  [ $n -ge {tenths} ] && {{ echo \"late $pid\"; exit 0; }}\n  sleep 0.1; n=$((n+1))\ndone\n"
+                  "echo $pid\n")
+        redaction.register_secret(auth_text.split(" ", 1)[-1].strip().strip('"'))
+        out = self.run_script(script, timeout=timeout + self.command_timeout_seconds).strip().split()
+        if len(out) == 2 and out[0] == "exited":
+            raise HostError(f"PgBouncer of {deployment_id} on {self.name} exited at start (log {log} there)")
+        if len(out) == 2 and out[0] == "late":
+            raise HostError(f"PgBouncer of {deployment_id} on {self.name} did not listen on 127.0.0.1:{port} within"
+                            f" {timeout}s (log {log} there)")
+        if not out or not out[-1].isdigit():
+            raise HostError(f"on {self.name}: starting PgBouncer printed no pid ({' '.join(out)[:100]})")
+        return int(out[-1])
+
+    def endpoint_query(self, endpoint: Endpoint, query: str) -> str | None:
+        """``query``'s rows (``psql -A -t``: ``|`` between columns), run on the host through a deployment's
+        PgBouncer on its loopback, as green's Odoo reaches its database; None when the connection is refused
+        (psql's exit 2). The password travels in the script on ssh's standard input, never in an argv."""
+        redaction.register_secret(endpoint.password)
+        q = shlex.quote
+        script = (f"export PGPASSWORD={q(endpoint.password)} PGCONNECT_TIMEOUT=5\n"
+                  f"psql -X -q -A -t -h {q(endpoint.host)} -p {int(endpoint.port)} -U {q(endpoint.user)}"
+                  f" -d {q(endpoint.dbname)} -c {q(query)} 2>&1\necho \"exit $?\"\n")
+        lines = self.run_script(script).rstrip("\n").splitlines()
+        code = lines[-1].split()[-1] if lines and lines[-1].startswith("exit ") else "?"
+        if code == "2":
+            return None
+        if code != "0":
+            raise HostError(f"on {self.name}: psql through the endpoint on port {endpoint.port} failed (exit {code}):"
+                            f" {redaction.redact_text(' '.join(lines[:-1]))[:300]}")
+        return "\n".join(lines[:-1])
+
+    def stop_endpoint(self, pid: int | None, started: int | None) -> str | None:
+        """Stop a PgBouncer read from the records (its process group), only if it is still the one started then."""
+        return self.stop_odoo(pid, started)

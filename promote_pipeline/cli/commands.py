@@ -22,9 +22,13 @@ from resources import http_clients
 
 def _sandbox(args: argparse.Namespace, environments: int = 1) -> Any:
     from promote_pipeline.cli.sandbox import Sandbox
+    from promote_pipeline.cli.sandbox_hosts import HOSTS_FILE, HostsSandbox
 
-    return Sandbox(root=Path(args.dir), router_kind=getattr(args, "router", "haproxy"),
-                   private_postgres=getattr(args, "private_postgres", False), environments=environments)
+    root = Path(args.dir)
+    # A hosts sandbox is one whose folder says so (status, down), or the one `up --topology hosts` makes.
+    kind = HostsSandbox if getattr(args, "topology", "local") == "hosts" or (root / HOSTS_FILE).exists() else Sandbox
+    return kind(root=root, router_kind=getattr(args, "router", "haproxy"),
+                private_postgres=getattr(args, "private_postgres", False), environments=environments)
 
 
 def _environments(raw: str) -> int | None:
@@ -50,6 +54,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             print(f"sandbox refused: --webhook: must be an http:// or https:// URL (got {inputs.shown(webhook)})",
                   file=sys.stderr)
             return EXIT_REJECTED
+        if getattr(args, "topology", "local") == "hosts":
+            from promote_pipeline.cli.sandbox_hosts import unavailable_reason
+
+            why = unavailable_reason() or (
+                "one staging/production pair only (--environments 1)" if environments != 1 else None) or (
+                "the router is an adopted HAProxy (--router haproxy)" if args.router != "haproxy" else None)
+            if why:
+                print(f"sandbox refused: --topology hosts: {why}", file=sys.stderr)
+                return EXIT_REJECTED
         box = _sandbox(args, environments)
         info = box.up()
         print(f"sandbox up: router {info['router']} at {info['router_url']}, serving"
@@ -84,6 +97,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             print(f"{env['production'] + ': ' if several else ''}router {info['router']} at {env['router_url']}"
                   f" serves {env['serving']['deployment']} ({env['serving']['colour']}, database"
                   f" {env['serving']['database']})")
+        for host in info.get("hosts", []):  # a sandbox on hosts (--topology hosts)
+            print(f"  host {host['name']}: {host['address']} (namespace {host['namespace']}):"
+                  f" {'; '.join(host['runs'])}")
     # What is live is the router's answer; a routes.json that says otherwise is a switch the router never made.
     code = EXIT_OK
     for env in info["environments"]:
@@ -132,6 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     from promote_pipeline.defs.resources import build_resources
+    from promote_pipeline.promotion import services
     from promote_pipeline.promotion.preflight import CheckResult, Preflight, no_such_project
 
     cfg = settings.load()
@@ -152,7 +169,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         print(f"FAIL input {exc}")
         return EXIT_REJECTED
     check = Preflight(res["ops_db"], res["odoo_host"], res["artifact_store"], promo, cfg.min_free_space_factor,
-                      carried_parameters=tuple(cfg.carry_over_parameters))
+                      carried_parameters=tuple(cfg.carry_over_parameters), hosts=services.Services.from_resources(res))
     try:
         results = check.run(stop_on_failure=False)
     except inputs.InputRejected as exc:

@@ -31,7 +31,7 @@ from promote_pipeline.cli.main import FAULTS
 from promote_pipeline.cli.sandbox import Sandbox
 from promote_pipeline.promotion import steps
 from promote_pipeline.promotion.evidence import Evidence
-from promote_pipeline.promotion.services import upstream
+from promote_pipeline.promotion.services import Services
 from resources.artifact_store import LocalArtifactStore
 from resources.ops_db import ArtifactRecord, OpsDatabase
 
@@ -239,7 +239,7 @@ class Drill:
         blue_row = ops_db.deployment(self.box.status()["serving"]["deployment"])
         if blue_row is None:
             raise DrillError("the router serves no recorded deployment before the drill")
-        blue = upstream(blue_row, "blue")
+        blue = Services.from_resources(self.box.resources()).upstream(blue_row, "blue")
         dagster_run_id = submit(self._inputs())
         self.facts["dagster_run_id"] = dagster_run_id
         deadline = time.monotonic() + 180
@@ -288,9 +288,9 @@ class Drill:
         else:
             checks["status_safe"] = outcome.status in ("rolled_back", "failed")
             checks["evidence_complete"] = bool(outcome.evidence_dir) and not Evidence(outcome.evidence_dir).missing()
-            host = self.box.resources()["odoo_host"]
-            greens = self.box.resources()["ops_db"].deployments_created_by(outcome.run_id)
-            checks["green_stopped"] = all(not host.is_alive(g.pid) for g in greens)
+            svc = Services.from_resources(self.box.resources())
+            greens = svc.ops_db.deployments_created_by(outcome.run_id)
+            checks["green_stopped"] = all(not svc.process_host(g).is_alive(g.pid) for g in greens)
             self.facts.update(run_id=outcome.run_id, status=outcome.status, evidence_dir=outcome.evidence_dir)
             if outcome.evidence_dir and Evidence(outcome.evidence_dir).exists(steps.ROLLBACK_JSON):
                 rb = Evidence(outcome.evidence_dir).read_json(steps.ROLLBACK_JSON)

@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="up: how many production environments, each with its staging, behind the one router"
                           " (1 to 16; the first keeps the ids env_demo_prod/env_demo_staging, the others end in"
                           " _2, _3, ...; status lists every one, down removes them all)")
+    box.add_argument("--topology", choices=["local", "hosts"], default="local",
+                     help="up: local (everything on this machine) or hosts (db, staging, production, router and"
+                          " worker as network namespaces with their own sshd, Odoo reached over SSH; needs root;"
+                          " README: Hosts). status and down find a hosts sandbox by itself")
     box.add_argument("--json", action="store_true", help="status as JSON")
     box.add_argument("--dir", default=str(settings.PROJECT_DIR / ".sandbox"), help="the sandbox's folder")
     box.set_defaults(func=cmd.cmd_sandbox, exit_codes=(EXIT_OK, EXIT_FAILED, EXIT_REJECTED))

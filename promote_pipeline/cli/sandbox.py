@@ -31,13 +31,13 @@ from promote_pipeline.defs.location import SANDBOX_DSN_REF, SANDBOX_IDS
 from promote_pipeline.defs.resources import build_resources
 from promote_pipeline.promotion import deployment
 from promote_pipeline.promotion import settings as settings_mod
-from promote_pipeline.promotion.services import Services, upstream
+from promote_pipeline.promotion.services import Services
 from resources import secrets
 from resources.notifiers import NotificationsConfig, WebhookTarget
 from resources.odoo_host import LocalOdooHost, free_port
 from resources.ops_db import CompletedRun, DeploymentRecord, EnvironmentRecord, OpsDatabase
 from resources.redaction import redact_text
-from resources.router import RouterError, RouterResource, ServedUpstream
+from resources.router import RouterError, RouterResource, ServedUpstream, Upstream
 
 # The sandbox's ids are the code location's (its launchpad opens with them): one definition, in defs/location.py.
 PROJECT = SANDBOX_IDS["project_id"]
@@ -132,10 +132,7 @@ class Sandbox:
             raise ValueError(f"environments: must be 1 to {MAX_ENVIRONMENTS} (got {self.environments})")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "faults").mkdir(exist_ok=True)
-        if self.private_postgres and private_cluster(self.root) is None:
-            server = start_private_postgres(self.root, free_port())
-        else:
-            server = ensure_postgres(self.root)
+        server = self._database_server()
         if not self.secrets_file.exists():
             secrets.write_secrets_file(self.secrets_file, {
                 # trust auth ignores the password, but it is a real credential in a real DSN: redaction is tested on it
@@ -164,8 +161,19 @@ class Sandbox:
             prod = pair(index)[1]
             blue = ops_db.active_deployment(prod)
             assert blue is not None
-            router.register_environment(prod, upstream(blue, "blue"))
+            self._register(router, prod, Services.from_resources(res).upstream(blue, "blue"))
         return {"commit": commit, **self.status()}
+
+    def _database_server(self) -> str:
+        """The DSN of the server the sandbox's databases (the ops database's included) live on, started if need be."""
+        if self.private_postgres and private_cluster(self.root) is None:
+            return start_private_postgres(self.root, free_port())
+        return ensure_postgres(self.root)
+
+    def _register(self, router: RouterResource, prod: str, blue: Upstream) -> None:
+        """Production's entry points on the router, serving blue (a sandbox on an adopted router gives its
+        frontends' ports)."""
+        router.register_environment(prod, blue)
 
     @staticmethod
     def pairs(ops_db: OpsDatabase) -> list[tuple[str, str]]:
@@ -239,8 +247,8 @@ class Sandbox:
         dep = ops_db.active_deployment(env_id)
         svc = Services.from_resources(self.resources())
         if dep is None:
-            dep = deployment.plan(env, f"dep_{env_id}_seed", env.odoo_db_name, host, state="active")
-            deployment.prepare_data_dir(env, dep)
+            dep = deployment.plan_on_host(svc, env, f"dep_{env_id}_seed", env.odoo_db_name, state="active")
+            deployment.prepare_data_dir(env, dep, svc)
             if env.kind == "production":
                 self._make_production(host, dep)
             else:
@@ -249,7 +257,7 @@ class Sandbox:
             deployment.give_database(svc, env, dep)
             if env.kind != "production":
                 self._neutralize(host, dep)  # as Odoo.sh does, once staging has its data and its own role
-        if start and not host.is_alive(dep.pid):
+        if start and not svc.process_host(dep).is_alive(dep.pid):
             deployment.start(svc, env, dep)
 
     def _standin_env(self) -> dict[str, str]:
@@ -306,7 +314,8 @@ class Sandbox:
         res = self.resources()
         ops_db: OpsDatabase = res["ops_db"]
         router: RouterResource = res["router"]
-        pairs = [{"production": prod, "staging": staging, **self._serving(ops_db, router, prod)}
+        svc = Services.from_resources(res)
+        pairs = [{"production": prod, "staging": staging, **self._serving(svc, prod)}
                  for staging, prod in self.pairs(ops_db) or [pair(1)]]
         first = {k: v for k, v in pairs[0].items() if k not in ("production", "staging")}
         return {
@@ -321,9 +330,10 @@ class Sandbox:
         }
 
     @staticmethod
-    def _serving(ops_db: OpsDatabase, router: RouterResource, prod: str) -> dict[str, Any]:
+    def _serving(svc: Services, prod: str) -> dict[str, Any]:
         """One production environment's entry points, what the router serves on the public one and what
         routes.json records."""
+        ops_db, router = svc.ops_db, svc.router
         state = router.state(prod)
         served: ServedUpstream | None = None
         router_error: str | None = None
@@ -333,7 +343,8 @@ class Sandbox:
             router_error = str(exc)
         row = ops_db.deployment(served.name) if served and served.name else None
         # The router's name must also be the deployment's address, or the name alone proves nothing.
-        if row is not None and (row.http_port is None or not served or not served.is_upstream(upstream(row, "live"))):
+        if row is not None and (row.http_port is None or not served
+                                or not served.is_upstream(svc.upstream(row, "live"))):
             row = None
         recorded = state.active
         # The router knows no colours; the recorded one holds only if the router agrees on the deployment.

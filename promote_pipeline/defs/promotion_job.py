@@ -36,7 +36,7 @@ from promote_pipeline.promotion.models import (
 )
 from promote_pipeline.promotion.preflight import Preflight
 from promote_pipeline.promotion.restore import restore_next_to_blue
-from promote_pipeline.promotion.services import Services, switch_confirmed, upstream
+from promote_pipeline.promotion.services import Services, switch_confirmed
 from promote_pipeline.promotion.smoke import SmokeSuite
 from promote_pipeline.promotion.stability import watch
 from promote_pipeline.promotion.steps import Step
@@ -171,7 +171,7 @@ def create_ops_run(context: OpExecutionContext, config: PromotionConfig) -> RunS
         try:
             promotion = inputs.validate(raw)
             preflight = Preflight(svc.ops_db, svc.host, svc.store, promotion, svc.settings.min_free_space_factor,
-                                  carried_parameters=tuple(svc.settings.carry_over_parameters))
+                                  carried_parameters=tuple(svc.settings.carry_over_parameters), hosts=svc)
             preflight.run(stop_on_failure=True)
             failed = [r for r in preflight.results if not r.passed]
             if failed:
@@ -236,7 +236,8 @@ def snapshot_staging(context: OpExecutionContext, run: RunStarted) -> StagingSna
         live = svc.ops_db.active_deployment(run.staging.environment_id)
         if live is None:
             raise StepFailed(f"staging {run.staging.environment_id} has no active deployment")
-        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, run.staging, live, "green", run.run_id)
+        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, run.staging, live, "green", run.run_id,
+                                  svc.remote_host(live))
         rails = guardrails.current()
         enterprise = guardrails.enterprise_modules(artifact.manifest.module_licenses, rails)
         Evidence(run.evidence_dir).write_json(steps.STAGING_SNAPSHOT_JSON, {
@@ -254,7 +255,8 @@ def snapshot_staging(context: OpExecutionContext, run: RunStarted) -> StagingSna
 def backup_production(context: OpExecutionContext, snap: StagingSnapshotTaken) -> BlueBackedUp:
     svc = _services(context)
     with guarded(context, svc, snap, steps.BACKUP_PRODUCTION, green_artifact_id=snap.green_artifact.artifact_id):
-        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, snap.prod, snap.blue, "blue", snap.run_id)
+        artifact, facts = back_up(svc.host, svc.store, svc.ops_db, snap.prod, snap.blue, "blue", snap.run_id,
+                                  svc.remote_host(snap.blue))
         Evidence(snap.evidence_dir).write_json(steps.BLUE_BACKUP_JSON, {
             "artifact_id": artifact.artifact_id, "artifact": artifact.model_dump(mode="json"), **facts})
         svc.ops_db.merge_run_metadata(snap.run_id, {"blue_backup_id": artifact.artifact_id})
@@ -305,9 +307,10 @@ def smoke_test_green(context: OpExecutionContext, restored: GreenRestored) -> Gr
             evidence.write_json(steps.SMOKE_TESTS_JSON, {"skipped": True, "results": [],
                                                      "reason": "skip_smoke_tests=true (not a production target)"})
         else:
-            state = svc.router.set_preview(restored.prod.environment_id, upstream(restored.green, "green"))
+            state = svc.router.set_preview(restored.prod.environment_id, svc.upstream(restored.green, "green"))
             suite = SmokeSuite(svc.host, restored.prod, restored.green, restored.green_artifact, state.preview_url,
-                               blue_db=restored.blue.db_name, watched_parameters=svc.settings.carry_over_parameters)
+                               blue_db=restored.blue.db_name, watched_parameters=svc.settings.carry_over_parameters,
+                               via=svc.remote_host(restored.green))
             results = suite.run()
             settings_check = suite.unchanged()  # the smoke tests changed nothing that was carried over
             passed = all(r.passed for r in results) and settings_check["unchanged"]
@@ -323,7 +326,7 @@ def smoke_test_green(context: OpExecutionContext, restored: GreenRestored) -> Gr
                 raise StepFailed(f"smoke tests failed: {'; '.join(failed)}")
         if approval.required_by(restored) is not None:
             if state is None:  # no smoke tests put green there: the approver still gets to look at it
-                state = svc.router.set_preview(restored.prod.environment_id, upstream(restored.green, "green"))
+                state = svc.router.set_preview(restored.prod.environment_id, svc.upstream(restored.green, "green"))
             gate = _await_approval(context, svc, restored, state.preview_url, evidence)
     context.add_output_metadata({**run_view.smoke_tested(results, restored.inputs.skip_smoke_tests,
                                                          restored.evidence_dir), **run_view.approval(gate)})
@@ -373,7 +376,8 @@ def cutover(context: OpExecutionContext, tested: GreenSmokeTested) -> CutOver:
         before = svc.router.state(env_id)
         start = time.monotonic()
         after, fencing = odoo_aware.cutover_fenced(
-            svc, tested, tested.green, lambda: switch_confirmed(svc.router, env_id, upstream(tested.green, "green")))
+            svc, tested, tested.green,
+            lambda: switch_confirmed(svc.router, env_id, svc.upstream(tested.green, "green")))
         switch_ms = int((time.monotonic() - start) * 1000)
         timestamp = datetime.now(UTC)
         svc.ops_db.record_cutover(tested.blue.deployment_id, tested.green.deployment_id, tested.run_id, timestamp)
@@ -409,7 +413,8 @@ def monitor_stability(context: OpExecutionContext, cut: CutOver) -> StabilityWat
         # judged on the router's own counts of every request green serves, users' and the probe's
         metrics = watch(svc.host, cut.prod, cut.green, url, cut.inputs.stability_window_seconds, report,
                         stop_check=abort.checker(svc, cut.run_id), on_end=record, router=svc.router,
-                        green_upstream=upstream(cut.green, "green"), thresholds=svc.settings.stability)
+                        green_upstream=svc.upstream(cut.green, "green"), thresholds=svc.settings.stability,
+                        green_host=svc.process_host(cut.green))
         if not metrics.passed:
             raise StepFailed(f"stability: {metrics.reason}")
     context.add_output_metadata(run_view.stability_watched(metrics, url, cut.evidence_dir))

@@ -27,8 +27,9 @@ from promote_pipeline.promotion.models import (
     SourceEnv,
 )
 from resources.artifact_store import LocalArtifactStore, dump_digest
-from resources.odoo_host import LocalOdooHost
+from resources.odoo_host import HostError, LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentRecord, OpsDatabase
+from resources.ssh_odoo_host import SshOdooHost
 
 T = TypeVar("T")
 
@@ -50,9 +51,27 @@ def read_manifest(host: LocalOdooHost, env: EnvironmentRecord, db: str) -> Manif
     )
 
 
+def _filestore_readable_here(host: LocalOdooHost, files_on: SshOdooHost, deployment: DeploymentRecord) -> None:
+    """The artifact store reads a filestore on the promoter, at its data_dir's path (README: Hosts, what is not
+    remote yet). A deployment on a process host whose filestore is not at that path here would be backed up as an
+    empty filestore, and restored so, without a word: refused instead, when the host has files there."""
+    local = host.filestore_dir(deployment.data_dir, deployment.served_db)
+    if local.is_dir():
+        return
+    count, _ = files_on.filestore_stats(deployment.data_dir, deployment.served_db)
+    if count:
+        raise HostError(f"filestore of {deployment.deployment_id}: {count} files at {local} on {files_on.name}, none"
+                        " at that path here; the artifact store reads filestores on the promoter (mount the"
+                        " data_dir here, README: Hosts)")
+
+
 def back_up(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase, env: EnvironmentRecord,
-            deployment: DeploymentRecord, role: str, run_id: str) -> tuple[Artifact, dict[str, Any]]:
-    """Snapshot ``deployment`` of ``env``; returns the registered artifact and timing/verification facts."""
+            deployment: DeploymentRecord, role: str, run_id: str,
+            files_on: SshOdooHost | None = None) -> tuple[Artifact, dict[str, Any]]:
+    """Snapshot ``deployment`` of ``env``; returns the registered artifact and timing/verification facts.
+    ``files_on``: the process host ``deployment`` runs on, when it is another machine."""
+    if files_on is not None:
+        _filestore_readable_here(host, files_on, deployment)
     artifact_id = store.new_artifact_id(env.environment_id, role)
     store.allocate(artifact_id)
     dump_dir = store.dump_dir(artifact_id)

@@ -18,7 +18,7 @@ from promote_pipeline.promotion import deployment, notify, odoo_aware, progress,
 from promote_pipeline.promotion.decisions import OnFailure, on_failure
 from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
-from promote_pipeline.promotion.services import Services, switch_confirmed, upstream
+from promote_pipeline.promotion.services import Services, switch_confirmed
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import LiveAfter, write_final
 from resources.ops_db import DeploymentRecord, FinalRunStatus, TaskRequest
@@ -42,7 +42,7 @@ def roll_back(svc: Services, run: RunStarted, reason: str, detected_monotonic: f
     ``live_unsaved``: the failure was a switch to green that went live but could not be saved (RouterNotPersisted
     at cutover), so the router's files say blue while green serves: switch back whatever they say."""
     env_id = run.prod.environment_id
-    blue = upstream(run.blue, "blue")
+    blue = svc.upstream(run.blue, "blue")
     notes: list[str] = []
     problems: list[dict[str, str]] = []
 
@@ -167,7 +167,7 @@ def _thaw_if_blue_serves(svc: Services, run: RunStarted, rollback: dict[str, Any
     """A failure that leaves traffic on blue (before the cutover's switch, or with auto_rollback off before it)
     must not leave blue read-only: users would keep getting errors. A green left serving keeps blue frozen."""
     try:
-        if svc.router.serves(run.prod.environment_id, upstream(run.blue, "blue")):
+        if svc.router.serves(run.prod.environment_id, svc.upstream(run.blue, "blue")):
             freeze = odoo_aware.thaw_blue(svc, run)
             if freeze.get("frozen"):
                 rollback["blue_freeze"] = freeze

@@ -20,9 +20,11 @@ import psycopg
 from promote_pipeline.odoo import database as odoo_db
 from promote_pipeline.promotion import drift, guardrails, inputs
 from promote_pipeline.promotion.inputs import PromotionInputs
+from promote_pipeline.promotion.services import Services
 from resources.artifact_store import ArtifactError, LocalArtifactStore
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentLock, EnvironmentRecord, OpsDatabase
+from resources.ssh_odoo_host import SshOdooHost
 
 HOLDER_WAIT_SECONDS = 5.0
 
@@ -95,6 +97,9 @@ class Preflight:
     # The ir_config_parameter keys the carry-over copies from blue onto green (settings.carry_over_parameters):
     # a write to one of them is carried, not lost, so the drift gate does not count it.
     carried_parameters: tuple[str, ...] = ()
+    # Where Odoo processes run (Services.process_host): a deployment's files are measured, and green's disk asked,
+    # on the host they are on. None: everything on this machine.
+    hosts: Services | None = None
     staging: EnvironmentRecord | None = None
     prod: EnvironmentRecord | None = None
     blue: DeploymentRecord | None = None
@@ -234,7 +239,7 @@ class Preflight:
         self._needs_blue()
         assert self.prod and self.blue
         db_bytes = self.host.database_size(self.prod.db_dsn_ref, self.blue.db_name)
-        _, fs_bytes = self.host.filestore_stats(self.blue.data_dir, self.blue.served_db)
+        _, fs_bytes = self._files_host(self.blue).filestore_stats(self.blue.data_dir, self.blue.served_db)
         # The snapshot (and green, restored from it) is staging's size, asked on staging's own server: it may be
         # another server than production's, with a database of quite another size.
         staging_bytes = self._staging_bytes()
@@ -246,14 +251,23 @@ class Preflight:
             self.store.ensure_root()
         except ArtifactError as exc:
             raise PreconditionFailed(str(exc)) from None
-        data_dir_free = shutil.disk_usage(self.blue.data_dir).free
-        for label, path, free in (("artifact store", self.store.root, self.store.free_bytes()),
-                                  ("production data dir", self.blue.data_dir, data_dir_free)):
+        green_on = self._green_host()
+        for label, path in (("artifact store", self.store.root), ("production data dir", self.blue.data_dir)):
+            if label == "artifact store":
+                free = self.store.free_bytes()  # the store's own disk: on its host for a store kept over SSH
+            elif green_on is not None:
+                # Green's filestore goes to production's process host: its disk, asked there. Blue's data_dir
+                # when blue runs there too, else the environment's data root (green's data_dir is made in it).
+                path = self.blue.data_dir if self.blue.host == green_on.name else self.prod.filestore_root
+                label, free = f"production data dir on {green_on.name}", green_on.free_disk_bytes(path)
+            else:
+                free = shutil.disk_usage(path).free
             if free < need:
                 raise PreconditionFailed(
                     f"{label} {path} has {free // 2**20} MiB free; {self.min_free_space_factor:g}x {basis}"
                     f" needs {need // 2**20} MiB")
-        return f"{self.min_free_space_factor:g}x {basis} ({need // 2**20} MiB) available"
+        where = f" (production data dir asked on {green_on.name})" if green_on is not None else ""
+        return f"{self.min_free_space_factor:g}x {basis} ({need // 2**20} MiB) available{where}"
 
     def _staging_bytes(self) -> int | None:
         """Staging's live database (on staging's server) and filestore, in bytes; None when they cannot be read
@@ -267,8 +281,18 @@ class Preflight:
                 row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         except psycopg.Error:
             return None
-        _, fs_bytes = self.host.filestore_stats(live.data_dir, live.served_db)
+        _, fs_bytes = self._files_host(live).filestore_stats(live.data_dir, live.served_db)
         return (int(row[0]) if row else 0) + fs_bytes
+
+    def _files_host(self, dep: DeploymentRecord) -> LocalOdooHost | SshOdooHost:
+        return self.hosts.process_host(dep) if self.hosts is not None else self.host
+
+    def _green_host(self) -> SshOdooHost | None:
+        """The process host green will run on, when it is another machine."""
+        if self.hosts is None or self.prod is None:
+            return None
+        where = self.hosts.process_host(self.hosts.host_name_for(self.prod.environment_id))
+        return where if isinstance(where, SshOdooHost) else None
 
 
     # -- Odoo compatibility --------------------------------------------------------------------------

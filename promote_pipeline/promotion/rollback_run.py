@@ -23,7 +23,7 @@ from promote_pipeline.promotion.evidence import Evidence
 from promote_pipeline.promotion.failure import green_deployments, handle_failure, roll_back
 from promote_pipeline.promotion.inputs import PromotionInputs, shown
 from promote_pipeline.promotion.models import PromotionOutcome, RunStarted
-from promote_pipeline.promotion.services import Services, upstream
+from promote_pipeline.promotion.services import Services
 from promote_pipeline.promotion.steps import Step
 from promote_pipeline.promotion.summary import LiveAfter, write_final
 from resources.ops_db import RunRecord
@@ -74,10 +74,10 @@ def verify_safe_state(svc: Services, run: RunStarted) -> dict[str, Any]:
     complete."""
     try:
         served = svc.router.served_upstream(run.prod.environment_id)
-        on_blue, router_active = served.is_upstream(upstream(run.blue, "blue")), served.name
+        on_blue, router_active = served.is_upstream(svc.upstream(run.blue, "blue")), served.name
     except RouterError as exc:
         on_blue, router_active = False, f"router did not answer: {exc}"
-    greens_alive = [g.deployment_id for g in green_deployments(svc, run.run_id) if svc.host.is_alive(g.pid)]
+    greens_alive = [g.deployment_id for g in green_deployments(svc, run.run_id) if svc.process_host(g).is_alive(g.pid)]
     row = svc.ops_db.run(run.run_id)
     checks = {
         "router_on_blue": on_blue,
@@ -91,7 +91,7 @@ def verify_safe_state(svc: Services, run: RunStarted) -> dict[str, Any]:
 
 def _ensure_blue_running(svc: Services, run: RunStarted) -> None:
     blue = run.blue
-    if svc.host.is_alive(blue.pid):
+    if svc.process_host(blue).is_alive(blue.pid):
         return
     deployment.start(svc, run.prod, blue)
 
@@ -113,7 +113,7 @@ def roll_back_run(svc: Services, run_id: str, reason: str, requested_by: str, ma
         decision = for_run(status, manual, blue_deleted=run.blue.state == "deleted", still_serves_its_green=serves_it)
         if decision is ForRun.VERIFY:
             # A rollback whose thaw failed is repeated this way: blue, serving again, must take writes.
-            if svc.router.serves(run.prod.environment_id, upstream(run.blue, "blue")):
+            if svc.router.serves(run.prod.environment_id, svc.upstream(run.blue, "blue")):
                 odoo_aware.thaw_blue(svc, run)
             verification = verify_safe_state(svc, run)
             _record_verification(svc, run, evidence, verification, requested_by)

@@ -129,6 +129,34 @@ class StabilityThresholds(BaseModel):
         " on fewer, one slow request is the percentile.")
 
 
+class ProcessHost(BaseModel):
+    """A machine that runs Odoo processes (and their PgBouncers), reached over SSH (``resources/ssh_odoo_host.py``).
+
+    Only processes and their files move there: the database work (pg_dump/pg_restore, the checks' SQL) stays on
+    the promoter and reaches each environment's server by its DSN, and the artifact store stays the promoter's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(min_length=1, description="Address or DNS name of the host: where its sshd listens, where"
+                         " its Odoo serves HTTP (the router's upstreams point there) and the name known_hosts_file"
+                         " holds its key under.")
+    ssh_port: int = Field(default=22, ge=1, le=65535, description="Port of the host's sshd.")
+    user: str = Field(min_length=1, description="User to log in as; Odoo and PgBouncer run as this user (as root,"
+                      " PgBouncer switches to endpoint_os_user).")
+    identity_ref: str = Field(min_length=1, description="Secret reference to the SSH client key: the key's text, or"
+                              " the path of an owner-only key file.")
+    known_hosts_file: str = Field(min_length=1, description="known_hosts file (on the promoter) holding the host's"
+                                  " key under `address`; a key not there, or different, is refused.")
+    run_dir: str = Field(min_length=1, description="Folder on the host for Odoo's and PgBouncer's logs and"
+                         " PgBouncer's configuration (owner-only).")
+    python: str = Field(default="python3", description="Python on the host: fills {python} of the Odoo command and"
+                        " picks free ports there.")
+    pgbouncer_bin: str = Field(default="pgbouncer", description="PgBouncer on the host: each deployment's database"
+                               " endpoint runs next to its Odoo.")
+    endpoint_os_user: str = Field(default="postgres", description="Unix user on the host PgBouncer switches to when"
+                                  " `user` is root (it refuses to run as root).")
+
+
 class Settings(BaseModel):
     ops_database: str = Field(default="promote_ops", description="Database of the ops schema.")
     ops_dsn_ref: str = Field(default=DEFAULT_OPS_DSN_REF, description="Secret reference of the ops server DSN.")
@@ -169,6 +197,13 @@ class Settings(BaseModel):
                 raise ValueError("router_mode 'adopted' needs router_runtime_api (the team's HAProxy runtime API)")
         elif self.router_runtime_api or self.router_config_file:
             raise ValueError("router_runtime_api and router_config_file are for router_mode 'adopted' only")
+        for env_id, name in self.environment_hosts.items():
+            if name not in self.process_hosts:
+                raise ValueError(f"environment_hosts.{env_id}: {name!r} is not a name of process_hosts")
+        if self.environment_hosts and self.artifact_store.kind != "local":
+            # Green's filestore is streamed to its process host from the store's objects on this machine.
+            raise ValueError("environment_hosts needs artifact_store.kind 'local' (green's filestore is sent to its"
+                             " process host from the store's local objects; the SSH store cannot do that yet)")
         return self
     odoo_command: str = Field(
         default="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}",
@@ -182,6 +217,13 @@ class Settings(BaseModel):
     carry_over_parameters: list[str] = Field(
         default_factory=lambda: list(DEFAULT_PARAMETERS),
         description="ir_config_parameter keys copied from blue onto green (see live_settings.DEFAULT_PARAMETERS).")
+    process_hosts: dict[str, ProcessHost] = Field(
+        default_factory=dict, description="Machines that run Odoo processes, by name, reached over SSH (README:"
+        " Hosts). None: every Odoo runs on the promoter's machine.")
+    environment_hosts: dict[str, str] = Field(
+        default_factory=dict, description="Environment id -> name in process_hosts where that environment's new"
+        " deployments run their Odoo. An environment not named here runs them on the promoter's machine. A"
+        " deployment keeps the host it was started on (ops.deployments.host).")
     retention: Retention = Field(default_factory=Retention, description="How long artifacts stay in the store.")
     stability: StabilityThresholds = Field(default_factory=StabilityThresholds,
                                            description="What green must hold to during the stability window.")

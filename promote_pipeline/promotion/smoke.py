@@ -41,6 +41,7 @@ from resources.db_endpoint import Endpoint
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentRecord
 from resources.redaction import register_public, resolve_secret
+from resources.ssh_odoo_host import SshOdooHost
 
 FREEZE = "web.base.url.freeze"
 SMOKE_TESTS = ("health_check", "database_connectivity", "module_integrity", "filestore_accessibility",
@@ -66,8 +67,10 @@ def _jsonrpc(client: httpx.Client, path: str, params: dict[str, Any]) -> dict[st
 class SmokeSuite:
     def __init__(self, host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, artifact: Artifact,
                  base_url: str, timeout: float = 10.0, blue_db: str | None = None,
-                 watched_parameters: Sequence[str] = ()) -> None:
-        self.host, self.env, self.green, self.artifact = host, env, green, artifact
+                 watched_parameters: Sequence[str] = (), via: SshOdooHost | None = None) -> None:
+        """``via``: the process host green runs on when it is another machine; its endpoint (PgBouncer on that
+        host's loopback) is then tried from there, as green's Odoo reaches it."""
+        self.host, self.env, self.green, self.artifact, self.via = host, env, green, artifact, via
         self.base_url, self.blue_db, self.watched = base_url, blue_db, list(watched_parameters)
         self.client = http_clients.client(base_url=base_url, timeout=timeout)
         self.parameters: dict[str, Any] = {}
@@ -82,14 +85,21 @@ class SmokeSuite:
 
     def database_connectivity(self) -> str:
         endpoint = self.host.endpoint(self.green)
+        row: tuple[Any, ...] | None
         if endpoint is None:  # a deployment without its own endpoint: the server's DSN, its physical name
             with self.host.connect(self.env.db_dsn_ref, self.green.db_name, retry=False) as conn:
                 row = conn.execute("SELECT 1").fetchone()
             if not row or row[0] != 1:
                 raise SmokeFailure(f"SELECT 1 on {self.green.db_name} returned {row!r}")
             return f"SELECT 1 on {self.green.db_name} ok"
-        with psycopg.connect(endpoint.dsn(), connect_timeout=5) as conn:
-            row = conn.execute("SELECT 1, current_user").fetchone()
+        if self.via is not None:
+            answer = self.via.endpoint_query(endpoint, "SELECT 1, current_user")
+            if answer is None:
+                raise SmokeFailure(f"green's endpoint on {self.via.name} refused the connection")
+            row = (int(answer.split("|")[0]), answer.split("|")[1]) if "|" in answer else None
+        else:
+            with psycopg.connect(endpoint.dsn(), connect_timeout=5) as conn:
+                row = conn.execute("SELECT 1, current_user").fetchone()
         if not row or row[0] != 1:
             raise SmokeFailure(f"SELECT 1 on {endpoint.dbname} through green's endpoint returned {row!r}")
         fence = f"; {self._fence(endpoint)}" if self.blue_db else ""
@@ -99,19 +109,25 @@ class SmokeSuite:
         """Green cannot open blue's database: not through its endpoint (which knows one name, green's), and
         not on the server as its role (no CONNECT on blue's database)."""
         assert self.blue_db is not None
-        try:
-            with psycopg.connect(replace(endpoint, dbname=self.blue_db).dsn(), connect_timeout=5) as conn:
-                row = conn.execute("SELECT current_database()").fetchone()
-        except psycopg.OperationalError:
-            row = None
+        row: tuple[Any, ...] | None
+        if self.via is not None:
+            answer = self.via.endpoint_query(replace(endpoint, dbname=self.blue_db), "SELECT current_database()")
+            row = (answer.strip(),) if answer else None
+        else:
+            try:
+                with psycopg.connect(replace(endpoint, dbname=self.blue_db).dsn(), connect_timeout=5) as conn:
+                    row = conn.execute("SELECT current_database()").fetchone()
+            except psycopg.OperationalError:
+                row = None
         if row is not None and row[0] != self.green.db_name:
             raise SmokeFailure(f"fence broken: green's endpoint opened {row[0]} for the name {self.blue_db}")
         # Production's server exactly as its DSN reaches it (hostaddr, sslmode, certificates...), only the user
         # changed: a connection that fails for want of those proves nothing about the fence.
         server = {k: v for k, v in psycopg.conninfo.conninfo_to_dict(secrets.resolve(self.env.db_dsn_ref)).items()
                   if v is not None and k not in ("user", "password", "dbname")}
+        server.setdefault("connect_timeout", 5)  # the DSN's own, when it has one
         direct = psycopg.conninfo.make_conninfo("", **server, user=endpoint.user, password=endpoint.password,
-                                                dbname=self.blue_db, connect_timeout=5)
+                                                dbname=self.blue_db)
         try:
             with psycopg.connect(direct):
                 raise SmokeFailure(f"fence broken: green's role {endpoint.user} connects to {self.blue_db}")

@@ -39,6 +39,7 @@ from resources.odoo_host import LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentRecord
 from resources.redaction import redact_text
 from resources.router import RouterError, RouterResource, Traffic, TrafficError, TrafficMark, Upstream
+from resources.ssh_odoo_host import SshOdooHost
 
 SAMPLE_INTERVAL = 0.25
 TRAFFIC_INTERVAL = 1.0  # the router's counters at most this often: a second is as soon as a rollback could start
@@ -64,12 +65,14 @@ def watch(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, 
           stop_check: Callable[[], None] | None = None,
           on_end: Callable[[StabilityMetrics], None] | None = None, router: RouterResource | None = None,
           green_upstream: Upstream | None = None,
-          thresholds: StabilityThresholds | None = None) -> StabilityMetrics:
+          thresholds: StabilityThresholds | None = None,
+          green_host: LocalOdooHost | SshOdooHost | None = None) -> StabilityMetrics:
     """``stop_check`` is called before every sample and raises to end the window at once (an abort request):
     a window may be an hour long, and an operator who wants out must not wait for it. ``on_end`` receives the
     metrics of the window as watched however it ended (verdict, full window, or an exception), so the evidence
     of an aborted window says what was seen before the abort. ``router`` and ``green_upstream``: whose counters
-    to read for green (without them, the probe alone is judged)."""
+    to read for green (without them, the probe alone is judged). ``green_host``: the process host green's Odoo
+    runs on, asked whether it is alive (None: ``host``, this machine)."""
     limits = thresholds or StabilityThresholds()
     expected = max(1, int(window_seconds / SAMPLE_INTERVAL))
     m = StabilityMetrics(window_seconds=window_seconds, samples=0, requests=0, http_errors=0, http_error_rate=0.0,
@@ -78,8 +81,11 @@ def watch(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, 
     counts = _Counts()
     mark = _mark(router, env, green_upstream, m, counts)
     start = time.monotonic()
-    last_db_check = last_traffic = -1.0
+    last_db_check = last_traffic = last_alive = -1.0
     traffic_every = TRAFFIC_INTERVAL
+    # Asking a process host costs an SSH round trip (a process here and a shell there): once a second, as the
+    # database is probed, rather than at every sample.
+    alive_every = 1.0 if isinstance(green_host, SshOdooHost) else 0.0
     try:
         with http_clients.client(base_url=public_url, timeout=2.0) as client:
             while True:
@@ -89,9 +95,11 @@ def watch(host: LocalOdooHost, env: EnvironmentRecord, green: DeploymentRecord, 
                 m.samples += 1
                 m.probe_requests += 1  # one per sample: a confirming retry is part of the same request
                 _probe_http(client, m, counts)
-                if not host.is_alive(green.pid):
-                    m.process_crashes = 1
-                    _record(m, "process", f"green's Odoo process (pid {green.pid}) is not running", counted=True)
+                if tick - last_alive >= alive_every:
+                    last_alive = tick
+                    if not (green_host or host).is_alive(green.pid):
+                        m.process_crashes = 1
+                        _record(m, "process", f"green's Odoo process (pid {green.pid}) is not running", counted=True)
                 if tick - last_db_check >= 1.0:
                     last_db_check = tick
                     _probe_db(host, env, green, m)

@@ -31,7 +31,8 @@ from resources.ops_db.runs import insert_running_run
 
 _INSERT = ("INSERT INTO ops.deployments (deployment_id, environment_id, db_name, data_dir, http_port,"
            " websocket_port, pid, state, created_by_run, artifact_id, odoo_db_name, db_role, endpoint_port,"
-           " endpoint_pid, owns_data_dir) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+           " endpoint_pid, owns_data_dir, host) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+           " %s)")
 _WITH_SERVER = "SELECT d.*, e.db_dsn_ref FROM ops.deployments d JOIN ops.environments e USING (environment_id)"
 
 
@@ -39,7 +40,7 @@ def _insert_deployment(conn: Connection, d: DeploymentRecord, created_by_run: st
                        artifact_id: str | None) -> None:
     conn.execute(_INSERT, (d.deployment_id, d.environment_id, d.db_name, d.data_dir, d.http_port, d.websocket_port,
                            d.pid, d.state, created_by_run, artifact_id, d.odoo_db_name, d.db_role, d.endpoint_port,
-                           d.endpoint_pid, d.owns_data_dir))
+                           d.endpoint_pid, d.owns_data_dir, d.host))
 
 
 class DeploymentsTable(OpsConnection):

@@ -85,6 +85,8 @@ class DeploymentRecord(Record):
     owns_data_dir: bool = Field(default=True, description="True: a promotion made its data_dir and removing it"
                                 " removes the folder; False: adopted, in the operator's data_dir, of which removing it"
                                 " removes only its filestore folder and sessions link.")
+    host: str | None = Field(default=None, description="The process host its Odoo and PgBouncer run on (a name of"
+                             " the settings' process_hosts); None: the promoter's own machine.")
 
     @property
     def served_db(self) -> str:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -235,6 +236,80 @@ def test_files_disk_and_versions_are_the_hosts(production: tuple[SshOdooHost, st
     host.remove_filestore(data_dir, copy)
     assert not Path(data_dir, "filestore", copy).exists() and Path(data_dir, "filestore", db).is_dir()
     json.dumps(host.filestore_stats(data_dir, db))  # plain ints
+
+
+def test_files_streamed_to_the_host_land_where_named(production: tuple[SshOdooHost, str, str],
+                                                    tmp_path: Path) -> None:
+    """receive_files: one tar over the shared connection, each file under its relative name with its mtime,
+    owner-only; a name outside the destination refused; remove_tree removes it all and refuses the root."""
+    host, _db, data_dir = production
+    sources = {"ab/one.bin": os.urandom(3000), "cd/ef/two.bin": b"", "three.txt": b"three\n"}
+    entries = []
+    for i, (rel, content) in enumerate(sources.items()):
+        local = tmp_path / f"object{i}"
+        local.write_bytes(content)
+        os.utime(local, (1_700_000_000 + i, 1_700_000_000 + i))
+        entries.append((rel, local))
+    dest = f"{data_dir}/received"
+    assert host.receive_files(dest, iter(entries)) == {"files": 3, "bytes": 3006}
+    for i, (rel, content) in enumerate(sources.items()):
+        landed = Path(dest, rel)
+        assert landed.read_bytes() == content and int(landed.stat().st_mtime) == 1_700_000_000 + i
+        assert landed.stat().st_mode & 0o077 == 0
+    with pytest.raises(HostError, match="refusing to write '../escape'"):
+        host.receive_files(dest, iter([("../escape", entries[0][1])]))
+    assert not Path(data_dir, "escape").exists()
+    host.remove_tree(dest)
+    assert not Path(dest).exists()
+    with pytest.raises(HostError, match="refusing to remove"):
+        host.remove_tree("/")
+
+
+def test_a_deployments_pgbouncer_runs_next_to_its_odoo_on_the_host(
+        host_network: HostNetwork, cluster: PgCluster, production: tuple[SshOdooHost, str, str]) -> None:
+    """start_endpoint writes the configuration there and starts PgBouncer in production's namespace, on its
+    loopback; endpoint_query reaches the database through it from there (and only the name it serves);
+    stop_endpoint stops it."""
+    host, db, _data_dir = production
+    role, password = f"ep_{secrets.token_hex(3)}", secrets.token_urlsafe(16)
+    salt = os.urandom(16)
+    verifier = db_endpoint.scram_verifier(password, salt)
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
+    port = host.free_port()
+    deployment = f"dep_ep_{secrets.token_hex(3)}"
+    auth = Path(host.endpoint_dir(deployment)) / "userlist.txt"
+    auth_text, ini_text = db_endpoint.config_texts(auth, port, "served_name", db, cluster.address,
+                                                   str(cluster.port), role, verifier,
+                                                   host.endpoint_os_user if host.user == "root" else None)
+    pid = host.start_endpoint(deployment, port, auth_text, ini_text)
+    try:
+        identified = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True)
+        assert identified.stdout.strip() == host_network["production"].namespace
+        assert auth.stat().st_mode & 0o077 == 0
+        endpoint = db_endpoint.Endpoint(host="127.0.0.1", port=port, user=role, password=password,
+                                        dbname="served_name")
+        assert host.endpoint_query(endpoint, "SELECT 1, current_database()") == f"1|{db}"
+        assert host.endpoint_query(replace(endpoint, dbname=db), "SELECT 1") is None  # only the served name
+        started = host.process_started(pid)
+        assert host.stop_endpoint(pid, started) is None
+        assert wait_for(lambda: not host.is_alive(pid), 15)
+    finally:
+        if host.is_alive(pid):
+            host.stop_endpoint(pid, host.process_started(pid))
+        host.remove_tree(host.endpoint_dir(deployment))
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_a_free_port_is_the_hosts(production: tuple[SshOdooHost, str, str], host_network: HostNetwork) -> None:
+    """Picked there: a port a server on the host's address can listen on (checked by listening there)."""
+    host, _db, _data_dir = production
+    port = host.free_port()
+    address = host_network["production"].address
+    done = host_network.run("production", [sys.executable, "-c", "import socket; s = socket.socket();"
+                                           f" s.bind(('{address}', {port})); s.listen(); print('ok')"])
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 @pytest.mark.unit

@@ -129,3 +129,19 @@ def test_the_artifact_store_is_chosen_by_the_settings_and_a_bad_choice_is_one_li
     for model in (settings.ArtifactStoreSettings, settings.SshArtifactStoreSettings):
         assert all(f.description for f in model.model_fields.values())
     assert all(f.description for f in SshArtifactStore.model_fields.values())
+
+
+def test_process_hosts_with_the_ssh_store_are_refused_in_one_line(tmp_path: Path) -> None:
+    """Green's filestore is streamed to its process host from the store's local objects: the two cannot combine."""
+    path = tmp_path / "settings.json"
+    host = {"address": "192.0.2.8", "user": "odoo", "identity_ref": "PROMOTE_SSH_KEY",
+            "known_hosts_file": "/etc/promote/known_hosts", "run_dir": "/srv/odoo/run"}
+    ssh = {"host": "192.0.2.7", "user": "backup", "identity_ref": "PROMOTE_STORE_KEY",
+           "known_hosts_file": "/etc/promote/known_hosts", "root": "/srv/promote/artifacts"}
+    hosts = {"process_hosts": {"prod-app-1": host}, "environment_hosts": {"env_prod": "prod-app-1"}}
+    path.write_text(json.dumps({**hosts, "artifact_store": {"kind": "ssh", "ssh": ssh}}))
+    with pytest.raises(settings.SettingsError, match="environment_hosts needs artifact_store.kind 'local'") as exc:
+        settings.load(path)
+    assert "\n" not in str(exc.value)
+    path.write_text(json.dumps(hosts))
+    assert settings.load(path).environment_hosts == {"env_prod": "prod-app-1"}

@@ -146,7 +146,8 @@ def _adoption_changes(inv: Inventory, svc: Services, recorded: Recorded, user: s
 
 
 def _running(svc: Services, dep: DeploymentRecord) -> bool:
-    return svc.host.is_alive(dep.pid) and (not dep.db_role or svc.host.is_alive(dep.endpoint_pid))
+    ph = svc.process_host(dep)
+    return ph.is_alive(dep.pid) and (not dep.db_role or ph.is_alive(dep.endpoint_pid))
 
 
 def _start(svc: Services, env_id: str, dep: DeploymentRecord) -> list[str]:
