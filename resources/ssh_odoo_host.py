@@ -30,6 +30,7 @@ from pydantic import Field, PrivateAttr
 from resources import redaction, secrets
 from resources.db_endpoint import Endpoint
 from resources.odoo_host import HostError, await_health
+from resources.ssh_filestore import SshFilestore
 from resources.ssh_session import SshSession
 
 # The remote half of is_alive/process_started/stop_odoo: fields of /proc/PID/stat after the command name (which
@@ -211,6 +212,19 @@ class SshOdooHost(ConfigurableResource):
                               f"find {folder} -type f -printf '%s\\n' | awk '{{c++; s+=$1}} END {{print c+0, s+0}}'\n")
         count, size = out.split()
         return int(count), int(size)
+
+    def filestore_source(self, data_dir: str, db: str) -> SshFilestore:
+        """The filestore on the host, as the artifact store reads it (``ingest_filestore_from``): listed there,
+        only what the store lacks fetched, in one tar stream over the shared connection."""
+        # A listing of many files, or the fetch of many bytes, takes longer than one short script may.
+        return SshFilestore(name=self.name, folder=str(self.filestore_dir(data_dir, db)), session=self._session(),
+                            python=self.python, timeout_seconds=max(self.command_timeout_seconds, 3600.0))
+
+    def filestore_usable(self, data_dir: str, db: str) -> bool:
+        """Whether the filestore folder exists on the host and its user may read, write and enter it."""
+        folder = shlex.quote(str(self.filestore_dir(data_dir, db)))
+        return self.run_script(f"if [ -d {folder} ] && [ -r {folder} ] && [ -w {folder} ] && [ -x {folder} ];"
+                               " then echo yes; else echo no; fi\n").strip() == "yes"
 
     def remove_filestore(self, data_dir: str, db: str) -> None:
         self.run_script(f"rm -rf -- {shlex.quote(str(self.filestore_dir(data_dir, db)))}\n")

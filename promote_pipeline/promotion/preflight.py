@@ -9,7 +9,6 @@ and the exclusion are one act, so no second promotion can slip in between them.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -224,9 +223,13 @@ class Preflight:
         except psycopg.Error as exc:
             raise PreconditionFailed(f"cannot connect to production database {self.blue.db_name}:"
                                      f" {str(exc).strip()[:200]}") from None
-        fs = self.host.filestore_dir(self.blue.data_dir, self.blue.served_db)
-        if not fs.is_dir() or not os.access(fs, os.R_OK | os.W_OK | os.X_OK):
-            raise PreconditionFailed(f"production filestore {fs} is missing or not writable")
+        # Asked where blue runs: on a process host, its filestore is that host's folder, which the promoter may
+        # not see at all (the backup reads it over SSH).
+        files_on = self._files_host(self.blue)
+        fs = files_on.filestore_dir(self.blue.data_dir, self.blue.served_db)
+        if not files_on.filestore_usable(self.blue.data_dir, self.blue.served_db):
+            where = f" on {files_on.name}" if isinstance(files_on, SshOdooHost) else ""
+            raise PreconditionFailed(f"production filestore {fs}{where} is missing or not writable")
         return f"database {self.blue.db_name} and filestore reachable"
 
     def _needs_blue(self) -> None:
