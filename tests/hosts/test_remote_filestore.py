@@ -29,23 +29,10 @@ from resources.ssh_artifact_store import SshArtifactStore
 from resources.ssh_odoo_host import SshOdooHost
 
 from ..conftest import contract, odoo_file
+from .conftest import sshd_pid
 
 KEY_REF = "PROMOTE_TEST_REMOTE_FS_SSH_KEY"
 DB = "prod_remote_fs"
-
-
-def sshd_pid(net: HostNetwork, host: str) -> int:
-    """The listening sshd of ``host`` (``sshd -D``): the process whose mount namespace its sessions share."""
-    listed = subprocess.run(["ip", "netns", "pids", net[host].namespace], capture_output=True, text=True, check=True)
-    for pid in listed.stdout.split():
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        # sshd may rewrite its title ("sshd: /usr/sbin/sshd -D ... [listener]"); a session's never says -D.
-        if b"sshd" in raw and b" -D" in raw.replace(b"\0", b" "):
-            return int(pid)
-    raise AssertionError(f"no sshd in {host}")
 
 
 @dataclass
