@@ -21,7 +21,7 @@ from promote_pipeline.promotion import drift, guardrails, inputs
 from promote_pipeline.promotion.inputs import PromotionInputs
 from promote_pipeline.promotion.services import Services
 from resources.artifact_store import ArtifactError, LocalArtifactStore
-from resources.odoo_host import LocalOdooHost
+from resources.odoo_host import HostError, LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentLock, EnvironmentRecord, OpsDatabase
 from resources.ssh_odoo_host import SshOdooHost
 
@@ -227,7 +227,11 @@ class Preflight:
         # not see at all (the backup reads it over SSH).
         files_on = self._files_host(self.blue)
         fs = files_on.filestore_dir(self.blue.data_dir, self.blue.served_db)
-        if not files_on.filestore_usable(self.blue.data_dir, self.blue.served_db):
+        try:
+            usable = files_on.filestore_usable(self.blue.data_dir, self.blue.served_db)
+        except HostError as exc:  # the host did not answer: the check fails saying so, as a closed database does
+            raise PreconditionFailed(f"production filestore {fs}: {exc}") from None
+        if not usable:
             where = f" on {files_on.name}" if isinstance(files_on, SshOdooHost) else ""
             raise PreconditionFailed(f"production filestore {fs}{where} is missing or not writable")
         return f"database {self.blue.db_name} and filestore reachable"
