@@ -179,3 +179,22 @@ def test_the_ssh_store_refuses_a_filestore_on_a_process_host_in_one_line(hidden:
                              known_hosts_file=str(tmp_path / "none"))
     with pytest.raises(Exception, match="SSH artifact store cannot read a filestore on process host production"):
         store.ingest_filestore_from("art_x", hidden.host.filestore_source(hidden.data_dir, DB))
+
+
+def test_names_tar_or_a_shell_could_misread_arrive_as_they_are(hidden: Hidden, tmp_path: Path) -> None:
+    """Not Odoo's names, but anyone may drop a file into a filestore: a leading dash (an option to tar unless taken
+    verbatim), a backslash (an escape to tar's list reader unless taken verbatim), spaces, UTF-8, a link."""
+    local = tmp_path / "odd"
+    names = ["-dash", "back\\slash", "two  spaces", "café", "deep/er/ -x"]
+    for name in names:
+        (local / "odd" / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / "odd" / name).write_bytes(name.encode() * 3)
+    (local / "odd" / "link").symlink_to("-dash")  # not a regular file: skipped, as locally
+    put_on_host(hidden, local)
+    store = LocalArtifactStore(root=str(tmp_path / "store"), create_root=True)
+    artifact_id, facts = new_backup(store, hidden)
+    assert facts["skipped_not_regular"] >= 1 and facts["vanished"] == 0, facts
+    indexed = {rel: (sha1, size) for sha1, size, rel in store.iter_index(artifact_id)}
+    for name in names:
+        content = name.encode() * 3
+        assert indexed[f"odd/{name}"] == (hashlib.sha1(content).hexdigest(), len(content)), name
