@@ -28,7 +28,7 @@ from resources.odoo_host import LocalOdooHost
 from resources.ssh_artifact_store import SshArtifactStore
 from resources.ssh_odoo_host import SshOdooHost
 
-from ..conftest import contract, odoo_file
+from ..conftest import backup, contract, odoo_file
 from .conftest import sshd_pid
 
 KEY_REF = "PROMOTE_TEST_REMOTE_FS_SSH_KEY"
@@ -122,6 +122,9 @@ def test_a_filestore_only_the_host_sees_is_backed_up_fetching_only_what_the_stor
         assert store.object_path(sha1).stat().st_mtime_ns == (local / rel).stat().st_mtime_ns
     verified = store.verify_filestore(first_id, contract(store, first_id, first), full=True, deep=True)
     assert verified["ok"] and verified["objects_checked"] == 30, verified
+    # The very index a local ingest of the same files writes (the host's walk is the local one, line for line).
+    _local_id, local_facts = backup(store, local)
+    assert local_facts["index_sha256"] == first["index_sha256"] and local_facts["new_objects"] == 0
 
     # Unchanged: only metadata crosses, no file is fetched, and the index is the same.
     second_id, second = new_backup(store, hidden)
