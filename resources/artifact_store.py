@@ -14,10 +14,13 @@ them while they are copied, so a file whose name is not its content's SHA-1 is s
 SHA-1 of what it really holds), and writes the index. Each object keeps its source's mtime, and a
 restore gives each file it copies its object's mtime, so a second backup of an unchanged filestore
 reads no file content at all: a file is trusted by name only when its size and mtime are the object's
-(an in-place write moves the mtime on, and the file is hashed). A restore copies the objects (a
-reflink where the filesystem has them), never hard-links them: Odoo does not rewrite a filestore file
-in place, but anyone else may, and through a link that write would change the object and every
-artifact naming it.
+(an in-place write moves the mtime on, and the file is hashed). A filestore on another machine (a process
+host) goes through ``ingest_filestore_from``: the same decision per file on its listing there, and only the
+files not trusted travel, in one stream (``filestore_objects.py``, ``ssh_filestore.py``).
+
+A restore copies the objects (a reflink where the filesystem has them), never hard-links them: Odoo does not
+rewrite a filestore file in place, but anyone else may, and through a link that write would change the object
+and every artifact naming it.
 
 An artifact's references are its index. ``delete`` removes the artifact's folder and then
 collects garbage under the exclusive lock: every object that no remaining index names is

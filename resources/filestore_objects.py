@@ -13,11 +13,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from secrets import token_hex
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from resources.artifact_folder import (
     _HEX,
@@ -35,7 +35,23 @@ from resources.artifact_folder import (
 from resources.file_copy import CopyMethod
 from resources.private_files import DIR_MODE, create_exclusive, make_private_dirs
 
-__all__ = ["DUMP_DIR", "INDEX", "OBJECTS", "ArtifactError", "FilestoreObjects", "dump_digest", "hash_file"]
+__all__ = ["DUMP_DIR", "INDEX", "OBJECTS", "ArtifactError", "FilestoreObjects", "FilestoreSource", "dump_digest",
+           "hash_file"]
+
+
+class FilestoreSource(Protocol):
+    """A filestore the store cannot open as a path: one on a process host (``SshOdooHost.filestore_source``).
+
+    ``list_files``: every regular file as (relative path, size, mtime in ns), in the order of the local ingest's walk
+    (sorted names, depth first), and how many entries were not regular files. ``fetch``: the named files' content,
+    in the order asked, as (relative path, readable) pairs over one stream; a file gone since the listing is simply
+    not among them, and each readable must be read before the next pair is asked for."""
+
+    name: str
+
+    def list_files(self) -> tuple[list[tuple[str, int, int]], int]: ...
+
+    def fetch(self, rels: Sequence[str]) -> AbstractContextManager[Iterator[tuple[str, IO[bytes]]]]: ...
 
 
 class FilestoreObjects:
@@ -171,6 +187,105 @@ class FilestoreObjects:
                     index_bytes += len(line)
                     facts["file_count"] += 1
                     facts["size_bytes"] += size
+            os.replace(tmp_index, index)
+        return {**facts, "index_sha256": digest.hexdigest(), "index_bytes": index_bytes, "store": objects}
+
+    def _trusted(self, objects: str, rel: str, size: int, mtime_ns: int, facts: dict[str, int]) -> bool:
+        """Whether ``rel`` is an Odoo file name (``<sha1[:2]>/<sha1>``) whose object is present with the same size
+        and mtime: then it is that object, and is not read at all (``ingest_filestore`` says why)."""
+        name = rel.rpartition("/")[2]
+        if not (len(name) == 40 and rel == f"{name[:2]}/{name}" and set(name) <= _HEX):
+            return False
+        try:
+            obj = os.stat(f"{objects}/{name[:2]}/{name}")
+        except FileNotFoundError:
+            return False
+        if (obj.st_size, obj.st_mtime_ns) == (size, mtime_ns):
+            return True
+        facts["rehashed_by_stat"] += 1
+        return False
+
+    def _store_stream(self, reader: IO[bytes], name_hint: str, objects: str, mtime_ns: int) -> tuple[str, int, bool]:
+        """``_copy_in`` for content that arrives on a stream: hashed while written to a temporary object, which
+        takes ``mtime_ns`` (the source's mtime when it was listed, before its first byte was read: a write since
+        leaves the source newer than the object, so the next backup reads it again)."""
+        buf = _buffer()
+        digest = hashlib.sha1()
+        sub = name_hint[:2] if len(name_hint) == 40 and set(name_hint) <= _HEX else "00"
+        tmp = f"{objects}/{sub}/.in-{token_hex(8)}"
+        fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, OBJECT_MODE)
+        copied = 0
+        try:
+            os.fchmod(fd_out, OBJECT_MODE)
+            while n := reader.readinto(buf):  # type: ignore[attr-defined]
+                view = buf[:n]
+                digest.update(view)
+                while view:
+                    view = view[os.write(fd_out, view):]
+                copied += n
+        except BaseException:
+            os.close(fd_out)
+            os.unlink(tmp)
+            raise
+        os.close(fd_out)
+        os.utime(tmp, ns=(mtime_ns, mtime_ns))
+        sha1 = digest.hexdigest()
+        return sha1, copied, settle_object(objects, tmp, sha1, copied, mtime_ns)
+
+    def ingest_filestore_from(self, artifact_id: str, source: FilestoreSource) -> dict[str, Any]:
+        """``ingest_filestore`` for a filestore on another machine (``source``): the same decision per file, the
+        same index and facts, so the same verification afterwards. The source's listing (names, sizes, mtimes:
+        metadata only) is compared with the objects here; only the files not trusted by name, size and mtime are
+        fetched, all in one stream, each hashed as it arrives and stored as an object. ``fetched_files`` and
+        ``fetched_bytes`` say what travelled."""
+        index = self.index_path(artifact_id)
+        facts = {"file_count": 0, "size_bytes": 0, "new_objects": 0, "new_bytes": 0, "renamed_by_content": 0,
+                 "skipped_not_regular": 0, "vanished": 0, "changed_while_copied": 0, "rehashed_by_stat": 0,
+                 "fetched_files": 0, "fetched_bytes": 0}
+        listing, facts["skipped_not_regular"] = source.list_files()
+        for rel, _, _ in listing:
+            if "\n" in rel:
+                raise ArtifactError(f"filestore file name with a newline on {source.name}: {rel!r}")
+        digest = hashlib.sha256()
+        index_bytes = 0
+        objects = str(self.objects)
+        with self._objects_lock(exclusive=False):
+            self._ensure_object_dirs()
+            # Decided under the lock: the collector cannot remove a trusted object before the index names it.
+            trusted = [self._trusted(objects, rel, size, mtime_ns, facts) for rel, size, mtime_ns in listing]
+            wanted = [rel for (rel, _, _), ok in zip(listing, trusted, strict=True) if not ok]
+            fd, tmp_index = create_exclusive(index.parent, f".{INDEX}.")
+            with os.fdopen(fd, "wb") as out, source.fetch(wanted) as arriving:
+                pending: tuple[str, IO[bytes]] | None = next(arriving, None)
+                for (rel, size, mtime_ns), ok in zip(listing, trusted, strict=True):
+                    name = rel.rpartition("/")[2]
+                    if ok:
+                        sha1 = name
+                    else:
+                        # The stream holds the wanted files in the order asked, less those gone meanwhile.
+                        if pending is None or pending[0] != rel:
+                            facts["vanished"] += 1
+                            continue
+                        sha1, got, new = self._store_stream(pending[1], name, objects, mtime_ns)
+                        pending = next(arriving, None)
+                        facts["fetched_files"] += 1
+                        facts["fetched_bytes"] += got
+                        if got != size:  # written to since the listing: what arrived is what is stored
+                            facts["changed_while_copied"] += 1
+                            size = got
+                        if new:
+                            facts["new_objects"] += 1
+                            facts["new_bytes"] += size
+                        if name != sha1:
+                            facts["renamed_by_content"] += 1
+                    line = f"{sha1} {size} {rel}\n".encode()
+                    out.write(line)
+                    digest.update(line)
+                    index_bytes += len(line)
+                    facts["file_count"] += 1
+                    facts["size_bytes"] += size
+                if pending is not None:
+                    raise ArtifactError(f"filestore on {source.name}: {pending[0]!r} arrived but was not asked for")
             os.replace(tmp_index, index)
         return {**facts, "index_sha256": digest.hexdigest(), "index_bytes": index_bytes, "store": objects}
 

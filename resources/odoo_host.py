@@ -200,6 +200,8 @@ class OdooProcessHost(Protocol):
 
     def filestore_stats(self, data_dir: str, db: str) -> tuple[int, int]: ...
 
+    def filestore_usable(self, data_dir: str, db: str) -> bool: ...
+
     def remove_filestore(self, data_dir: str, db: str) -> None: ...
 
     def pg_dump_version(self) -> str: ...
@@ -365,6 +367,11 @@ class LocalOdooHost(DeploymentEndpoints, ConfigurableResource):
                 count += 1
                 size += os.lstat(os.path.join(root, name)).st_size
         return count, size
+
+    def filestore_usable(self, data_dir: str, db: str) -> bool:
+        """Whether the filestore folder exists here and this process may read, write and enter it."""
+        folder = self.filestore_dir(data_dir, db)
+        return folder.is_dir() and os.access(folder, os.R_OK | os.W_OK | os.X_OK)
 
     def remove_filestore(self, data_dir: str, db: str) -> None:
         shutil.rmtree(self.filestore_dir(data_dir, db), ignore_errors=True)

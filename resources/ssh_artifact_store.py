@@ -50,6 +50,7 @@ from pydantic import Field, PrivateAttr
 from resources import artifact_folder, redaction
 from resources.artifact_folder import _HEX, DUMP_DIR, INDEX
 from resources.artifact_store import ArtifactError, LocalArtifactStore
+from resources.filestore_objects import FilestoreSource
 from resources.odoo_host import HostError
 from resources.private_files import make_private_dirs
 from resources.ssh_session import SshSession
@@ -324,6 +325,10 @@ class SshArtifactStore(LocalArtifactStore):
         if (index_sha, int(index_size)) != (hashlib.sha256(index).hexdigest(), len(index)):
             raise ArtifactError(f"artifact {artifact_id}: the index stored on {self.where} differs from the one sent")
         return {**facts, "index_sha256": index_sha, "index_bytes": len(index), "store": str(self.objects)}
+
+    def ingest_filestore_from(self, artifact_id: str, source: FilestoreSource) -> dict[str, Any]:
+        raise ArtifactError(f"artifact {artifact_id}: the SSH artifact store cannot read a filestore on process host"
+                            f" {source.name}; use the local artifact store with process hosts (README: Hosts)")
 
     def iter_index(self, artifact_id: str) -> Iterator[tuple[str, int, str]]:
         for raw in self._call("get-file", artifact_id, INDEX).decode().splitlines():

@@ -14,6 +14,7 @@ the SSH artifact store uses too; its docstring says why the OpenSSH client and h
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import subprocess
 import tempfile
@@ -30,6 +31,7 @@ from pydantic import Field, PrivateAttr
 from resources import redaction, secrets
 from resources.db_endpoint import Endpoint
 from resources.odoo_host import HostError, await_health
+from resources.ssh_filestore import SshFilestore
 from resources.ssh_session import SshSession
 
 # The remote half of is_alive/process_started/stop_odoo: fields of /proc/PID/stat after the command name (which
@@ -212,6 +214,19 @@ class SshOdooHost(ConfigurableResource):
         count, size = out.split()
         return int(count), int(size)
 
+    def filestore_source(self, data_dir: str, db: str) -> SshFilestore:
+        """The filestore on the host, as the artifact store reads it (``ingest_filestore_from``): listed there,
+        only what the store lacks fetched, in one tar stream over the shared connection."""
+        # A listing of many files, or the fetch of many bytes, takes longer than one short script may.
+        return SshFilestore(name=self.name, folder=str(self.filestore_dir(data_dir, db)), session=self._session(),
+                            python=self.python, timeout_seconds=max(self.command_timeout_seconds, 3600.0))
+
+    def filestore_usable(self, data_dir: str, db: str) -> bool:
+        """Whether the filestore folder exists on the host and its user may read, write and enter it."""
+        folder = shlex.quote(str(self.filestore_dir(data_dir, db)))
+        return self.run_script(f"if [ -d {folder} ] && [ -r {folder} ] && [ -w {folder} ] && [ -x {folder} ];"
+                               " then echo yes; else echo no; fi\n").strip() == "yes"
+
     def remove_filestore(self, data_dir: str, db: str) -> None:
         self.run_script(f"rm -rf -- {shlex.quote(str(self.filestore_dir(data_dir, db)))}\n")
 
@@ -259,7 +274,7 @@ class SshOdooHost(ConfigurableResource):
         """Each ``(relative name, local file)`` written under ``dest`` on the host (made, owner-only), streamed
         as one tar over the shared connection: ``tar -x`` there reads what Python's tarfile writes here, so
         nothing is copied to a local folder first and only the files named travel. Each file keeps its local
-        mtime. Returns the file and byte counts sent."""
+        mtime, to the nanosecond. Returns the file and byte counts sent."""
         import tarfile
 
         session = self._session()
@@ -277,6 +292,10 @@ class SshOdooHost(ConfigurableResource):
                         raise HostError(f"on {self.name}: refusing to write {rel!r} outside {dest}")
                     info = tar.gettarinfo(str(local), arcname=rel)
                     info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "", ""
+                    # The mtime to the nanosecond (tarfile would write a float's microseconds): a file whose mtime
+                    # is its object's is trusted by the next backup without being read again.
+                    ns = os.stat(local).st_mtime_ns
+                    info.pax_headers = {"mtime": f"{ns // 10**9}.{ns % 10**9:09d}"}
                     with open(local, "rb") as fh:
                         tar.addfile(info, fh)
                     count, size = count + 1, size + info.size

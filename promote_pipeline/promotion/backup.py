@@ -27,7 +27,7 @@ from promote_pipeline.promotion.models import (
     SourceEnv,
 )
 from resources.artifact_store import LocalArtifactStore, dump_digest
-from resources.odoo_host import HostError, LocalOdooHost
+from resources.odoo_host import LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentRecord, OpsDatabase
 from resources.ssh_odoo_host import SshOdooHost
 
@@ -51,27 +51,12 @@ def read_manifest(host: LocalOdooHost, env: EnvironmentRecord, db: str) -> Manif
     )
 
 
-def _filestore_readable_here(host: LocalOdooHost, files_on: SshOdooHost, deployment: DeploymentRecord) -> None:
-    """The artifact store reads a filestore on the promoter, at its data_dir's path (README: Hosts, what is not
-    remote yet). A deployment on a process host whose filestore is not at that path here would be backed up as an
-    empty filestore, and restored so, without a word: refused instead, when the host has files there."""
-    local = host.filestore_dir(deployment.data_dir, deployment.served_db)
-    if local.is_dir():
-        return
-    count, _ = files_on.filestore_stats(deployment.data_dir, deployment.served_db)
-    if count:
-        raise HostError(f"filestore of {deployment.deployment_id}: {count} files at {local} on {files_on.name}, none"
-                        " at that path here; the artifact store reads filestores on the promoter (mount the"
-                        " data_dir here, README: Hosts)")
-
-
 def back_up(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase, env: EnvironmentRecord,
             deployment: DeploymentRecord, role: str, run_id: str,
             files_on: SshOdooHost | None = None) -> tuple[Artifact, dict[str, Any]]:
     """Snapshot ``deployment`` of ``env``; returns the registered artifact and timing/verification facts.
-    ``files_on``: the process host ``deployment`` runs on, when it is another machine."""
-    if files_on is not None:
-        _filestore_readable_here(host, files_on, deployment)
+    ``files_on``: the process host ``deployment`` runs on, when it is another machine: its filestore is read
+    there, over SSH."""
     artifact_id = store.new_artifact_id(env.environment_id, role)
     store.allocate(artifact_id)
     dump_dir = store.dump_dir(artifact_id)
@@ -80,8 +65,14 @@ def back_up(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase,
     # its host when the block ends (SSH store).
     with store.receiving_dump(artifact_id) as dump_into, ThreadPoolExecutor(max_workers=2) as pool:
         db_job = pool.submit(_timed, host.dump_database, env.db_dsn_ref, deployment.db_name, dump_into)
-        fs_job = pool.submit(_timed, store.ingest_filestore, artifact_id,
-                             host.filestore_dir(deployment.data_dir, deployment.served_db))
+        if files_on is None:
+            fs_job = pool.submit(_timed, store.ingest_filestore, artifact_id,
+                                 host.filestore_dir(deployment.data_dir, deployment.served_db))
+        else:
+            # On a process host the filestore is that host's folder (the promoter may not see it at all): listed
+            # there, and only what the store lacks fetched over SSH.
+            fs_job = pool.submit(_timed, store.ingest_filestore_from, artifact_id,
+                                 files_on.filestore_source(deployment.data_dir, deployment.served_db))
         manifest = read_manifest(host, env, deployment.db_name)
         (files, db_seconds), (fs, fs_seconds) = db_job.result(), fs_job.result()
     dumped = time.monotonic()
@@ -108,6 +99,8 @@ def back_up(host: LocalOdooHost, store: LocalArtifactStore, ops_db: OpsDatabase,
              "filestore_new_objects": fs["new_objects"], "filestore_new_bytes": fs["new_bytes"],
              "filestore_renamed_by_content": fs["renamed_by_content"],
              "filestore_changed_while_copied": fs["changed_while_copied"], "filestore_vanished": fs["vanished"],
+             **({"filestore_fetched_files": fs["fetched_files"], "filestore_fetched_bytes": fs["fetched_bytes"],
+                 "filestore_read_on": files_on.name} if files_on is not None else {}),
              "verification": verification}
     return artifact, facts
 

@@ -9,7 +9,6 @@ and the exclusion are one act, so no second promotion can slip in between them.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from promote_pipeline.promotion import drift, guardrails, inputs
 from promote_pipeline.promotion.inputs import PromotionInputs
 from promote_pipeline.promotion.services import Services
 from resources.artifact_store import ArtifactError, LocalArtifactStore
-from resources.odoo_host import LocalOdooHost
+from resources.odoo_host import HostError, LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentLock, EnvironmentRecord, OpsDatabase
 from resources.ssh_odoo_host import SshOdooHost
 
@@ -224,9 +223,17 @@ class Preflight:
         except psycopg.Error as exc:
             raise PreconditionFailed(f"cannot connect to production database {self.blue.db_name}:"
                                      f" {str(exc).strip()[:200]}") from None
-        fs = self.host.filestore_dir(self.blue.data_dir, self.blue.served_db)
-        if not fs.is_dir() or not os.access(fs, os.R_OK | os.W_OK | os.X_OK):
-            raise PreconditionFailed(f"production filestore {fs} is missing or not writable")
+        # Asked where blue runs: on a process host, its filestore is that host's folder, which the promoter may
+        # not see at all (the backup reads it over SSH).
+        files_on = self._files_host(self.blue)
+        fs = files_on.filestore_dir(self.blue.data_dir, self.blue.served_db)
+        try:
+            usable = files_on.filestore_usable(self.blue.data_dir, self.blue.served_db)
+        except HostError as exc:  # the host did not answer: the check fails saying so, as a closed database does
+            raise PreconditionFailed(f"production filestore {fs}: {exc}") from None
+        if not usable:
+            where = f" on {files_on.name}" if isinstance(files_on, SshOdooHost) else ""
+            raise PreconditionFailed(f"production filestore {fs}{where} is missing or not writable")
         return f"database {self.blue.db_name} and filestore reachable"
 
     def _needs_blue(self) -> None:

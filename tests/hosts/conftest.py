@@ -7,6 +7,7 @@ where namespaces cannot be made (not root, a container that forbids them) or ssh
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,3 +41,19 @@ def host_network(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def netns_required() -> None:
     """For a test that builds hosts of its own."""
     skip_without_namespaces()
+
+
+def sshd_pid(net: HostNetwork, host: str) -> int:
+    """The listening sshd of ``host`` (``sshd -D``). ``ip netns exec`` gave it a mount namespace of its own (a slave
+    of the machine's: nothing mounted in it comes back out), which every SSH session and every process a session
+    starts shares: what is mounted there (``nsenter -t <pid> -m``) only that host sees."""
+    listed = subprocess.run(["ip", "netns", "pids", net[host].namespace], capture_output=True, text=True, check=True)
+    for pid in listed.stdout.split():
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        # sshd may rewrite its title ("sshd: /usr/sbin/sshd -D ... [listener]"); a session's never says -D.
+        if b"sshd" in raw and b" -D" in raw.replace(b"\0", b" "):
+            return int(pid)
+    raise AssertionError(f"no sshd in {host}")

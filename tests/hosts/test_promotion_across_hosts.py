@@ -42,6 +42,8 @@ from resources.netns_hosts import HostNetwork
 from resources.ops_db import OpsDatabase
 from resources.router import RouterResource, Upstream
 
+from .conftest import sshd_pid
+
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(),
                                  reason="haproxy not installed"),
@@ -272,6 +274,63 @@ def test_promotion_and_rollback_across_hosts(layout: Layout) -> None:
     running = layout.processes_in("production")
     assert not [cmd for cmd in running.values() if second_green.data_dir in cmd], running
     assert [cmd for cmd in running.values() if blue.data_dir in cmd]  # what serves stays up
+
+
+def test_a_promotion_with_productions_data_only_on_its_host(layout: Layout) -> None:
+    """Production's data root moved where only the production host sees it: a tmpfs mounted in the mount namespace
+    of production's sshd (conftest.sshd_pid says why that is the host's alone), the files copied in and removed
+    from the machine's own view. The promoter (on ``worker``) then sees an empty folder at blue's data_dir, as it
+    would a folder on another machine's disk; blue (started over SSH) and green see the files. The promotion
+    checks, backs up and restores blue's filestore on the host, over SSH."""
+    net, ops_db = layout.net, layout.ops()
+    prod = ops_db.environment(PROD)
+    blue = ops_db.active_deployment(PROD)
+    assert prod is not None and blue is not None
+    root = Path(prod.filestore_root)
+    pid = sshd_pid(net, "production")
+
+    def on_host(*argv: str) -> None:
+        subprocess.run(["nsenter", "-t", str(pid), "-m", "--", *argv], check=True, capture_output=True)
+
+    aside = Path(layout.box.root) / "prod-data-aside"
+    shutil.copytree(root, aside, symlinks=True)
+    on_host("mount", "-t", "tmpfs", "-o", "size=256m,mode=0700", "tmpfs", str(root))
+    try:
+        on_host("cp", "-a", f"{aside}/.", str(root))
+        for entry in root.iterdir():  # the machine's own view of the data root: emptied
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        fs = Path(blue.data_dir) / "filestore" / blue.served_db
+        assert not fs.exists()
+
+        done, seconds = layout.promote_on_worker("--accept-drift")
+        print(f"promotion with production's data only on its host: {seconds:.1f}s")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        outputs = _outputs(done)
+        evidence = Path(outputs["evidence_dir"])
+        preflight = json.loads((evidence / "inputs.json").read_text())["preflight"]
+        access = next(c for c in preflight if c["check"] == "production_accessible")
+        assert access["passed"], access
+        backed = json.loads((evidence / "blue_backup.json").read_text())
+        count = backed["artifact"]["filestore"]["file_count"]
+        assert backed["filestore_read_on"] == "production" and count > 0, backed
+        # Read on the host: the store lacked some of blue's files (green's were restored from staging's), so
+        # what it lacked travelled; and the index holds every file blue has there.
+        listing = subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "find", str(fs), "-type", "f"],
+                                 capture_output=True, text=True, check=True).stdout.split()
+        assert len(listing) == count
+        green = ops_db.active_deployment(PROD)
+        assert green is not None and green.deployment_id != blue.deployment_id
+        assert not (Path(green.data_dir) / "filestore").exists()  # restored where only the host sees it
+    finally:
+        # Back to the machine's view, for sandbox down and its checks: what the host holds now copied out, the
+        # mount undone, and copied back where everyone sees it.
+        back = Path(layout.box.root) / "prod-data-back"
+        back.mkdir()
+        on_host("cp", "-a", f"{root}/.", str(back))
+        on_host("umount", "--lazy", str(root))
+        shutil.copytree(back, root, symlinks=True, dirs_exist_ok=True)
+        shutil.rmtree(back, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def test_sandbox_down_removes_each_deployment_on_its_host(layout: Layout) -> None:

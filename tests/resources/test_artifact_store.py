@@ -9,8 +9,10 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -257,3 +259,57 @@ def test_artifacts_are_owner_only_whatever_the_umask(store: LocalArtifactStore, 
     assert (dest / rel).read_bytes() == b"attachment content"
     assert contract(store, artifact_id, facts)["file_count"] == 1
     assert store.has_objects() and store.free_bytes() > 0
+
+
+class _ListedSource:
+    """A filestore as ``ingest_filestore_from`` sees one on another host, from a local folder: its listing taken
+    now, its fetch made later (by which time files may have gone), or naming a file it was not asked for."""
+
+    name = "elsewhere"
+
+    def __init__(self, root: Path, extra: str = "") -> None:
+        self.root, self.extra = root, extra
+        facts: dict[str, int] = {"skipped_not_regular": 0}
+        self.listing = [(rel, size, mtime) for rel, _p, size, mtime in LocalArtifactStore._walk(root, facts)]
+        self.skipped = facts["skipped_not_regular"]
+
+    def list_files(self) -> tuple[list[tuple[str, int, int]], int]:
+        return self.listing, self.skipped
+
+    @contextmanager
+    def fetch(self, rels: Sequence[str]) -> Iterator[Iterator[tuple[str, IO[bytes]]]]:
+        def members() -> Iterator[tuple[str, IO[bytes]]]:
+            for rel in [*rels, *([self.extra] if self.extra else [])]:
+                if (self.root / rel).is_file():
+                    with open(self.root / rel, "rb") as fh:
+                        yield rel, fh
+        yield members()
+
+
+@pytest.mark.unit
+def test_a_file_gone_between_listing_and_fetch_is_left_out_and_counted(tmp_path: Path) -> None:
+    src = tmp_path / "filestore"
+    rels = [odoo_file(src, os.urandom(100 + i)) for i in range(5)]
+    store = LocalArtifactStore(root=str(tmp_path / "store"), create_root=True)
+    source = _ListedSource(src)
+    (src / rels[2]).unlink()  # Odoo's file GC, after the listing
+    artifact_id = store.new_artifact_id("env_t", "blue")
+    store.allocate(artifact_id)
+    facts = store.ingest_filestore_from(artifact_id, source)
+    assert (facts["file_count"], facts["vanished"], facts["fetched_files"]) == (4, 1, 4), facts
+    assert [rel for _s, _z, rel in store.iter_index(artifact_id)] == [r for r in sorted(rels) if r != rels[2]]
+    # The same index as a local ingest of what is there now.
+    local_id, local = backup(store, src)
+    assert local["index_sha256"] == facts["index_sha256"]
+
+
+@pytest.mark.unit
+def test_a_file_not_asked_for_in_the_stream_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "filestore"
+    rels = [odoo_file(src, os.urandom(100 + i)) for i in range(3)]
+    store = LocalArtifactStore(root=str(tmp_path / "store"), create_root=True)
+    artifact_id = store.new_artifact_id("env_t", "blue")
+    store.allocate(artifact_id)
+    with pytest.raises(ArtifactError, match="arrived but was not asked for"):
+        store.ingest_filestore_from(artifact_id, _ListedSource(src, extra=rels[0]))
+    assert not store.index_path(artifact_id).exists()
