@@ -39,6 +39,29 @@ __all__ = ["DUMP_DIR", "INDEX", "OBJECTS", "ArtifactError", "FilestoreObjects", 
            "hash_file"]
 
 
+
+def _count_stored(facts: dict[str, int], name: str, sha1: str, listed: int, got: int, new: bool) -> int:
+    """Count a file just stored as an object; returns its size as stored. A file written to while the backup read
+    it is stored as read (``got`` bytes, not the ``listed`` size); the next backup sees its newer mtime."""
+    if got != listed:
+        facts["changed_while_copied"] += 1
+    if new:
+        facts["new_objects"] += 1
+        facts["new_bytes"] += got
+    if name != sha1:
+        facts["renamed_by_content"] += 1
+    return got
+
+
+def _index_line(out: IO[bytes], digest: Any, facts: dict[str, int], sha1: str, size: int, rel: str) -> int:
+    """One ``<sha1> <size> <path>`` line of the index written, hashed and counted; returns its length."""
+    line = f"{sha1} {size} {rel}\n".encode()
+    out.write(line)
+    digest.update(line)
+    facts["file_count"] += 1
+    facts["size_bytes"] += size
+    return len(line)
+
 class FilestoreSource(Protocol):
     """A filestore the store cannot open as a path: one on a process host (``SshOdooHost.filestore_source``).
 
@@ -157,36 +180,16 @@ class FilestoreObjects:
             with os.fdopen(fd, "wb") as out:
                 for rel, path, size, mtime_ns in (self._walk(src, facts) if src.is_dir() else ()):
                     name = rel.rpartition("/")[2]
-                    sha1 = ""
-                    if len(name) == 40 and rel == f"{name[:2]}/{name}" and set(name) <= _HEX:
-                        try:
-                            obj = os.stat(f"{objects}/{name[:2]}/{name}")
-                            if (obj.st_size, obj.st_mtime_ns) == (size, mtime_ns):
-                                sha1 = name
-                            else:
-                                facts["rehashed_by_stat"] += 1
-                        except FileNotFoundError:
-                            pass
-                    if not sha1:
+                    if self._trusted(objects, rel, size, mtime_ns, facts):
+                        sha1 = name
+                    else:
                         try:
                             sha1, got, new = self._copy_in(path, name, objects)
                         except FileNotFoundError:  # removed since the walk saw it (Odoo's file GC): not needed
                             facts["vanished"] += 1
                             continue
-                        if got != size:  # written to while the backup ran: what was copied is what is stored
-                            facts["changed_while_copied"] += 1
-                            size = got
-                        if new:
-                            facts["new_objects"] += 1
-                            facts["new_bytes"] += size
-                        if name != sha1:
-                            facts["renamed_by_content"] += 1
-                    line = f"{sha1} {size} {rel}\n".encode()
-                    out.write(line)
-                    digest.update(line)
-                    index_bytes += len(line)
-                    facts["file_count"] += 1
-                    facts["size_bytes"] += size
+                        size = _count_stored(facts, name, sha1, size, got, new)
+                    index_bytes += _index_line(out, digest, facts, sha1, size, rel)
             os.replace(tmp_index, index)
         return {**facts, "index_sha256": digest.hexdigest(), "index_bytes": index_bytes, "store": objects}
 
@@ -270,20 +273,8 @@ class FilestoreObjects:
                         pending = next(arriving, None)
                         facts["fetched_files"] += 1
                         facts["fetched_bytes"] += got
-                        if got != size:  # written to since the listing: what arrived is what is stored
-                            facts["changed_while_copied"] += 1
-                            size = got
-                        if new:
-                            facts["new_objects"] += 1
-                            facts["new_bytes"] += size
-                        if name != sha1:
-                            facts["renamed_by_content"] += 1
-                    line = f"{sha1} {size} {rel}\n".encode()
-                    out.write(line)
-                    digest.update(line)
-                    index_bytes += len(line)
-                    facts["file_count"] += 1
-                    facts["size_bytes"] += size
+                        size = _count_stored(facts, name, sha1, size, got, new)
+                    index_bytes += _index_line(out, digest, facts, sha1, size, rel)
                 if pending is not None:
                     raise ArtifactError(f"filestore on {source.name}: {pending[0]!r} arrived but was not asked for")
             os.replace(tmp_index, index)
