@@ -42,6 +42,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -328,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         why = sandbox_hosts.unavailable_reason()
         if why:
             parser.error(f"--topology hosts: {why}")
+        # A SIGTERM (timeout, a CI's cancel) ends the run through the teardown below, like Ctrl-C, not past it.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
             return _main(args, size, modes)
         finally:
