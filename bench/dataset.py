@@ -31,6 +31,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from promote_pipeline.cli.sandbox import Sandbox  # noqa: E402
+from promote_pipeline.cli.sandbox_hosts import HostsSandbox  # noqa: E402
+
+TOPOLOGIES = ("local", "hosts")
 
 # pg_database_size of an empty Odoo-shaped database, and what one contact adds (table and indexes),
 # measured on PostgreSQL 15 with odoo_standin's schema.
@@ -67,19 +70,30 @@ SIZES = {
 CHECKOUT_TAG = hashlib.sha1(str(WORK.resolve()).encode()).hexdigest()[:6]
 
 
-def sandbox(size: Size) -> Sandbox:
-    return Sandbox(root=WORK / size.name / "sandbox", ops_database=f"promote_ops_bench_{size.name}_{CHECKOUT_TAG}",
-                   db_prefix=f"bench_{size.name}_{CHECKOUT_TAG}", pbkdf2_rounds=size.pbkdf2_rounds,
-                   partners=size.partners, attachments=size.fs_files, attachment_size=size.attachment_size)
+def work_name(size: Size, topology: str = "local") -> str:
+    """The size's folder under ``bench/.work/`` (and its names' stem): ``small``, or ``hosts-small`` for the
+    hosts topology, so the two never share a sandbox."""
+    return size.name if topology == "local" else f"{topology}-{size.name}"
 
 
-def evidence_root(size: Size) -> Path:
-    return WORK / size.name / "evidence"
+def sandbox(size: Size, topology: str = "local") -> Sandbox:
+    """The size's sandbox; with ``topology="hosts"`` the one of ``promote sandbox up --topology hosts`` (test hosts
+    as network namespaces: PostgreSQL on ``db``, the stand-ins on ``staging``/``production``; root only)."""
+    name = work_name(size, topology).replace("-", "_")
+    kind = HostsSandbox if topology == "hosts" else Sandbox
+    return kind(root=WORK / work_name(size, topology) / "sandbox",
+                ops_database=f"promote_ops_bench_{name}_{CHECKOUT_TAG}", db_prefix=f"bench_{name}_{CHECKOUT_TAG}",
+                pbkdf2_rounds=size.pbkdf2_rounds, partners=size.partners, attachments=size.fs_files,
+                attachment_size=size.attachment_size)
 
 
-def build(size: Size) -> dict[str, Any]:
+def evidence_root(size: Size, topology: str = "local") -> Path:
+    return WORK / work_name(size, topology) / "evidence"
+
+
+def build(size: Size, topology: str = "local") -> dict[str, Any]:
     """Bring the size's sandbox up (a no-op when it is already built); return what it holds."""
-    box = sandbox(size)
+    box = sandbox(size, topology)
     started = time.monotonic()
     box.up()
     status = box.status()
@@ -94,25 +108,29 @@ def build(size: Size) -> dict[str, Any]:
             "router_url": status["router_url"]}
 
 
-def down(size: Size) -> None:
-    box = sandbox(size)
+def down(size: Size, topology: str = "local") -> None:
+    """Everything the size's sandbox made: its processes, databases and folder (the hosts topology: its network
+    namespaces and their PostgreSQL too, by the sandbox's own teardown)."""
+    box = sandbox(size, topology)
     box.down()
     import shutil
 
-    shutil.rmtree(WORK / size.name, ignore_errors=True)
+    shutil.rmtree(WORK / work_name(size, topology), ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--topology", choices=TOPOLOGIES, default="local",
+                        help="local (default) or hosts: the test hosts as network namespaces (root)")
     parser.add_argument("--down", action="store_true", help="drop the size's databases and remove its folder")
     args = parser.parse_args(argv)
-    os.environ.setdefault("PROMOTE_EVIDENCE_ROOT", str(evidence_root(SIZES[args.size])))
+    os.environ.setdefault("PROMOTE_EVIDENCE_ROOT", str(evidence_root(SIZES[args.size], args.topology)))
     if args.down:
-        down(SIZES[args.size])
-        print(f"{args.size}: removed")
+        down(SIZES[args.size], args.topology)
+        print(f"{args.size} ({args.topology}): removed")
         return 0
-    print(json.dumps(build(SIZES[args.size])))
+    print(json.dumps(build(SIZES[args.size], args.topology)))
     return 0
 
 

@@ -19,7 +19,19 @@ checkpoints and dirty pages are written out, so that no run pays for the writes 
 first). Then the filestore alone: a backup of staging's filestore into an empty store, and a second one of
 the same, unchanged filestore (repeated, medians). All times are wall-clock seconds.
 
-    bench/promote_vs_raw --size small|1g|4g [--repeats 3] [--modes a,b,c] [--no-warm] [--keep]
+With ``--topology hosts`` (root: network namespaces) the dataset is a sandbox of ``promote sandbox up --topology
+hosts`` (PostgreSQL on the ``db`` host, staging's and production's Odoo on theirs, the team's HAProxy adopted on
+``router``), and both pipelines run on the ``worker`` host (``ip netns exec``), as a promoter on another machine:
+
+(a) raw, between the same hosts: from ``worker``, ``pg_dump -Fd -j2 -Z1`` of staging's and of production's database
+    on ``db``, each beside a ``tar | zstd -1`` of that environment's filestore read over SSH on its host
+    (``ssh staging 'tar -cf - . | zstd -1'``) and written to the worker's artifact folder; then ``pg_restore -j2``
+    into a new database on ``db`` while staging's archive is sent over SSH and unpacked on ``production``
+    (``ssh production 'zstd -d | tar -x'``). SSH as the project's: key only, strict host keys against the test
+    hosts' known_hosts.
+(c) promote: ``promote run`` executed on ``worker``, as (c) above (c2 too). (b) is not run on hosts.
+
+    bench/promote_vs_raw --size small|1g|4g [--repeats 3] [--modes a,b,c] [--no-warm] [--keep] [--topology hosts]
 """
 
 from __future__ import annotations
@@ -28,7 +40,9 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,19 +60,24 @@ if str(REPO) not in sys.path:
 
 from bench import dataset  # noqa: E402
 from promote_pipeline.cli import sandbox as sbx  # noqa: E402
+from promote_pipeline.cli import sandbox_hosts  # noqa: E402
 from promote_pipeline.promotion import cleanup  # noqa: E402
 from promote_pipeline.promotion.services import Services  # noqa: E402
-from resources import secrets  # noqa: E402
+from resources import netns_hosts, secrets  # noqa: E402
 from resources.artifact_store import LocalArtifactStore  # noqa: E402
 from resources.ops_db import OpsDatabase  # noqa: E402
 
 PROMOTE = REPO / ".venv" / "bin" / "promote"
+# The hosts topology: which host holds each environment's filestore (the pipelines' scratch names -> host).
+ENV_HOST = {"staging": "staging", "prod": "production"}
 
 
-def sh(script: str, env: dict[str, str]) -> float:
-    """Run a bash script (``set -euo pipefail``); return its wall time."""
+def sh(script: str, env: dict[str, str], wrap: list[str] | None = None) -> float:
+    """Run a bash script (``set -euo pipefail``), inside ``wrap`` (e.g. ``ip netns exec NS``); return its wall
+    time."""
     start = time.monotonic()
-    proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], env=env, capture_output=True, text=True)
+    proc = subprocess.run([*(wrap or []), "bash", "-c", "set -euo pipefail\n" + script], env=env,
+                          capture_output=True, text=True)
     took = time.monotonic() - start
     if proc.returncode != 0:
         raise RuntimeError(f"script failed ({proc.returncode}): {proc.stderr.strip()[-800:]}\n{script}")
@@ -66,23 +85,42 @@ def sh(script: str, env: dict[str, str]) -> float:
 
 
 class Bench:
-    def __init__(self, size: dataset.Size, work: Path) -> None:
+    def __init__(self, size: dataset.Size, work: Path, topology: str = "local") -> None:
         self.size = size
         self.work = work
-        self.box = dataset.sandbox(size)
+        self.topology = topology
+        self.box = dataset.sandbox(size, topology)
         self.res = self.box.resources()
         self.ops_db: OpsDatabase = self.res["ops_db"]
         self.host = self.res["odoo_host"]
         self.store: LocalArtifactStore = self.res["artifact_store"]
         self.svc = Services.from_resources(self.res)
-        self.evidence = dataset.evidence_root(size)
+        self.evidence = dataset.evidence_root(size, topology)
+        # The hosts topology: the raw pipeline and the promotion both run on the worker host; the settling, the
+        # clean-up and the store's emptying stay here (untimed).
+        self.wrap: list[str] = []
+        self.ssh: dict[str, list[str]] = {}
+        if topology == "hosts":
+            assert isinstance(self.box, sandbox_hosts.HostsSandbox)
+            layout = self.box.layout()
+            assert layout is not None
+            self.wrap = ["ip", "netns", "exec", layout["hosts"]["worker"]["namespace"]]
+            key = secrets.resolve(sandbox_hosts.KEY_REF)  # the path of the owner-only key file, as the settings'
+            # The project's SSH options (resources/ssh_session.py): key only, host keys checked strictly against
+            # the test hosts' known_hosts, never learned. No ControlMaster: one connection per stream, by hand.
+            options = ["-F", "none", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                       "-o", f"UserKnownHostsFile={layout['known_hosts']}", "-o", "GlobalKnownHostsFile=none",
+                       "-o", "IdentitiesOnly=yes", "-i", key, "-o", "LogLevel=ERROR",
+                       "-p", str(netns_hosts.SSH_PORT), "-l", layout["ssh_user"]]
+            for name in ENV_HOST.values():
+                self.ssh[name] = ["ssh", *options, layout["hosts"][name]["address"], "--"]
         dsn = secrets.resolve(sbx.DSN_REF)
         params = dict(part.split("=", 1) for part in dsn.split())
         self.env = {**os.environ, "PGHOST": params.get("host", "127.0.0.1"), "PGPORT": params.get("port", "5432"),
                     "PGUSER": params.get("user", "postgres")}
         if params.get("password"):
             self.env["PGPASSWORD"] = params["password"]
-        self.scratch_db = f"bench_{size.name}_{dataset.CHECKOUT_TAG}_scratch"
+        self.scratch_db = f"bench_{dataset.work_name(size, topology).replace('-', '_')}_{dataset.CHECKOUT_TAG}_scratch"
 
     # -- the data every pipeline works on ------------------------------------------------------------
     def sources(self) -> dict[str, tuple[str, Path]]:
@@ -116,8 +154,8 @@ class Bench:
         w = self.work / "scratch"
         phases = {}
         for key, (db, fs) in self.sources().items():
-            phases[f"backup_{key}"] = sh(backup(db, str(fs), w / key), self.env)
-        phases["restore"] = sh(restore(w), self.env)
+            phases[f"backup_{key}"] = sh(backup(db, str(fs), w / key), self.env, self.wrap)
+        phases["restore"] = sh(restore(w), self.env, self.wrap)
         self._reset_scratch()
         return {"seconds": sum(phases.values()), "phases": phases}
 
@@ -131,6 +169,27 @@ class Bench:
                        f"pg_restore -j2 --no-owner --exit-on-error -d {self.scratch_db} {w}/staging.dir & p1=$!\n"
                        f"mkdir -p {w}/restored_fs && zstd -d -q -c {w}/staging.tar.zst"
                        f" | tar -C {w}/restored_fs -xf - & p2=$!\n"
+                       "wait $p1; wait $p2\n"))
+
+    # -- (a) by hand between the hosts ---------------------------------------------------------------
+    def run_raw_hosts(self) -> dict[str, Any]:
+        """(a) on the hosts, from the worker: the databases dumped from and restored into ``db``; each filestore
+        archived on its own host and the archive written here over SSH (``out`` is ``<scratch>/staging`` or
+        ``<scratch>/prod``); staging's archive unpacked on the production host over SSH."""
+        def remote(host: str, script: str) -> str:
+            return shlex.join([*self.ssh[host], script])
+
+        return self._pipeline(
+            lambda db, fs, out: (
+                f"pg_dump -Fd -j2 -Z1 --no-owner -f {out}.dir -d {db} & p1=$!\n"
+                + remote(ENV_HOST[out.name], f"tar -C {shlex.quote(fs)} -cf - . | zstd -1 -T2 -q -c")
+                + f" > {out}.tar.zst < /dev/null & p2=$!\n"
+                "wait $p1; wait $p2\n"),
+            lambda w: (f"createdb {self.scratch_db}\n"
+                       f"pg_restore -j2 --no-owner --exit-on-error -d {self.scratch_db} {w}/staging.dir & p1=$!\n"
+                       + remote("production",
+                                f"mkdir -p {w}/restored_fs && zstd -d -q -c | tar -C {w}/restored_fs -xf -")
+                       + f" < {w}/staging.tar.zst & p2=$!\n"
                        "wait $p1; wait $p2\n"))
 
     # -- (b) Odoo's database manager -----------------------------------------------------------------
@@ -164,7 +223,7 @@ class Bench:
         env = {**os.environ, "PROMOTE_SETTINGS": str(self.box.settings_file),
                "PROMOTE_EVIDENCE_ROOT": str(self.evidence)}
         env.pop("PROMOTE_SECRETS_FILE", None)
-        cmd = [str(PROMOTE), "run", "--project", sbx.PROJECT, "--staging", sbx.STAGING, "--prod", sbx.PROD,
+        cmd = [*self.wrap, str(PROMOTE), "run", "--project", sbx.PROJECT, "--staging", sbx.STAGING, "--prod", sbx.PROD,
                "--user", sbx.USER, "--stability-seconds", "0", "--json"]
         launched = datetime.now(UTC)
         start = time.monotonic()
@@ -252,19 +311,57 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(dataset.SIZES), default="small")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of a b c (default 3)")
-    parser.add_argument("--modes", default="a,b,c", help="which pipelines to run (default a,b,c)")
+    parser.add_argument("--modes", default=None,
+                        help="which pipelines to run (default a,b,c; a,c with --topology hosts)")
     parser.add_argument("--no-warm", action="store_true", help="skip c2, the promotion on a warm store")
     parser.add_argument("--keep", action="store_true",
                         help="keep the dataset (its databases, processes and folder) for another run")
+    parser.add_argument("--topology", choices=dataset.TOPOLOGIES, default="local",
+                        help="local (default), or hosts: the test hosts as network namespaces, (a) and (c) run on the"
+                             " worker host (root)")
     args = parser.parse_args(argv)
     size = dataset.SIZES[args.size]
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    os.environ["PROMOTE_EVIDENCE_ROOT"] = str(dataset.evidence_root(size))
+    modes = [m.strip() for m in (args.modes or ("a,c" if args.topology == "hosts" else "a,b,c")).split(",")
+             if m.strip()]
+    if args.topology == "hosts":
+        if "b" in modes:
+            parser.error("--topology hosts: (b), Odoo's database manager, is not run on hosts (--modes a,c)")
+        why = sandbox_hosts.unavailable_reason()
+        if why:
+            parser.error(f"--topology hosts: {why}")
+        # A SIGTERM (timeout, a CI's cancel) ends the run through the teardown below, like Ctrl-C, not past it.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            return _main(args, size, modes)
+        finally:
+            # The hosts (namespaces, their sshds and PostgreSQL, every process started in them) go even after a
+            # failure: the sandbox's own teardown.
+            if not args.keep:
+                prefix = _prefix(size)
+                dataset.down(size, args.topology)
+                left = netns_hosts.leftovers(prefix) if prefix else []
+                print(f"(dataset {size.name} and its hosts removed{'; left over: ' + ', '.join(left) if left else ''};"
+                      " --keep keeps them)", flush=True)
+    return _main(args, size, modes)
 
-    built = dataset.build(size)
-    print(f"dataset {size.name}: database {built['db_bytes'] / 2**20:.0f} MiB, filestore {built['filestore_files']}"
-          f" files / {built['filestore_bytes'] / 2**20:.0f} MiB (built or checked in {built['seconds']} s)", flush=True)
-    bench = Bench(size, dataset.WORK / size.name)
+
+def _prefix(size: dataset.Size) -> str:
+    """The hosts' name prefix, from the hosts sandbox's layout (empty once it is gone)."""
+    box = dataset.sandbox(size, "hosts")
+    assert isinstance(box, sandbox_hosts.HostsSandbox)
+    layout = box.layout()
+    return str(layout["prefix"]) if layout else ""
+
+
+def _main(args: argparse.Namespace, size: dataset.Size, modes: list[str]) -> int:
+    topology: str = args.topology
+    os.environ["PROMOTE_EVIDENCE_ROOT"] = str(dataset.evidence_root(size, topology))
+    load_before = os.getloadavg()
+    built = dataset.build(size, topology)
+    print(f"dataset {size.name} ({topology}): database {built['db_bytes'] / 2**20:.0f} MiB, filestore"
+          f" {built['filestore_files']} files / {built['filestore_bytes'] / 2**20:.0f} MiB (built or checked in"
+          f" {built['seconds']} s); load average {', '.join(f'{x:.2f}' for x in load_before)}", flush=True)
+    bench = Bench(size, dataset.WORK / dataset.work_name(size, topology), topology)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in ("a", "b", "c", "c2", "j")}
     for rep in range(1, args.repeats + 1):
         for mode in modes:
@@ -273,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.empty_store()
             bench.settle()
             if mode == "a":
-                result = bench.run_raw()
+                result = bench.run_raw_hosts() if topology == "hosts" else bench.run_raw()
             elif mode == "b":
                 result = bench.run_odoo()
             else:
@@ -300,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
     med = {m: statistics.median(r["seconds"] for r in rs) for m, rs in runs.items() if rs}
     report: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+                              "topology": topology, "load_average": {"start": load_before, "end": os.getloadavg()},
                               "size": size.name, "dataset": built, "repeats": args.repeats, "medians": med,
                               "filestore_backup": fs, "runs": runs}
     if "c" in med:
@@ -320,24 +418,48 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep:
         print(f"(raw results: {out})")
     else:
-        saved = dataset.WORK / f"results-{size.name}-{out.name.removeprefix('results-')}"
+        saved = dataset.WORK / f"results-{dataset.work_name(size, topology)}-{out.name.removeprefix('results-')}"
         saved.write_text(out.read_text())
-        dataset.down(size)
-        print(f"(dataset {size.name} removed; --keep keeps it)")
+        if topology == "local":  # the hosts' teardown is main()'s, failure or not
+            dataset.down(size)
+            print(f"(dataset {size.name} removed; --keep keeps it)")
         print(f"(raw results: {saved})")
     return 0
 
 
+# What (c) does that (a) does not, whatever the topology (the local mode's accounting, README: Benchmarks).
+C_BEYOND_A = ("(c) also: preconditions (disk space, drift report), a production backup that is a verified artifact"
+              " (every dump file hashed as written, the filestore content-addressed and hashed), a deep check before"
+              " the restore, green's PgBouncer and Odoo started and health-checked, smoke tests, the router switched,"
+              " ops records and evidence; its breakdown below is from its evidence.")
+HOSTS_A = ("(a) on hosts, all from the worker host: pg_dump -Fd -j2 -Z1 of staging's and of production's database on"
+           " db, each beside tar | zstd -1 of that environment's filestore on its own host over SSH (archive written on"
+           " the worker); pg_restore -j2 into a new database on db beside staging's archive unpacked on production"
+           " over SSH (zstd -d | tar -x there). It starts no Odoo, switches nothing, hashes and checks nothing. (c) on"
+           " the same hosts reads both filestores from the file system the test hosts share (not over SSH: README,"
+           " Hosts, not remote yet) and sends green's filestore to production as one uncompressed tar over SSH.")
+
+
 def markdown(r: dict[str, Any]) -> str:
-    names = {"a": "(a) raw: 2x pg_dump -Fd -j2 -Z1 + tar \\| zstd -1, pg_restore -j2 + extraction",
+    hosts = r.get("topology") == "hosts"
+    names = {"a": ("(a) raw, from worker: 2x (pg_dump -Fd -j2 -Z1 + ssh host tar \\| zstd -1), pg_restore -j2 +"
+                   " ssh production zstd -d \\| tar -x" if hosts else
+                   "(a) raw: 2x pg_dump -Fd -j2 -Z1 + tar \\| zstd -1, pg_restore -j2 + extraction"),
              "b": "(b) Odoo database manager: 2x zip(pg_dump plain + filestore), unzip + psql",
-             "c": "(c) promote run --stability-seconds 0 (smoke tests on), empty artifact store",
+             "c": ("(c) promote run on worker" if hosts else "(c) promote run")
+             + " --stability-seconds 0 (smoke tests on), empty artifact store",
              "c2": "(c2) the same promotion again, warm artifact store",
              "j": "(j) Dagster's floor: a job of eight trivial ops, in process"}
-    lines = [f"Size `{r['size']}`: database {r['dataset']['db_bytes'] / 2**20:.0f} MiB, filestore"
+    load = r.get("load_average")
+    lines = [f"Size `{r['size']}`{' on hosts (network namespaces)' if hosts else ''}: database"
+             f" {r['dataset']['db_bytes'] / 2**20:.0f} MiB, filestore"
              f" {r['dataset']['filestore_files']} files / {r['dataset']['filestore_bytes'] / 2**20:.0f} MiB;"
-             f" {r['repeats']} rounds, alternated. {r['date']}, {r['machine']}.", "",
-             "| pipeline | median s | runs (s) |", "|---|---:|---|"]
+             f" {r['repeats']} rounds, alternated. {r['date']}, {r['machine']}."
+             + (f" Load average (1, 5, 15 min) at the start {', '.join(f'{x:.2f}' for x in load['start'])},"
+                f" at the end {', '.join(f'{x:.2f}' for x in load['end'])}." if load else ""), ""]
+    if hosts:
+        lines += [HOSTS_A, ""]
+    lines += [C_BEYOND_A, "", "| pipeline | median s | runs (s) |", "|---|---:|---|"]
     for m, rs in r["runs"].items():
         if rs:
             each = ", ".join(f"{x['seconds']:.2f}" for x in rs)
@@ -358,6 +480,11 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append("| overhead: start-up, launch to the run's record (interpreter, imports, Dagster instance,"
                      f" preconditions) / the steps' own work after it | {r['start_up_seconds']:.2f} s /"
                      f" {r['in_job_overhead_seconds']:.2f} s |")
+    lines += ["", "| round | a: phases (s) | c: phases from its evidence (s) |", "|---|---|---|"]
+    for i, (a, c) in enumerate(zip(r["runs"].get("a", []), r["runs"].get("c", []), strict=False), start=1):
+        lines.append(f"| {i} | {' / '.join(f'{k} {v:.2f}' for k, v in a['phases'].items())} |"
+                     f" {' / '.join(f'{k} {v:.2f}' for k, v in c['phases'].items())}; overhead"
+                     f" {c['overhead_seconds']:.2f} |")
     return "\n".join(lines)
 
 
