@@ -183,6 +183,7 @@ class HostNetwork:
     hosts: dict[str, TestHost]
     ssh: SshAccess | None = None
     _children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _logs: dict[int, Path] = field(default_factory=dict)
     _temp_dirs: list[Path] = field(default_factory=list)
 
     @property
@@ -258,12 +259,23 @@ class HostNetwork:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                     env=env)
         self._children.append(proc)
+        self._logs[proc.pid] = log
         return proc.pid
 
     def run(self, host: str, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """``argv`` run to its end inside ``host``'s namespace."""
         return subprocess.run(self.hosts[host].exec_argv(argv), capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
+
+    def _last_words(self, pid: int) -> str:
+        """The last lines ``pid`` (one ``spawn`` started) wrote to its log, for the error saying it exited (HAProxy,
+        for one, gives the cause a line before its closing "Fatal errors found")."""
+        log = self._logs.get(pid)
+        try:
+            lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log else []
+        except OSError:
+            lines = []
+        return f": {' | '.join(lines[-3:])[:500]}" if lines else ""
 
     def wait_listening(self, host: str, port: int, pid: int, timeout: float = 20) -> None:
         """Until ``host``'s address accepts TCP on ``port`` (from the root namespace), or the process exits."""
@@ -276,7 +288,7 @@ class HostNetwork:
             except OSError:
                 if not _alive(pid):
                     raise NetnsError(f"process {pid} in {host} exited before listening on {address}:{port}"
-                                     ) from None
+                                     f"{self._last_words(pid)}") from None
                 time.sleep(0.05)
         raise NetnsError(f"nothing listened on {host} ({address}:{port}) within {timeout}s")
 

@@ -18,6 +18,7 @@ from promote_pipeline.cli.printer import Printer
 from promote_pipeline.cli.runner import run_promotion, run_rollback
 from promote_pipeline.promotion import inputs, settings
 from resources import http_clients
+from resources.netns_hosts import NetnsError
 
 
 def _sandbox(args: argparse.Namespace, environments: int = 1) -> Any:
@@ -64,7 +65,11 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
                 print(f"sandbox refused: --topology hosts: {why}", file=sys.stderr)
                 return EXIT_REJECTED
         box = _sandbox(args, environments)
-        info = box.up()
+        try:
+            info = box.up()
+        except NetnsError as exc:  # a host that could not be built or a service there that would not start
+            print(f"sandbox up failed: --topology hosts: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
         print(f"sandbox up: router {info['router']} at {info['router_url']}, serving"
               f" {info['serving']['deployment']} ({info['serving']['colour']})")
         for env in info["environments"][1:]:

@@ -16,6 +16,7 @@ import json
 import secrets as pysecrets
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,27 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def admin_socket_dir(prefix: str) -> Path:
+    """Where the team HAProxy of the network ``prefix`` keeps its unix admin socket: a short path of its own, since
+    a socket's path is limited to 107 bytes and HAProxy binds ``<path>.<pid>.tmp`` first (under a test's deep
+    temporary folder the socket beside haproxy.cfg was over it, and HAProxy exited at start)."""
+    return Path(tempfile.gettempdir()) / f"promote-{prefix}-haproxy"
+
+
+def start_team_haproxy(net: netns_hosts.HostNetwork, folder: Path) -> int:
+    """The sandbox's stand-in for a team's HAProxy, started in ``router`` (config and log in ``folder``); its pid once
+    its runtime API answers."""
+    folder = make_private_dirs(folder)
+    admin = make_private_dirs(admin_socket_dir(net.prefix)) / "admin.sock"
+    cfg = folder / "haproxy.cfg"
+    write_private(cfg, TEAM_HAPROXY_CFG.format(
+        admin=admin, router=net["router"].address, api_port=API_PORT, subnet=net.subnet, n=safe_name(PROD),
+        active_port=ACTIVE_PORT, preview_port=PREVIEW_PORT).encode())
+    pid = net.spawn("router", ["haproxy", "-db", "-f", str(cfg)], folder / "haproxy.log")
+    net.wait_listening("router", API_PORT, pid)
+    return pid
+
+
 @dataclass
 class HostsSandbox(Sandbox):
     """The sandbox, its Odoo on the ``staging`` and ``production`` hosts, its databases on ``db``, the team's
@@ -125,13 +147,7 @@ class HostsSandbox(Sandbox):
         try:
             assert net.ssh is not None
             pg = net.start_postgres("db")
-            router_dir = make_private_dirs(self.root / "team-haproxy")
-            cfg = router_dir / "haproxy.cfg"
-            write_private(cfg, TEAM_HAPROXY_CFG.format(
-                admin=router_dir / "admin.sock", router=net["router"].address, api_port=API_PORT, subnet=net.subnet,
-                n=safe_name(PROD), active_port=ACTIVE_PORT, preview_port=PREVIEW_PORT).encode())
-            pid = net.spawn("router", ["haproxy", "-db", "-f", str(cfg)], router_dir / "haproxy.log")
-            net.wait_listening("router", API_PORT, pid)
+            start_team_haproxy(net, self.root / "team-haproxy")
             write_private(self.hosts_file, json.dumps({
                 "prefix": prefix, "subnet": str(net.subnet), "postgres_data": str(pg.data), "db_dsn": pg.dsn(),
                 "ssh_user": net.ssh.user, "known_hosts": str(net.ssh.known_hosts),
@@ -142,6 +158,7 @@ class HostsSandbox(Sandbox):
                 KEY_REF: str(net.ssh.identity_file)})  # the path of the owner-only key file: never its text
         except BaseException:
             net.teardown()
+            shutil.rmtree(admin_socket_dir(prefix), ignore_errors=True)
             self.hosts_file.unlink(missing_ok=True)
             raise
 
@@ -192,5 +209,6 @@ class HostsSandbox(Sandbox):
             if layout is not None:
                 left = netns_hosts.remove_kept(layout["prefix"])
                 shutil.rmtree(layout["postgres_data"], ignore_errors=True)
+                shutil.rmtree(admin_socket_dir(layout["prefix"]), ignore_errors=True)
                 if left:
                     print(f"sandbox down: left over: {', '.join(left)}")

@@ -30,13 +30,19 @@ import pytest
 
 from promote_pipeline.cli import sandbox as sandbox_mod
 from promote_pipeline.cli.sandbox import PROD, PROJECT, STAGING, USER, Sandbox
-from promote_pipeline.cli.sandbox_hosts import ACTIVE_PORT, API_PORT, ENV_HOSTS, PREVIEW_PORT, TEAM_HAPROXY_CFG
+from promote_pipeline.cli.sandbox_hosts import (
+    ACTIVE_PORT,
+    API_PORT,
+    ENV_HOSTS,
+    PREVIEW_PORT,
+    admin_socket_dir,
+    start_team_haproxy,
+)
 from promote_pipeline.promotion import settings as settings_mod
 from promote_pipeline.promotion.evidence_schema import validate_folder
 from promote_pipeline.promotion.services import close_ssh_hosts
 from promote_pipeline.promotion.settings import ProcessHost
 from resources import secrets
-from resources._router_common import safe_name
 from resources.haproxy_adopted import AdoptedHAProxyRouter
 from resources.netns_hosts import HostNetwork
 from resources.ops_db import OpsDatabase
@@ -136,14 +142,7 @@ def layout(host_network: HostNetwork, tmp_path_factory: pytest.TempPathFactory) 
     base = tmp_path_factory.mktemp("across-hosts")
     saved = {k: os.environ.get(k) for k in ("PROMOTE_SETTINGS", "PROMOTE_EVIDENCE_ROOT")}
     pg = net.start_postgres("db")
-    router_dir = base / "team-haproxy"
-    router_dir.mkdir(mode=0o700)
-    cfg = router_dir / "haproxy.cfg"
-    cfg.write_text(TEAM_HAPROXY_CFG.format(admin=router_dir / "admin.sock", router=net["router"].address,
-                                           api_port=API_PORT, subnet=net.subnet, n=safe_name(PROD),
-                                           active_port=ACTIVE_PORT, preview_port=PREVIEW_PORT))
-    pid = net.spawn("router", ["haproxy", "-db", "-f", str(cfg)], router_dir / "haproxy.log")
-    net.wait_listening("router", API_PORT, pid)
+    start_team_haproxy(net, base / "team-haproxy")
     tag = os.urandom(3).hex()
     box = HostsSandbox(root=base / "box", ops_database=f"promote_ops_hosts_{tag}", db_prefix=f"phx_{tag}",
                        pbkdf2_rounds=1000, partners=30, attachments=8, net=net, hosts_root=base / "hosts")
@@ -161,6 +160,7 @@ def layout(host_network: HostNetwork, tmp_path_factory: pytest.TempPathFactory) 
             box.down()
         finally:
             close_ssh_hosts()
+            shutil.rmtree(admin_socket_dir(net.prefix), ignore_errors=True)
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)

@@ -29,7 +29,9 @@ def test_a_sandbox_on_hosts_is_made_shown_and_removed(tmp_path: Path) -> None:
     reason = unavailable_reason()
     if reason:
         pytest.skip(f"a sandbox on hosts needs: {reason}")
-    root = tmp_path / "box"
+    # A deep folder, as under a test runner's temporary folders: nothing of the sandbox may depend on a short
+    # path (HAProxy's admin socket beside its config once made it exit: a unix socket's path is at most 107 bytes).
+    root = tmp_path / ("d" * 60) / "box"
     try:
         up = _promote("sandbox", "up", "--topology", "hosts", "--dir", str(root))
         assert up.returncode == 0, up.stdout + up.stderr
