@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,18 +257,20 @@ def test_what_the_host_refuses_is_one_line_naming_the_store(store: SshArtifactSt
 
 @pytest.mark.slow
 def test_a_promotion_keeps_its_artifacts_on_the_worker_and_restores_green_from_there(
-        store: SshArtifactStore, haproxy_box: Sandbox, h: Any) -> None:
+        store: SshArtifactStore, haproxy_box: Sandbox, h: Any, tmp_path: Path) -> None:
     # The promotion's code as it is, given the SSH store in place of the local one: staging's snapshot and
     # production's backup go to worker's store, green is restored from it, and nothing stays on the promoter.
-    remote = SshArtifactStore(**{**store.model_dump(), "root": str(Path(store.root).parent / "promotions")})
+    # The spool is this test's own: the machine's temporary folder also holds other runs' dumps in transit.
+    spool = tmp_path / "spool"
+    remote = SshArtifactStore(**{**store.model_dump(), "root": str(Path(store.root).parent / "promotions"),
+                                 "spool_dir": str(spool)})
     res = haproxy_box.resources()
     staging = res["ops_db"].active_deployment(STAGING)
     staging_fs = res["odoo_host"].filestore_dir(staging.data_dir, staging.served_db)
-    def in_transit() -> set[str]:
-        return {p.name for pattern in ("promote-dump-*", "promote-restore-*")
-                for p in Path(tempfile.gettempdir()).glob(pattern)}
 
-    before = in_transit()
+    def in_transit() -> set[str]:
+        return {p.name for pattern in ("promote-dump-*", "promote-restore-*") for p in spool.glob(pattern)}
+
     try:
         code, outcome, message = h.promote(resource_overrides={"artifact_store": remote})
         assert code == 0, message
@@ -290,8 +291,9 @@ def test_a_promotion_keeps_its_artifacts_on_the_worker_and_restores_green_from_t
         files = sorted(p.relative_to(staging_fs) for p in staging_fs.rglob("*") if p.is_file())
         assert files and files == sorted(p.relative_to(green_fs) for p in green_fs.rglob("*") if p.is_file())
         assert all((green_fs / f).read_bytes() == (staging_fs / f).read_bytes() for f in files)
-        # The dumps in transit were removed (pg_dump's before sending, pg_restore's after restoring).
-        assert in_transit() <= before
+        # The dumps in transit went through this spool and were removed (pg_dump's before sending, pg_restore's
+        # after restoring).
+        assert spool.is_dir() and in_transit() == set()
     finally:
         remote.close()
 
