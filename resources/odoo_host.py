@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import random
 import shlex
 import shutil
 import socket
@@ -160,8 +161,27 @@ class DirectoryHasher:
         self._files.clear()
 
 
+_SERVICE_PORTS = (10000, 32768)  # below Linux's default ephemeral range (32768-60999)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _SERVICE_PORTS[1]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A port no one listens on now, for a server to be started on it. Taken below the kernel's ephemeral range:
+    the port is only free until the server binds it, and a port the kernel chose (bind to port 0) is one it also
+    hands out as the local end of outgoing connections, so on a busy machine one of those took it first (a
+    stand-in then exited with 'address already in use'). A port chosen there is never handed out that way."""
+    low, high = _SERVICE_PORTS[0], min(_SERVICE_PORTS[1], _ephemeral_low())
+    for _ in range(200 if high - low > 1000 else 0):
+        port = random.randrange(low, high)
+        if not port_in_use(host, port):
+            return port
+    with socket.socket() as sock:  # a machine whose ephemeral range leaves no room below it
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
