@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagster import Config
+from pydantic import Field
+
 from resources import redaction, secrets
 from resources.odoo_host import HostError
 
@@ -174,3 +177,28 @@ class SshSession:
                             self.address], capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
         shutil.rmtree(folder, ignore_errors=True)
         self.runtime.clear()
+
+
+class SshLoginConfig(Config):
+    """How a resource logs in to its host (the settings' ``SshLogin``), as a nested config: a resource that reaches
+    one host over SSH takes one of these and opens its :class:`SshSession` with :meth:`session`."""
+
+    address: str = Field(description="Address or DNS name of the host: where its sshd listens, and the name"
+                         " known_hosts_file holds its key under.")
+    ssh_port: int = Field(default=22, description="Port of the host's sshd.")
+    user: str = Field(description="User to log in as on the host.")
+    identity_ref: str = Field(description="Secret reference to the client's private key: the key's text, or the"
+                              " path of an owner-only key file.")
+    known_hosts_file: str = Field(description="known_hosts file holding the host's key (under `address`); a key"
+                                  " not there, or a different one, is refused.")
+    connect_timeout_seconds: int = Field(default=10, description="How long ssh may take to connect.")
+    control_persist_seconds: int = Field(default=120, description="How long the shared SSH connection stays open"
+                                         " after its last call.")
+
+    def session(self, name: str, command_timeout_seconds: float = 60.0) -> SshSession:
+        """A session of this login (one shared connection for whoever keeps it), named ``name`` in messages."""
+        return SshSession(name=name, address=self.address, port=self.ssh_port, user=self.user,
+                          identity_ref=self.identity_ref, known_hosts_file=self.known_hosts_file,
+                          connect_timeout_seconds=self.connect_timeout_seconds,
+                          command_timeout_seconds=command_timeout_seconds,
+                          control_persist_seconds=self.control_persist_seconds)

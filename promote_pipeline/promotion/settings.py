@@ -129,24 +129,31 @@ class StabilityThresholds(BaseModel):
         " on fewer, one slow request is the percentile.")
 
 
-class ProcessHost(BaseModel):
+class SshLogin(BaseModel):
+    """How promote logs in to one host over SSH: what every section naming a host shares (a process host, the
+    adopted router's host), so each says it the same way and is checked the same way (``resources/ssh_session.py``:
+    the OpenSSH client, host keys checked strictly, never learned)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(min_length=1, description="Address or DNS name of the host: where its sshd listens, and the"
+                         " name known_hosts_file holds its key under.")
+    ssh_port: int = Field(default=22, ge=1, le=65535, description="Port of the host's sshd.")
+    user: str = Field(min_length=1, description="User to log in as on the host.")
+    identity_ref: str = Field(min_length=1, description="Secret reference to the SSH client key: the key's text (kept"
+                              " off disk), or the path of an owner-only key file.")
+    known_hosts_file: str = Field(min_length=1, description="known_hosts file (on the promoter) holding the host's"
+                                  " key under `address`; a key not there, or a different one, is refused.")
+
+
+class ProcessHost(SshLogin):
     """A machine that runs Odoo processes (and their PgBouncers), reached over SSH (``resources/ssh_odoo_host.py``).
+    Its `address` is also where its Odoo serves HTTP: the router's upstreams point there; Odoo and PgBouncer run
+    as `user` (as root, PgBouncer switches to endpoint_os_user).
 
     Only processes and their files move there: the database work (pg_dump/pg_restore, the checks' SQL) stays on
     the promoter and reaches each environment's server by its DSN, and the artifact store stays the promoter's."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    address: str = Field(min_length=1, description="Address or DNS name of the host: where its sshd listens, where"
-                         " its Odoo serves HTTP (the router's upstreams point there) and the name known_hosts_file"
-                         " holds its key under.")
-    ssh_port: int = Field(default=22, ge=1, le=65535, description="Port of the host's sshd.")
-    user: str = Field(min_length=1, description="User to log in as; Odoo and PgBouncer run as this user (as root,"
-                      " PgBouncer switches to endpoint_os_user).")
-    identity_ref: str = Field(min_length=1, description="Secret reference to the SSH client key: the key's text, or"
-                              " the path of an owner-only key file.")
-    known_hosts_file: str = Field(min_length=1, description="known_hosts file (on the promoter) holding the host's"
-                                  " key under `address`; a key not there, or different, is refused.")
     run_dir: str = Field(min_length=1, description="Folder on the host for Odoo's and PgBouncer's logs and"
                          " PgBouncer's configuration (owner-only).")
     python: str = Field(default="python3", description="Python on the host: fills {python} of the Odoo command and"
