@@ -140,6 +140,11 @@ class Preflight:
                 result = CheckResult(name, False, f"database error: {str(exc).strip()[:200]}")
             except OSError as exc:  # a folder a check measures is missing or unreadable (free space of a data_dir)
                 result = CheckResult(name, False, f"cannot read {exc.filename or 'a folder'}: {exc.strerror or exc}")
+            except HostError as exc:
+                # A process host that stopped answering (its sshd down, its key changed) fails the check that asked
+                # it, in the host's own one line, as a closed database does: `promote preflight` goes on to the
+                # next check, and no traceback reaches the operator.
+                result = CheckResult(name, False, str(exc))
             self.results.append(result)
             if not result.passed and (stop_on_failure or name == "project_exists"):
                 break  # every check after the first reads the project's environments: with no project, none can run
@@ -318,6 +323,18 @@ class Preflight:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             raise PreconditionFailed(f"cannot connect to staging database {db}: {str(exc).strip()[:200]}") from None
+        live = self.ops_db.active_deployment(self.staging.environment_id)
+        assert live is not None  # _staging_db found it
+        # The snapshot reads staging's filestore where staging's Odoo runs: on a process host, over SSH. A host
+        # that does not answer is found here, before production is touched, not half-way through the snapshot.
+        files_on = self._files_host(live)
+        if isinstance(files_on, SshOdooHost):
+            fs = files_on.filestore_dir(live.data_dir, live.served_db)
+            try:
+                files_on.filestore_stats(live.data_dir, live.served_db)
+            except HostError as exc:
+                raise PreconditionFailed(f"staging filestore {fs}: {exc}") from None
+            return f"database {db} and filestore on {files_on.name} reachable"
         return f"database {db} reachable"
 
     def same_odoo_version(self) -> str:
