@@ -7,6 +7,7 @@ reads the current state (which deployment is blue) instead of assuming it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -123,7 +124,14 @@ def sandbox_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
             box = Sandbox(root=tmp_path_factory.mktemp(f"sandbox-{router}"), router_kind=router,
                           ops_database=f"promote_ops_test_{tag}", db_prefix=f"pt_{tag}", pbkdf2_rounds=1000,
                           partners=30, attachments=8)
-            box.up()
+            try:
+                box.up()
+            except BaseException:
+                # What it started before failing (stand-ins, PgBouncers, the router, its databases) would outlive
+                # the suite: the teardown below only takes down the sandboxes that came up.
+                with contextlib.suppress(Exception):
+                    box.down()
+                raise
             _boxes[router] = box
         box = _boxes[router]
         box.activate()
