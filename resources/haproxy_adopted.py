@@ -12,8 +12,10 @@ production environment it needs four backends, named as the private router names
 - with ``ssh`` (the team's HAProxy on another host): a unix socket path on that host, reached through the OpenSSH
   shared connection's unix-socket forwarding (``ssh -O forward -L <local socket>:<remote socket>``), so the
   runtime API is spoken to a socket in the session's owner-only runtime folder exactly as to a local one. The
-  host's sshd must allow it (``AllowStreamLocalForwarding``, yes by default) and the login user must be able to
-  open the admin socket. No TCP port is opened anywhere and no ACL is needed: who may switch is who may log in.
+  host's sshd must allow it: ``AllowStreamLocalForwarding`` yes (its default) and ``AllowTcpForwarding`` yes or
+  ``local`` (its default is yes; OpenSSH 9 refuses unix-socket forwards too when it is ``no``), and the login
+  user must be able to open the admin socket. No TCP port is opened anywhere and no ACL is needed: who may
+  switch is who may log in.
 
 A switch is ``set server <backend>/app addr A port P`` on the runtime API, as in the private router: client
 connections live on. When ``config_file`` names the team's haproxy.cfg, the new address is also written into the
@@ -261,8 +263,11 @@ class AdoptedHAProxyRouter(HAProxyRouter):
         """Nothing to start: the team runs it. Says so when its runtime API does not answer at level admin."""
         level = self._command_quiet("show cli level")
         if not level:
-            why = ("" if self.ssh is None else ": the host's sshd must allow AllowStreamLocalForwarding and the"
-                   " login user must be able to open that socket")
+            # a forward the host's sshd refuses, or a socket it cannot open, looks the same from here: the local
+            # end accepts, and the connection ends without a word
+            why = ("" if self.ssh is None else ": is haproxy's admin socket there? The host's sshd must allow"
+                   " unix-socket forwarding (AllowTcpForwarding yes or local, AllowStreamLocalForwarding yes) and"
+                   " the login user must be able to open that socket")
             raise RouterError(f"the team's haproxy does not answer on its runtime API {self._api}{why}")
         if level.split()[0] != "admin":
             raise RouterError(f"the team's haproxy runtime API {self._api} is at level {level.split()[0]}: switches"
