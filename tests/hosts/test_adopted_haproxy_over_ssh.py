@@ -10,6 +10,7 @@ of real HTTP requests through its frontends from the root namespace.
 
 from __future__ import annotations
 
+import http.client
 import os
 import secrets
 import shutil
@@ -20,12 +21,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from promote_pipeline.defs.resources import build_resources
 from promote_pipeline.promotion.inventory.model import Router, RouterEntry
 from promote_pipeline.promotion.inventory.probes import adopted_router_problems
-from promote_pipeline.promotion.settings import SshLogin
+from promote_pipeline.promotion.settings import Settings, SshLogin
 from resources._router_common import wait_for
 from resources.haproxy_adopted import AdoptedHAProxyRouter
 from resources.netns_hosts import HostNetwork
@@ -142,8 +145,7 @@ class Team:
 
 
 def _http_get(url: str) -> str:
-    import http.client
-    from urllib.parse import urlsplit
+    """A real request through the team's frontend, from the root namespace (the promoter, a user)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=5)
     try:
@@ -324,15 +326,19 @@ def test_an_unknown_host_key_is_refused_in_one_line(place: Place, team: Team, tm
 
 
 def test_missing_names_what_the_teams_haproxy_lacks_over_ssh(place: Place, team: Team, tmp_path: Path) -> None:
-    router = _router(place, team, tmp_path, config_file=False)
+    assert place.net.ssh is not None
+    login = SshLogin(address=place.address, user=place.net.ssh.user, identity_ref=KEY_REF,
+                     known_hosts_file=str(place.net.ssh.known_hosts))
+    # the router as every promote process builds it from the settings
+    router = build_resources(Settings(router_mode="adopted", router_runtime_api=str(team.admin),
+                                      router_dir=str(tmp_path / "promote"), router_listen_host=place.address,
+                                      router_host=login))["router"]
+    assert isinstance(router, AdoptedHAProxyRouter) and router.ssh is not None
     try:
         assert router.missing(ENV) == []
         assert router.missing("shop") == [f"backend shop_{e}_{k}" for e in ("active", "preview")
                                           for k in ("http", "ws")]
         # what `promote inventory check` asks, with the inventory's router section naming the host
-        assert place.net.ssh is not None
-        login = SshLogin(address=place.address, user=place.net.ssh.user, identity_ref=KEY_REF,
-                         known_hosts_file=str(place.net.ssh.known_hosts))
         section = Router(kind="haproxy", dir="unused", mode="adopted", runtime_api=str(team.admin), host=login,
                          listen_host=place.address, fronts={
                              env: RouterEntry(active_port=ACTIVE_PORT, preview_port=PREVIEW_PORT)
