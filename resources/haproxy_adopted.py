@@ -256,8 +256,11 @@ class AdoptedHAProxyRouter(HAProxyRouter):
     # -- never the process -------------------------------------------------------------------
 
     def is_running(self) -> bool:
-        """Its runtime API answers."""
-        return "Pid:" in self._command_quiet("show info")
+        """Its runtime API answers (over SSH: False too when the host cannot be reached; start() says why)."""
+        try:
+            return "Pid:" in self._command_quiet("show info")
+        except RouterError:
+            return False
 
     def start(self) -> None:
         """Nothing to start: the team runs it. Says so when its runtime API does not answer at level admin."""
@@ -433,7 +436,7 @@ trap - EXIT
             self._on_host(script)
         except RouterError as exc:
             self._log_check(f"{self.haproxy_bin} -c on {session.where}: {exc}")
-            raise RouterError(f"haproxy config check of {real} on {session.where} failed: {exc}") from exc
+            raise RouterError(f"{real} on {session.where} not replaced: {exc}") from exc
         self._log_check(f"{self.haproxy_bin} -c on {session.where} -> 0; {real} replaced")
 
     def _log_check(self, line: str) -> None:

@@ -317,6 +317,7 @@ def test_an_unknown_host_key_is_refused_in_one_line(place: Place, team: Team, tm
     empty.write_text("")
     router = _router(place, team, tmp_path, known_hosts=empty)
     try:
+        assert not router.is_running()
         with pytest.raises(RouterError) as caught:
             router.start()
     finally:
