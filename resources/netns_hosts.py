@@ -296,9 +296,11 @@ class HostNetwork:
     def host_dir(self, host: str) -> Path:
         return make_private_dirs(self.folder / "hosts" / host)
 
-    def start_sshd(self, host: str) -> int:
+    def start_sshd(self, host: str, local_forwarding: bool = False) -> int:
         """An sshd inside ``host``'s namespace on its address, with a host key of its own, key-only login for
-        the client key, its key added to the client's known_hosts. Returns once it accepts connections."""
+        the client key, its key added to the client's known_hosts. Returns once it accepts connections.
+        ``local_forwarding``: clients may forward to the host's unix sockets (``ssh -L path:path``; OpenSSH gates
+        those on AllowTcpForwarding too, so it is ``local`` then instead of ``no``)."""
         if self.ssh is None:
             raise NetnsError("no client key: build the network with ssh_hosts")
         address = self.hosts[host].address
@@ -309,7 +311,7 @@ class HostNetwork:
                  f"ssh-keygen for {host}'s host key")
         write_private(folder / "authorized_keys", (self.ssh.public_key + "\n").encode())
         config = folder / "sshd_config"
-        write_private(config, _sshd_config(address, folder, self.ssh.user).encode())
+        write_private(config, _sshd_config(address, folder, self.ssh.user, local_forwarding).encode())
         # sshd insists on its privilege-separation folder (the distribution's service makes it at boot).
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         _run([SSHD, "-t", "-f", str(config)], f"sshd's check of {host}'s configuration")
@@ -423,7 +425,7 @@ def _client_key(folder: Path, user: str) -> SshAccess:
     return SshAccess(user=user, identity_file=identity, known_hosts=known)
 
 
-def _sshd_config(address: str, folder: Path, user: str) -> str:
+def _sshd_config(address: str, folder: Path, user: str, local_forwarding: bool = False) -> str:
     # StrictModes would refuse our files because the system's temporary folder above them is world-writable;
     # they are owner-only and in an owner-only folder, which is what it checks for.
     return "\n".join([
@@ -440,7 +442,7 @@ def _sshd_config(address: str, folder: Path, user: str) -> str:
         "StrictModes no",
         "PermitUserEnvironment no",
         "AllowAgentForwarding no",
-        "AllowTcpForwarding no",
+        f"AllowTcpForwarding {'local' if local_forwarding else 'no'}",
         "X11Forwarding no",
         "PrintMotd no",
         # bash reads ~/.bashrc for a command run by sshd when SHLVL says it is the first shell; a developer's

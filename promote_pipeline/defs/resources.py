@@ -22,6 +22,7 @@ from resources.odoo_host import LocalOdooHost
 from resources.ops_db import OpsDatabase
 from resources.router import RouterResource
 from resources.ssh_artifact_store import SshArtifactStore
+from resources.ssh_session import SshLoginConfig
 
 
 def build_resources(config: Settings | None = None) -> dict[str, Any]:
@@ -32,7 +33,9 @@ def build_resources(config: Settings | None = None) -> dict[str, Any]:
     elif config.router_mode == "adopted":
         router = AdoptedHAProxyRouter(work_dir=config.router_dir, listen_host=config.router_listen_host,
                                       runtime_api=config.router_runtime_api or "",
-                                      config_file=config.router_config_file)
+                                      config_file=config.router_config_file,
+                                      ssh=SshLoginConfig(**config.router_host.model_dump())
+                                      if config.router_host else None)
     elif config.router_kind == "haproxy":
         router = HAProxyRouter(work_dir=config.router_dir, listen_host=config.router_listen_host)
     else:

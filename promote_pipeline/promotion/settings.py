@@ -194,6 +194,10 @@ class Settings(BaseModel):
     router_config_file: str | None = Field(
         default=None, description="Adopted only: the team's haproxy.cfg, into which every switch is also written so"
         " that their reload keeps it (none: the switch lives in the running process only).")
+    router_host: SshLogin | None = Field(
+        default=None, description="Adopted only: how to log in over SSH to the host the team's HAProxy runs on."
+        " With it, router_runtime_api is the path of its admin socket on that host (reached through the SSH"
+        " connection's unix-socket forwarding) and router_config_file a path on that host.")
 
     @model_validator(mode="after")
     def _adoption(self) -> Settings:
@@ -212,6 +216,21 @@ class Settings(BaseModel):
             raise ValueError("environment_hosts needs artifact_store.kind 'local' (green's filestore is sent to its"
                              " process host from the store's local objects; the SSH store cannot do that yet)")
         return self
+
+    @model_validator(mode="after")
+    def _router_over_ssh(self) -> Settings:
+        if self.router_host is None:
+            return self
+        if self.router_mode != "adopted":
+            raise ValueError("router_host is for router_mode 'adopted' only (the team's HAProxy on another host)")
+        api = (self.router_runtime_api or "").removeprefix("unix@")
+        if not api.startswith("/") or ":" in api:
+            raise ValueError("router_runtime_api must be the absolute path of the admin socket on router_host (no"
+                             " ':') when router_host is given: it is reached through SSH, not over TCP")
+        if self.router_config_file is not None and not self.router_config_file.startswith("/"):
+            raise ValueError("router_config_file must be an absolute path on router_host when router_host is given")
+        return self
+
     odoo_command: str = Field(
         default="{python} -m odoo_standin serve --db {db} --data-dir {data_dir} --port {http_port}",
         description="Command template that starts one Odoo server.",

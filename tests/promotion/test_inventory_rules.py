@@ -238,3 +238,28 @@ def test_an_adopted_router_needs_haproxy_its_runtime_api_and_its_frontends_ports
     settings = rules.declared_settings(rules.parse(path))
     assert (settings.router_mode, settings.router_runtime_api) == ("adopted", "ipv4@10.0.0.7:9999")
     assert settings.router_config_file == str(tmp_path / "team.cfg")  # relative to the inventory's folder
+
+
+def test_an_adopted_router_on_another_host_has_its_paths_there(tmp_path: Path) -> None:
+    host = {"address": "10.0.0.7", "user": "promote", "identity_ref": "ROUTER_SSH_KEY",
+            "known_hosts_file": "known_hosts"}
+    managed = _example()
+    managed["router"]["host"] = host
+    assert _problems(tmp_path, managed) == ["router.host: only for mode adopted"]
+
+    adopted = _example()
+    adopted["router"].update({"mode": "adopted", "runtime_api": "ipv4@10.0.0.7:9999", "config_file": "team.cfg",
+                              "host": host})
+    assert _problems(tmp_path, adopted) == [
+        "router.runtime_api: with router.host, must be the absolute path of the admin socket on that host (no ':'):"
+        " it is reached through SSH",
+        "router.config_file: with router.host, must be an absolute path on that host"]
+
+    adopted["router"].update({"runtime_api": "/run/haproxy/admin.sock", "config_file": "/etc/haproxy/haproxy.cfg"})
+    path = tmp_path / "adopted.yaml"
+    path.write_text(yaml.safe_dump(adopted))
+    settings = rules.declared_settings(rules.parse(path))
+    assert settings.router_host is not None
+    assert settings.router_config_file == "/etc/haproxy/haproxy.cfg"  # a path on that host, kept as written
+    assert settings.router_host.known_hosts_file == str(tmp_path / "known_hosts")  # this machine's file
+    assert (settings.router_host.address, settings.router_host.user) == ("10.0.0.7", "promote")

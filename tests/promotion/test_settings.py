@@ -102,6 +102,37 @@ def test_an_adopted_router_without_its_runtime_api_is_one_line(tmp_path: Path) -
     assert settings.load(path).router_runtime_api == "ipv4@127.0.0.1:9999"
 
 
+def test_the_adopted_routers_host_is_for_adopted_mode_with_paths_on_that_host(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    host = {"address": "10.0.0.7", "user": "promote", "identity_ref": "ROUTER_SSH_KEY",
+            "known_hosts_file": "/etc/promote/known_hosts"}
+    cases = [
+        ({"router_host": host},
+         "router_host is for router_mode 'adopted' only (the team's HAProxy on another host)"),
+        ({"router_mode": "adopted", "router_runtime_api": "ipv4@10.0.0.7:9999", "router_host": host},
+         "router_runtime_api must be the absolute path of the admin socket on router_host (no ':') when router_host"
+         " is given: it is reached through SSH, not over TCP"),
+        ({"router_mode": "adopted", "router_runtime_api": "/run/haproxy/admin.sock", "router_host": host,
+          "router_config_file": "haproxy.cfg"},
+         "router_config_file must be an absolute path on router_host when router_host is given"),
+    ]
+    for values, complaint in cases:
+        path.write_text(json.dumps(values))
+        with pytest.raises(settings.SettingsError) as exc:
+            settings.load(path)
+        assert str(exc.value) == f"settings file {path}: (top level): Value error, {complaint}"
+    path.write_text(json.dumps({"router_mode": "adopted", "router_runtime_api": "/run/haproxy/admin.sock",
+                                "router_host": {**host, "user": ""}}))
+    with pytest.raises(settings.SettingsError) as exc:
+        settings.load(path)
+    assert str(exc.value).startswith(f"settings file {path}: router_host.user: String should have at least 1")
+    path.write_text(json.dumps({"router_mode": "adopted", "router_runtime_api": "unix@/run/haproxy/admin.sock",
+                                "router_config_file": "/etc/haproxy/haproxy.cfg", "router_host": host}))
+    loaded = settings.load(path)
+    assert loaded.router_host is not None and loaded.router_host.address == "10.0.0.7"
+    assert loaded.router_host.ssh_port == 22
+
+
 def test_the_artifact_store_is_chosen_by_the_settings_and_a_bad_choice_is_one_line(tmp_path: Path) -> None:
     from promote_pipeline.defs.resources import artifact_store
     from resources.artifact_store import LocalArtifactStore

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from promote_pipeline.promotion.inputs import IDENTIFIER, IDENTIFIER_RULE
-from promote_pipeline.promotion.settings import Retention, StabilityThresholds
+from promote_pipeline.promotion.settings import Retention, SshLogin, StabilityThresholds
 from resources.notifiers import NotificationsConfig
 from resources.ops_db import EnvironmentKind, WorkerMode
 
@@ -200,8 +200,12 @@ class Router(Section):
                                     " runtime API at level admin, a unix socket path or a TCP address"
                                     " (ipv4@10.0.0.7:9999).")
     config_file: PathText | None = Field(default=None, description="Adopted only: the team's haproxy.cfg on this"
-                                         " machine; every switch is also written into it so that their reload keeps"
-                                         " it.")
+                                         " machine (with host: on that host, an absolute path); every switch is also"
+                                         " written into it so that their reload keeps it.")
+    host: SshLogin | None = Field(default=None, description="Adopted only: how to log in over SSH to the host the"
+                                  " team's HAProxy runs on (address, ssh_port, user, identity_ref,"
+                                  " known_hosts_file). With it, runtime_api is the path of its admin socket on that"
+                                  " host and config_file a path there.")
 
 
 class Inventory(Section):

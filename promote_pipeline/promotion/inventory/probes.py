@@ -124,7 +124,7 @@ def _installed(name: str) -> bool:
 
 def _binary_problems(inv: Inventory, svc: Services) -> Iterator[Problem]:
     router_bin = str(getattr(svc.router, f"{inv.router.kind}_bin", inv.router.kind))
-    if not shutil.which(router_bin):
+    if inv.router.host is None and not shutil.which(router_bin):  # with a host, the haproxy is that host's
         yield Problem("router.kind", f"{router_bin} is not installed (not on PATH)")
     if inv.environments and not _installed(svc.host.pgbouncer_bin):
         first = next(iter(inv.environments))
@@ -248,7 +248,9 @@ def _data_dir_problems(where: str, env: Environment) -> Iterator[Problem]:
 # -- the router -------------------------------------------------------------------------------------------
 def _router_problems(inv: Inventory, recorded: Recorded) -> Iterator[Problem]:
     host = inv.router.listen_host
-    if port_in_use(host, 0):  # port 0 is any free port: only an address this machine does not have fails
+    # port 0 is any free port: only an address this machine does not have fails (with a router host, the team's
+    # frontends listen on that host, not here)
+    if inv.router.host is None and port_in_use(host, 0):
         yield Problem("router.listen_host", f"{host} is not an address of this machine")
         return
     for env_id, entry in inv.router.fronts.items():
@@ -269,7 +271,8 @@ def adopted_router_problems(section: Router, router: RouterResource) -> list[Pro
     each production environment is switched through. One line per environment naming what it lacks."""
     if section.mode != "adopted" or not isinstance(router, AdoptedHAProxyRouter):
         return []
-    where = f"the team's haproxy (runtime API {router.runtime_api})"
+    on = f" on {router.ssh.address}" if router.ssh is not None else ""
+    where = f"the team's haproxy (runtime API {router.runtime_api}{on})"
     try:
         router.start()  # nothing is started: it asks the runtime API for its level
     except RouterError as exc:

@@ -141,8 +141,13 @@ def absolute_paths(inv: Inventory, base: Path) -> Inventory:
     return inv.model_copy(update={"settings": settings, "storage": storage, "environments": environments,
                                   "router": inv.router.model_copy(update={
                                       "dir": absolute(inv.router.dir),
+                                      # with a host, config_file is a path on that host: kept as written
                                       "config_file": absolute(inv.router.config_file)
-                                      if inv.router.config_file else None})})
+                                      if inv.router.config_file and inv.router.host is None
+                                      else inv.router.config_file,
+                                      "host": inv.router.host.model_copy(update={
+                                          "known_hosts_file": absolute(inv.router.host.known_hosts_file)})
+                                      if inv.router.host else None})})
 
 
 # -- the rules between parts ------------------------------------------------------------------------------
@@ -205,8 +210,15 @@ def _adoption_rules(inv: Inventory) -> Iterator[Problem]:
                 if getattr(entry, name) is None:
                     yield Problem(f"router.fronts.{env_id}.{name}", "required when mode is adopted: the port of"
                                                                     " the team's frontend for it")
+        if r.host is not None:
+            api = (r.runtime_api or "").removeprefix("unix@")
+            if r.runtime_api and (not api.startswith("/") or ":" in api):
+                yield Problem("router.runtime_api", "with router.host, must be the absolute path of the admin"
+                                                    " socket on that host (no ':'): it is reached through SSH")
+            if r.config_file and not r.config_file.startswith("/"):
+                yield Problem("router.config_file", "with router.host, must be an absolute path on that host")
     else:
-        for name in ("runtime_api", "config_file"):
+        for name in ("runtime_api", "config_file", "host"):
             if getattr(r, name):
                 yield Problem(f"router.{name}", "only for mode adopted")
 
@@ -319,6 +331,7 @@ def declared_settings(inv: Inventory) -> Settings:
         "router_kind": inv.router.kind, "router_dir": inv.router.dir, "router_listen_host": inv.router.listen_host,
         "router_mode": inv.router.mode, "router_runtime_api": inv.router.runtime_api,
         "router_config_file": inv.router.config_file,
+        "router_host": inv.router.host.model_dump() if inv.router.host else None,
         # The inventory declares its artifact folder, and its check accepts one not made yet under an existing
         # parent: the first promotion makes it, as declared.
         "create_artifact_root": True}
@@ -346,6 +359,9 @@ def _agreement(inv: Inventory, existing: Settings) -> Iterator[Problem]:
     for path, declared, recorded in pairs:
         if os.path.normpath(str(declared)) != os.path.normpath(str(recorded)):
             yield Problem(path, f"the settings file {inv.settings.file} says {recorded!r}")
+    if inv.router.host != existing.router_host:
+        says = existing.router_host.model_dump() if existing.router_host else None
+        yield Problem("router.host", f"the settings file {inv.settings.file} says {says!r}")
 
 
 def settings_of(inv: Inventory) -> Settings:
