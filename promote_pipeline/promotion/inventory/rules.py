@@ -142,7 +142,9 @@ def absolute_paths(inv: Inventory, base: Path) -> Inventory:
                                   "router": inv.router.model_copy(update={
                                       "dir": absolute(inv.router.dir),
                                       "config_file": absolute(inv.router.config_file)
-                                      if inv.router.config_file else None})})
+                                      if inv.router.config_file else None,
+                                      "include_dir": absolute(inv.router.include_dir)
+                                      if inv.router.include_dir else None})})
 
 
 # -- the rules between parts ------------------------------------------------------------------------------
@@ -192,12 +194,18 @@ def _reference_rules(inv: Inventory) -> Iterator[Problem]:
 
 
 def _adoption_rules(inv: Inventory) -> Iterator[Problem]:
-    """An adopted HAProxy is the team's: its runtime API is how it is reached, its frontends' ports are given."""
+    """An adopted router is the team's: an HAProxy is reached through its runtime API, an nginx through the folder
+    it includes and its configuration file; their entry points' ports are given."""
     r = inv.router
     if r.mode == "adopted":
-        if r.kind != "haproxy":
-            yield Problem("router.mode", "adopted needs kind haproxy (adopting a team's nginx is not built)")
-        if not r.runtime_api:
+        if r.kind == "nginx":
+            for name, what in (("include_dir", "the folder of promote's files that the team's nginx includes"),
+                               ("config_file", "the team's main nginx.conf, for nginx -t")):
+                if not getattr(r, name):
+                    yield Problem(f"router.{name}", f"required when an nginx is adopted: {what}")
+            if r.runtime_api:
+                yield Problem("router.runtime_api", "only for an adopted haproxy")
+        elif not r.runtime_api:
             yield Problem("router.runtime_api", "required when mode is adopted: the team's HAProxy runtime API at"
                                                 " level admin (a unix socket path or ipv4@host:port)")
         for env_id, entry in r.fronts.items():
@@ -209,6 +217,10 @@ def _adoption_rules(inv: Inventory) -> Iterator[Problem]:
         for name in ("runtime_api", "config_file"):
             if getattr(r, name):
                 yield Problem(f"router.{name}", "only for mode adopted")
+    if (r.mode, r.kind) != ("adopted", "nginx"):
+        for name in ("include_dir", "reload_command"):
+            if getattr(r, name):
+                yield Problem(f"router.{name}", "only for an adopted nginx")
 
 
 def _environment_rules(inv: Inventory) -> Iterator[Problem]:
@@ -318,7 +330,8 @@ def declared_settings(inv: Inventory) -> Settings:
         "evidence_root": inv.storage.evidence_root, "artifact_root": inv.storage.artifact_root,
         "router_kind": inv.router.kind, "router_dir": inv.router.dir, "router_listen_host": inv.router.listen_host,
         "router_mode": inv.router.mode, "router_runtime_api": inv.router.runtime_api,
-        "router_config_file": inv.router.config_file,
+        "router_config_file": inv.router.config_file, "router_include_dir": inv.router.include_dir,
+        "router_reload_command": inv.router.reload_command,
         # The inventory declares its artifact folder, and its check accepts one not made yet under an existing
         # parent: the first promotion makes it, as declared.
         "create_artifact_root": True}
@@ -341,6 +354,8 @@ def _agreement(inv: Inventory, existing: Settings) -> Iterator[Problem]:
              ("router.mode", inv.router.mode, existing.router_mode),
              ("router.runtime_api", inv.router.runtime_api or "", existing.router_runtime_api or ""),
              ("router.config_file", inv.router.config_file or "", existing.router_config_file or ""),
+             ("router.include_dir", inv.router.include_dir or "", existing.router_include_dir or ""),
+             ("router.reload_command", inv.router.reload_command or "", existing.router_reload_command or ""),
              ("storage.evidence_root", inv.storage.evidence_root, existing.evidence_root),
              ("storage.artifact_root", inv.storage.artifact_root, existing.artifact_root))
     for path, declared, recorded in pairs:
