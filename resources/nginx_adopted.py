@@ -69,18 +69,19 @@ _LOCATION_EXTRA = """
         proxy_send_timeout 720s;
         client_max_body_size 0;  # as HAProxy: no limit here, Odoo enforces its own"""
 
-_EMERG = re.compile(r"\[emerg\] (?:\d+#\d+: )?(?P<message>.*)$")
 _SETTLE_PROBES = 5  # new connections in a row the new generation must answer after a reload
 
 
 def _first_line(text: str) -> str:
-    """nginx's own reason out of its output, as one line: its first [emerg] message without the time and pid that
-    ``-q`` puts before it (``2026/11/30 23:18:39 [emerg] 23485#23485: unknown directive ...``)."""
+    """nginx's own reason out of its output, as one line: its first [emerg] message (else its first [error], [crit]
+    or [alert]) without the time and pid that ``-q`` puts before it (``2026/11/30 23:18:39 [emerg] 23485#23485:
+    unknown directive ...``)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        found = _EMERG.search(line)
-        if found:
-            return found["message"]
+    for levels in ("emerg", "error|crit|alert"):
+        for line in lines:
+            found = re.search(rf"\[(?:{levels})\] (?:\d+#\d+: )?(?P<message>.*)$", line)
+            if found:
+                return found["message"]
     return lines[0] if lines else "no output"
 
 
@@ -94,9 +95,13 @@ class AdoptedNginxRouter(NginxRouter):
                              " writes only there.")
     config_file: str = Field(description="The team's main nginx.conf: every switch is tested with `nginx -t -c` it"
                              " before the reload.")
+    nginx_command: list[str] | None = Field(
+        default=None, description="How promote runs the team's nginx binary for `nginx -t` (and the default reload),"
+        " e.g. ['sudo', '-n', '/usr/sbin/nginx'] when promote's user cannot read their configuration (nginx -t opens"
+        " their logs and certificates). None: [nginx_bin].")
     reload_command: list[str] | None = Field(
         default=None, description="The command that reloads the team's nginx gracefully, e.g. ['systemctl',"
-        " 'reload', 'nginx']. None: [nginx_bin, '-c', config_file, '-s', 'reload'].")
+        " 'reload', 'nginx']. None: nginx_command followed by '-c', config_file, '-s', 'reload'.")
 
     _location_extra: ClassVar[str] = _LOCATION_EXTRA
 
@@ -136,7 +141,7 @@ class AdoptedNginxRouter(NginxRouter):
         text = _HTTP.format(dir=self._include_dir)
         path = self._include_dir / "http.conf"
         if not path.exists() or path.read_text() != text:
-            atomic_write(path, text)
+            self._write(path, text)
 
     # -- the team's nginx --------------------------------------------------------------------
 
@@ -149,11 +154,18 @@ class AdoptedNginxRouter(NginxRouter):
             raise RouterError(f"the team's nginx {what} failed (exit {proc.returncode}):"
                               f" {_first_line(proc.stderr + proc.stdout)}")
 
+    def _nginx_cmd(self) -> list[str]:
+        return self.nginx_command or [self.nginx_bin]
+
     def _check_config(self) -> None:
-        self._run([self.nginx_bin, "-t", "-q", "-c", self.config_file], f"config test of {self.config_file}")
+        self._run([*self._nginx_cmd(), "-t", "-q", "-c", self.config_file], f"config test of {self.config_file}")
 
     def _reload_cmd(self) -> list[str]:
-        return self.reload_command or [self.nginx_bin, "-c", self.config_file, "-s", "reload"]
+        return self.reload_command or [*self._nginx_cmd(), "-c", self.config_file, "-s", "reload"]
+
+    def _write(self, path: Path, text: str) -> None:
+        # readable by the team's nginx whatever user its master runs as; nothing in these files is secret
+        atomic_write(path, text, mode=0o644)
 
     def _reload(self, expected: dict[int, str]) -> None:
         """The team's reload, then new connections must be answered by the new generation (several in a row: see
@@ -279,7 +291,7 @@ class AdoptedNginxRouter(NginxRouter):
         self._prepare()
         existed = {path for path in files if path.exists()}
         for path, text in files.items():
-            atomic_write(path, text)
+            self._write(path, text)
         try:
             self._check_config()
         except RouterError:

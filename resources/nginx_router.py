@@ -385,6 +385,9 @@ class NginxRouter(RoutesRouter):
 
     # -- hooks -------------------------------------------------------------------------------
 
+    def _write(self, path: Path, text: str) -> None:
+        atomic_write(path, text)
+
     def _check_config(self) -> None:
         self._nginx(["-t"], "config test")
 
@@ -405,9 +408,9 @@ class NginxRouter(RoutesRouter):
         previous = {path: path.read_text() if path.exists() else None for path in files}
         for path, old in previous.items():
             if old is not None:
-                atomic_write(path.with_suffix(".conf.prev"), old)
+                self._write(path.with_suffix(".conf.prev"), old)
         for path, text in files.items():
-            atomic_write(path, text)
+            self._write(path, text)
         reloaded = False
         try:
             self._check_config()
@@ -419,7 +422,7 @@ class NginxRouter(RoutesRouter):
                 if old is None:
                     path.unlink(missing_ok=True)
                 else:
-                    atomic_write(path, old)
+                    self._write(path, old)
             self._reload_after_restore(reloaded)
             raise
 

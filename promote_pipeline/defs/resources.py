@@ -57,11 +57,13 @@ def build_resources(config: Settings | None = None) -> dict[str, Any]:
 
 
 def adopted_nginx(config: Settings) -> AdoptedNginxRouter:
-    """The team's nginx, adopted: promote's files in router_include_dir, their nginx.conf, their reload command."""
+    """The team's nginx, adopted: promote's files in router_include_dir, their nginx.conf, how to run their nginx
+    and their reload command."""
     return AdoptedNginxRouter(
         work_dir=config.router_dir, listen_host=config.router_listen_host, include_dir=config.router_include_dir or "",
         config_file=config.router_config_file or "",
-        reload_command=shlex.split(config.router_reload_command) if config.router_reload_command else None)
+        reload_command=shlex.split(config.router_reload_command) if config.router_reload_command else None,
+        nginx_command=shlex.split(config.router_nginx_command) if config.router_nginx_command else None)
 
 
 def artifact_store(config: Settings) -> LocalArtifactStore:

@@ -202,12 +202,17 @@ class Settings(BaseModel):
         " block). promote writes nowhere else of the team's.")
     router_reload_command: str | None = Field(
         default=None, description="Adopted nginx only: the command that reloads the team's nginx gracefully, e.g."
-        " 'systemctl reload nginx'. None: 'nginx -c <router_config_file> -s reload'.")
+        " 'sudo -n systemctl reload nginx'. None: '<router_nginx_command> -c <router_config_file> -s reload'.")
+    router_nginx_command: str | None = Field(
+        default=None, description="Adopted nginx only: how promote runs the team's nginx binary for nginx -t, e.g."
+        " 'sudo -n /usr/sbin/nginx' when promote's user cannot read their configuration (nginx -t opens their logs"
+        " and certificates). None: 'nginx'.")
 
     @model_validator(mode="after")
     def _adoption(self) -> Settings:
         nginx_only = {"router_include_dir": self.router_include_dir,
-                      "router_reload_command": self.router_reload_command}
+                      "router_reload_command": self.router_reload_command,
+                      "router_nginx_command": self.router_nginx_command}
         if self.router_mode == "adopted" and self.router_kind == "nginx":
             for name, what in (("router_include_dir", "the folder of promote's files that the team's nginx includes"),
                                ("router_config_file", "the team's main nginx.conf, for nginx -t")):

@@ -126,14 +126,18 @@ def test_an_adopted_nginx_needs_its_folder_and_config_and_each_refusal_is_one_li
         assert str(exc.value) == top + complaint
 
     path.write_text(json.dumps({**nginx, "router_dir": str(tmp_path / "router"),
-                                "router_reload_command": "systemctl reload nginx"}))
+                                "router_reload_command": "sudo -n systemctl reload nginx",
+                                "router_nginx_command": "sudo -n /usr/sbin/nginx"}))
     router = build_resources(settings.load(path))["router"]
     assert isinstance(router, AdoptedNginxRouter)
-    assert (router.include_dir, router.config_file, router.reload_command) == (
-        "/etc/nginx/promote", "/etc/nginx/nginx.conf", ["systemctl", "reload", "nginx"])
+    assert (router.include_dir, router.config_file, router.reload_command, router.nginx_command) == (
+        "/etc/nginx/promote", "/etc/nginx/nginx.conf", ["sudo", "-n", "systemctl", "reload", "nginx"],
+        ["sudo", "-n", "/usr/sbin/nginx"])
     path.write_text(json.dumps(nginx))
-    assert build_resources(settings.load(path))["router"].reload_command is None
-    assert all(settings.Settings.model_fields[f].description for f in ("router_include_dir", "router_reload_command"))
+    default = build_resources(settings.load(path))["router"]
+    assert (default.reload_command, default.nginx_command) == (None, None)
+    assert all(settings.Settings.model_fields[f].description
+               for f in ("router_include_dir", "router_reload_command", "router_nginx_command"))
 
 
 def test_the_artifact_store_is_chosen_by_the_settings_and_a_bad_choice_is_one_line(tmp_path: Path) -> None:

@@ -159,6 +159,7 @@ def test_blue_green_blue_through_the_teams_nginx(tmp_path: Path, team: Team, dep
     assert _theirs(team) == theirs  # nothing of promote's outside its folder
     written = {p.relative_to(team.include_dir).as_posix() for p in team.include_dir.rglob("*.conf")}
     assert written == {"http.conf", "prod_active.conf", "prod_preview.conf", "upstreams/prod.conf"}
+    assert all((team.include_dir / name).stat().st_mode & 0o777 == 0o644 for name in written)  # any master reads
 
     # the stability window reads promote's access log of the entry point
     mark = router.traffic_mark(ENV, blue)
@@ -205,9 +206,27 @@ def test_the_drill_refusal_is_a_real_nginx_refusal(tmp_path: Path, team: Team, d
     assert net.get(state.active_url) == "blue" and router.serves(ENV, blue)
 
 
-def test_served_upstream_asks_the_running_nginx(tmp_path: Path, team: Team, deployments) -> None:
+def test_a_stopped_nginx_fails_the_switch_in_one_line(tmp_path: Path, team: Team, deployments) -> None:
     blue, green = deployments["blue"].upstream, deployments["green"].upstream
     router = _router(tmp_path, team)
+    _register(router, team, blue)
+    before = {path: path.read_text() for path in team.include_dir.rglob("*.conf")}
+    pid = team.master()
+    os.kill(pid, 3)  # the team stops their nginx (SIGQUIT)
+    assert wait_for(lambda: not Path(f"/proc/{pid}").exists(), 15)
+    assert not router.is_running()
+    with pytest.raises(RouterError) as exc:
+        router.switch_active(ENV, green)
+    assert "\n" not in str(exc.value) and str(exc.value).startswith("the team's nginx reload failed"), exc.value
+    assert {path: path.read_text() for path in team.include_dir.rglob("*.conf")} == before  # put back
+    assert router.state(ENV).active == blue
+
+
+def test_served_upstream_asks_the_running_nginx(tmp_path: Path, team: Team, deployments) -> None:
+    blue, green = deployments["blue"].upstream, deployments["green"].upstream
+    # the team's own way to reload (a signal to their master) and to run their nginx (through env)
+    router = _router(tmp_path, team).model_copy(update={
+        "reload_command": ["sh", "-c", f"kill -HUP $(cat {team.folder}/nginx.pid)"], "nginx_command": ["env", "nginx"]})
     _register(router, team, blue)
     router.switch_active(ENV, green)
     routes = Path(router.work_dir) / "routes.json"

@@ -208,8 +208,11 @@ class Router(Section):
                                          " folder of promote's files that the team's nginx includes; promote writes"
                                          " nowhere else of theirs.")
     reload_command: str | None = Field(default=None, description="Adopted nginx only: the command that reloads the"
-                                       " team's nginx gracefully (systemctl reload nginx); default nginx -c"
-                                       " <config_file> -s reload.")
+                                       " team's nginx gracefully (sudo -n systemctl reload nginx); default"
+                                       " <nginx_command> -c <config_file> -s reload.")
+    nginx_command: str | None = Field(default=None, description="Adopted nginx only: how promote runs the team's"
+                                      " nginx binary for nginx -t (sudo -n /usr/sbin/nginx when promote's user"
+                                      " cannot read their configuration); default nginx.")
 
 
 class Inventory(Section):

@@ -218,7 +218,7 @@ def _adoption_rules(inv: Inventory) -> Iterator[Problem]:
             if getattr(r, name):
                 yield Problem(f"router.{name}", "only for mode adopted")
     if (r.mode, r.kind) != ("adopted", "nginx"):
-        for name in ("include_dir", "reload_command"):
+        for name in ("include_dir", "reload_command", "nginx_command"):
             if getattr(r, name):
                 yield Problem(f"router.{name}", "only for an adopted nginx")
 
@@ -331,7 +331,7 @@ def declared_settings(inv: Inventory) -> Settings:
         "router_kind": inv.router.kind, "router_dir": inv.router.dir, "router_listen_host": inv.router.listen_host,
         "router_mode": inv.router.mode, "router_runtime_api": inv.router.runtime_api,
         "router_config_file": inv.router.config_file, "router_include_dir": inv.router.include_dir,
-        "router_reload_command": inv.router.reload_command,
+        "router_reload_command": inv.router.reload_command, "router_nginx_command": inv.router.nginx_command,
         # The inventory declares its artifact folder, and its check accepts one not made yet under an existing
         # parent: the first promotion makes it, as declared.
         "create_artifact_root": True}
@@ -356,6 +356,7 @@ def _agreement(inv: Inventory, existing: Settings) -> Iterator[Problem]:
              ("router.config_file", inv.router.config_file or "", existing.router_config_file or ""),
              ("router.include_dir", inv.router.include_dir or "", existing.router_include_dir or ""),
              ("router.reload_command", inv.router.reload_command or "", existing.router_reload_command or ""),
+             ("router.nginx_command", inv.router.nginx_command or "", existing.router_nginx_command or ""),
              ("storage.evidence_root", inv.storage.evidence_root, existing.evidence_root),
              ("storage.artifact_root", inv.storage.artifact_root, existing.artifact_root))
     for path, declared, recorded in pairs:
