@@ -184,7 +184,7 @@ class AdoptedNginxRouter(NginxRouter):
 
     def _wait_serving(self, expected: dict[int, str], timeout: float = 10) -> None:
         if not wait_for(lambda: all(self._probe(p) == want for p, want in expected.items()), timeout):
-            got = {p: self._probe(p) or "no probe answer" for p in expected}
+            got = {p: (self._probe(p).splitlines() or ["no probe answer"])[0][:80] for p in expected}
             raise RouterError(f"the team's nginx did not serve the new configuration within {timeout}s after its"
                               f" reload ({'; '.join(f'port {p}: {a}' for p, a in sorted(got.items()))}): does the"
                               f" server block on each port include promote's file ({self._include_dir}/<env>_<entry>"
@@ -215,15 +215,19 @@ class AdoptedNginxRouter(NginxRouter):
             except RouterError:
                 return False
             return True
-        return all(len(self._probe(env.port(e)).split()) == 4 for env in routes.environments.values()
-                   for e in ENTRIES)
+        return all(self._answers_probe(env.port(e)) for env in routes.environments.values() for e in ENTRIES)
+
+    def _answers_probe(self, port: int) -> bool:
+        """The port answers promote's probe: "<label> <generation> <http address> <websocket address>"."""
+        answer = self._probe(port).split()
+        return len(answer) == 4 and answer[1].isdigit()
 
     def start(self) -> None:
         """Nothing to start: the team runs it. Says what is wrong when it does not answer."""
         self._check_config()
         for env_id, env in self._load_routes().environments.items():
             for entry in ENTRIES:
-                if len(self._probe(env.port(entry)).split()) != 4:
+                if not self._answers_probe(env.port(entry)):
                     raise RouterError(f"the team's nginx does not answer promote's probe {PROBE_PATH} on"
                                       f" {host_port(self.listen_host, env.port(entry))} ({env_id}'s {entry} entry"
                                       " point)")
@@ -252,8 +256,7 @@ class AdoptedNginxRouter(NginxRouter):
             if port is None:
                 missing.append(f"a known port for its {entry} entry point (register it with its port)")
                 continue
-            answer = self._probe(port)
-            if len(answer.split()) == 4:
+            if self._answers_probe(port):
                 continue
             if not self._listening(port):
                 missing.append(f"a server listening on {host_port(self.listen_host, port)} (its {entry} entry point)")
@@ -289,14 +292,17 @@ class AdoptedNginxRouter(NginxRouter):
         probe = _probe_text(env.active, gen)
         files = self._files(environment_id, env, gen)
         self._prepare()
-        existed = {path for path in files if path.exists()}
+        previous = {path: path.read_text() if path.exists() else None for path in files}
         for path, text in files.items():
             self._write(path, text)
         try:
             self._check_config()
         except RouterError:
-            for path in set(files) - existed:
-                path.unlink(missing_ok=True)
+            for path, old in previous.items():
+                if old is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    self._write(path, old)  # e.g. the empty file the team made to include it
             raise
         self._reload({env.active_port: probe, env.preview_port: probe})
 

@@ -265,6 +265,9 @@ def test_what_the_teams_nginx_lacks(tmp_path: Path, team: Team, deployments) -> 
     assert "shop" not in router._load_routes().environments
 
     team.conf.write_text(team.conf.read_text() + "broken;\n")
+    with pytest.raises(RouterError, match="broken"):  # refused before any reload: the files are as they were
+        router.register_environment("other", blue, active_port=team.bare_port, preview_port=closed)
+    assert not (team.include_dir / "other_active.conf").exists()
     assert router.missing(ENV)[0] == (
         f'a configuration that passes nginx -t (unknown directive "broken" in {team.conf}:32)')
     with pytest.raises(RouterError, match="config test"):
