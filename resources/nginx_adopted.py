@@ -145,7 +145,8 @@ class AdoptedNginxRouter(NginxRouter):
 
     # -- the team's nginx --------------------------------------------------------------------
 
-    def _run(self, cmd: list[str], what: str) -> None:
+    def _run(self, cmd: list[str], what: str) -> str:
+        """Run one command of the team's nginx; its standard output, or RouterError in one line."""
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -153,6 +154,7 @@ class AdoptedNginxRouter(NginxRouter):
         if proc.returncode != 0:
             raise RouterError(f"the team's nginx {what} failed (exit {proc.returncode}):"
                               f" {_first_line(proc.stderr + proc.stdout)}")
+        return proc.stdout
 
     def _nginx_cmd(self) -> list[str]:
         return self.nginx_command or [self.nginx_bin]
@@ -240,29 +242,35 @@ class AdoptedNginxRouter(NginxRouter):
     def missing(self, environment_id: str, active_port: int | None = None,
                 preview_port: int | None = None) -> list[str]:
         """What the team's nginx lacks to serve ``environment_id``, a phrase each (empty: nothing): a configuration
-        that passes ``nginx -t``, something listening on each entry point's port, and the include of promote's
-        file in the server block there (its probe answers). Ports default to the ones recorded in routes.json."""
+        that passes ``nginx -t``, promote's http.conf included, something listening on each entry point's port, and
+        there promote's file included. For a registered environment the last is asked of the running nginx (its
+        probe answers on the port); before registration promote's files are still empty, so it is read from the
+        configuration nginx loads (``nginx -T`` lists every file it includes). Ports default to the recorded ones."""
         recorded = self._load_routes().environments.get(environment_id)
         ports: dict[Entry, int | None] = {
             "active": active_port or (recorded.active_port if recorded else None),
             "preview": preview_port or (recorded.preview_port if recorded else None)}
         missing = []
+        included: set[str] | None = None
         try:
-            self._check_config()
+            dump = self._run([*self._nginx_cmd(), "-T", "-q", "-c", self.config_file],
+                             f"config test of {self.config_file}")
+            included = {line[len("# configuration file "):].rstrip(":") for line in dump.splitlines()
+                        if line.startswith("# configuration file ")}
+            if str(self._include_dir / "http.conf") not in included:
+                missing.append(f"'include {self._include_dir / 'http.conf'};' in its http block")
         except RouterError as exc:
             missing.append(f"a configuration that passes nginx -t ({str(exc).split(': ', 1)[-1]})")
         for entry in ENTRIES:
-            port = ports[entry]
+            port, file = ports[entry], self.entry_file(environment_id, entry)
             if port is None:
                 missing.append(f"a known port for its {entry} entry point (register it with its port)")
+            elif recorded is not None and self._answers_probe(port):
                 continue
-            if self._answers_probe(port):
-                continue
-            if not self._listening(port):
+            elif not self._listening(port):
                 missing.append(f"a server listening on {host_port(self.listen_host, port)} (its {entry} entry point)")
-            else:
-                missing.append(f"'include {self.entry_file(environment_id, entry)};' in the server block listening"
-                               f" on port {port}")
+            elif recorded is not None or (included is not None and str(file) not in included):
+                missing.append(f"'include {file};' in the server block listening on port {port}")
         return missing
 
     def _listening(self, port: int) -> bool:

@@ -241,12 +241,10 @@ def test_what_the_teams_nginx_lacks(tmp_path: Path, team: Team, deployments) -> 
     blue = deployments["blue"].upstream
     router = _router(tmp_path, team)
     closed = free_port("127.0.0.1", {team.active_port, team.preview_port, team.bare_port})
-    # promote's files are empty yet: nothing answers the probe
-    assert router.missing(ENV, team.active_port, team.preview_port) == [
-        f"'include {team.include_dir}/prod_active.conf;' in the server block listening on port {team.active_port}",
-        f"'include {team.include_dir}/prod_preview.conf;' in the server block listening on port {team.preview_port}"]
+    # before registration promote's files are empty: what nginx -T says it includes is asked
+    assert router.missing(ENV, team.active_port, team.preview_port) == []
     _register(router, team, blue)
-    assert router.missing(ENV) == []
+    assert router.missing(ENV) == []  # now asked of the running nginx: the probe answers on both ports
     assert router.missing("shop", team.bare_port, closed) == [
         f"'include {team.include_dir}/shop_active.conf;' in the server block listening on port {team.bare_port}",
         f"a server listening on 127.0.0.1:{closed} (its preview entry point)"]
@@ -264,7 +262,19 @@ def test_what_the_teams_nginx_lacks(tmp_path: Path, team: Team, deployments) -> 
         router.register_environment("shop", blue, active_port=team.bare_port, preview_port=closed)
     assert "shop" not in router._load_routes().environments
 
-    team.conf.write_text(team.conf.read_text() + "broken;\n")
+    # the team takes the include out of their preview server block and reloads: the running nginx tells
+    good = team.conf.read_text()
+    team.conf.write_text(good.replace(f"include {team.include_dir}/prod_preview.conf;", "")
+                         .replace(f"include {team.include_dir}/http.conf;", "include /dev/null;")
+                         .replace(f"include {team.include_dir}/prod_active.conf;", "")
+                         + f"# include {team.include_dir}/http.conf;\n")
+    subprocess.run(["nginx", "-c", str(team.conf), "-s", "reload"], check=True, capture_output=True, timeout=30)
+    assert wait_for(lambda: len(router.missing(ENV)) == 3, 10), router.missing(ENV)
+    assert router.missing(ENV) == [
+        f"'include {team.include_dir}/http.conf;' in its http block",
+        f"'include {team.include_dir}/prod_active.conf;' in the server block listening on port {team.active_port}",
+        f"'include {team.include_dir}/prod_preview.conf;' in the server block listening on port {team.preview_port}"]
+    team.conf.write_text(good + "broken;\n")
     with pytest.raises(RouterError, match="broken"):  # refused before any reload: the files are as they were
         router.register_environment("other", blue, active_port=team.bare_port, preview_port=closed)
     assert not (team.include_dir / "other_active.conf").exists()
