@@ -30,6 +30,12 @@ the pid of the team's master (their reload command may be ``systemctl reload ngi
 must answer several new connections in a row instead: old workers close their listening sockets as soon as
 the master tells them to quit, right after it started the new ones.
 
+Onboarding: nginx refuses to include a file that does not exist, so the team creates promote's files empty,
+includes them and reloads; registering the environment fills them. ``missing()`` (``promote inventory check``)
+therefore cannot ask the probe before registration: it reads the files the team's configuration includes from
+``nginx -T``; once registered, it asks the running nginx's probe on each entry point's port. A registration whose
+probe does not show leaves the files in place (``nginx -t`` accepted them) and says which include is missing.
+
 The per-entry access logs, ``traffic/<env>_<entry>.log``, are in promote's ``work_dir`` (the team's nginx master
 opens them, so it must be able to write there), read by ``traffic_since`` as for the managed router.
 ``served_upstream`` asks the running nginx through the probe, never ``routes.json``.
