@@ -66,14 +66,17 @@ class Routes(BaseModel):
         return {p for env in self.environments.values() for p in (env.active_port, env.preview_port)}
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + os.replace, so readers never see half a file."""
+def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
+    """Write via a temp file in the same folder + os.replace, so readers never see half a file. The file is
+    owner-only unless ``mode`` says otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -7,6 +7,7 @@ it), and the secrets file it names is handed to the secret resolver here, once p
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from dagster import ResourceDefinition, mem_io_manager
@@ -17,6 +18,7 @@ from resources import secrets
 from resources.artifact_store import LocalArtifactStore
 from resources.haproxy_adopted import AdoptedHAProxyRouter
 from resources.haproxy_router import HAProxyRouter
+from resources.nginx_adopted import AdoptedNginxRouter
 from resources.nginx_router import NginxRouter
 from resources.odoo_host import LocalOdooHost
 from resources.ops_db import OpsDatabase
@@ -28,7 +30,9 @@ from resources.ssh_session import SshLoginConfig
 def build_resources(config: Settings | None = None) -> dict[str, Any]:
     config = config or settings_mod.load()
     router: RouterResource
-    if config.router_kind == "nginx":
+    if config.router_kind == "nginx" and config.router_mode == "adopted":
+        router = adopted_nginx(config)
+    elif config.router_kind == "nginx":
         router = NginxRouter(work_dir=config.router_dir, listen_host=config.router_listen_host)
     elif config.router_mode == "adopted":
         router = AdoptedHAProxyRouter(work_dir=config.router_dir, listen_host=config.router_listen_host,
@@ -53,6 +57,16 @@ def build_resources(config: Settings | None = None) -> dict[str, Any]:
         "router": router,
         "io_manager": mem_io_manager,
     }
+
+
+def adopted_nginx(config: Settings) -> AdoptedNginxRouter:
+    """The team's nginx, adopted: promote's files in router_include_dir, their nginx.conf, how to run their nginx
+    and their reload command."""
+    return AdoptedNginxRouter(
+        work_dir=config.router_dir, listen_host=config.router_listen_host, include_dir=config.router_include_dir or "",
+        config_file=config.router_config_file or "",
+        reload_command=shlex.split(config.router_reload_command) if config.router_reload_command else None,
+        nginx_command=shlex.split(config.router_nginx_command) if config.router_nginx_command else None)
 
 
 def artifact_store(config: Settings) -> LocalArtifactStore:

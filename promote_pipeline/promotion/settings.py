@@ -186,14 +186,27 @@ class Settings(BaseModel):
     router_listen_host: str = Field(default="127.0.0.1", description="Address the router's entry points listen on.")
     router_mode: Literal["managed", "adopted"] = Field(
         default="managed", description="'managed': promote runs a private router of its own in router_dir. 'adopted':"
-        " the team's own HAProxy (router_kind haproxy only), switched through its runtime API and never started,"
-        " stopped or reloaded by promote; its frontends listen on router_listen_host.")
+        " the team's own router, never started or stopped by promote; its entry points listen on router_listen_host."
+        " An adopted HAProxy is switched through its runtime API; an adopted nginx through files of promote's in"
+        " router_include_dir that it includes, tested with nginx -t and reloaded by router_reload_command.")
     router_runtime_api: str | None = Field(
-        default=None, description="Adopted only, and required there: the team's HAProxy runtime API (stats socket at"
-        " level admin), a unix socket path or a TCP address such as 'ipv4@10.0.0.7:9999'.")
+        default=None, description="Adopted HAProxy only, and required there: the team's HAProxy runtime API (stats"
+        " socket at level admin), a unix socket path or a TCP address such as 'ipv4@10.0.0.7:9999'.")
     router_config_file: str | None = Field(
-        default=None, description="Adopted only: the team's haproxy.cfg, into which every switch is also written so"
-        " that their reload keeps it (none: the switch lives in the running process only).")
+        default=None, description="Adopted only. HAProxy: the team's haproxy.cfg, into which every switch is also"
+        " written so that their reload keeps it (none: the switch lives in the running process only). nginx (required"
+        " there): the team's main nginx.conf, tested with `nginx -t -c` before every reload.")
+    router_include_dir: str | None = Field(
+        default=None, description="Adopted nginx only, and required there: the folder promote writes its files into"
+        " and the team's nginx includes (http.conf in its http block, <env>_<entry>.conf in each entry point's server"
+        " block). promote writes nowhere else of the team's.")
+    router_reload_command: str | None = Field(
+        default=None, description="Adopted nginx only: the command that reloads the team's nginx gracefully, e.g."
+        " 'sudo -n systemctl reload nginx'. None: '<router_nginx_command> -c <router_config_file> -s reload'.")
+    router_nginx_command: str | None = Field(
+        default=None, description="Adopted nginx only: how promote runs the team's nginx binary for nginx -t, e.g."
+        " 'sudo -n /usr/sbin/nginx' when promote's user cannot read their configuration (nginx -t opens their logs"
+        " and certificates). None: 'nginx'.")
     router_host: SshLogin | None = Field(
         default=None, description="Adopted only: how to log in over SSH to the host the team's HAProxy runs on."
         " With it, router_runtime_api is the path of its admin socket on that host (reached through the SSH"
@@ -201,13 +214,27 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _adoption(self) -> Settings:
-        if self.router_mode == "adopted":
+        nginx_only = {"router_include_dir": self.router_include_dir,
+                      "router_reload_command": self.router_reload_command,
+                      "router_nginx_command": self.router_nginx_command}
+        if self.router_mode == "adopted" and self.router_kind == "nginx":
+            for name, what in (("router_include_dir", "the folder of promote's files that the team's nginx includes"),
+                               ("router_config_file", "the team's main nginx.conf, for nginx -t")):
+                if not getattr(self, name):
+                    raise ValueError(f"router_mode 'adopted' with router_kind 'nginx' needs {name} ({what})")
+            if self.router_runtime_api:
+                raise ValueError("router_runtime_api is for an adopted haproxy, not nginx")
+        elif self.router_mode == "adopted":
             if self.router_kind != "haproxy":
-                raise ValueError("router_mode 'adopted' needs router_kind 'haproxy' (adopting an nginx is not built)")
+                raise ValueError(f"router_mode 'adopted' needs router_kind 'haproxy' or 'nginx', not"
+                                 f" {self.router_kind!r}")
             if not self.router_runtime_api:
                 raise ValueError("router_mode 'adopted' needs router_runtime_api (the team's HAProxy runtime API)")
         elif self.router_runtime_api or self.router_config_file:
             raise ValueError("router_runtime_api and router_config_file are for router_mode 'adopted' only")
+        if any(nginx_only.values()) and (self.router_mode, self.router_kind) != ("adopted", "nginx"):
+            raise ValueError(f"{', '.join(k for k, v in nginx_only.items() if v)}: for router_mode 'adopted' with"
+                             " router_kind 'nginx' only")
         for env_id, name in self.environment_hosts.items():
             if name not in self.process_hosts:
                 raise ValueError(f"environment_hosts.{env_id}: {name!r} is not a name of process_hosts")
@@ -223,6 +250,9 @@ class Settings(BaseModel):
             return self
         if self.router_mode != "adopted":
             raise ValueError("router_host is for router_mode 'adopted' only (the team's HAProxy on another host)")
+        if self.router_kind != "haproxy":
+            raise ValueError("router_host is for an adopted haproxy only (adopting an nginx on another host over SSH"
+                             " is not built)")
         api = (self.router_runtime_api or "").removeprefix("unix@")
         if not api.startswith("/") or ":" in api:
             raise ValueError("router_runtime_api must be the absolute path of the admin socket on router_host (no"

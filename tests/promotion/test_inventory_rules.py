@@ -216,13 +216,20 @@ def test_an_inventory_may_set_the_stability_thresholds(tmp_path: Path) -> None:
     assert any(p.startswith("settings.stability.max_error_rate") for p in _problems(tmp_path, data))
 
 
-def test_an_adopted_router_needs_haproxy_its_runtime_api_and_its_frontends_ports(tmp_path: Path) -> None:
+def test_an_adopted_router_needs_its_way_in_and_its_frontends_ports(tmp_path: Path) -> None:
     data = _example()
     env_id = next(iter(data["router"]["fronts"]))
     data["router"].update({"mode": "adopted", "kind": "nginx"})
     data["router"]["fronts"][env_id].pop("preview_port")
+    data["router"]["runtime_api"] = "/run/haproxy/admin.sock"
     assert _problems(tmp_path, data) == [
-        "router.mode: adopted needs kind haproxy (adopting a team's nginx is not built)",
+        "router.include_dir: required when an nginx is adopted: the folder of promote's files that the team's nginx"
+        " includes",
+        "router.config_file: required when an nginx is adopted: the team's main nginx.conf, for nginx -t",
+        "router.runtime_api: only for an adopted haproxy",
+        f"router.fronts.{env_id}.preview_port: required when mode is adopted: the port of the team's frontend for it"]
+    data["router"].update({"kind": "haproxy", "runtime_api": None})
+    assert _problems(tmp_path, data) == [
         "router.runtime_api: required when mode is adopted: the team's HAProxy runtime API at level admin (a unix"
         " socket path or ipv4@host:port)",
         f"router.fronts.{env_id}.preview_port: required when mode is adopted: the port of the team's frontend for it"]
@@ -238,6 +245,18 @@ def test_an_adopted_router_needs_haproxy_its_runtime_api_and_its_frontends_ports
     settings = rules.declared_settings(rules.parse(path))
     assert (settings.router_mode, settings.router_runtime_api) == ("adopted", "ipv4@10.0.0.7:9999")
     assert settings.router_config_file == str(tmp_path / "team.cfg")  # relative to the inventory's folder
+
+    nginx = _example()
+    nginx["router"].update({"kind": "nginx", "mode": "adopted", "include_dir": "promote", "config_file":
+                            "/etc/nginx/nginx.conf", "reload_command": "systemctl reload nginx"})
+    path.write_text(yaml.safe_dump(nginx))
+    settings = rules.declared_settings(rules.parse(path))
+    assert (settings.router_kind, settings.router_include_dir, settings.router_config_file,
+            settings.router_reload_command) == ("nginx", str(tmp_path / "promote"), "/etc/nginx/nginx.conf",
+                                                "systemctl reload nginx")
+    managed["router"].pop("runtime_api")
+    managed["router"]["include_dir"] = "promote"
+    assert _problems(tmp_path, managed) == ["router.include_dir: only for an adopted nginx"]
 
 
 def test_an_adopted_router_on_another_host_has_its_paths_there(tmp_path: Path) -> None:
@@ -263,3 +282,9 @@ def test_an_adopted_router_on_another_host_has_its_paths_there(tmp_path: Path) -
     assert settings.router_config_file == "/etc/haproxy/haproxy.cfg"  # a path on that host, kept as written
     assert settings.router_host.known_hosts_file == str(tmp_path / "known_hosts")  # this machine's file
     assert (settings.router_host.address, settings.router_host.user) == ("10.0.0.7", "promote")
+
+    nginx = _example()
+    nginx["router"].update({"kind": "nginx", "mode": "adopted", "include_dir": "promote", "runtime_api": None,
+                            "config_file": "/etc/nginx/nginx.conf", "host": host})
+    assert _problems(tmp_path, nginx) == [
+        "router.host: only for an adopted haproxy (adopting an nginx on another host over SSH is not built)"]

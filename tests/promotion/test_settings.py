@@ -95,8 +95,8 @@ def test_an_adopted_router_without_its_runtime_api_is_one_line(tmp_path: Path) -
         settings.load(path)
     assert str(exc.value) == (f"settings file {path}: (top level): Value error, router_mode 'adopted' needs"
                               " router_runtime_api (the team's HAProxy runtime API)")
-    path.write_text(json.dumps({"router_mode": "adopted", "router_kind": "nginx", "router_runtime_api": "/x.sock"}))
-    with pytest.raises(settings.SettingsError, match="adopting an nginx is not built"):
+    path.write_text(json.dumps({"router_mode": "adopted", "router_kind": "caddy", "router_runtime_api": "/x.sock"}))
+    with pytest.raises(settings.SettingsError, match="needs router_kind 'haproxy' or 'nginx', not 'caddy'"):
         settings.load(path)
     path.write_text(json.dumps({"router_mode": "adopted", "router_runtime_api": "ipv4@127.0.0.1:9999"}))
     assert settings.load(path).router_runtime_api == "ipv4@127.0.0.1:9999"
@@ -115,6 +115,9 @@ def test_the_adopted_routers_host_is_for_adopted_mode_with_paths_on_that_host(tm
         ({"router_mode": "adopted", "router_runtime_api": "/run/haproxy/admin.sock", "router_host": host,
           "router_config_file": "haproxy.cfg"},
          "router_config_file must be an absolute path on router_host when router_host is given"),
+        ({"router_mode": "adopted", "router_kind": "nginx", "router_include_dir": "/etc/nginx/promote",
+          "router_config_file": "/etc/nginx/nginx.conf", "router_host": host},
+         "router_host is for an adopted haproxy only (adopting an nginx on another host over SSH is not built)"),
     ]
     for values, complaint in cases:
         path.write_text(json.dumps(values))
@@ -131,6 +134,44 @@ def test_the_adopted_routers_host_is_for_adopted_mode_with_paths_on_that_host(tm
     loaded = settings.load(path)
     assert loaded.router_host is not None and loaded.router_host.address == "10.0.0.7"
     assert loaded.router_host.ssh_port == 22
+
+
+def test_an_adopted_nginx_needs_its_folder_and_config_and_each_refusal_is_one_line(tmp_path: Path) -> None:
+    from promote_pipeline.defs.resources import build_resources
+    from resources.nginx_adopted import AdoptedNginxRouter
+
+    path = tmp_path / "settings.json"
+    nginx = {"router_mode": "adopted", "router_kind": "nginx", "router_include_dir": "/etc/nginx/promote",
+             "router_config_file": "/etc/nginx/nginx.conf"}
+    top = f"settings file {path}: (top level): Value error, "
+    for bad, complaint in (
+            ({**nginx, "router_include_dir": None}, "router_mode 'adopted' with router_kind 'nginx' needs"
+             " router_include_dir (the folder of promote's files that the team's nginx includes)"),
+            ({**nginx, "router_config_file": ""}, "router_mode 'adopted' with router_kind 'nginx' needs"
+             " router_config_file (the team's main nginx.conf, for nginx -t)"),
+            ({**nginx, "router_runtime_api": "/x.sock"}, "router_runtime_api is for an adopted haproxy, not nginx"),
+            ({"router_kind": "nginx", "router_include_dir": "/x"}, "router_include_dir: for router_mode 'adopted'"
+             " with router_kind 'nginx' only"),
+            ({"router_mode": "adopted", "router_runtime_api": "/x.sock", "router_reload_command": "true"},
+             "router_reload_command: for router_mode 'adopted' with router_kind 'nginx' only")):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(settings.SettingsError) as exc:
+            settings.load(path)
+        assert str(exc.value) == top + complaint
+
+    path.write_text(json.dumps({**nginx, "router_dir": str(tmp_path / "router"),
+                                "router_reload_command": "sudo -n systemctl reload nginx",
+                                "router_nginx_command": "sudo -n /usr/sbin/nginx"}))
+    router = build_resources(settings.load(path))["router"]
+    assert isinstance(router, AdoptedNginxRouter)
+    assert (router.include_dir, router.config_file, router.reload_command, router.nginx_command) == (
+        "/etc/nginx/promote", "/etc/nginx/nginx.conf", ["sudo", "-n", "systemctl", "reload", "nginx"],
+        ["sudo", "-n", "/usr/sbin/nginx"])
+    path.write_text(json.dumps(nginx))
+    default = build_resources(settings.load(path))["router"]
+    assert (default.reload_command, default.nginx_command) == (None, None)
+    assert all(settings.Settings.model_fields[f].description
+               for f in ("router_include_dir", "router_reload_command", "router_nginx_command"))
 
 
 def test_the_artifact_store_is_chosen_by_the_settings_and_a_bad_choice_is_one_line(tmp_path: Path) -> None:

@@ -192,20 +192,32 @@ class Router(Section):
                                                   " its entry points' ports.")
     mode: Literal["managed", "adopted"] = Field(
         default="managed", description="managed: promote runs a private router of its own in dir. adopted: the"
-        " team's own HAProxy (kind haproxy), which already has each front's frontends (on listen_host, at its"
-        " active_port and preview_port, both then required) and backends <env>_active_http, <env>_active_ws,"
-        " <env>_preview_http, <env>_preview_ws with a server named app; promote switches them through runtime_api"
-        " and never starts, stops or reloads it.")
-    runtime_api: str | None = Field(default=None, description="Adopted only, and required there: the team's HAProxy"
-                                    " runtime API at level admin, a unix socket path or a TCP address"
+        " team's own router, never started or stopped by promote, whose entry points listen on listen_host at each"
+        " front's active_port and preview_port (both then required). An HAProxy has backends <env>_active_http,"
+        " <env>_active_ws, <env>_preview_http, <env>_preview_ws with a server named app, switched through"
+        " runtime_api; an nginx includes promote's files from include_dir (http.conf in its http block,"
+        " <env>_<entry>.conf in each entry point's server block) and is reloaded by reload_command.")
+    runtime_api: str | None = Field(default=None, description="Adopted HAProxy only, and required there: the team's"
+                                    " HAProxy runtime API at level admin, a unix socket path or a TCP address"
                                     " (ipv4@10.0.0.7:9999).")
-    config_file: PathText | None = Field(default=None, description="Adopted only: the team's haproxy.cfg on this"
-                                         " machine (with host: on that host, an absolute path); every switch is also"
-                                         " written into it so that their reload keeps it.")
-    host: SshLogin | None = Field(default=None, description="Adopted only: how to log in over SSH to the host the"
-                                  " team's HAProxy runs on (address, ssh_port, user, identity_ref,"
+    config_file: PathText | None = Field(default=None, description="Adopted only. HAProxy: the team's haproxy.cfg on"
+                                         " this machine (with host: on that host, an absolute path); every switch is"
+                                         " also written into it so that their reload keeps it. nginx (required"
+                                         " there): the team's main nginx.conf, tested with nginx -t before every"
+                                         " reload.")
+    host: SshLogin | None = Field(default=None, description="Adopted HAProxy only: how to log in over SSH to the"
+                                  " host the team's HAProxy runs on (address, ssh_port, user, identity_ref,"
                                   " known_hosts_file). With it, runtime_api is the path of its admin socket on that"
                                   " host and config_file a path there.")
+    include_dir: PathText | None = Field(default=None, description="Adopted nginx only, and required there: the"
+                                         " folder of promote's files that the team's nginx includes; promote writes"
+                                         " nowhere else of theirs.")
+    reload_command: str | None = Field(default=None, description="Adopted nginx only: the command that reloads the"
+                                       " team's nginx gracefully (sudo -n systemctl reload nginx); default"
+                                       " <nginx_command> -c <config_file> -s reload.")
+    nginx_command: str | None = Field(default=None, description="Adopted nginx only: how promote runs the team's"
+                                      " nginx binary for nginx -t (sudo -n /usr/sbin/nginx when promote's user"
+                                      " cannot read their configuration); default nginx.")
 
 
 class Inventory(Section):

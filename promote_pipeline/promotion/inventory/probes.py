@@ -22,6 +22,7 @@ from promote_pipeline.promotion.services import Services
 from promote_pipeline.promotion.settings import Settings
 from resources import secrets
 from resources.haproxy_adopted import AdoptedHAProxyRouter
+from resources.nginx_adopted import AdoptedNginxRouter
 from resources.odoo_host import port_in_use
 from resources.ops_db import DeploymentRecord
 from resources.router import RouterError, RouterResource
@@ -267,9 +268,22 @@ def _router_problems(inv: Inventory, recorded: Recorded) -> Iterator[Problem]:
 
 
 def adopted_router_problems(section: Router, router: RouterResource) -> list[Problem]:
-    """The team's HAProxy, asked over its runtime API: it answers at level admin, and has the backends and servers
-    each production environment is switched through. One line per environment naming what it lacks."""
-    if section.mode != "adopted" or not isinstance(router, AdoptedHAProxyRouter):
+    """The team's router, asked: an HAProxy over its runtime API (it answers at level admin, and has the backends and
+    servers each production environment is switched through); an nginx by ``nginx -t`` of its configuration and
+    promote's probe on each entry point's port (its server block includes promote's file). One line per environment
+    naming what it lacks."""
+    if section.mode != "adopted":
+        return []
+    if isinstance(router, AdoptedNginxRouter):
+        problems = []
+        for env_id, entry in section.fronts.items():
+            missing = router.missing(env_id, entry.active_port, entry.preview_port)
+            if missing:
+                problems.append(Problem(f"router.fronts.{env_id}", f"the team's nginx ({router.config_file}) lacks"
+                                                                   f" what {env_id} is served through:"
+                                                                   f" {', '.join(missing)}"))
+        return problems
+    if not isinstance(router, AdoptedHAProxyRouter):
         return []
     on = f" on {router.ssh.address}" if router.ssh is not None else ""
     where = f"the team's haproxy (runtime API {router.runtime_api}{on})"

@@ -147,7 +147,9 @@ def absolute_paths(inv: Inventory, base: Path) -> Inventory:
                                       else inv.router.config_file,
                                       "host": inv.router.host.model_copy(update={
                                           "known_hosts_file": absolute(inv.router.host.known_hosts_file)})
-                                      if inv.router.host else None})})
+                                      if inv.router.host else None,
+                                      "include_dir": absolute(inv.router.include_dir)
+                                      if inv.router.include_dir else None})})
 
 
 # -- the rules between parts ------------------------------------------------------------------------------
@@ -197,12 +199,18 @@ def _reference_rules(inv: Inventory) -> Iterator[Problem]:
 
 
 def _adoption_rules(inv: Inventory) -> Iterator[Problem]:
-    """An adopted HAProxy is the team's: its runtime API is how it is reached, its frontends' ports are given."""
+    """An adopted router is the team's: an HAProxy is reached through its runtime API, an nginx through the folder
+    it includes and its configuration file; their entry points' ports are given."""
     r = inv.router
     if r.mode == "adopted":
-        if r.kind != "haproxy":
-            yield Problem("router.mode", "adopted needs kind haproxy (adopting a team's nginx is not built)")
-        if not r.runtime_api:
+        if r.kind == "nginx":
+            for name, what in (("include_dir", "the folder of promote's files that the team's nginx includes"),
+                               ("config_file", "the team's main nginx.conf, for nginx -t")):
+                if not getattr(r, name):
+                    yield Problem(f"router.{name}", f"required when an nginx is adopted: {what}")
+            if r.runtime_api:
+                yield Problem("router.runtime_api", "only for an adopted haproxy")
+        elif not r.runtime_api:
             yield Problem("router.runtime_api", "required when mode is adopted: the team's HAProxy runtime API at"
                                                 " level admin (a unix socket path or ipv4@host:port)")
         for env_id, entry in r.fronts.items():
@@ -210,7 +218,10 @@ def _adoption_rules(inv: Inventory) -> Iterator[Problem]:
                 if getattr(entry, name) is None:
                     yield Problem(f"router.fronts.{env_id}.{name}", "required when mode is adopted: the port of"
                                                                     " the team's frontend for it")
-        if r.host is not None:
+        if r.host is not None and r.kind == "nginx":
+            yield Problem("router.host", "only for an adopted haproxy (adopting an nginx on another host over SSH"
+                                         " is not built)")
+        elif r.host is not None:
             api = (r.runtime_api or "").removeprefix("unix@")
             if r.runtime_api and (not api.startswith("/") or ":" in api):
                 yield Problem("router.runtime_api", "with router.host, must be the absolute path of the admin"
@@ -221,6 +232,10 @@ def _adoption_rules(inv: Inventory) -> Iterator[Problem]:
         for name in ("runtime_api", "config_file", "host"):
             if getattr(r, name):
                 yield Problem(f"router.{name}", "only for mode adopted")
+    if (r.mode, r.kind) != ("adopted", "nginx"):
+        for name in ("include_dir", "reload_command", "nginx_command"):
+            if getattr(r, name):
+                yield Problem(f"router.{name}", "only for an adopted nginx")
 
 
 def _environment_rules(inv: Inventory) -> Iterator[Problem]:
@@ -332,6 +347,8 @@ def declared_settings(inv: Inventory) -> Settings:
         "router_mode": inv.router.mode, "router_runtime_api": inv.router.runtime_api,
         "router_config_file": inv.router.config_file,
         "router_host": inv.router.host.model_dump() if inv.router.host else None,
+        "router_include_dir": inv.router.include_dir,
+        "router_reload_command": inv.router.reload_command, "router_nginx_command": inv.router.nginx_command,
         # The inventory declares its artifact folder, and its check accepts one not made yet under an existing
         # parent: the first promotion makes it, as declared.
         "create_artifact_root": True}
@@ -354,6 +371,9 @@ def _agreement(inv: Inventory, existing: Settings) -> Iterator[Problem]:
              ("router.mode", inv.router.mode, existing.router_mode),
              ("router.runtime_api", inv.router.runtime_api or "", existing.router_runtime_api or ""),
              ("router.config_file", inv.router.config_file or "", existing.router_config_file or ""),
+             ("router.include_dir", inv.router.include_dir or "", existing.router_include_dir or ""),
+             ("router.reload_command", inv.router.reload_command or "", existing.router_reload_command or ""),
+             ("router.nginx_command", inv.router.nginx_command or "", existing.router_nginx_command or ""),
              ("storage.evidence_root", inv.storage.evidence_root, existing.evidence_root),
              ("storage.artifact_root", inv.storage.artifact_root, existing.artifact_root))
     for path, declared, recorded in pairs:
