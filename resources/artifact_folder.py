@@ -1,7 +1,9 @@
 """The artifact store's work on one filesystem: checks, listing, sizes, deletion and garbage collection of a store
 folder, and the receiving and sending of files. One implementation, run in two places: in process by the local
 store (``artifact_store.py``, ``filestore_objects.py``), and on the store's host by the SSH store
-(``ssh_artifact_store.py`` sends this file as the program of ``python3 -c <this file> <root> <command>``).
+(``ssh_artifact_store.py`` sends this file as the program of ``python3 -c <this file> <root> <command>``). One
+command runs on a process host instead: ``receive-filestore`` lands a filestore the SSH store relays there
+(``<root>`` is then that filestore's folder).
 
 So it is standard library only and self-contained: the store host needs a Python 3 and nothing of this project.
 The layout under ``<root>`` is the one ``artifact_store.py`` describes: ``<id>/artifact.json``, ``<id>/db/``,

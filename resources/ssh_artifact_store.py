@@ -25,6 +25,13 @@ known_hosts file, an unknown or changed key refused in one line).
   filestore is never copied twice: its objects stream straight into green's filestore folder.
 - Verification (checksums of the dump, the index, and every object when ``deep``) runs on the host, over the
   stored bytes; only the result comes back.
+- A filestore on a process host (``ssh_filestore.py``), relayed by the worker, which holds both logins (the hosts
+  need no keys to each other): a backup lists it there, asks this host which objects it holds, fetches only the
+  rest (one ``tar -c`` stream there) and passes each file on as a record of the same ``ingest`` call as it reads
+  it; a restore hands the pipe of ``get-objects`` to the ssh call that lands the files on the process host
+  (``artifact_folder.receive_filestore`` there: each file hashed as it is written, in place only when its SHA-1 is
+  its object's, complete only at the stream's end mark). Nothing is kept on the worker; a failure on either side
+  is one line naming both hosts.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ and writes one tar stream, which Python's ``tarfile`` reads here member by membe
 into the store's hashing and no local folder holds a copy first. Only metadata crosses for a file the store
 already holds.
 
+A third call lands a filestore relayed from the SSH artifact store (``SshFilestore.receive``): the store's stream
+is the call's standard input, read by the store's own host program (``artifact_folder.receive_filestore``), which
+hashes each file as it writes it and puts it in place only when its SHA-1 is its object's.
+
 A file removed between the listing and the fetch (Odoo's file garbage collector) is not in the stream, and tar
 says ``Cannot stat: No such file or directory`` of it: that is not an error (the local ingest counts it as
 vanished too). Any other complaint of tar is.
@@ -115,8 +119,10 @@ class SshFilestore:
             last = words.splitlines()[-1] if words else "no message"
             raise HostError(f"on {self.name}: writing filestore {self.folder} failed (exit {proc.returncode}):"
                             f" {last[:300]}")
-        files, size = out.split()
-        return int(files), int(size)
+        counts = out.split()
+        if len(counts) != 2 or not all(c.isdigit() for c in counts):
+            raise HostError(f"on {self.name}: writing filestore {self.folder} gave no count ({out[:60]!r})")
+        return int(counts[0]), int(counts[1])
 
     def list_files(self) -> tuple[list[tuple[str, int, int]], int]:
         """Every regular file of the folder there: (relative name, size, mtime_ns); and how many entries were not

@@ -108,7 +108,14 @@ def test_a_promotion_with_the_store_on_db_and_odoo_on_its_hosts_run_from_the_wor
     assert isinstance(store, SshArtifactStore) and store.host == net["db"].address
     blue, staging = ops_db.active_deployment(PROD), ops_db.active_deployment(STAGING)
     assert blue is not None and staging is not None and blue.host == "production" and staging.host == "staging"
-    blue_files = sha1_of_files(Path(blue.data_dir) / "filestore" / blue.served_db)
+    # An attachment production has and staging has not: the store lacks it, so blue's backup must fetch it (the
+    # rest are staging's files, which the snapshot just stored with the same size and mtime, and stay put).
+    extra = os.urandom(5000)
+    sha1 = hashlib.sha1(extra).hexdigest()
+    blue_fs = Path(blue.data_dir) / "filestore" / blue.served_db
+    (blue_fs / sha1[:2]).mkdir(exist_ok=True)
+    (blue_fs / sha1[:2] / sha1).write_bytes(extra)
+    blue_files = sha1_of_files(blue_fs)
     staging_files = sha1_of_files(Path(staging.data_dir) / "filestore" / staging.served_db)
     assert blue_files and staging_files
 
@@ -129,12 +136,14 @@ def test_a_promotion_with_the_store_on_db_and_odoo_on_its_hosts_run_from_the_wor
     backed = json.loads((evidence / "blue_backup.json").read_text())
     restored = json.loads((evidence / "green_restore.json").read_text())
     assert backed["filestore_read_on"] == "production", backed
+    assert backed["filestore_fetched_files"] >= 1 and backed["filestore_fetched_bytes"] >= len(extra), backed
     fs_restore = restored["filestore_restore"]
     assert fs_restore["method"] == "ssh-relay" and fs_restore["files"] == len(staging_files), fs_restore
     print(f"blue backup's filestore ({backed['artifact']['filestore']['file_count']} files,"
           f" {backed['filestore_fetched_files']} fetched) read on production into the store on db:"
           f" {backed['filestore_seconds']:.2f}s; green's filestore ({fs_restore['files']} files,"
-          f" {fs_restore['bytes']} bytes) from the store on db to production: {restored['filestore_restore_seconds']:.2f}s")
+          f" {fs_restore['bytes']} bytes) from the store on db to production:"
+          f" {restored['filestore_restore_seconds']:.2f}s")
 
     # The blue backup's filestore in the store: complete (every file blue has, by content) and verified on db,
     # every object hashed again there.
@@ -172,6 +181,6 @@ def test_a_promotion_with_the_store_on_db_and_odoo_on_its_hosts_run_from_the_wor
     assert not [cmd for cmd in running.values() if green.data_dir in cmd], running
     assert [cmd for cmd in running.values() if blue.data_dir in cmd]
     # Blue serves its own files again.
-    assert sha1_of_files(Path(blue.data_dir) / "filestore" / blue.served_db) == blue_files
+    assert sha1_of_files(blue_fs) == blue_files
     # The dumps in transit went through the worker's spool and were removed.
     assert not list(box.spool.glob("promote-*"))
