@@ -1,7 +1,9 @@
 """The artifact store's work on one filesystem: checks, listing, sizes, deletion and garbage collection of a store
 folder, and the receiving and sending of files. One implementation, run in two places: in process by the local
 store (``artifact_store.py``, ``filestore_objects.py``), and on the store's host by the SSH store
-(``ssh_artifact_store.py`` sends this file as the program of ``python3 -c <this file> <root> <command>``).
+(``ssh_artifact_store.py`` sends this file as the program of ``python3 -c <this file> <root> <command>``). One
+command runs on a process host instead: ``receive-filestore`` lands a filestore the SSH store relays there
+(``<root>`` is then that filestore's folder).
 
 So it is standard library only and self-contained: the store host needs a Python 3 and nothing of this project.
 The layout under ``<root>`` is the one ``artifact_store.py`` describes: ``<id>/artifact.json``, ``<id>/db/``,
@@ -72,7 +74,10 @@ def read_header(inp: IO[bytes]) -> tuple[int, str, str] | None:
 
 def read_body(inp: IO[bytes]) -> Iterator[bytes]:
     while True:
-        size = int(inp.readline())
+        line = inp.readline()
+        if not line.strip().isdigit():  # the stream ended (or went astray) inside a file
+            raise ArtifactError("stream cut short")
+        size = int(line)
         if size == 0:
             return
         chunk = inp.read(size)
@@ -480,6 +485,51 @@ class StoreFolder:
         return st.f_bavail * st.f_frsize
 
 
+def receive_filestore(dest: str, inp: IO[bytes], out: IO[bytes]) -> None:
+    """The landing side of ``get-objects``, run on a process host (the SSH store relays the store's stream to it
+    through the worker): each record written under ``dest`` at its name, hashed as it is written and put in place
+    only when its SHA-1 is the object's (the record's tag), with the object's mtime; ``<files> <bytes>`` answered
+    at the end. Only the end mark ends it: a stream that stops before (the store's side failed, a connection
+    dropped) is refused, whatever had arrived."""
+    os.makedirs(dest, DIR_MODE, exist_ok=True)
+    made: set[str] = set()
+    count = total = 0
+    while (line := inp.readline()) != b"E\n":
+        if not line:
+            raise ArtifactError(f"stream cut short after {count} files: no end mark")
+        kind, mtime, sha1, rel = line.decode().rstrip("\n").split(" ", 3)
+        if kind != "F" or len(sha1) != 40 or not set(sha1) <= _HEX:
+            raise ArtifactError(f"stream out of step: {line[:60]!r}")
+        if rel.startswith("/") or not rel or ".." in rel.split("/"):
+            raise ArtifactError(f"refusing to write {rel!r} outside {dest}")
+        parent = rel.rpartition("/")[0]
+        if parent and parent not in made:
+            os.makedirs(f"{dest}/{parent}", DIR_MODE, exist_ok=True)
+            made.add(parent)
+        final = f"{dest}/{rel}"
+        tmp = f"{dest}/{parent + '/' if parent else ''}.in-{os.urandom(8).hex()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        digest, size = hashlib.sha1(), 0
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in read_body(inp):
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+            if digest.hexdigest() != sha1:
+                raise ArtifactError(f"{rel} arrived hashing to {digest.hexdigest()}, not {sha1} (its object)")
+            if os.path.lexists(final):
+                raise ArtifactError(f"{rel} is already there")
+            os.utime(tmp, ns=(int(mtime), int(mtime)))
+            os.rename(tmp, final)
+        except BaseException:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
+        count, total = count + 1, total + size
+    out.write(f"{count} {total}\n".encode())
+
+
 def main(argv: list[str]) -> int:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     os.umask(0o077)
@@ -487,7 +537,9 @@ def main(argv: list[str]) -> int:
         if not os.path.isabs(argv[0]):
             raise ArtifactError(f"root {argv[0]!r} is not an absolute path")
         store, command, args = StoreFolder(argv[0]), argv[1], argv[2:]
-        if command == "ensure":
+        if command == "receive-filestore":  # on a process host: argv[0] is the filestore folder, not a store
+            receive_filestore(argv[0], inp, out)
+        elif command == "ensure":
             store.ensure(args[0])
         elif command == "allocate":
             store.allocate(args[0], args[1])

@@ -16,7 +16,8 @@ restore gives each file it copies its object's mtime, so a second backup of an u
 reads no file content at all: a file is trusted by name only when its size and mtime are the object's
 (an in-place write moves the mtime on, and the file is hashed). A filestore on another machine (a process
 host) goes through ``ingest_filestore_from``: the same decision per file on its listing there, and only the
-files not trusted travel, in one stream (``filestore_objects.py``, ``ssh_filestore.py``).
+files not trusted travel, in one stream (``filestore_objects.py``, ``ssh_filestore.py``; the SSH store relays
+them to its host, ``ssh_artifact_store.py``).
 
 A restore copies the objects (a reflink where the filesystem has them), never hard-links them: Odoo does not
 rewrite a filestore file in place, but anyone else may, and through a link that write would change the object

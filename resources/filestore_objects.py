@@ -68,9 +68,13 @@ class FilestoreSource(Protocol):
     ``list_files``: every regular file as (relative path, size, mtime in ns), in the order of the local ingest's walk
     (sorted names, depth first), and how many entries were not regular files. ``fetch``: the named files' content,
     in the order asked, as (relative path, readable) pairs over one stream; a file gone since the listing is simply
-    not among them, and each readable must be read before the next pair is asked for."""
+    not among them, and each readable must be read before the next pair is asked for. ``where``: the host and
+    folder, as a failure names them."""
 
     name: str
+
+    @property
+    def where(self) -> str: ...
 
     def list_files(self) -> tuple[list[tuple[str, int, int]], int]: ...
 

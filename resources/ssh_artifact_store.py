@@ -25,10 +25,18 @@ known_hosts file, an unknown or changed key refused in one line).
   filestore is never copied twice: its objects stream straight into green's filestore folder.
 - Verification (checksums of the dump, the index, and every object when ``deep``) runs on the host, over the
   stored bytes; only the result comes back.
+- A filestore on a process host (``ssh_filestore.py``), relayed by the worker, which holds both logins (the hosts
+  need no keys to each other): a backup lists it there, asks this host which objects it holds, fetches only the
+  rest (one ``tar -c`` stream there) and passes each file on as a record of the same ``ingest`` call as it reads
+  it; a restore hands the pipe of ``get-objects`` to the ssh call that lands the files on the process host
+  (``artifact_folder.receive_filestore`` there: each file hashed as it is written, in place only when its SHA-1 is
+  its object's, complete only at the stream's end mark). Nothing is kept on the worker; a failure on either side
+  is one line naming both hosts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -37,9 +45,10 @@ import queue
 import shlex
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -53,6 +62,7 @@ from resources.artifact_store import ArtifactError, LocalArtifactStore
 from resources.filestore_objects import FilestoreSource
 from resources.odoo_host import HostError
 from resources.private_files import make_private_dirs
+from resources.ssh_filestore import SshFilestore
 from resources.ssh_session import SshSession
 
 # The host's side, sent as ``python3 -c`` in every call's command line: one argument of the remote shell, which
@@ -139,7 +149,12 @@ class SshArtifactStore(LocalArtifactStore):
                                 stderr=errors)
         try:
             yield proc
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, (BrokenPipeError, _HostEnded)):
+                # The host's side stopped reading or writing: it is ending, and its words say why (a full disk
+                # there, say), which the killed process's status would hide.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
             proc.kill()
             proc.wait()
             errors.seek(0)
@@ -266,47 +281,99 @@ class SshArtifactStore(LocalArtifactStore):
         """Store the filestore ``src`` on the host for ``artifact_id``: only the objects it lacks are sent, in one
         stream, and the index. The same counts as the local store, and ``sent_files``/``sent_bytes``: what went
         over the wire."""
-        facts = {"file_count": 0, "size_bytes": 0, "new_objects": 0, "new_bytes": 0, "renamed_by_content": 0,
-                 "skipped_not_regular": 0, "vanished": 0, "changed_while_copied": 0, "rehashed_by_stat": 0,
-                 "sent_files": 0, "sent_bytes": 0}
+        facts = _facts()
         files = list(self._walk(src, facts)) if src.is_dir() else []
-        named = [rel.rpartition("/")[2] for rel, _p, _s, _m in files]
-        candidates = sorted({n for n, (rel, *_r) in zip(named, files, strict=True)
+        paths = {rel: path for rel, path, _s, _m in files}
+
+        def send(wanted: list[str], put: _Put) -> None:
+            for rel in wanted:
+                try:
+                    fh = open(paths[rel], "rb")  # noqa: SIM115 (closed below)
+                except FileNotFoundError:  # removed since the walk saw it (Odoo's file GC): not needed
+                    continue
+                with fh:
+                    put(rel, fh, os.fstat(fh.fileno()).st_mtime_ns)
+
+        return self._ingest(artifact_id, [(rel, size, mtime) for rel, _p, size, mtime in files], facts, send)
+
+    def ingest_filestore_from(self, artifact_id: str, source: FilestoreSource) -> dict[str, Any]:
+        """Store a filestore on a process host (``source``) on the store's host: relayed through this worker,
+        which holds both logins (the hosts need no keys to each other). The listing (metadata only) comes from
+        the process host; the store's host says which of the named objects it holds; only the files not trusted
+        by name, size and mtime travel, in one stream from ``tar -c`` there, each record passed on to the store's
+        host as it is read (nothing lands here) and hashed where it is written. A failure or a cut stream on
+        either side fails the backup in one line naming both hosts; no index is written then."""
+        route = f"filestore from {source.where} into {self.where}"
+        try:
+            facts = _facts()
+            listing, facts["skipped_not_regular"] = source.list_files()
+            mtimes = {rel: mtime for rel, _size, mtime in listing}
+
+            def send(wanted: list[str], put: _Put) -> None:
+                order = {rel: i for i, rel in enumerate(wanted)}
+                last = -1
+                with source.fetch(wanted) as arriving:
+                    for rel, reader in arriving:
+                        # The stream holds the wanted files in the order asked, less those gone meanwhile.
+                        if order.get(rel, -1) <= last:
+                            raise ArtifactError(f"{rel!r} arrived from {source.name} but was not asked for")
+                        last = order[rel]
+                        # The mtime of the listing, taken before the first byte was read: a write since leaves the
+                        # file newer than its object, and the next backup reads it again.
+                        put(rel, reader, mtimes[rel])
+
+            return self._ingest(artifact_id, listing, facts, send)
+        except (ArtifactError, HostError, tarfile.TarError, OSError, ValueError) as exc:
+            why = (str(exc) or type(exc).__name__).removeprefix(f"{self.where}: ")
+            raise ArtifactError(f"{route}: {why}"[:800]) from None
+
+    def _ingest(self, artifact_id: str, listing: list[tuple[str, int, int]], facts: dict[str, int],
+                send: Callable[[list[str], _Put], None]) -> dict[str, Any]:
+        """One ``ingest`` call: the Odoo-named files of ``listing`` (relative name, size, mtime_ns) offered by
+        name, the host's answer compared with their size and mtime, ``send`` asked for the rest (it ``put``s each
+        it still finds, in the order asked), the index written from the host's SHA-1 of what it stored."""
+        for rel, _size, _mtime in listing:
+            if "\n" in rel:
+                raise ArtifactError(f"filestore file name with a newline: {rel!r}")
+        named = [rel.rpartition("/")[2] for rel, _s, _m in listing]
+        candidates = sorted({n for n, (rel, _s, _m) in zip(named, listing, strict=True)
                              if len(n) == 40 and rel == f"{n[:2]}/{n}" and set(n) <= _HEX})
         lines: queue.Queue[bytes] = queue.Queue()
         index = bytearray()
         with self._stream("ingest", artifact_id) as proc:
             assert proc.stdin is not None and proc.stdout is not None
+            stdin = proc.stdin
             reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
             reader.start()
-            proc.stdin.write("".join(f"{n}\n" for n in candidates).encode() + b"E\n")
-            proc.stdin.flush()
+            stdin.write("".join(f"{n}\n" for n in candidates).encode() + b"E\n")
+            stdin.flush()
             have: dict[str, tuple[int, int]] = {}
             while (line := _next(lines, proc)) != "E":
                 _h, held, held_size, held_mtime = line.split(" ")
                 have[held] = (int(held_size), int(held_mtime))
-            plan: list[tuple[str, str, int, str]] = []  # (rel, sha1 or "" when sent, size, name)
-            for (rel, path, size, mtime_ns), name in zip(files, named, strict=True):
+            trusted: list[bool] = []
+            for (rel, size, mtime_ns), name in zip(listing, named, strict=True):
                 known = have.get(name) if rel == f"{name[:2]}/{name}" else None
-                if known == (size, mtime_ns):
-                    plan.append((rel, name, size, name))
-                    continue
-                if known is not None:
+                trusted.append(known == (size, mtime_ns))
+                if known is not None and known != (size, mtime_ns):
                     facts["rehashed_by_stat"] += 1
-                try:
-                    fh = open(path, "rb")  # noqa: SIM115 (closed below)
-                except FileNotFoundError:  # removed since the walk saw it (Odoo's file GC): not needed
+            sent: set[str] = set()
+
+            def put(rel: str, fh: IO[bytes], mtime_ns: int) -> None:
+                facts["sent_files"] += 1
+                facts["sent_bytes"] += artifact_folder.send_file(stdin, fh, mtime_ns, rel.rpartition("/")[2], rel)
+                sent.add(rel)
+
+            send([rel for (rel, _s, _m), ok in zip(listing, trusted, strict=True) if not ok], put)
+            stdin.write(b"E\n")
+            stdin.flush()
+            for (rel, size, _m), name, ok in zip(listing, named, trusted, strict=True):
+                if ok:
+                    sha1 = name
+                elif rel not in sent:  # gone since the listing (Odoo's file GC): not needed
                     facts["vanished"] += 1
                     continue
-                with fh:
-                    sent = artifact_folder.send_file(proc.stdin, fh, os.fstat(fh.fileno()).st_mtime_ns, name, rel)
-                facts["sent_files"] += 1
-                facts["sent_bytes"] += sent
-                plan.append((rel, "", size, name))
-            proc.stdin.write(b"E\n")
-            proc.stdin.flush()
-            for rel, sha1, size, name in plan:
-                if not sha1:
+                else:
                     _r, sha1, got, new = _next(lines, proc).split(" ")
                     if int(got) != size:  # written to while the backup ran: what was sent is what is stored
                         facts["changed_while_copied"] += 1
@@ -319,16 +386,14 @@ class SshArtifactStore(LocalArtifactStore):
                 index += f"{sha1} {size} {rel}\n".encode()
                 facts["file_count"] += 1
                 facts["size_bytes"] += size
-            artifact_folder.send_file(proc.stdin, io.BytesIO(bytes(index)), 0, "-", INDEX)
-            proc.stdin.close()
+            artifact_folder.send_file(stdin, io.BytesIO(bytes(index)), 0, "-", INDEX)
+            stdin.close()
             _i, index_sha, index_size = _next(lines, proc).split(" ")
         if (index_sha, int(index_size)) != (hashlib.sha256(index).hexdigest(), len(index)):
             raise ArtifactError(f"artifact {artifact_id}: the index stored on {self.where} differs from the one sent")
-        return {**facts, "index_sha256": index_sha, "index_bytes": len(index), "store": str(self.objects)}
-
-    def ingest_filestore_from(self, artifact_id: str, source: FilestoreSource) -> dict[str, Any]:
-        raise ArtifactError(f"artifact {artifact_id}: the SSH artifact store cannot read a filestore on process host"
-                            f" {source.name}; use the local artifact store with process hosts (README: Hosts)")
+        # ``fetched_*``: the names a backup's evidence gives what travelled from a process host.
+        return {**facts, "fetched_files": facts["sent_files"], "fetched_bytes": facts["sent_bytes"],
+                "index_sha256": index_sha, "index_bytes": len(index), "store": str(self.objects)}
 
     def iter_index(self, artifact_id: str) -> Iterator[tuple[str, int, str]]:
         for raw in self._call("get-file", artifact_id, INDEX).decode().splitlines():
@@ -366,6 +431,47 @@ class SshArtifactStore(LocalArtifactStore):
                 count += 1
                 total += size
         return {"streamed": count, "bytes": total}
+
+    def send_filestore_to(self, artifact_id: str, target: SshFilestore) -> dict[str, Any]:
+        """The artifact's filestore written into ``target``, a folder on a process host, relayed through this
+        worker: the store's host sends each object of the index (``get-objects``) and its stream goes, through the
+        kernel, straight into the ssh call that lands it there (``SshFilestore.receive``): one pipe, nothing read
+        or kept here, the hosts need no keys to each other. Each file is hashed where it lands and put in place
+        only when its SHA-1 is its object's; only the stream's end mark, sent once every object of the index was
+        read, completes it. A failure on either side is one line naming both hosts."""
+        route = f"filestore of {artifact_id} from {self.where} to {target.where}"
+        errors = tempfile.TemporaryFile()
+        landed: tuple[int, int] | None = None
+        landing: HostError | None = None
+        try:
+            proc = subprocess.Popen(self._argv("get-objects", artifact_id), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=errors)
+        except ArtifactError as exc:
+            errors.close()
+            raise ArtifactError(f"{route}: {exc}") from None
+        assert proc.stdout is not None
+        try:
+            landed = target.receive(proc.stdout)
+        except HostError as exc:
+            landing = exc
+        finally:
+            if not proc.stdout.closed:
+                proc.stdout.close()
+            if landing is not None or landed is None:
+                proc.kill()  # the landing side gave up: nothing reads the store's side any more
+            code = proc.wait(timeout=self.command_timeout_seconds)
+        errors.seek(0)
+        stderr = errors.read()
+        errors.close()
+        self._session().used(code)
+        sending = None if code == 0 else str(self._failed(code, stderr)).removeprefix(f"{self.where}: ")
+        # The first cause said: the store's side failing cuts the stream short (the landing side says only that),
+        # the landing side failing breaks the store's pipe (the store's side says only that).
+        if sending is not None and (landing is None or "Broken pipe" not in sending) and code != -9:
+            raise ArtifactError(f"{route}: the store's side failed: {sending}"[:800])
+        if landing is not None or landed is None:
+            raise ArtifactError(f"{route}: {landing or 'the landing side gave no count'}"[:800])
+        return {"files": landed[0], "bytes": landed[1]}
 
     # -- verification (on the host) -----------------------------------------------------------------------
     def verify(self, artifact_id: str, db_dump: Mapping[str, Any], filestore: Mapping[str, Any],
@@ -410,6 +516,19 @@ class SshArtifactStore(LocalArtifactStore):
         return {k: int(v) for k, v in json.loads(self._call("gc")).items()}
 
 
+class _HostEnded(ArtifactError):
+    """The host's side closed its output before its answer was complete: it failed, and its error output says why."""
+
+
+_Put = Callable[[str, IO[bytes], int], None]  # one file sent: (relative name, its content, its mtime_ns)
+
+
+def _facts() -> dict[str, int]:
+    return {"file_count": 0, "size_bytes": 0, "new_objects": 0, "new_bytes": 0, "renamed_by_content": 0,
+            "skipped_not_regular": 0, "vanished": 0, "changed_while_copied": 0, "rehashed_by_stat": 0,
+            "sent_files": 0, "sent_bytes": 0}
+
+
 def _read_lines(pipe: IO[bytes], lines: queue.Queue[bytes]) -> None:
     for line in iter(pipe.readline, b""):
         lines.put(line)
@@ -419,5 +538,5 @@ def _read_lines(pipe: IO[bytes], lines: queue.Queue[bytes]) -> None:
 def _next(lines: queue.Queue[bytes], proc: subprocess.Popen[bytes]) -> str:
     line = lines.get()
     if not line:
-        raise ArtifactError("the host's side of the artifact store ended early")  # _stream says why, from stderr
+        raise _HostEnded("the host's side of the artifact store ended early")  # _stream says why, from stderr
     return line.decode().rstrip("\n")

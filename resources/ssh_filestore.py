@@ -9,6 +9,10 @@ and writes one tar stream, which Python's ``tarfile`` reads here member by membe
 into the store's hashing and no local folder holds a copy first. Only metadata crosses for a file the store
 already holds.
 
+A third call lands a filestore relayed from the SSH artifact store (``SshFilestore.receive``): the store's stream
+is the call's standard input, read by the store's own host program (``artifact_folder.receive_filestore``), which
+hashes each file as it writes it and puts it in place only when its SHA-1 is its object's.
+
 A file removed between the listing and the fetch (Odoo's file garbage collector) is not in the stream, and tar
 says ``Cannot stat: No such file or directory`` of it: that is not an error (the local ingest counts it as
 vanished too). Any other complaint of tar is.
@@ -26,9 +30,10 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
-from resources import redaction
+from resources import artifact_folder, redaction
 from resources.odoo_host import HostError
 from resources.ssh_session import SshSession
 
@@ -60,6 +65,10 @@ if os.path.isdir(root):
 out.write(json.dumps({"skipped": skipped}) + "\n")
 """
 
+# The landing side of a filestore relayed from the SSH store: the store's own host program (standard library only),
+# whose ``receive-filestore`` command writes and checks the files.
+_RECEIVER = Path(artifact_folder.__file__).read_text()
+
 _VANISHED = "Cannot stat: No such file or directory"
 _CHANGED = "file changed as we read it"
 _TAR_SUMMARY = "Exiting with failure status due to previous errors"
@@ -67,13 +76,53 @@ _TAR_SUMMARY = "Exiting with failure status due to previous errors"
 
 @dataclass
 class SshFilestore:
-    """One filestore folder on a process host (``SshOdooHost.filestore_source``)."""
+    """One filestore folder on a process host (``SshOdooHost.filestore_source``, ``filestore_folder``)."""
 
     name: str  # the host's, as messages say it
     folder: str
     session: SshSession
     python: str
     timeout_seconds: float
+
+    @property
+    def where(self) -> str:
+        return f"{self.session.where} folder {self.folder}"
+
+    def receive(self, feed: IO[bytes]) -> tuple[int, int]:
+        """The records of the SSH store's ``get-objects`` on ``feed`` (the read end of the store's pipe: handed to
+        ssh as its standard input, so the bytes go from one connection into the other through the kernel, never
+        through this process or a local file, and closed here) landed in the folder there by
+        ``artifact_folder.receive_filestore``: each file hashed as it is written and put in place only when its
+        SHA-1 is its object's. Returns (files, bytes) once the stream's end mark arrived; HostError otherwise."""
+        q = shlex.quote
+        remote = f"{q(self.python)} -c {q(_RECEIVER)} {q(self.folder)} receive-filestore"
+        errors = tempfile.TemporaryFile()
+        try:
+            proc = subprocess.Popen(self.session.command_argv(remote), stdin=feed, stdout=subprocess.PIPE,
+                                    stderr=errors)
+        finally:
+            feed.close()  # the receiver holds it now: should it stop, the store's side sees a broken pipe
+        try:
+            out, _ = proc.communicate(timeout=self.timeout_seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise HostError(f"on {self.name}: writing filestore {self.folder} did not finish within"
+                            f" {self.timeout_seconds}s") from None
+        errors.seek(0)
+        words = redaction.redact_text(errors.read().decode(errors="replace").strip())
+        errors.close()
+        self.session.used(proc.returncode)
+        if proc.returncode == 255:
+            raise HostError(self.session.failure(words, over_shared=True))
+        if proc.returncode != 0:
+            last = words.splitlines()[-1] if words else "no message"
+            raise HostError(f"on {self.name}: writing filestore {self.folder} failed (exit {proc.returncode}):"
+                            f" {last[:300]}")
+        counts = out.split()
+        if len(counts) != 2 or not all(c.isdigit() for c in counts):
+            raise HostError(f"on {self.name}: writing filestore {self.folder} gave no count ({out[:60]!r})")
+        return int(counts[0]), int(counts[1])
 
     def list_files(self) -> tuple[list[tuple[str, int, int]], int]:
         """Every regular file of the folder there: (relative name, size, mtime_ns); and how many entries were not

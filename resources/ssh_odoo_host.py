@@ -217,9 +217,14 @@ class SshOdooHost(ConfigurableResource):
     def filestore_source(self, data_dir: str, db: str) -> SshFilestore:
         """The filestore on the host, as the artifact store reads it (``ingest_filestore_from``): listed there,
         only what the store lacks fetched, in one tar stream over the shared connection."""
-        # A listing of many files, or the fetch of many bytes, takes longer than one short script may.
-        return SshFilestore(name=self.name, folder=str(self.filestore_dir(data_dir, db)), session=self._session(),
-                            python=self.python, timeout_seconds=max(self.command_timeout_seconds, 3600.0))
+        return self.filestore_folder(str(self.filestore_dir(data_dir, db)))
+
+    def filestore_folder(self, folder: str) -> SshFilestore:
+        """The filestore folder ``folder`` on the host: read for a backup, or written by a restore relayed from the
+        SSH store (``SshArtifactStore.send_filestore_to``)."""
+        # A listing of many files, or the transfer of many bytes, takes longer than one short script may.
+        return SshFilestore(name=self.name, folder=folder, session=self._session(), python=self.python,
+                            timeout_seconds=max(self.command_timeout_seconds, 3600.0))
 
     def filestore_usable(self, data_dir: str, db: str) -> bool:
         """Whether the filestore folder exists on the host and its user may read, write and enter it."""

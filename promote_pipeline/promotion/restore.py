@@ -21,6 +21,7 @@ from promote_pipeline.promotion.services import Services
 from resources.artifact_store import LocalArtifactStore
 from resources.odoo_host import HostError, LocalOdooHost
 from resources.ops_db import DeploymentRecord, EnvironmentRecord
+from resources.ssh_artifact_store import SshArtifactStore
 from resources.ssh_odoo_host import SshOdooHost
 
 
@@ -93,9 +94,13 @@ def restore_data(host: LocalOdooHost, store: LocalArtifactStore, env: Environmen
 
 
 def send_filestore(to: SshOdooHost, store: LocalArtifactStore, artifact_id: str, dest: str) -> dict[str, Any]:
-    """The artifact's filestore written into ``dest`` on the process host ``to``: each file of its index streamed
-    from its object in the store (one tar over the shared SSH connection), nothing copied here first. The objects
-    are immutable and named by their content, and the verification just hashed every one of them."""
+    """The artifact's filestore written into ``dest`` on the process host ``to``, nothing copied here first. From
+    the local store: each file of its index streamed from its object (one tar over the shared SSH connection); the
+    objects are immutable and named by their content, and the verification just hashed every one of them. From
+    the SSH store: the store's host sends the objects, this worker relays the stream to ``to``, and each file is
+    hashed where it lands (``SshArtifactStore.send_filestore_to``)."""
+    if isinstance(store, SshArtifactStore):
+        return {"method": "ssh-relay", **store.send_filestore_to(artifact_id, to.filestore_folder(dest))}
     entries = ((rel, store.object_path(sha1)) for sha1, _size, rel in store.iter_index(artifact_id))
     return {"method": "ssh-tar", **to.receive_files(dest, entries)}
 

@@ -238,10 +238,6 @@ class Settings(BaseModel):
         for env_id, name in self.environment_hosts.items():
             if name not in self.process_hosts:
                 raise ValueError(f"environment_hosts.{env_id}: {name!r} is not a name of process_hosts")
-        if self.environment_hosts and self.artifact_store.kind != "local":
-            # Green's filestore is streamed to its process host from the store's objects on this machine.
-            raise ValueError("environment_hosts needs artifact_store.kind 'local' (green's filestore is sent to its"
-                             " process host from the store's local objects; the SSH store cannot do that yet)")
         return self
 
     @model_validator(mode="after")

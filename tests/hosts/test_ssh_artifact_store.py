@@ -307,8 +307,8 @@ def test_every_method_that_touches_the_stores_files_is_the_ssh_stores_own() -> N
                  if not name.startswith("__") and (callable(value) or isinstance(value, property))
                  and name not in pure}
     # The local store's own helpers, called only from methods the SSH store replaces (and _walk reads the
-    # worker's filestore, which is where it is; _trusted and _store_stream serve ingest_filestore_from, which the
-    # SSH store refuses).
+    # worker's filestore, which is where it is; _trusted and _store_stream serve the local ingest_filestore_from,
+    # which the SSH store replaces with its own).
     helpers = {"_objects_lock", "_ensure_object_dirs", "_copy_in", "_walk", "_trusted", "_store_stream"}
     missing = sorted(inherited - helpers - set(vars(SshArtifactStore)))
     assert not missing, missing

@@ -203,8 +203,8 @@ def test_the_artifact_store_is_chosen_by_the_settings_and_a_bad_choice_is_one_li
     assert all(f.description for f in SshArtifactStore.model_fields.values())
 
 
-def test_process_hosts_with_the_ssh_store_are_refused_in_one_line(tmp_path: Path) -> None:
-    """Green's filestore is streamed to its process host from the store's local objects: the two cannot combine."""
+def test_process_hosts_combine_with_the_ssh_store(tmp_path: Path) -> None:
+    """Odoo on a process host and the artifacts on a store host: the worker relays the filestore between them."""
     path = tmp_path / "settings.json"
     host = {"address": "192.0.2.8", "user": "odoo", "identity_ref": "PROMOTE_SSH_KEY",
             "known_hosts_file": "/etc/promote/known_hosts", "run_dir": "/srv/odoo/run"}
@@ -212,8 +212,11 @@ def test_process_hosts_with_the_ssh_store_are_refused_in_one_line(tmp_path: Path
            "known_hosts_file": "/etc/promote/known_hosts", "root": "/srv/promote/artifacts"}
     hosts = {"process_hosts": {"prod-app-1": host}, "environment_hosts": {"env_prod": "prod-app-1"}}
     path.write_text(json.dumps({**hosts, "artifact_store": {"kind": "ssh", "ssh": ssh}}))
-    with pytest.raises(settings.SettingsError, match="environment_hosts needs artifact_store.kind 'local'") as exc:
+    loaded = settings.load(path)
+    assert loaded.environment_hosts == {"env_prod": "prod-app-1"} and loaded.artifact_store.kind == "ssh"
+    # An environment named on a host that process_hosts does not hold is still refused, in one line.
+    path.write_text(json.dumps({**hosts, "environment_hosts": {"env_prod": "prod-app-2"},
+                                "artifact_store": {"kind": "ssh", "ssh": ssh}}))
+    with pytest.raises(settings.SettingsError, match="environment_hosts.env_prod: 'prod-app-2' is not a name") as exc:
         settings.load(path)
     assert "\n" not in str(exc.value)
-    path.write_text(json.dumps(hosts))
-    assert settings.load(path).environment_hosts == {"env_prod": "prod-app-1"}

@@ -266,6 +266,7 @@ class _ListedSource:
     now, its fetch made later (by which time files may have gone), or naming a file it was not asked for."""
 
     name = "elsewhere"
+    where = "elsewhere (a local folder)"
 
     def __init__(self, root: Path, extra: str = "") -> None:
         self.root, self.extra = root, extra
