@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from promote_pipeline.promotion.inputs import IDENTIFIER, IDENTIFIER_RULE
-from promote_pipeline.promotion.settings import Retention, StabilityThresholds
+from promote_pipeline.promotion.settings import ProcessHost, Retention, StabilityThresholds
 from resources.notifiers import NotificationsConfig
 from resources.ops_db import EnvironmentKind, WorkerMode
 
@@ -148,6 +148,9 @@ class Environment(Section):
                                 " Must exist.")
     odoo_command: str | None = Field(default=None, description="This environment's Odoo command template (default:"
                                      " settings.odoo_command).")
+    host: Identifier | None = Field(default=None, description="The process host, a key of hosts, that runs this"
+                                    " environment's Odoo, its live deployment's included (its data_root and"
+                                    " adopt.data_dir are folders there, absolute); none: the promoter's machine.")
     worker_mode: WorkerMode = Field(description="threaded (one port) or prefork (workers, and a websocket port of"
                                     " its own).")
     workers: int | None = Field(default=None, ge=1, le=256, description="Prefork only: Odoo's worker processes"
@@ -215,3 +218,8 @@ class Inventory(Section):
         default_factory=dict, description="For each user, per project id, its permissions: promote, or admin"
         " (anything). Grants on these projects that the file does not list are revoked.")
     router: Router = Field(description="The router fronting the production environments.")
+    hosts: dict[Identifier, ProcessHost] = Field(
+        default_factory=dict, description="Machines that run environments' Odoo (and their PgBouncers), by name,"
+        " reached over SSH: address, ssh_port, user, identity_ref (secret reference to the client key),"
+        " known_hosts_file (on this machine), run_dir (on the host), python, pgbouncer_bin, endpoint_os_user"
+        " (README: Hosts). An environment names one with its host.")
