@@ -121,7 +121,8 @@ class Adopt(Section):
     db_name: DbName = Field(description="Its physical PostgreSQL database, as it is today.")
     data_dir: PathText = Field(description="Its Odoo data_dir today: the filestore is <data_dir>/filestore/"
                                "<odoo_db_name>/. Only that folder and the sessions link are ever removed from it.")
-    http_port: Port = Field(description="The HTTP port its Odoo is started on (loopback).")
+    http_port: Port = Field(description="The HTTP port its Odoo is started on (loopback; on a process host, that"
+                            " host's address).")
     websocket_port: Port | None = Field(default=None, description="Prefork only: the port of its gevent (websocket)"
                                         " server; threaded Odoo serves the websocket on http_port.")
     endpoint_port: Port | None = Field(default=None, description="The port of its PgBouncer on loopback (default: a"
@@ -208,7 +209,8 @@ class Router(Section):
 
 
 class Inventory(Section):
-    """An installation: settings, storage, projects, environments with their live deployments, users, router."""
+    """An installation: settings, storage, projects, environments with their live deployments, users, router, and
+    the hosts that run environments' Odoo."""
 
     settings: SettingsSection = Field(description="The settings file, declared here or referenced.")
     storage: Storage = Field(description="Where evidence and artifacts go.")
