@@ -10,6 +10,7 @@ adoption there (its data_dir, its ports); apply adopts both, each Odoo restarted
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -69,14 +70,22 @@ def _operators_odoo(net: HostNetwork, host: str, dsn: str, db: str, data_dir: Pa
     return pid
 
 
+def _gone(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped when it is this process's child (the operator's Odoo)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
 def _stop(pid: int) -> None:
+    """A process group stopped, and waited for until its leader is gone."""
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-            os.kill(pid, 0)
-        except (ChildProcessError, ProcessLookupError):
+        if _gone(pid):
             return
         time.sleep(0.05)
     os.killpg(pid, signal.SIGKILL)
@@ -214,5 +223,16 @@ def test_check_asks_the_hosts_and_apply_adopts_each_odoo_on_its_own_host(host_ne
         # A second apply changes nothing; the check asks the hosts again and agrees.
         assert _lines(_promote(net, "inventory", "apply", str(inventory)), 0) == [
             f"nothing to change: the settings file, the ops database and the router match {inventory}"]
+
+        # Production's Odoo gone (as after a reboot of its host): apply asks that host, and starts it there again.
+        before = ops_db.active_deployment(prod_id)
+        assert before is not None and before.pid
+        _stop(before.pid)
+        restarted = _lines(_promote(net, "inventory", "apply", str(inventory)), 0)
+        assert restarted[0] == f"deployment dep_{prod_id}_live: not running; starting it", restarted
+        after = ops_db.active_deployment(prod_id)
+        assert after is not None and after.pid and after.pid != before.pid and after.host == "production"
+        identified = subprocess.run(["ip", "netns", "identify", str(after.pid)], capture_output=True, text=True)
+        assert identified.stdout.strip() == net["production"].namespace
     finally:
         os.environ.pop(DSN_REF, None)
