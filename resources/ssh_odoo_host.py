@@ -261,6 +261,41 @@ class SshOdooHost(ConfigurableResource):
             raise HostError(f"on {self.name}: no free port ({out[:100]})")
         return int(out)
 
+    def answers(self) -> None:
+        """Nothing done there: the host is reached, its key is the one known and the login accepted (else
+        HostError, ssh's own one line)."""
+        self.run_script("true\n")
+
+    def is_dir(self, path: str) -> bool:
+        """Whether ``path`` is a folder on the host."""
+        return self.run_script(f"if [ -d {shlex.quote(path)} ]; then echo yes; else echo no; fi\n").strip() == "yes"
+
+    def has_program(self, program: str) -> bool:
+        """Whether ``program`` is on the login's PATH on the host, or in /usr/sbin (where Debian puts PgBouncer)."""
+        q = shlex.quote(program)
+        return self.run_script(f"if command -v {q} >/dev/null 2>&1 || [ -x /usr/sbin/{q} ]; then echo yes;"
+                               " else echo no; fi\n").strip() == "yes"
+
+    def port_in_use(self, port: int) -> bool:
+        """Whether a server could not listen on ``port`` on the host now, on any of its addresses (bound as servers
+        bind, with SO_REUSEADDR, for an instant; never listens)."""
+        out = self.run_script(f"{shlex.quote(self.python)} -c 'import socket; s = socket.socket();"
+                              " s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                              f"try:\n s.bind((\"\", {int(port)})); print(\"free\")\n"
+                              "except OSError:\n print(\"taken\")'\n").strip()
+        if out not in ("free", "taken"):
+            raise HostError(f"on {self.name}: could not tell whether port {port} is free ({out[:100]})")
+        return out == "taken"
+
+    def adopt_sessions(self, own: str, shared: str) -> str:
+        """An adopted Odoo's own sessions folder on the host moved to become the environment's shared one: "moved";
+        "kept" when the environment has one already (``prepare_data_dir`` then links over it); "none" when there is
+        no folder of its own (already a link, or none)."""
+        o, sh = shlex.quote(own), shlex.quote(shared)
+        return self.run_script(f"if [ -L {o} ] || [ ! -d {o} ]; then echo none; exit 0; fi\n"
+                               f"if [ -e {sh} ]; then echo kept; exit 0; fi\n"
+                               f"mkdir -p -- \"$(dirname -- {sh})\"\nmv -- {o} {sh}\necho moved\n").strip()
+
     def prepare_data_dir(self, shared_sessions: str, data_dir: str) -> None:
         """A deployment's data_dir on the host, its ``sessions`` a link to the environment's shared folder there
         (owner-only: session files are credentials)."""

@@ -113,7 +113,8 @@ def test_rules_between_parts_are_a_line_each(tmp_path: Path) -> None:
         "router.fronts.acme_prod.active_port: port 8080 is also environments.acme_staging.adopt.endpoint_port",
         "environments.acme_staging.data_root: folder /srv/odoo-data/prod is also environments.acme_prod.data_root",
         "environments.acme_staging.odoo_command: names {nope}, which is not a placeholder (they are: python, db,"
-        " data_dir, http_port, websocket_port, workers, environment_id, deployment, db_host, db_port, db_user)",
+        " data_dir, http_port, websocket_port, workers, environment_id, deployment, db_host, db_port, db_user,"
+        " http_interface)",
         "environments.acme_staging.odoo_command: must name {websocket_port} (prefork mode)",
         "environments.acme_staging.odoo_command: must name {workers} (prefork mode)",
     ]
@@ -288,3 +289,83 @@ def test_an_adopted_router_on_another_host_has_its_paths_there(tmp_path: Path) -
                             "config_file": "/etc/nginx/nginx.conf", "host": host})
     assert _problems(tmp_path, nginx) == [
         "router.host: only for an adopted haproxy (adopting an nginx on another host over SSH is not built)"]
+
+
+def _on_hosts() -> dict[str, Any]:
+    """The example with production's Odoo on a process host."""
+    data = _example()
+    data["hosts"] = {"prod_app": {"address": "10.0.0.21", "user": "odoo", "identity_ref": "PROMOTE_SSH_KEY",
+                                  "known_hosts_file": "known_hosts", "run_dir": "/var/lib/promote/run"}}
+    data["environments"]["acme_prod"]["host"] = "prod_app"
+    return data
+
+
+def test_an_environment_on_a_process_host_is_written_into_the_settings(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(_on_hosts()))
+    inv = rules.parse(path)
+    assert inv.environments["acme_prod"].host == "prod_app" and inv.environments["acme_staging"].host is None
+    settings = rules.declared_settings(inv)
+    assert settings.environment_hosts == {"acme_prod": "prod_app"}
+    host = settings.process_hosts["prod_app"]
+    assert (host.address, host.user, host.run_dir) == ("10.0.0.21", "odoo", "/var/lib/promote/run")
+    assert host.known_hosts_file == str(tmp_path / "known_hosts")  # on this machine: from the inventory's folder
+    assert rules.declared_settings(rules.parse(EXAMPLE)).process_hosts == {}  # none declared: every Odoo here
+
+
+def test_a_host_must_be_declared_and_what_is_on_it_named_by_absolute_paths(tmp_path: Path) -> None:
+    data = _on_hosts()
+    data["environments"]["acme_staging"]["host"] = "stg_app"
+    data["environments"]["acme_prod"]["data_root"] = "prod-data"
+    data["hosts"]["prod_app"]["run_dir"] = "run"
+    assert _problems(tmp_path, data) == [
+        "hosts.prod_app.run_dir: must be an absolute path on host prod_app (got 'run')",
+        "environments.acme_prod.data_root: must be an absolute path on host prod_app (got 'prod-data')",
+        "environments.acme_staging.host: must be a host declared under hosts (got 'stg_app'; hosts: prod_app)"]
+    data = _on_hosts()
+    data["hosts"]["prod_app"]["adress"] = "10.0.0.21"
+    data["hosts"]["prod app"] = data["hosts"]["prod_app"]
+    data["environments"]["acme_prod"]["host"] = "prod app"
+    problems = _problems(tmp_path, data)
+    assert "hosts.prod_app.adress: is not a key of the inventory format (examples/inventory.yaml shows them all)" \
+        in problems, problems
+    assert any(p.startswith("hosts.prod app: the key ") for p in problems), problems
+    assert any(p.startswith("environments.acme_prod.host: ") for p in problems), problems
+
+
+def test_ports_and_folders_are_unique_per_machine(tmp_path: Path) -> None:
+    data = _on_hosts()
+    prod, staging = data["environments"]["acme_prod"], data["environments"]["acme_staging"]
+    prod["adopt"]["http_port"] = staging["adopt"]["http_port"]  # on another machine: both may use it
+    prod["data_root"] = staging["data_root"]
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(data))
+    rules.parse(path)
+    del prod["host"]
+    assert _problems(tmp_path, data) == [
+        f"environments.acme_staging.adopt.http_port: port {staging['adopt']['http_port']} is also"
+        " environments.acme_prod.adopt.http_port",
+        "environments.acme_staging.data_root: folder /srv/odoo-data/staging is also environments.acme_prod.data_root"]
+
+
+def test_a_referenced_settings_file_must_name_the_same_hosts(tmp_path: Path) -> None:
+    declared = tmp_path / "declared.yaml"
+    declared.write_text(yaml.safe_dump(_on_hosts()))
+    settings = rules.declared_settings(rules.parse(declared)).model_dump(mode="json")
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    data = _on_hosts()
+    data["settings"] = {"file": "settings.json"}
+    referenced = tmp_path / "referenced.yaml"
+    referenced.write_text(yaml.safe_dump(data))
+    assert rules.settings_of(rules.parse(referenced)).environment_hosts == {"acme_prod": "prod_app"}
+    data["hosts"]["prod_app"]["address"] = "10.0.0.22"
+    data["hosts"]["stg_app"] = {**data["hosts"]["prod_app"]}
+    data["environments"]["acme_staging"]["host"] = "stg_app"
+    referenced.write_text(yaml.safe_dump(data))
+    with pytest.raises(rules.InventoryProblems) as exc:
+        rules.settings_of(rules.parse(referenced))
+    assert [str(p) for p in exc.value.problems] == [
+        f"hosts.prod_app: the settings file {tmp_path / 'settings.json'} says otherwise of address",
+        f"hosts.stg_app: the settings file {tmp_path / 'settings.json'} has no process host stg_app (process_hosts)",
+        f"environments.acme_staging.host: the settings file {tmp_path / 'settings.json'} says None"
+        " (environment_hosts)"]

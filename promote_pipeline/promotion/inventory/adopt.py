@@ -23,6 +23,7 @@ from promote_pipeline.promotion.services import Services
 from resources.odoo_host import free_port
 from resources.ops_db import DeploymentRecord, EnvironmentRecord
 from resources.redaction import redact_text
+from resources.ssh_odoo_host import SshOdooHost
 
 
 class AdoptionFailed(RuntimeError):
@@ -45,7 +46,7 @@ def environment_lock(svc: Services, env_id: str) -> Iterator[None]:
 def adopt(svc: Services, inv: Inventory, env_id: str, user: str) -> list[str]:
     """Record the live deployment and its run, then take it over; the lines say what was done."""
     env = _environment(svc, env_id)
-    live = adopted_record(inv, env_id, inv.environments[env_id].adopt.endpoint_port or free_port())
+    live = adopted_record(inv, env_id, inv.environments[env_id].adopt.endpoint_port or _free_port(svc, inv, env_id))
     with environment_lock(svc, env_id):
         run_id = svc.ops_db.begin_adoption(env.project_id, live, user, adoption_facts(inv, env_id, live))
         recorded = (f"{live.deployment_id} recorded as {env_id}'s live deployment (database {live.db_name},"
@@ -69,6 +70,13 @@ def resume(svc: Services, inv: Inventory, env_id: str, user: str) -> list[str]:
         return [f"resumed for {live.deployment_id}, run {run_id}", *_take_over(svc, inv, env, live, run_id)]
 
 
+def _free_port(svc: Services, inv: Inventory, env_id: str) -> int:
+    """A port for its PgBouncer, free where it will listen: on the environment's process host, or here."""
+    host = inv.environments[env_id].host
+    ph = svc.process_host(host) if host is not None else None
+    return ph.free_port() if isinstance(ph, SshOdooHost) else free_port()
+
+
 def _environment(svc: Services, env_id: str) -> EnvironmentRecord:
     env = svc.ops_db.environment(env_id)
     assert env is not None, f"{env_id} is recorded before its deployment is adopted"
@@ -79,8 +87,8 @@ def _take_over(svc: Services, inv: Inventory, env: EnvironmentRecord, live: Depl
                run_id: str) -> list[str]:
     env_id = env.environment_id
     try:
-        lines = _join_sessions(env, live)
-        deployment.prepare_data_dir(env, live)
+        lines = _join_sessions(svc, env, live)
+        deployment.prepare_data_dir(env, live, svc)  # on its process host, when it has one
         deployment.give_database(svc, env, live)
         lines.append(f"role {live.db_role} owns database {live.db_name} and may connect to nothing else")
         started = deployment.ensure_running(svc, env, live)
@@ -90,21 +98,33 @@ def _take_over(svc: Services, inv: Inventory, env: EnvironmentRecord, live: Depl
         raise AdoptionFailed(f"{reason} (adoption run {run_id} marked failed)") from exc
     svc.ops_db.mark_run_finished(run_id, "success", metadata={"odoo_pid": live.pid, "endpoint_pid": live.endpoint_pid})
     behind = ", behind the router" if env_id in inv.router.fronts else ""
+    where = f"on host {live.host}" if live.host else "here"
     lines += [f"started {what}" for what in started]
-    lines.append(f"its Odoo restarted once, here{behind}: it serves {live.odoo_db_name} through its PgBouncer, and"
+    lines.append(f"its Odoo restarted once, {where}{behind}: it serves {live.odoo_db_name} through its PgBouncer, and"
                  " promote starts and stops it from now on (keep the Odoo that served it before stopped);"
                  f" run {run_id} succeeded")
     return lines
 
 
-def _join_sessions(env: EnvironmentRecord, live: DeploymentRecord) -> list[str]:
+def _join_sessions(svc: Services, env: EnvironmentRecord, live: DeploymentRecord) -> list[str]:
     """The live Odoo's own sessions folder becomes the environment's shared one, so that logged-in users stay
-    logged in; when the environment has one already, ``prepare_data_dir`` replaces it with a link to that one."""
+    logged in; when the environment has one already, ``prepare_data_dir`` replaces it with a link to that one.
+    On the deployment's process host, when it has one: its folders are there."""
     own, shared = Path(live.data_dir, deployment.SESSIONS), Path(env.filestore_root, deployment.SESSIONS)
-    if own.is_symlink() or not own.is_dir():
-        return []
-    if shared.exists():
-        return [f"its sessions folder {own} replaced by the environment's {shared} (users logged in on it log in"
+    ph = svc.process_host(live)
+    if isinstance(ph, SshOdooHost):
+        done = ph.adopt_sessions(str(own), str(shared))
+    elif own.is_symlink() or not own.is_dir():
+        done = "none"
+    elif shared.exists():
+        done = "kept"
+    else:
+        shutil.move(str(own), str(shared))
+        done = "moved"
+    on = f" on host {live.host}" if live.host else ""
+    if done == "kept":
+        return [f"its sessions folder {own}{on} replaced by the environment's {shared} (users logged in on it log in"
                 " again)"]
-    shutil.move(str(own), str(shared))
-    return [f"its sessions moved to {shared}, which every deployment of {env.environment_id} shares"]
+    if done == "moved":
+        return [f"its sessions moved to {shared}{on}, which every deployment of {env.environment_id} shares"]
+    return []

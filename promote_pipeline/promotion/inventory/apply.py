@@ -24,7 +24,7 @@ from promote_pipeline.promotion import deployment
 from promote_pipeline.promotion.inventory import adopt, rules
 from promote_pipeline.promotion.inventory.model import Inventory, RouterEntry
 from promote_pipeline.promotion.inventory.state import Recorded, environment_record, settings_fields_to_write
-from promote_pipeline.promotion.services import Services, upstream
+from promote_pipeline.promotion.services import Services
 from resources.ops_db import DeploymentRecord
 
 
@@ -133,8 +133,9 @@ def _adoption_changes(inv: Inventory, svc: Services, recorded: Recorded, user: s
     for env_id, env in inv.environments.items():
         dep_id, adopted = env.deployment_id(env_id), recorded.adopted.get(env_id)
         if adopted is None:
+            on = f" on host {env.host}" if env.host else ""
             changes.append(Change(f"adopt {env_id}: its live deployment {dep_id} (database {env.adopt.db_name}, port"
-                                  f" {env.adopt.http_port}); its Odoo restarts once",
+                                  f" {env.adopt.http_port}{on}); its Odoo restarts once",
                                   partial(adopt.adopt, svc, inv, env_id, user), adoption=env_id))
         elif not recorded.adoption_done(env_id):
             changes.append(Change(f"adopt {env_id}: the adoption of {dep_id} did not succeed; resuming it",
@@ -174,6 +175,8 @@ def _register(svc: Services, env_id: str, entry: RouterEntry) -> list[str]:
     """The environment's two entry points, both on its live deployment (the first blue)."""
     live = svc.ops_db.active_deployment(env_id)
     assert live is not None, f"{env_id} has no live deployment to route to"
-    state = svc.router.register_environment(env_id, upstream(live, "blue"), entry.active_port, entry.preview_port)
+    # On the address of the host its Odoo runs on (this machine's loopback when none).
+    state = svc.router.register_environment(env_id, svc.upstream(live, "blue"), entry.active_port,
+                                            entry.preview_port)
     return [f"public entry point {state.active_url} -> {live.deployment_id} (blue): point your proxy or DNS at it;"
             f" preview {state.preview_url}"]

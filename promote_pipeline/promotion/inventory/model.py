@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from promote_pipeline.promotion.inputs import IDENTIFIER, IDENTIFIER_RULE
-from promote_pipeline.promotion.settings import Retention, SshLogin, StabilityThresholds
+from promote_pipeline.promotion.settings import ProcessHost, Retention, SshLogin, StabilityThresholds
 from resources.notifiers import NotificationsConfig
 from resources.ops_db import EnvironmentKind, WorkerMode
 
@@ -121,7 +121,8 @@ class Adopt(Section):
     db_name: DbName = Field(description="Its physical PostgreSQL database, as it is today.")
     data_dir: PathText = Field(description="Its Odoo data_dir today: the filestore is <data_dir>/filestore/"
                                "<odoo_db_name>/. Only that folder and the sessions link are ever removed from it.")
-    http_port: Port = Field(description="The HTTP port its Odoo is started on (loopback).")
+    http_port: Port = Field(description="The HTTP port its Odoo is started on (loopback; on a process host, that"
+                            " host's address).")
     websocket_port: Port | None = Field(default=None, description="Prefork only: the port of its gevent (websocket)"
                                         " server; threaded Odoo serves the websocket on http_port.")
     endpoint_port: Port | None = Field(default=None, description="The port of its PgBouncer on loopback (default: a"
@@ -148,6 +149,9 @@ class Environment(Section):
                                 " Must exist.")
     odoo_command: str | None = Field(default=None, description="This environment's Odoo command template (default:"
                                      " settings.odoo_command).")
+    host: Identifier | None = Field(default=None, description="The process host, a key of hosts, that runs this"
+                                    " environment's Odoo, its live deployment's included (its data_root and"
+                                    " adopt.data_dir are folders there, absolute); none: the promoter's machine.")
     worker_mode: WorkerMode = Field(description="threaded (one port) or prefork (workers, and a websocket port of"
                                     " its own).")
     workers: int | None = Field(default=None, ge=1, le=256, description="Prefork only: Odoo's worker processes"
@@ -221,7 +225,8 @@ class Router(Section):
 
 
 class Inventory(Section):
-    """An installation: settings, storage, projects, environments with their live deployments, users, router."""
+    """An installation: settings, storage, projects, environments with their live deployments, users, router, and
+    the hosts that run environments' Odoo."""
 
     settings: SettingsSection = Field(description="The settings file, declared here or referenced.")
     storage: Storage = Field(description="Where evidence and artifacts go.")
@@ -231,3 +236,8 @@ class Inventory(Section):
         default_factory=dict, description="For each user, per project id, its permissions: promote, or admin"
         " (anything). Grants on these projects that the file does not list are revoked.")
     router: Router = Field(description="The router fronting the production environments.")
+    hosts: dict[Identifier, ProcessHost] = Field(
+        default_factory=dict, description="Machines that run environments' Odoo (and their PgBouncers), by name,"
+        " reached over SSH: address, ssh_port, user, identity_ref (secret reference to the client key),"
+        " known_hosts_file (on this machine), run_dir (on the host), python, pgbouncer_bin, endpoint_os_user"
+        " (README: Hosts). An environment names one with its host.")

@@ -1,16 +1,22 @@
 """What ``promote inventory check`` verifies on the machine, reading only: secrets, servers, databases, roles,
-ports, folders, binaries, and what the ops database and the router already hold.
+ports, folders, binaries, the process hosts, and what the ops database and the router already hold.
 
 Nothing here writes a row, a file or a folder, or starts a process: ports are probed by binding for an
 instant, servers by connecting, the ops database by reading (it may not exist yet). Each problem names the
 path in the inventory it comes from, and says what to do about it.
+
+An environment on a process host (``environments.<id>.host``) is asked about on that host, over SSH: its folders
+exist there, its ports are free there. A host that does not answer (down, its key unknown or changed, the key
+refused) is one problem, ``hosts.<name>``, with ssh's own line; its environments' adoption is then not probed.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -23,9 +29,10 @@ from promote_pipeline.promotion.settings import Settings
 from resources import secrets
 from resources.haproxy_adopted import AdoptedHAProxyRouter
 from resources.nginx_adopted import AdoptedNginxRouter
-from resources.odoo_host import port_in_use
+from resources.odoo_host import HostError, LocalOdooHost, port_in_use
 from resources.ops_db import DeploymentRecord
 from resources.router import RouterError, RouterResource
+from resources.ssh_odoo_host import SshOdooHost
 
 RESTARTED = "adoption restarts it once, behind the router"
 
@@ -39,9 +46,35 @@ def _settings_path(inv: Inventory, name: str) -> str:
     return f"settings.{name}" if declares_settings(inv) else f"settings.file ({name})"
 
 
+@dataclass
+class _Machine:
+    """Where an environment's Odoo runs, as the probes ask it: this machine, or its process host over SSH."""
+
+    local: LocalOdooHost
+    name: str | None = None
+    remote: SshOdooHost | None = None
+
+    @property
+    def on(self) -> str:
+        return f" on host {self.name}" if self.name else ""
+
+    def is_dir(self, path: str) -> bool:
+        return self.remote.is_dir(path) if self.remote else Path(path).is_dir()
+
+    def port_in_use(self, port: int) -> bool:
+        return self.remote.port_in_use(port) if self.remote else port_in_use("127.0.0.1", port)
+
+    def is_alive(self, pid: int | None) -> bool:
+        return (self.remote or self.local).is_alive(pid)
+
+
 def probe(inv: Inventory, cfg: Settings, svc: Services) -> tuple[list[Problem], Recorded | None]:
     """Every problem the machine shows, and what is recorded (None when the ops database cannot be read)."""
-    problems = [*_secret_problems(inv, cfg), *_path_problems(inv, cfg), *_binary_problems(inv, svc)]
+    problems = _secret_problems(inv, cfg)
+    hosts = _answering_hosts(inv, svc, problems)
+    machines = {env_id: _machine(env, svc, hosts) for env_id, env in inv.environments.items()
+                if env.host is None or env.host in hosts}
+    problems += [*_path_problems(inv, cfg, machines), *_binary_problems(inv, svc, hosts)]
     if any(p.path.startswith(_settings_path(inv, "ops_dsn_ref")) for p in problems):
         return problems, None
     try:
@@ -53,15 +86,52 @@ def probe(inv: Inventory, cfg: Settings, svc: Services) -> tuple[list[Problem], 
     answering = _answering_servers(inv, problems, svc)
     problems += _recorded_conflicts(inv, recorded)
     for env_id, env in inv.environments.items():
-        if env.db_dsn_ref in answering:
-            problems += _adoption_problems(env_id, env, svc, recorded)
+        if env.db_dsn_ref in answering and env_id in machines:
+            problems += _asked(env, _adoption_problems, env_id, env, svc, recorded, machines[env_id])
     problems += _router_problems(inv, recorded)
     problems += adopted_router_problems(inv.router, svc.router)
     return problems, recorded
 
 
+def _machine(env: Environment, svc: Services, hosts: dict[str, SshOdooHost]) -> _Machine:
+    if env.host is None:
+        return _Machine(svc.host)
+    return _Machine(svc.host, env.host, hosts[env.host])
+
+
+def _asked(env: Environment, probes: Callable[..., list[Problem]], *args: Any) -> list[Problem]:
+    """An environment's probes; its host stopping to answer half-way is one problem of that host's."""
+    try:
+        return probes(*args)
+    except HostError as exc:
+        return [Problem(f"hosts.{env.host}", _first_line(exc))]
+
+
+# -- process hosts ----------------------------------------------------------------------------------------
+def _answering_hosts(inv: Inventory, svc: Services, problems: list[Problem]) -> dict[str, SshOdooHost]:
+    """Each host an environment names, asked over SSH to run nothing; those that answer (a problem for each
+    other). A host whose key reference resolves to nothing is not asked: that problem is said already."""
+    answering: dict[str, SshOdooHost] = {}
+    for name in sorted({env.host for env in inv.environments.values() if env.host is not None}):
+        if any(p.path == f"hosts.{name}.identity_ref" for p in problems):
+            continue
+        try:
+            ph = svc.process_host(name)
+            assert isinstance(ph, SshOdooHost)
+            ph.answers()
+        except HostError as exc:
+            problems.append(Problem(f"hosts.{name}", _first_line(exc)))
+            continue
+        answering[name] = ph
+    return answering
+
+
 # -- secrets, folders, binaries ---------------------------------------------------------------------------
-def _secret_problems(inv: Inventory, cfg: Settings) -> Iterator[Problem]:
+def _secret_problems(inv: Inventory, cfg: Settings) -> list[Problem]:
+    return list(_secret_problems_of(inv, cfg))
+
+
+def _secret_problems_of(inv: Inventory, cfg: Settings) -> Iterator[Problem]:
     refs = [(_settings_path(inv, "ops_dsn_ref"), cfg.ops_dsn_ref), (_settings_path(inv, "role_key_ref"),
                                                                      cfg.role_key_ref)]
     for env_id, env in inv.environments.items():
@@ -73,6 +143,8 @@ def _secret_problems(inv: Inventory, cfg: Settings) -> Iterator[Problem]:
                      for i, w in enumerate(notifications.webhooks)]
             refs += [(f"environments.{env_id}.notifications.apprise[{i}].url_ref", a.url_ref)
                      for i, a in enumerate(notifications.apprise)]
+    used = {env.host for env in inv.environments.values()}
+    refs += [(f"hosts.{name}.identity_ref", host.identity_ref) for name, host in inv.hosts.items() if name in used]
     where = f"the environment or the secrets file {cfg.secrets_file}" if cfg.secrets_file else \
         "the environment (no secrets_file is set)"
     for path, ref in refs:
@@ -103,34 +175,54 @@ def _folder_problem(path: str, folder: str, what: str, may_be_created: bool) -> 
     return Problem(path, f"{target} does not exist (create it: {what})")
 
 
-def _path_problems(inv: Inventory, cfg: Settings) -> Iterator[Problem]:
+def _path_problems(inv: Inventory, cfg: Settings, machines: dict[str, _Machine]) -> Iterator[Problem]:
     folders = [("storage.evidence_root", cfg.evidence_root, "each run's evidence goes under it", True),
                ("storage.artifact_root", cfg.artifact_root, "the artifact store", True),
                ("router.dir", cfg.router_dir, "the router's configuration", True),
                (_settings_path(inv, "run_dir"), cfg.run_dir, "process logs", True)]
     if declares_settings(inv):
         folders.append(("settings.file", str(Path(inv.settings.file).parent), "apply writes the file there", False))
+    what = "new deployments' data dirs and the shared sessions go under it"
     for env_id, env in inv.environments.items():
-        folders.append((f"environments.{env_id}.data_root", env.data_root, "new deployments' data dirs and the"
-                                                                           " shared sessions go under it", False))
-    for path, folder, what, may_be_created in folders:
-        problem = _folder_problem(path, folder, what, may_be_created)
+        if env.host is None:
+            folders.append((f"environments.{env_id}.data_root", env.data_root, what, False))
+    for path, folder, said, may_be_created in folders:
+        problem = _folder_problem(path, folder, said, may_be_created)
         if problem:
             yield problem
+    for env_id, env in inv.environments.items():
+        if env.host is not None and env_id in machines:
+            yield from _asked(env, _remote_data_root, env_id, env, machines[env_id])
+
+
+def _remote_data_root(env_id: str, env: Environment, machine: _Machine) -> list[Problem]:
+    if machine.is_dir(env.data_root):
+        return []
+    return [Problem(f"environments.{env_id}.data_root", f"{env.data_root} does not exist{machine.on} (create it"
+                                                        " there: new deployments' data dirs and the shared sessions go"
+                                                        " under it)")]
 
 
 def _installed(name: str) -> bool:
     return bool(shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin"))
 
 
-def _binary_problems(inv: Inventory, svc: Services) -> Iterator[Problem]:
+def _binary_problems(inv: Inventory, svc: Services, hosts: dict[str, SshOdooHost]) -> Iterator[Problem]:
     router_bin = str(getattr(svc.router, f"{inv.router.kind}_bin", inv.router.kind))
     if inv.router.host is None and not shutil.which(router_bin):  # with a host, the haproxy is that host's
         yield Problem("router.kind", f"{router_bin} is not installed (not on PATH)")
-    if inv.environments and not _installed(svc.host.pgbouncer_bin):
-        first = next(iter(inv.environments))
-        yield Problem(f"environments.{first}.adopt", f"{svc.host.pgbouncer_bin} is not installed: every deployment"
-                                                     " reaches its database through a PgBouncer of its own")
+    here = [env_id for env_id, env in inv.environments.items() if env.host is None]
+    if here and not _installed(svc.host.pgbouncer_bin):
+        yield Problem(f"environments.{here[0]}.adopt", f"{svc.host.pgbouncer_bin} is not installed: every deployment"
+                                                       " reaches its database through a PgBouncer of its own")
+    for name, ph in hosts.items():  # a deployment's PgBouncer runs next to its Odoo, on its host
+        try:
+            if not ph.has_program(ph.pgbouncer_bin):
+                yield Problem(f"hosts.{name}.pgbouncer_bin", f"{ph.pgbouncer_bin} is not installed on host {name}:"
+                                                             " every deployment there reaches its database through a"
+                                                             " PgBouncer of its own, next to its Odoo")
+        except HostError as exc:
+            yield Problem(f"hosts.{name}", _first_line(exc))
 
 
 # -- database servers -------------------------------------------------------------------------------------
@@ -168,26 +260,32 @@ def _recorded_conflicts(inv: Inventory, recorded: Recorded) -> Iterator[Problem]
                                                                f" environment's {name} never changes")
 
 
-def _adoption_problems(env_id: str, env: Environment, svc: Services, recorded: Recorded) -> list[Problem]:
+def _adoption_problems(env_id: str, env: Environment, svc: Services, recorded: Recorded,
+                       machine: _Machine) -> list[Problem]:
     where = f"environments.{env_id}"
     adopted = recorded.adopted.get(env_id)
     if adopted is not None:
-        return list(_adopted_agrees(where, env_id, env, adopted, svc))
+        return list(_adopted_agrees(where, env_id, env, adopted, machine))
     active = recorded.active.get(env_id)
     if active is not None:
         return [Problem(f"{where}.adopt", f"the environment is already served by deployment"
                                           f" {active.deployment_id}: only an environment with no live deployment"
                                           " recorded is adopted")]
-    return list(_pending_adoption(where, env, svc))
+    return list(_pending_adoption(where, env, svc, machine))
 
 
 def _adopted_agrees(where: str, env_id: str, env: Environment, adopted: DeploymentRecord,
-                    svc: Services) -> Iterator[Problem]:
+                    machine: _Machine) -> Iterator[Problem]:
     """An adopted deployment is recorded for good: the file must still describe it, and its ports be its own."""
     a = env.adopt
     if adopted.environment_id != env_id:
         yield Problem(f"{where}.adopt.deployment_id", f"{adopted.deployment_id} is a deployment of"
                                                       f" {adopted.environment_id}")
+        return
+    if adopted.host != env.host:
+        yield Problem(f"{where}.host", f"{adopted.deployment_id} was adopted on"
+                                       f" {f'host {adopted.host}' if adopted.host else 'this machine'}: an adopted"
+                                       " deployment is not moved")
         return
     declared = {"db_name": a.db_name, "data_dir": a.data_dir, "http_port": a.http_port,
                 "db_role": a.db_role or a.db_name}
@@ -203,12 +301,12 @@ def _adopted_agrees(where: str, env_id: str, env: Environment, adopted: Deployme
     if adopted.websocket_port != adopted.http_port:
         ports["websocket_port"] = (adopted.websocket_port, adopted.pid)
     for name, (port, pid) in ports.items():
-        if adopted.state == "active" and port and not svc.host.is_alive(pid) and port_in_use("127.0.0.1", port):
-            yield Problem(f"{where}.adopt.{name}", f"port {port} is taken by a process that is not"
+        if adopted.state == "active" and port and not machine.is_alive(pid) and machine.port_in_use(port):
+            yield Problem(f"{where}.adopt.{name}", f"port {port}{machine.on} is taken by a process that is not"
                                                    f" {adopted.deployment_id}'s: apply would restart it there")
 
 
-def _pending_adoption(where: str, env: Environment, svc: Services) -> Iterator[Problem]:
+def _pending_adoption(where: str, env: Environment, svc: Services, machine: _Machine) -> Iterator[Problem]:
     a, ref = env.adopt, env.db_dsn_ref
     if not svc.host.database_exists(ref, a.db_name):
         yield Problem(f"{where}.adopt.db_name", f"database {a.db_name} does not exist on the server of {ref}")
@@ -222,28 +320,29 @@ def _pending_adoption(where: str, env: Environment, svc: Services) -> Iterator[P
     if svc.host.role_exists(ref, role):
         yield Problem(f"{where}.adopt.db_role", f"role {role} exists already: adoption would take it over (its"
                                                 " password and rights replaced); name another with adopt.db_role")
-    yield from _data_dir_problems(where, env)
+    yield from _data_dir_problems(where, env, machine)
     for name in ("http_port", "websocket_port", "endpoint_port"):
         port = getattr(a, name)
-        if port is not None and (name != "websocket_port" or port != a.http_port) and port_in_use("127.0.0.1", port):
-            yield Problem(f"{where}.adopt.{name}", f"port {port} is in use: stop the Odoo serving {a.db_name} (and"
-                                                   f" whatever else holds the port) first ({RESTARTED})")
+        if port is not None and (name != "websocket_port" or port != a.http_port) and machine.port_in_use(port):
+            yield Problem(f"{where}.adopt.{name}", f"port {port} is in use{machine.on}: stop the Odoo serving"
+                                                   f" {a.db_name} (and whatever else holds the port) first"
+                                                   f" ({RESTARTED})")
 
 
-def _data_dir_problems(where: str, env: Environment) -> Iterator[Problem]:
+def _data_dir_problems(where: str, env: Environment, machine: _Machine) -> Iterator[Problem]:
     data_dir, name = Path(env.adopt.data_dir), env.odoo_db_name
-    if not data_dir.is_dir():
-        yield Problem(f"{where}.adopt.data_dir", f"{data_dir} does not exist")
+    if not machine.is_dir(str(data_dir)):
+        yield Problem(f"{where}.adopt.data_dir", f"{data_dir} does not exist{machine.on}")
         return
-    if (data_dir / "filestore" / name).is_dir():
+    if machine.is_dir(str(data_dir / "filestore" / name)):
         return
     physical = data_dir / "filestore" / env.adopt.db_name
-    if physical.is_dir():
-        yield Problem(f"{where}.adopt.data_dir", f"its filestore is {physical}, but Odoo will serve the database as"
-                                                 f" {name}: rename that folder to filestore/{name}")
+    if machine.is_dir(str(physical)):
+        yield Problem(f"{where}.adopt.data_dir", f"its filestore is {physical}{machine.on}, but Odoo will serve the"
+                                                 f" database as {name}: rename that folder to filestore/{name}")
     else:
-        yield Problem(f"{where}.adopt.data_dir", f"{data_dir} has no filestore/{name}/ (the filestore of the"
-                                                 " database Odoo serves as odoo_db_name)")
+        yield Problem(f"{where}.adopt.data_dir", f"{data_dir}{machine.on} has no filestore/{name}/ (the filestore"
+                                                 " of the database Odoo serves as odoo_db_name)")
 
 
 # -- the router -------------------------------------------------------------------------------------------

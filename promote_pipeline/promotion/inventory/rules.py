@@ -134,11 +134,18 @@ def absolute_paths(inv: Inventory, base: Path) -> Inventory:
                                                for k in ("file", "secrets_file", "run_dir")})
     storage = inv.storage.model_copy(update={k: absolute(getattr(inv.storage, k))
                                              for k in ("evidence_root", "artifact_root")})
+    # An environment on a process host has its folders there: a path relative to this file's folder would name
+    # nothing on that machine, so they are left as written (the rules then require them absolute).
     environments = {
-        env_id: env.model_copy(update={"data_root": absolute(env.data_root), "adopt": env.adopt.model_copy(
-            update={"data_dir": absolute(env.adopt.data_dir)})})
+        env_id: env if env.host is not None else env.model_copy(update={
+            "data_root": absolute(env.data_root),
+            "adopt": env.adopt.model_copy(update={"data_dir": absolute(env.adopt.data_dir)})})
         for env_id, env in inv.environments.items()}
+    # known_hosts_file is read on this machine; run_dir is the host's, and left as written.
+    hosts = {name: host.model_copy(update={"known_hosts_file": absolute(host.known_hosts_file)})
+             for name, host in inv.hosts.items()}
     return inv.model_copy(update={"settings": settings, "storage": storage, "environments": environments,
+                                  "hosts": hosts,
                                   "router": inv.router.model_copy(update={
                                       "dir": absolute(inv.router.dir),
                                       # with a host, config_file is a path on that host: kept as written
@@ -156,7 +163,7 @@ def absolute_paths(inv: Inventory, base: Path) -> Inventory:
 _INLINE_REQUIRED = ("ops_dsn_ref", "ops_database", "role_key_ref", "run_dir", "odoo_command")
 _INLINE_FIELDS = (*_INLINE_REQUIRED, "secrets_file", "min_free_space_factor", "carry_over_parameters")
 PLACEHOLDERS = ("python", "db", "data_dir", "http_port", "websocket_port", "workers", "environment_id", "deployment",
-                "db_host", "db_port", "db_user")
+                "db_host", "db_port", "db_user", "http_interface")
 
 
 def declares_settings(inv: Inventory) -> bool:
@@ -165,8 +172,8 @@ def declares_settings(inv: Inventory) -> bool:
 
 
 def cross_rules(inv: Inventory) -> list[Problem]:
-    return [*_settings_rules(inv), *_reference_rules(inv), *_environment_rules(inv), *_unique_rules(inv),
-            *_template_rules(inv)]
+    return [*_settings_rules(inv), *_reference_rules(inv), *_host_rules(inv), *_environment_rules(inv),
+            *_unique_rules(inv), *_template_rules(inv)]
 
 
 def _settings_rules(inv: Inventory) -> Iterator[Problem]:
@@ -238,6 +245,25 @@ def _adoption_rules(inv: Inventory) -> Iterator[Problem]:
                 yield Problem(f"router.{name}", "only for an adopted nginx")
 
 
+def _host_rules(inv: Inventory) -> Iterator[Problem]:
+    """A host an environment names is declared; what lives on a host is named by absolute paths (a relative one
+    would be read from a folder of this machine, which the host does not have)."""
+    for name, host in inv.hosts.items():
+        if not os.path.isabs(host.run_dir):
+            yield Problem(f"hosts.{name}.run_dir", f"must be an absolute path on host {name} (got {host.run_dir!r})")
+    for env_id, env in inv.environments.items():
+        if env.host is None:
+            continue
+        if env.host not in inv.hosts:
+            known = ", ".join(inv.hosts) or "none is declared"
+            yield Problem(f"environments.{env_id}.host", f"must be a host declared under hosts (got {env.host!r};"
+                                                         f" hosts: {known})")
+        for path, value in ((f"environments.{env_id}.data_root", env.data_root),
+                            (f"environments.{env_id}.adopt.data_dir", env.adopt.data_dir)):
+            if not os.path.isabs(value):
+                yield Problem(path, f"must be an absolute path on host {env.host} (got {value!r})")
+
+
 def _environment_rules(inv: Inventory) -> Iterator[Problem]:
     for env_id, env in inv.environments.items():
         where, adopt = f"environments.{env_id}", env.adopt
@@ -281,28 +307,33 @@ def _duplicates(named: list[tuple[Any, str]], what: str) -> Iterator[Problem]:
 
 
 def _unique_rules(inv: Inventory) -> Iterator[Problem]:
-    ports: list[tuple[Any, str]] = []
-    databases, deployments, roles, roots = [], [], [], []
+    # Ports and folders are a machine's: two environments on different hosts may use the same ones. The router's
+    # entry points are on this machine (host None).
+    ports: dict[str | None, list[tuple[Any, str]]] = defaultdict(list)
+    roots: dict[str | None, list[tuple[Any, str]]] = defaultdict(list)
+    databases, deployments, roles = [], [], []
     for env_id, env in inv.environments.items():
-        a, where = env.adopt, f"environments.{env_id}.adopt"
-        roots.append((env.data_root, f"environments.{env_id}.data_root"))  # its sessions are the environment's
-        ports.append((a.http_port, f"{where}.http_port"))
+        a, where, on = env.adopt, f"environments.{env_id}.adopt", env.host
+        roots[on].append((env.data_root, f"environments.{env_id}.data_root"))  # its sessions are the environment's
+        ports[on].append((a.http_port, f"{where}.http_port"))
         if a.websocket_port not in (None, a.http_port):
-            ports.append((a.websocket_port, f"{where}.websocket_port"))
+            ports[on].append((a.websocket_port, f"{where}.websocket_port"))
         if a.endpoint_port is not None:
-            ports.append((a.endpoint_port, f"{where}.endpoint_port"))
+            ports[on].append((a.endpoint_port, f"{where}.endpoint_port"))
         databases.append((a.db_name, f"{where}.db_name"))
         deployments.append((env.deployment_id(env_id), f"{where}.deployment_id"))
         roles.append((a.db_role or a.db_name, f"{where}.db_role"))
     for env_id, entry in inv.router.fronts.items():
         for name in ("active_port", "preview_port"):
             if getattr(entry, name) is not None:
-                ports.append((getattr(entry, name), f"router.fronts.{env_id}.{name}"))
-    yield from _duplicates(ports, "port")
+                ports[None].append((getattr(entry, name), f"router.fronts.{env_id}.{name}"))
+    for named in ports.values():
+        yield from _duplicates(named, "port")
     yield from _duplicates(databases, "database")
     yield from _duplicates(deployments, "deployment")
     yield from _duplicates(roles, "role")
-    yield from _duplicates(roots, "folder")
+    for named in roots.values():
+        yield from _duplicates(named, "folder")
 
 
 def template_problems(path: str, template: str, prefork: bool) -> list[Problem]:
@@ -337,7 +368,7 @@ def _template_rules(inv: Inventory, default: str | None = None) -> Iterator[Prob
 
 # -- the settings it stands for ---------------------------------------------------------------------------
 def declared_settings(inv: Inventory) -> Settings:
-    """The settings file apply writes, from the inventory (settings, storage and router)."""
+    """The settings file apply writes, from the inventory (settings, storage, router and hosts)."""
     s = inv.settings
     values: dict[str, Any] = {
         "ops_dsn_ref": s.ops_dsn_ref, "ops_database": s.ops_database, "secrets_file": s.secrets_file,
@@ -349,6 +380,8 @@ def declared_settings(inv: Inventory) -> Settings:
         "router_host": inv.router.host.model_dump() if inv.router.host else None,
         "router_include_dir": inv.router.include_dir,
         "router_reload_command": inv.router.reload_command, "router_nginx_command": inv.router.nginx_command,
+        "process_hosts": {name: host.model_dump() for name, host in inv.hosts.items()},
+        "environment_hosts": _environment_hosts(inv),
         # The inventory declares its artifact folder, and its check accepts one not made yet under an existing
         # parent: the first promotion makes it, as declared.
         "create_artifact_root": True}
@@ -363,8 +396,32 @@ def declared_settings(inv: Inventory) -> Settings:
     return Settings.model_validate(values)
 
 
+def _environment_hosts(inv: Inventory) -> dict[str, str]:
+    return {env_id: env.host for env_id, env in inv.environments.items() if env.host is not None}
+
+
+def _host_agreement(inv: Inventory, existing: Settings) -> Iterator[Problem]:
+    """The hosts, each as a whole (a host whose address or key file differs is another host), and which
+    environment runs on which."""
+    where = f"the settings file {inv.settings.file}"
+    for name in sorted(set(inv.hosts) | set(existing.process_hosts)):
+        declared, recorded = inv.hosts.get(name), existing.process_hosts.get(name)
+        if recorded is None:
+            yield Problem(f"hosts.{name}", f"{where} has no process host {name} (process_hosts)")
+        elif declared is None:
+            yield Problem("hosts", f"{where} has a process host {name} the inventory does not declare")
+        elif declared.model_dump() != recorded.model_dump():
+            differ = [k for k, v in declared.model_dump().items() if getattr(recorded, k) != v]
+            yield Problem(f"hosts.{name}", f"{where} says otherwise of {', '.join(differ)}")
+    recorded_hosts = existing.environment_hosts
+    for env_id in inv.environments:
+        declared_host, recorded_host = inv.environments[env_id].host, recorded_hosts.get(env_id)
+        if declared_host != recorded_host:
+            yield Problem(f"environments.{env_id}.host", f"{where} says {recorded_host!r} (environment_hosts)")
+
+
 def _agreement(inv: Inventory, existing: Settings) -> Iterator[Problem]:
-    """A referenced settings file must say what the inventory says about the router and storage."""
+    """A referenced settings file must say what the inventory says about the router, storage and hosts."""
     pairs = (("router.kind", inv.router.kind, existing.router_kind),
              ("router.dir", inv.router.dir, existing.router_dir),
              ("router.listen_host", inv.router.listen_host, existing.router_listen_host),
@@ -382,6 +439,7 @@ def _agreement(inv: Inventory, existing: Settings) -> Iterator[Problem]:
     if inv.router.host != existing.router_host:
         says = existing.router_host.model_dump() if existing.router_host else None
         yield Problem("router.host", f"the settings file {inv.settings.file} says {says!r}")
+    yield from _host_agreement(inv, existing)
 
 
 def settings_of(inv: Inventory) -> Settings:

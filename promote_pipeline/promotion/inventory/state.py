@@ -33,21 +33,21 @@ def environment_record(inv: Inventory, env_id: str) -> EnvironmentRecord:
 
 def adopted_record(inv: Inventory, env_id: str, endpoint_port: int) -> DeploymentRecord:
     """The live deployment as ops.deployments will hold it: active, in the operator's data_dir (which it does not
-    own), with its own role and PgBouncer."""
+    own), with its own role and PgBouncer, on the environment's process host (None: this machine)."""
     env = inv.environments[env_id]
     a = env.adopt
     return DeploymentRecord(
         deployment_id=env.deployment_id(env_id), environment_id=env_id, db_name=a.db_name, data_dir=a.data_dir,
         http_port=a.http_port, websocket_port=a.websocket_port or a.http_port, pid=None, state="active",
         odoo_db_name=env.odoo_db_name, db_role=a.db_role or a.db_name, endpoint_port=endpoint_port,
-        owns_data_dir=False)
+        owns_data_dir=False, host=env.host)
 
 
 def adoption_facts(inv: Inventory, env_id: str, dep: DeploymentRecord) -> dict[str, Any]:
     """What the adopt run's metadata says was adopted."""
     return {"deployment_id": dep.deployment_id, "db_name": dep.db_name, "odoo_db_name": dep.odoo_db_name,
             "data_dir": dep.data_dir, "http_port": dep.http_port, "websocket_port": dep.websocket_port,
-            "endpoint_port": dep.endpoint_port, "db_role": dep.db_role,
+            "endpoint_port": dep.endpoint_port, "db_role": dep.db_role, "host": dep.host,
             "first_blue": inv.environments[env_id].adopt.first_blue, "adopted_by": "promote inventory apply"}
 
 
