@@ -35,6 +35,9 @@ from promote_pipeline.promotion.services import Services
 from resources.artifact_store import LocalArtifactStore
 from resources.ops_db import ArtifactRecord, OpsDatabase
 
+# How long the worker-kill drill waits for the safety net to put traffic back on blue and end the killed run.
+RECOVERY_WINDOW_SECONDS = 300
+
 T = TypeVar("T")
 
 FINGERPRINT_TABLES = ("res_partner", "res_users", "ir_attachment", "ir_config_parameter", "ir_module_module")
@@ -256,7 +259,9 @@ class Drill:
         killed = time.monotonic()
         self.say(f"killed run worker {pid} after cutover of {row.run_id}")
         on_blue = None
-        while time.monotonic() < killed + 120:
+        # Generous: the safety net's sensor ticks, then launches the rollback as a run of its own; on a loaded
+        # machine that takes minutes, not seconds. How long it took is the measure, reported; this is a bound.
+        while time.monotonic() < killed + RECOVERY_WINDOW_SECONDS:
             if on_blue is None and router.serves(sbx.PROD, blue):  # the router's word, not routes.json
                 on_blue = time.monotonic() - killed
             final = ops_db.run(row.run_id)
@@ -265,12 +270,27 @@ class Drill:
             time.sleep(0.05)
         self.facts["kill_to_blue_seconds"] = round(on_blue, 2) if on_blue is not None else None
         final = ops_db.run(row.run_id)
+        if final is None or final.status == "running":
+            self._roll_back_what_the_safety_net_missed(row.run_id)
         from promote_pipeline.promotion.models import PromotionOutcome
 
         outcome = PromotionOutcome(run_id=row.run_id, status=final.status if final and final.status != "running"
                                    else "failed", evidence_dir=(final.evidence_dir if final else None) or "",
                                    blue_backup_id=None, green_artifact_id=None, cutover_timestamp=None)
         return 1, outcome
+
+    def _roll_back_what_the_safety_net_missed(self, run_id: str) -> None:
+        """The safety net did not roll back the dead run within the window: the drill fails (its verdict is
+        judged on what the safety net did, before this), but the sandbox is not left with a dead run holding
+        production, which every later promotion there would be refused on (no_concurrent_operations). The
+        rollback is the one an operator would run (`promote rollback`); what it did is in the facts."""
+        from promote_pipeline.cli.runner import run_rollback
+
+        self.say(f"worker-kill: the safety net did not roll back {run_id} within {RECOVERY_WINDOW_SECONDS}s;"
+                 " rolling it back by hand to leave the sandbox safe")
+        code, _result, message = run_rollback(run_id, "drill: the safety net missed its window", "drill",
+                                              quiet=True)
+        self.facts["rolled_back_by_drill"] = {"exit_code": code, "message": message}
 
     # -- verdict -------------------------------------------------------------------------------------
     def _judge(self, code: int, outcome: Any, before: dict[str, Any], blue_print: dict[str, str]) -> dict[str, Any]:
@@ -283,6 +303,10 @@ class Drill:
         }
         if "fault_injected" in self.facts:
             checks["fault_injected"] = self.facts["fault_injected"]
+        if self.fault == "worker-kill":
+            # The drill's point: the safety net, not the drill's own clean-up, put traffic back on blue.
+            checks["safety_net_recovered"] = (self.facts.get("kill_to_blue_seconds") is not None
+                                              and "rolled_back_by_drill" not in self.facts)
         if outcome is None:  # rejected before anything was created
             checks["rejected"] = code == 2
         else:

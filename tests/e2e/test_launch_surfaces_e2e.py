@@ -64,7 +64,7 @@ _STEP_KEYS = """query Keys($runId: ID!) { logsForRun(runId: $runId) { ... on Eve
 def example_run(dagster_ui: Any) -> dict[str, Any]:
     """examples/launch_via_graphql.py, run as a person would, against the webserver: its outputs object."""
     result = subprocess.run([sys.executable, str(EXAMPLE), "--url", dagster_ui.url, "--stability-seconds", "1"],
-                            capture_output=True, text=True, timeout=180, env=dagster_ui.env)
+                            capture_output=True, text=True, timeout=600, env=dagster_ui.env)
     assert result.returncode == 0, result.stdout + result.stderr
     outputs: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return outputs
@@ -124,7 +124,7 @@ def test_promote_launch_follows_the_run_with_progress_lines_and_status_reads_it_
         dagster_ui: Any, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["launch", "--project", PROJECT, "--staging", STAGING, "--prod", PROD, "--user", USER,
             "--stability-seconds", "1", "--url", dagster_ui.url, "--json"]
-    result = subprocess.run([str(PROMOTE), *args], capture_output=True, text=True, timeout=180, env=dagster_ui.env)
+    result = subprocess.run([str(PROMOTE), *args], capture_output=True, text=True, timeout=600, env=dagster_ui.env)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     # Not a terminal: plain lines, each with the time since the launch; every step, with its duration.

@@ -117,10 +117,14 @@ class Server:
         self.own_group = own_group
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 15) -> Server:
+    def start(self, timeout: float = 15, wait: bool = True) -> Server:
+        """Started; with ``wait``, once it answers HTTP (a server meant to die at once is not waited for: on a
+        loaded machine it may be gone before it ever answers)."""
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "odoo_standin", *self.args], cwd=REPO,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_group)
+        if not wait:
+            return self
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
