@@ -42,7 +42,14 @@ def cleanup_run_key(task_keys: list[str], artifact_ids: list[str]) -> str | None
 def cleanup_when_due(ops_db: OpsDatabase, odoo_host: LocalOdooHost, artifact_store: LocalArtifactStore,
                      router: RouterResource, settings: ResourceParam[Settings]) -> RunRequest | SkipReason:
     svc = Services(ops_db=ops_db, host=odoo_host, store=artifact_store, router=router, settings=settings)
-    ops_db.upgrade()
+    # Never create the ops database from a tick: after `promote sandbox down` (or a team dropping it) the daemon
+    # would bring back an empty one, hiding that it is gone. A database that exists is brought up to date.
+    state = ops_db.schema_state()
+    if not state.database_exists:
+        return SkipReason(f"the ops database {ops_db.database} does not exist: nothing to clean up (promote sandbox"
+                          " up, promote inventory apply or a promotion creates it)")
+    if state.pending:
+        ops_db.upgrade()
     tasks = ops_db.due_tasks(cleanup.CLAIM_LEASE)
     going = [v.artifact_id for v in retention.evaluate(svc) if not v.keep]  # what the run's prune would delete
     key = cleanup_run_key([f"{t.task_id}.{t.attempts}" for t in tasks], going)

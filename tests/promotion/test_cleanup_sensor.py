@@ -15,7 +15,7 @@ from promote_pipeline.defs.resources import for_definitions
 from promote_pipeline.defs.schedules import CLEANUP_SENSOR_NAME, cleanup_when_due
 from promote_pipeline.promotion import cleanup, retention
 from promote_pipeline.promotion.services import Services
-from resources.ops_db import DeploymentRecord, TaskRequest
+from resources.ops_db import DeploymentRecord, OpsDatabase, TaskRequest
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,22 @@ def _due_and_not_due(box: Sandbox, instance: DagsterInstance, svc: Services, dep
     finally:
         svc.ops_db.cancel_task(task_id, "test over")
     assert isinstance(_tick(box, instance), SkipReason)  # cancelled: nothing due again
+
+
+def test_a_tick_never_creates_a_missing_ops_database(haproxy_box: Sandbox) -> None:
+    """After `promote sandbox down` dropped it (or a team did), the daemon's next tick must not bring back an empty
+    ops database: it skips, saying so, and the database stays absent."""
+    missing = f"promote_ops_gone_{secrets.token_hex(4)}"
+    gone = OpsDatabase(dsn_ref=haproxy_box.resources()["ops_db"].dsn_ref, database=missing)
+    assert not gone.schema_state().database_exists
+    with DagsterInstance.ephemeral() as instance, \
+            build_sensor_context(instance=instance, resources=for_definitions(
+                {**haproxy_box.resources(), "ops_db": gone})) as context:
+        result = cleanup_when_due(context)
+    assert isinstance(result, SkipReason), result
+    assert result.skip_message == (f"the ops database {missing} does not exist: nothing to clean up (promote"
+                                   " sandbox up, promote inventory apply or a promotion creates it)")
+    assert not gone.schema_state().database_exists
 
 
 def test_the_sensor_replaced_the_every_minute_schedule() -> None:
