@@ -38,7 +38,7 @@ layers: deps
 	$(BIN)/lint-imports
 
 test: lint typecheck layers
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=25
 
 # Only the pure-logic tests (marker `unit`: no PostgreSQL, no process; tests/conftest.py refuses both), in
 # seconds. pytest exits 5 when the marker selects nothing, so a `make unit` that ran no test fails.
