@@ -288,8 +288,11 @@ class Drill:
 
         self.say(f"worker-kill: the safety net did not roll back {run_id} within {RECOVERY_WINDOW_SECONDS}s;"
                  " rolling it back by hand to leave the sandbox safe")
-        code, _result, message = run_rollback(run_id, "drill: the safety net missed its window", "drill",
-                                              quiet=True)
+        try:
+            code, _result, message = run_rollback(run_id, "drill: the safety net missed its window", "drill",
+                                                  quiet=True)
+        except Exception as exc:  # noqa: BLE001 - the verdict (already failed) is still reported, with this
+            code, message = 1, f"{type(exc).__name__}: {exc}"
         self.facts["rolled_back_by_drill"] = {"exit_code": code, "message": message}
 
     # -- verdict -------------------------------------------------------------------------------------
