@@ -308,30 +308,33 @@ class Preflight:
 
 
     # -- Odoo compatibility --------------------------------------------------------------------------
-    def _staging_db(self) -> str:
+    def _staging_live(self) -> DeploymentRecord:
         assert self.staging
         live = self.ops_db.active_deployment(self.staging.environment_id)
         if not live:
             raise PreconditionFailed(f"staging {self.staging.environment_id} has no active deployment")
-        return live.db_name
+        return live
+
+    def _staging_db(self) -> str:
+        return self._staging_live().db_name
 
     def staging_accessible(self) -> str:
         assert self.staging
-        db = self._staging_db()
+        live = self._staging_live()
+        db = live.db_name
         try:
             with self.host.connect(self.staging.db_dsn_ref, db, retry=False) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             raise PreconditionFailed(f"cannot connect to staging database {db}: {str(exc).strip()[:200]}") from None
-        live = self.ops_db.active_deployment(self.staging.environment_id)
-        assert live is not None  # _staging_db found it
         # The snapshot reads staging's filestore where staging's Odoo runs: on a process host, over SSH. A host
-        # that does not answer is found here, before production is touched, not half-way through the snapshot.
+        # that does not answer is found here, before production is touched, not half-way through the snapshot
+        # (one call, not a walk of the filestore: sufficient_disk_space measures it).
         files_on = self._files_host(live)
         if isinstance(files_on, SshOdooHost):
             fs = files_on.filestore_dir(live.data_dir, live.served_db)
             try:
-                files_on.filestore_stats(live.data_dir, live.served_db)
+                files_on.answers()
             except HostError as exc:
                 raise PreconditionFailed(f"staging filestore {fs}: {exc}") from None
             return f"database {db} and filestore on {files_on.name} reachable"
